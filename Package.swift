@@ -1,0 +1,130 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+/// Settings every Breakwater target shares: Swift 6 mode (complete concurrency checking),
+/// `any` spelled out for existentials, and warnings treated as errors for our own code only.
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .treatAllWarnings(as: .error),
+]
+
+let nio: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+]
+
+let package = Package(
+    name: "breakwater",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "BreakwaterClient", targets: ["BreakwaterClient"]),
+        .library(name: "BreakwaterWire", targets: ["BreakwaterWire"]),
+        .executable(name: "breakwaterd", targets: ["breakwaterd"]),
+        .executable(name: "breakwater", targets: ["breakwater"]),
+        .executable(name: "fake-provider", targets: ["fake-provider"]),
+        .executable(name: "breakwater-bench", targets: ["breakwater-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+    ],
+    targets: [
+        // C libraries. Swift cannot call variadic C functions, so each shim header wraps them in
+        // typed `static inline` functions (the GRDBSQLite pattern).
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+
+        // The wire protocol: frames, messages, codec, limits. No dependencies at all.
+        .target(name: "BreakwaterWire", swiftSettings: strict),
+        // The shim apps link: plain POSIX sockets plus the wire codec.
+        .target(name: "BreakwaterClient", dependencies: ["BreakwaterWire"], swiftSettings: strict),
+        // Canonical request/response and provider adapters; pure, no I/O.
+        .target(name: "Providers", swiftSettings: strict),
+        // libcurl multi engine on its own thread.
+        .target(name: "CurlTransport", dependencies: ["CCurl"], swiftSettings: strict),
+        // sd_listen_fds, sd_notify (and, later, the journal).
+        .target(name: "Systemd", dependencies: ["CSystemd"], swiftSettings: strict),
+        // YAML config with file:line errors.
+        .target(
+            name: "Config",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: strict
+        ),
+        // The daemon's request path and server, as a library so tests can drive it in-process too.
+        .target(
+            name: "BreakwaterDaemon",
+            dependencies: nio + [
+                "BreakwaterWire", "Providers", "CurlTransport", "Systemd", "Config",
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "breakwaterd",
+            dependencies: [
+                "BreakwaterDaemon", "Config",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // The stand-in for the internet: each provider's real wire format, with scripted faults.
+        .target(
+            name: "FakeProviderKit",
+            dependencies: nio + [.product(name: "NIOHTTP1", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "fake-provider",
+            dependencies: [
+                "FakeProviderKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "breakwater",
+            dependencies: [
+                "BreakwaterClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "breakwater-bench",
+            dependencies: [
+                "BreakwaterClient", "CurlTransport",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "BreakwaterWireTests", dependencies: ["BreakwaterWire"], swiftSettings: strict),
+        .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: strict),
+        .testTarget(name: "ConfigTests", dependencies: ["Config"], swiftSettings: strict),
+        .testTarget(
+            name: "CurlTransportTests",
+            dependencies: ["CurlTransport", "FakeProviderKit"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "BreakwaterClient", "BreakwaterWire", "FakeProviderKit",
+                // Listed so `swift test` builds the binaries the end-to-end tests start as real processes.
+                "breakwaterd", "fake-provider", "breakwater",
+            ],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,1 @@
+// Placeholder so the package resolves; replaced as the target is written.
