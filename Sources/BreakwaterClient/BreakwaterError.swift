@@ -1,0 +1,49 @@
+import BreakwaterWire
+
+/// Every failure the client shim reports. `code` is the daemon's stable protocol code when the daemon said it.
+public struct BreakwaterError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: Sendable, Hashable {
+        /// No daemon answered at the socket (after the reconnect attempts).
+        case daemonUnavailable
+        /// The connection broke while the call was open; the call may or may not have reached the provider.
+        case connectionLost
+        /// The daemon sent something this client cannot understand.
+        case protocolViolation
+        /// The daemon ended the call with an error (ERROR frame or error TRAILERS).
+        case call
+        /// The daemon closed the connection with a connection error.
+        case connection
+        /// The task was cancelled; CANCEL was sent.
+        case cancelled
+    }
+
+    public var kind: Kind
+    /// The daemon's error code, for `.call` and `.connection`.
+    public var code: ErrorCode?
+    public var message: String
+    /// For upstream errors: the provider's HTTP status.
+    public var upstreamStatus: UInt16?
+    /// For upstream errors: the provider that failed.
+    public var provider: String?
+    public var retryAfterMs: UInt32?
+
+    public init(_ kind: Kind, code: ErrorCode? = nil, _ message: String, upstreamStatus: UInt16? = nil,
+                provider: String? = nil, retryAfterMs: UInt32? = nil) {
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.upstreamStatus = upstreamStatus
+        self.provider = provider
+        self.retryAfterMs = retryAfterMs
+    }
+
+    init(_ m: ErrorMessage, connection: Bool) {
+        self.init(connection ? .connection : .call, code: m.code, m.message, upstreamStatus: m.upstreamStatus,
+                  provider: m.provider, retryAfterMs: m.retryAfterMs)
+    }
+
+    public var description: String {
+        if let code { return "\(code.name): \(message)" }
+        return "\(kind): \(message)"
+    }
+}

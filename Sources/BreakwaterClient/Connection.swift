@@ -1,0 +1,198 @@
+import BreakwaterWire
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// What a call receives from the daemon, in order: `.response`, `.data`..., `.trailers`; or one `.failed`.
+enum CallEvent: Sendable {
+    case response(CallResponse)
+    case data([UInt8])
+    case trailers(CallTrailers)
+    case failed(BreakwaterError)
+}
+
+/// One connection to the daemon: HELLO done at creation, a reader thread that routes frames to calls by stream id.
+///
+/// Calls register a sink before their REQUEST is written, so no answer can arrive for an unknown call. When the
+/// connection breaks, every open call gets `.failed(.connectionLost)` and the client makes a new connection for
+/// the next call.
+final class Connection: Sendable {
+    typealias Sink = @Sendable (CallEvent) -> Void
+
+    private struct State {
+        var nextStreamID: StreamID = 1
+        var sinks: [StreamID: Sink] = [:]
+        var closed = false
+        /// Set by GOAWAY: no new calls here.
+        var draining = false
+    }
+
+    let fd: Int32
+    let serverLimits: Limits
+    private let state = Mutex(State())
+    /// Serialises writers so frames from concurrent calls never interleave mid-frame.
+    private let writeLock = Mutex(())
+
+    /// Connects, exchanges HELLO (waiting at most `helloTimeoutMs` for the daemon's), and starts the reader.
+    init(path: String, hello: Hello, helloTimeoutMs: Int) throws(BreakwaterError) {
+        let fd: Int32
+        do {
+            fd = try Socket.connectUnix(path: path)
+        } catch {
+            throw BreakwaterError(.daemonUnavailable, "cannot connect to \(path): \(error.message)")
+        }
+        var decoder = FrameDecoder(limits: .preHello)
+        do {
+            try Socket.writeAll(fd, hello.frame().encoded())
+            Socket.setReceiveTimeout(fd, milliseconds: helloTimeoutMs)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var answer: Frame?
+            while answer == nil {
+                let n = try Socket.read(fd, into: &buffer)
+                guard n > 0 else { throw BreakwaterError(.daemonUnavailable, "daemon closed the connection at HELLO") }
+                decoder.feed(buffer[0..<n])
+                answer = try decoder.next()
+            }
+            Socket.setReceiveTimeout(fd, milliseconds: 0)
+            guard let answer else { throw BreakwaterError(.protocolViolation, "no HELLO") }
+            if answer.type == .error {
+                throw BreakwaterError(try ErrorMessage(frame: answer), connection: true)
+            }
+            let serverHello = try Hello(frame: answer)
+            guard serverHello.version == ProtocolVersion.v1, let limits = serverHello.limits else {
+                throw BreakwaterError(.protocolViolation, "daemon HELLO has no usable version or limits")
+            }
+            self.serverLimits = limits
+            decoder.limits = limits
+        } catch let e as BreakwaterError {
+            Socket.closeFD(fd)
+            throw e
+        } catch let e as Socket.Failure {
+            Socket.closeFD(fd)
+            throw BreakwaterError(.daemonUnavailable, "HELLO failed: \(e.message)")
+        } catch let e as WireError {
+            Socket.closeFD(fd)
+            throw BreakwaterError(.protocolViolation, e.description)
+        } catch {
+            Socket.closeFD(fd)
+            throw BreakwaterError(.protocolViolation, "HELLO failed")
+        }
+        self.fd = fd
+        let leftover = decoder
+        Socket.spawnThread { [self] in self.readLoop(decoder: leftover) }
+    }
+
+    var isUsable: Bool { state.withLock { !$0.closed && !$0.draining } }
+
+    /// Registers a call and returns its stream id, or nil when this connection takes no new calls.
+    func open(sink: @escaping Sink) -> StreamID? {
+        state.withLock { s in
+            guard !s.closed, !s.draining, s.nextStreamID < 0x7FFF_FFFF else { return nil }
+            let id = s.nextStreamID
+            s.nextStreamID += 2
+            s.sinks[id] = sink
+            return id
+        }
+    }
+
+    /// Forgets a call (its sink will get nothing more).
+    func forget(_ id: StreamID) {
+        _ = state.withLock { $0.sinks.removeValue(forKey: id) }
+    }
+
+    func send(_ frames: [Frame]) throws(BreakwaterError) {
+        var bytes: [UInt8] = []
+        for f in frames { f.encode(into: &bytes) }
+        do {
+            try writeLock.withLock { _ throws(Socket.Failure) in try Socket.writeAll(fd, bytes) }
+        } catch {
+            shutdown()
+            throw BreakwaterError(.connectionLost, "cannot write to the daemon: \(error.message)")
+        }
+    }
+
+    func shutdown() {
+        Socket.shutdownBoth(fd)
+    }
+
+    private func readLoop(decoder start: FrameDecoder) {
+        var decoder = start
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var reason = BreakwaterError(.connectionLost, "daemon closed the connection")
+        loop: while true {
+            do {
+                while let frame = try decoder.next() {
+                    if let stop = dispatch(frame) {
+                        reason = stop
+                        break loop
+                    }
+                }
+                let n = try Socket.read(fd, into: &buffer)
+                if n == 0 { break }
+                decoder.feed(buffer[0..<n])
+            } catch let e as WireError {
+                reason = BreakwaterError(.protocolViolation, e.description)
+                break
+            } catch {
+                reason = BreakwaterError(.connectionLost, "connection to the daemon broke")
+                break
+            }
+        }
+        let sinks = state.withLock { s in
+            s.closed = true
+            defer { s.sinks.removeAll() }
+            return s.sinks
+        }
+        for sink in sinks.values { sink(.failed(reason)) }
+        Socket.closeFD(fd)
+    }
+
+    /// Routes one frame; returns an error when the connection must end.
+    private func dispatch(_ frame: Frame) -> BreakwaterError? {
+        do {
+            switch frame.type {
+            case .response:
+                deliver(frame.streamID, .response(try CallResponse(frame: frame)), final: false)
+            case .data:
+                deliver(frame.streamID, .data(frame.payload), final: false)
+            case .trailers:
+                deliver(frame.streamID, .trailers(try CallTrailers(frame: frame)), final: true)
+            case .error:
+                let m = try ErrorMessage(frame: frame)
+                if frame.streamID == 0 { return BreakwaterError(m, connection: true) }
+                deliver(frame.streamID, .failed(BreakwaterError(m, connection: false)), final: true)
+            case .goAway:
+                let g = try GoAway(frame: frame)
+                // Calls above lastStreamID were never started: tell them so they can be sent again.
+                let refused = state.withLock { s in
+                    s.draining = true
+                    let ids = s.sinks.keys.filter { $0 > g.lastStreamID }
+                    return ids.compactMap { s.sinks.removeValue(forKey: $0) }
+                }
+                for sink in refused {
+                    sink(.failed(BreakwaterError(.call, code: .notAccepted, "daemon is draining; call not started")))
+                }
+            case .ping:
+                try send([frame.pong()])
+            case .pong, .hello, .request, .cancel:
+                break
+            }
+        } catch let e as BreakwaterError {
+            return e
+        } catch {
+            return BreakwaterError(.protocolViolation, "\(error)")
+        }
+        return nil
+    }
+
+    private func deliver(_ id: StreamID, _ event: CallEvent, final: Bool) {
+        let sink = state.withLock { s in final ? s.sinks.removeValue(forKey: id) : s.sinks[id] }
+        sink?(event)
+    }
+}

@@ -1,0 +1,78 @@
+/// Stable error codes carried by ERROR frames and error TRAILERS. Values are fixed by `protocol/PROTOCOL.md`.
+///
+/// Codes below 0x0100 are connection errors: they arrive on stream 0 and the connection closes after them.
+/// Codes from 0x0100 end one call only.
+public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    // Connection errors.
+    public static let protocolError = ErrorCode(rawValue: 0x0001)
+    public static let frameTooLarge = ErrorCode(rawValue: 0x0002)
+    public static let unknownFrameType = ErrorCode(rawValue: 0x0003)
+    public static let helloRequired = ErrorCode(rawValue: 0x0004)
+    public static let unsupportedVersion = ErrorCode(rawValue: 0x0005)
+    public static let bodyTooLarge = ErrorCode(rawValue: 0x0006)
+    public static let invalidStreamID = ErrorCode(rawValue: 0x0007)
+    public static let unauthenticated = ErrorCode(rawValue: 0x0008)
+    public static let shuttingDown = ErrorCode(rawValue: 0x0009)
+    public static let internalError = ErrorCode(rawValue: 0x000A)
+
+    // Call errors.
+    public static let badRequest = ErrorCode(rawValue: 0x0101)
+    public static let unknownRoute = ErrorCode(rawValue: 0x0102)
+    public static let cancelled = ErrorCode(rawValue: 0x0103)
+    public static let upstreamError = ErrorCode(rawValue: 0x0104)
+    public static let upstreamUnavailable = ErrorCode(rawValue: 0x0105)
+    public static let timeout = ErrorCode(rawValue: 0x0106)
+    public static let tooManyCalls = ErrorCode(rawValue: 0x0107)
+    public static let upstreamMalformed = ErrorCode(rawValue: 0x0108)
+    public static let noCredential = ErrorCode(rawValue: 0x0109)
+    public static let streamInterrupted = ErrorCode(rawValue: 0x010A)
+    public static let notAccepted = ErrorCode(rawValue: 0x010B)
+
+    public var isConnectionError: Bool { rawValue < 0x0100 }
+
+    /// The name used in the spec, e.g. `FRAME_TOO_LARGE`.
+    public var name: String {
+        switch self {
+        case .protocolError: "PROTOCOL_ERROR"
+        case .frameTooLarge: "FRAME_TOO_LARGE"
+        case .unknownFrameType: "UNKNOWN_FRAME_TYPE"
+        case .helloRequired: "HELLO_REQUIRED"
+        case .unsupportedVersion: "UNSUPPORTED_VERSION"
+        case .bodyTooLarge: "BODY_TOO_LARGE"
+        case .invalidStreamID: "INVALID_STREAM_ID"
+        case .unauthenticated: "UNAUTHENTICATED"
+        case .shuttingDown: "SHUTTING_DOWN"
+        case .internalError: "INTERNAL_ERROR"
+        case .badRequest: "BAD_REQUEST"
+        case .unknownRoute: "UNKNOWN_ROUTE"
+        case .cancelled: "CANCELLED"
+        case .upstreamError: "UPSTREAM_ERROR"
+        case .upstreamUnavailable: "UPSTREAM_UNAVAILABLE"
+        case .timeout: "TIMEOUT"
+        case .tooManyCalls: "TOO_MANY_CALLS"
+        case .upstreamMalformed: "UPSTREAM_MALFORMED"
+        case .noCredential: "NO_CREDENTIAL"
+        case .streamInterrupted: "STREAM_INTERRUPTED"
+        case .notAccepted: "NOT_ACCEPTED"
+        default: "UNKNOWN_0x" + String(rawValue, radix: 16)
+        }
+    }
+
+    public var description: String { name }
+}
+
+/// A protocol violation found while decoding: the code to answer with and a message safe to show anyone.
+public struct WireError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var code: ErrorCode
+    public var message: String
+
+    public init(_ code: ErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.name): \(message)" }
+}

@@ -1,0 +1,329 @@
+/// HELLO, both ways. The client's opens the connection; the daemon's answers with the chosen version and limits.
+public struct Hello: Sendable, Hashable {
+    /// Every HELLO payload starts with these bytes ("BKWR"), so a stray client of another protocol is caught at once.
+    public static let magic: [UInt8] = [0x42, 0x4B, 0x57, 0x52]
+
+    enum Tag: UInt16 {
+        case minVersion = 1, maxVersion = 2, credential = 3, clientName = 4
+        case version = 5, maxFramePayload = 6, maxBody = 7, maxConcurrentCalls = 8, serverName = 9
+    }
+
+    // Client → daemon.
+    public var minVersion: UInt16?
+    public var maxVersion: UInt16?
+    /// The agent's token. Secret: never logged, never echoed.
+    public var credential: [UInt8]?
+    public var clientName: String?
+    // Daemon → client.
+    public var version: UInt16?
+    public var limits: Limits?
+    public var serverName: String?
+
+    public init() {}
+
+    public static func client(credential: [UInt8]? = nil, clientName: String? = nil,
+                              versions: ClosedRange<UInt16> = ProtocolVersion.supported) -> Hello {
+        var h = Hello()
+        h.minVersion = versions.lowerBound
+        h.maxVersion = versions.upperBound
+        h.credential = credential
+        h.clientName = clientName
+        return h
+    }
+
+    public static func server(version: UInt16, limits: Limits, serverName: String) -> Hello {
+        var h = Hello()
+        h.version = version
+        h.limits = limits
+        h.serverName = serverName
+        return h
+    }
+
+    public func frame() -> Frame {
+        var w = FieldWriter()
+        if let minVersion { w.uint16(Tag.minVersion.rawValue, minVersion) }
+        if let maxVersion { w.uint16(Tag.maxVersion.rawValue, maxVersion) }
+        if let credential { w.bytes(Tag.credential.rawValue, credential) }
+        w.string(Tag.clientName.rawValue, clientName)
+        if let version { w.uint16(Tag.version.rawValue, version) }
+        if let limits {
+            w.uint32(Tag.maxFramePayload.rawValue, limits.maxFramePayload)
+            w.uint32(Tag.maxBody.rawValue, limits.maxBody)
+            w.uint32(Tag.maxConcurrentCalls.rawValue, limits.maxConcurrentCalls)
+        }
+        w.string(Tag.serverName.rawValue, serverName)
+        return Frame(streamID: 0, type: .hello, payload: Hello.magic + w.bytes)
+    }
+
+    public init(frame: Frame) throws(WireError) {
+        guard frame.type == .hello else { throw WireError(.helloRequired, "expected HELLO, got \(frame.type)") }
+        guard frame.payload.starts(with: Hello.magic) else {
+            throw WireError(.protocolError, "HELLO payload does not start with the magic bytes 42 4B 57 52")
+        }
+        let r = try FieldReader(frame.payload, from: Hello.magic.count, what: .hello)
+        minVersion = try r.uint16(Tag.minVersion.rawValue, .hello)
+        maxVersion = try r.uint16(Tag.maxVersion.rawValue, .hello)
+        credential = r.bytes(Tag.credential.rawValue)
+        clientName = try r.string(Tag.clientName.rawValue, .hello)
+        version = try r.uint16(Tag.version.rawValue, .hello)
+        if let frameMax = try r.uint32(Tag.maxFramePayload.rawValue, .hello),
+           let body = try r.uint32(Tag.maxBody.rawValue, .hello),
+           let calls = try r.uint32(Tag.maxConcurrentCalls.rawValue, .hello) {
+            limits = Limits(maxFramePayload: frameMax, maxBody: body, maxConcurrentCalls: calls)
+        }
+        serverName = try r.string(Tag.serverName.rawValue, .hello)
+    }
+
+    /// The daemon's choice: the highest version both sides speak, or nil when the ranges do not meet.
+    public func negotiate(supported: ClosedRange<UInt16> = ProtocolVersion.supported) -> UInt16? {
+        let low = max(minVersion ?? 1, supported.lowerBound)
+        let high = min(maxVersion ?? minVersion ?? 1, supported.upperBound)
+        return low <= high ? high : nil
+    }
+}
+
+/// REQUEST opens a call on a new odd stream id. The body (the canonical chat-completions JSON) follows in DATA
+/// frames, the last one flagged END_STREAM; a REQUEST flagged END_STREAM has no body.
+public struct CallRequest: Sendable, Hashable {
+    enum Tag: UInt16 { case route = 1, stream = 2, timeoutMs = 3, requestID = 4, action = 5, tenant = 6 }
+
+    /// The route name; the daemon maps it to an ordered chain of provider targets.
+    public var route: String
+    /// Ask for a streamed answer: each event arrives in its own DATA frame as the provider sends it.
+    public var stream: Bool
+    /// The call's whole deadline, from the moment the daemon has the complete request.
+    public var timeoutMs: UInt32?
+    /// The caller's own correlation id (at most 128 bytes); the daemon makes one when absent.
+    public var requestID: String?
+    /// The action the call performs (e.g. `invoice.create`); checked by policy in later versions.
+    public var action: String?
+    /// The tenant the call acts for; checked by policy in later versions.
+    public var tenant: String?
+
+    public init(route: String, stream: Bool = false, timeoutMs: UInt32? = nil, requestID: String? = nil,
+                action: String? = nil, tenant: String? = nil) {
+        self.route = route
+        self.stream = stream
+        self.timeoutMs = timeoutMs
+        self.requestID = requestID
+        self.action = action
+        self.tenant = tenant
+    }
+
+    public func frame(streamID: StreamID, endStream: Bool = false) -> Frame {
+        var w = FieldWriter()
+        w.string(Tag.route.rawValue, route)
+        w.uint8(Tag.stream.rawValue, stream ? 1 : 0)
+        w.uint32(Tag.timeoutMs.rawValue, timeoutMs)
+        w.string(Tag.requestID.rawValue, requestID)
+        w.string(Tag.action.rawValue, action)
+        w.string(Tag.tenant.rawValue, tenant)
+        return Frame(streamID: streamID, type: .request, flags: endStream ? .endStream : [], payload: w.bytes)
+    }
+
+    public init(frame: Frame) throws(WireError) {
+        let r = try FieldReader(frame.payload, what: .request)
+        guard let route = try r.string(Tag.route.rawValue, .request), !route.isEmpty else {
+            throw WireError(.protocolError, "REQUEST has no route")
+        }
+        self.route = route
+        stream = (try r.uint8(Tag.stream.rawValue, .request) ?? 0) != 0
+        timeoutMs = try r.uint32(Tag.timeoutMs.rawValue, .request)
+        requestID = try r.string(Tag.requestID.rawValue, .request)
+        if let id = requestID, id.utf8.count > 128 {
+            throw WireError(.protocolError, "REQUEST request id is longer than 128 bytes")
+        }
+        action = try r.string(Tag.action.rawValue, .request)
+        tenant = try r.string(Tag.tenant.rawValue, .request)
+    }
+}
+
+/// RESPONSE opens the answer: who answered and how. DATA frames with the body follow, then TRAILERS.
+public struct CallResponse: Sendable, Hashable {
+    enum Tag: UInt16 { case status = 1, provider = 2, model = 3, attempts = 4, requestID = 5 }
+
+    /// The provider's HTTP status (200 on success).
+    public var status: UInt16
+    /// The configured provider name that answered.
+    public var provider: String
+    /// The model that answered.
+    public var model: String
+    /// How many upstream attempts the call took, this one included.
+    public var attempts: UInt16
+    public var requestID: String
+
+    public init(status: UInt16, provider: String, model: String, attempts: UInt16, requestID: String) {
+        self.status = status
+        self.provider = provider
+        self.model = model
+        self.attempts = attempts
+        self.requestID = requestID
+    }
+
+    public func frame(streamID: StreamID) -> Frame {
+        var w = FieldWriter()
+        w.uint16(Tag.status.rawValue, status)
+        w.string(Tag.provider.rawValue, provider)
+        w.string(Tag.model.rawValue, model)
+        w.uint16(Tag.attempts.rawValue, attempts)
+        w.string(Tag.requestID.rawValue, requestID)
+        return Frame(streamID: streamID, type: .response, payload: w.bytes)
+    }
+
+    public init(frame: Frame) throws(WireError) {
+        let r = try FieldReader(frame.payload, what: .response)
+        status = try r.uint16(Tag.status.rawValue, .response) ?? 0
+        provider = try r.string(Tag.provider.rawValue, .response) ?? ""
+        model = try r.string(Tag.model.rawValue, .response) ?? ""
+        attempts = try r.uint16(Tag.attempts.rawValue, .response) ?? 1
+        requestID = try r.string(Tag.requestID.rawValue, .response) ?? ""
+    }
+}
+
+/// TRAILERS end every answer that began with RESPONSE: the outcome and the token usage.
+public struct CallTrailers: Sendable, Hashable {
+    enum Tag: UInt16 {
+        case outcome = 1, errorCode = 2, message = 3, promptTokens = 4, completionTokens = 5, totalTokens = 6
+    }
+
+    /// Nil on success. On failure (e.g. a stream cut after bytes reached the app) the code says why.
+    public var error: ErrorCode?
+    public var message: String?
+    public var promptTokens: UInt32?
+    public var completionTokens: UInt32?
+    public var totalTokens: UInt32?
+
+    public init(error: ErrorCode? = nil, message: String? = nil, promptTokens: UInt32? = nil,
+                completionTokens: UInt32? = nil, totalTokens: UInt32? = nil) {
+        self.error = error
+        self.message = message
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.totalTokens = totalTokens
+    }
+
+    public var succeeded: Bool { error == nil }
+
+    public func frame(streamID: StreamID) -> Frame {
+        var w = FieldWriter()
+        w.uint8(Tag.outcome.rawValue, error == nil ? 0 : 1)
+        if let error { w.uint16(Tag.errorCode.rawValue, error.rawValue) }
+        w.string(Tag.message.rawValue, message)
+        w.uint32(Tag.promptTokens.rawValue, promptTokens)
+        w.uint32(Tag.completionTokens.rawValue, completionTokens)
+        w.uint32(Tag.totalTokens.rawValue, totalTokens)
+        return Frame(streamID: streamID, type: .trailers, flags: .endStream, payload: w.bytes)
+    }
+
+    public init(frame: Frame) throws(WireError) {
+        let r = try FieldReader(frame.payload, what: .trailers)
+        let outcome = try r.uint8(Tag.outcome.rawValue, .trailers) ?? 0
+        if outcome != 0 {
+            error = ErrorCode(rawValue: try r.uint16(Tag.errorCode.rawValue, .trailers) ?? ErrorCode.internalError.rawValue)
+        }
+        message = try r.string(Tag.message.rawValue, .trailers)
+        promptTokens = try r.uint32(Tag.promptTokens.rawValue, .trailers)
+        completionTokens = try r.uint32(Tag.completionTokens.rawValue, .trailers)
+        totalTokens = try r.uint32(Tag.totalTokens.rawValue, .trailers)
+    }
+}
+
+/// ERROR: on stream 0 a connection error (the connection closes after it); on a call's stream, that call failed
+/// before its RESPONSE (or was cancelled) and nothing more comes for it.
+public struct ErrorMessage: Sendable, Hashable, Error {
+    enum Tag: UInt16 { case code = 1, message = 2, upstreamStatus = 3, provider = 4, retryAfterMs = 5 }
+
+    public var code: ErrorCode
+    /// Readable, and safe: never contains prompts, completions, tokens or keys.
+    public var message: String
+    /// For UPSTREAM_ERROR: the provider's HTTP status.
+    public var upstreamStatus: UInt16?
+    /// For upstream errors: the configured provider name.
+    public var provider: String?
+    /// A hint for when trying again makes sense.
+    public var retryAfterMs: UInt32?
+
+    public init(code: ErrorCode, message: String, upstreamStatus: UInt16? = nil, provider: String? = nil,
+                retryAfterMs: UInt32? = nil) {
+        self.code = code
+        self.message = message
+        self.upstreamStatus = upstreamStatus
+        self.provider = provider
+        self.retryAfterMs = retryAfterMs
+    }
+
+    public init(_ error: WireError) {
+        self.init(code: error.code, message: error.message)
+    }
+
+    public func frame(streamID: StreamID) -> Frame {
+        var w = FieldWriter()
+        w.uint16(Tag.code.rawValue, code.rawValue)
+        w.string(Tag.message.rawValue, message)
+        if let upstreamStatus { w.uint16(Tag.upstreamStatus.rawValue, upstreamStatus) }
+        w.string(Tag.provider.rawValue, provider)
+        w.uint32(Tag.retryAfterMs.rawValue, retryAfterMs)
+        return Frame(streamID: streamID, type: .error, payload: w.bytes)
+    }
+
+    public init(frame: Frame) throws(WireError) {
+        let r = try FieldReader(frame.payload, what: .error)
+        guard let code = try r.uint16(Tag.code.rawValue, .error) else {
+            throw WireError(.protocolError, "ERROR has no code")
+        }
+        self.code = ErrorCode(rawValue: code)
+        message = try r.string(Tag.message.rawValue, .error) ?? ""
+        upstreamStatus = try r.uint16(Tag.upstreamStatus.rawValue, .error)
+        provider = try r.string(Tag.provider.rawValue, .error)
+        retryAfterMs = try r.uint32(Tag.retryAfterMs.rawValue, .error)
+    }
+}
+
+/// GOAWAY: the daemon is draining. Calls up to `lastStreamID` finish; later ones were never started and may be
+/// sent again on a new connection.
+public struct GoAway: Sendable, Hashable {
+    enum Tag: UInt16 { case lastStreamID = 1, code = 2, message = 3 }
+
+    public var lastStreamID: StreamID
+    public var code: ErrorCode
+    public var message: String
+
+    public init(lastStreamID: StreamID, code: ErrorCode = .shuttingDown, message: String = "daemon is shutting down") {
+        self.lastStreamID = lastStreamID
+        self.code = code
+        self.message = message
+    }
+
+    public func frame() -> Frame {
+        var w = FieldWriter()
+        w.uint32(Tag.lastStreamID.rawValue, lastStreamID)
+        w.uint16(Tag.code.rawValue, code.rawValue)
+        w.string(Tag.message.rawValue, message)
+        return Frame(streamID: 0, type: .goAway, payload: w.bytes)
+    }
+
+    public init(frame: Frame) throws(WireError) {
+        let r = try FieldReader(frame.payload, what: .goAway)
+        lastStreamID = try r.uint32(Tag.lastStreamID.rawValue, .goAway) ?? 0
+        code = ErrorCode(rawValue: try r.uint16(Tag.code.rawValue, .goAway) ?? ErrorCode.shuttingDown.rawValue)
+        message = try r.string(Tag.message.rawValue, .goAway) ?? ""
+    }
+}
+
+extension Frame {
+    public static func cancel(streamID: StreamID) -> Frame { Frame(streamID: streamID, type: .cancel) }
+
+    public static func data(streamID: StreamID, _ bytes: [UInt8], endStream: Bool = false) -> Frame {
+        Frame(streamID: streamID, type: .data, flags: endStream ? .endStream : [], payload: bytes)
+    }
+
+    /// PING and PONG carry exactly 8 opaque bytes; PONG echoes the PING's.
+    public static func ping(_ opaque: UInt64) -> Frame {
+        var p: [UInt8] = []
+        appendUInt32(UInt32(truncatingIfNeeded: opaque >> 32), to: &p)
+        appendUInt32(UInt32(truncatingIfNeeded: opaque), to: &p)
+        return Frame(streamID: 0, type: .ping, payload: p)
+    }
+
+    public func pong() -> Frame { Frame(streamID: 0, type: .pong, payload: payload) }
+}

@@ -1,0 +1,290 @@
+import Foundation
+import Yams
+
+/// One problem in a config file, with where it is.
+public struct ConfigIssue: Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public var message: String
+
+    public var description: String { "\(file):\(line):\(column): \(message)" }
+}
+
+/// Every problem found in a config file; thrown only after the whole file has been checked.
+public struct ConfigError: Error, Sendable, CustomStringConvertible {
+    public var issues: [ConfigIssue]
+    public var description: String { issues.map(\.description).joined(separator: "\n") }
+}
+
+/// Reads the YAML config. Walks Yams' node tree (not Codable) so every error can point at its line and column,
+/// and so all errors in a file are reported at once rather than the first one only.
+public enum ConfigLoader {
+    public static func load(file path: String) throws(ConfigError) -> BreakwaterConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(issues: [ConfigIssue(file: path, line: 0, column: 0, message: "cannot read file")])
+        }
+        return try parse(text, file: path)
+    }
+
+    public static func parse(_ yaml: String, file: String = "<config>") throws(ConfigError) -> BreakwaterConfig {
+        var reader = NodeReader(file: file)
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            throw ConfigError(issues: [reader.syntaxIssue(error)])
+        } catch {
+            throw ConfigError(issues: [ConfigIssue(file: file, line: 0, column: 0, message: "YAML could not be read")])
+        }
+        var config = BreakwaterConfig.defaults
+        if let root { reader.readRoot(root, into: &config) }
+        if !reader.issues.isEmpty { throw ConfigError(issues: reader.issues) }
+        return config
+    }
+}
+
+struct NodeReader {
+    let file: String
+    var issues: [ConfigIssue] = []
+
+    init(file: String) { self.file = file }
+
+    mutating func issue(_ node: Node?, _ message: String) {
+        let mark = node?.mark
+        issues.append(ConfigIssue(file: file, line: mark?.line ?? 0, column: mark?.column ?? 0, message: message))
+    }
+
+    func syntaxIssue(_ error: YamlError) -> ConfigIssue {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
+             .composer(_, let problem, let mark, _):
+            return ConfigIssue(file: file, line: mark.line, column: mark.column, message: "YAML syntax: " + problem)
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return ConfigIssue(file: file, line: context.mark.line, column: context.mark.column,
+                               message: "duplicate keys: " + duplicates.joined(separator: ", "))
+        default:
+            return ConfigIssue(file: file, line: 0, column: 0, message: "YAML could not be read")
+        }
+    }
+
+    /// The mapping's entries as (key, key node, value node), reporting keys outside `allowed`.
+    mutating func entries(_ node: Node, _ what: String, allowed: Set<String>? = nil) -> [(String, Node, Node)] {
+        guard let mapping = node.mapping else {
+            issue(node, "\(what) must be a mapping")
+            return []
+        }
+        var out: [(String, Node, Node)] = []
+        for (k, v) in mapping {
+            guard let key = k.string else {
+                issue(k, "\(what): keys must be strings")
+                continue
+            }
+            if let allowed, !allowed.contains(key) {
+                issue(k, "\(what): unknown key \"\(key)\" (expected one of: \(allowed.sorted().joined(separator: ", ")))")
+                continue
+            }
+            out.append((key, k, v))
+        }
+        return out
+    }
+
+    mutating func readRoot(_ root: Node, into config: inout BreakwaterConfig) {
+        for (key, _, value) in entries(root, "config", allowed: ["socket", "limits", "providers", "routes"]) {
+            switch key {
+            case "socket":
+                config.socketPath = string(value, "socket")
+            case "limits":
+                readLimits(value, into: &config.limits)
+            case "providers":
+                config.providers = [:]
+                for (name, _, p) in entries(value, "providers") {
+                    if let provider = readProvider(p, name: name) { config.providers[name] = provider }
+                }
+            case "routes":
+                config.routes = [:]
+                for (name, _, r) in entries(value, "routes") {
+                    config.routes[name] = readRoute(r, name: name)
+                }
+            default:
+                break
+            }
+        }
+        // Cross-checks, each pointing at the offending node.
+        if let routes = root.mapping?["routes"]?.mapping {
+            for (nameNode, chain) in routes {
+                let name = nameNode.string ?? "?"
+                if chain.sequence?.isEmpty == true { issue(chain, "route \"\(name)\" has no targets") }
+                for target in chain.sequence ?? [] {
+                    guard let providerNode = target.mapping?["provider"], let p = providerNode.string else { continue }
+                    if config.providers[p] == nil {
+                        issue(providerNode, "route \"\(name)\" names provider \"\(p)\", which is not configured")
+                    }
+                }
+            }
+        } else if root.mapping?["providers"] != nil {
+            for (name, chain) in config.routes {
+                for t in chain where config.providers[t.provider] == nil {
+                    issue(root.mapping?["providers"], "default route \"\(name)\" needs provider \"\(t.provider)\"")
+                }
+            }
+        }
+    }
+
+    mutating func readLimits(_ node: Node, into limits: inout LimitsConfig) {
+        let keys: Set = ["max_frame_bytes", "max_body_bytes", "max_concurrent_calls", "drain_timeout",
+                         "default_call_timeout"]
+        for (key, _, v) in entries(node, "limits", allowed: keys) {
+            switch key {
+            case "max_frame_bytes": if let n = count(v, key, min: 1024) { limits.maxFrameBytes = n }
+            case "max_body_bytes": if let n = count(v, key, min: 1) { limits.maxBodyBytes = n }
+            case "max_concurrent_calls": if let n = count(v, key, min: 1) { limits.maxConcurrentCalls = n }
+            case "drain_timeout": if let d = duration(v, key) { limits.drainTimeout = d }
+            case "default_call_timeout": if let d = duration(v, key) { limits.defaultCallTimeout = d }
+            default: break
+            }
+        }
+    }
+
+    mutating func readProvider(_ node: Node, name: String) -> ProviderConfig? {
+        let keys: Set = ["kind", "base_url", "api_key", "api_key_credential", "api_key_env", "http_version",
+                         "timeouts"]
+        var kind: ProviderConfig.Kind?
+        var baseURL: String?
+        var provider = ProviderConfig(kind: .openai, baseURL: "")
+        var ok = true
+        for (key, keyNode, v) in entries(node, "provider \"\(name)\"", allowed: keys) {
+            switch key {
+            case "kind":
+                guard let s = string(v, key) else { ok = false; continue }
+                kind = ProviderConfig.Kind(rawValue: s)
+                if kind == nil {
+                    issue(v, "provider \"\(name)\": unknown kind \"\(s)\" (supported: "
+                        + ProviderConfig.Kind.allCases.map(\.rawValue).joined(separator: ", ") + ")")
+                    ok = false
+                }
+            case "base_url":
+                baseURL = string(v, key)
+                if let u = baseURL, !(u.hasPrefix("http://") || u.hasPrefix("https://")) {
+                    issue(v, "provider \"\(name)\": base_url must start with http:// or https://")
+                    ok = false
+                }
+            case "api_key":
+                // The value is deliberately not echoed.
+                issue(keyNode, "provider \"\(name)\": API keys never go in the config file; use api_key_credential "
+                    + "(a systemd credential) or api_key_env")
+                ok = false
+            case "api_key_credential":
+                provider.apiKeyCredential = string(v, key)
+                if let c = provider.apiKeyCredential, c.contains("/") || c.isEmpty {
+                    issue(v, "provider \"\(name)\": api_key_credential is a file name, not a path")
+                    ok = false
+                }
+            case "api_key_env":
+                provider.apiKeyEnv = string(v, key)
+            case "http_version":
+                let s = v.string ?? ""
+                if let h = ProviderConfig.HTTPVersion(rawValue: s) {
+                    provider.httpVersion = h
+                } else {
+                    issue(v, "provider \"\(name)\": http_version must be one of "
+                        + ProviderConfig.HTTPVersion.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
+                    ok = false
+                }
+            case "timeouts":
+                readTimeouts(v, into: &provider.timeouts, provider: name)
+            default:
+                break
+            }
+        }
+        if kind == nil, ok, node.mapping?["kind"] == nil {
+            issue(node, "provider \"\(name)\" needs a kind")
+            ok = false
+        }
+        if baseURL == nil, node.mapping?["base_url"] == nil {
+            issue(node, "provider \"\(name)\" needs a base_url")
+            ok = false
+        }
+        guard ok, let kind, let baseURL else { return nil }
+        provider.kind = kind
+        provider.baseURL = baseURL
+        return provider
+    }
+
+    mutating func readTimeouts(_ node: Node, into t: inout TimeoutsConfig, provider: String) {
+        for (key, _, v) in entries(node, "provider \"\(provider)\" timeouts",
+                                   allowed: ["connect", "first_byte", "idle", "total"]) {
+            guard let d = duration(v, key) else { continue }
+            switch key {
+            case "connect": t.connect = d
+            case "first_byte": t.firstByte = d
+            case "idle": t.idle = d
+            case "total": t.total = d
+            default: break
+            }
+        }
+    }
+
+    mutating func readRoute(_ node: Node, name: String) -> [RouteTarget] {
+        guard let seq = node.sequence else {
+            issue(node, "route \"\(name)\" must be a list of targets")
+            return []
+        }
+        var chain: [RouteTarget] = []
+        for item in seq {
+            var provider: String?
+            var model: String?
+            for (key, _, v) in entries(item, "route \"\(name)\" target", allowed: ["provider", "model"]) {
+                if key == "provider" { provider = string(v, key) } else { model = string(v, key) }
+            }
+            guard item.mapping != nil else { continue }
+            if provider == nil { issue(item, "route \"\(name)\": target needs a provider") }
+            if model == nil { issue(item, "route \"\(name)\": target needs a model") }
+            if let provider, let model { chain.append(RouteTarget(provider: provider, model: model)) }
+        }
+        return chain
+    }
+
+    mutating func string(_ node: Node, _ key: String) -> String? {
+        guard node.scalar != nil, let s = node.string, !s.isEmpty else {
+            issue(node, "\(key) must be a non-empty string")
+            return nil
+        }
+        return s
+    }
+
+    mutating func count(_ node: Node, _ key: String, min: Int) -> UInt32? {
+        guard let n = node.int, n >= min, n <= Int(UInt32.max) else {
+            issue(node, "\(key) must be a whole number from \(min) to \(UInt32.max)")
+            return nil
+        }
+        return UInt32(n)
+    }
+
+    mutating func duration(_ node: Node, _ key: String) -> Duration? {
+        guard let s = node.string, let d = DurationParser.parse(s), d > .zero else {
+            issue(node, "\(key) must be a positive duration such as 500ms, 5s, 2m or 1h")
+            return nil
+        }
+        return d
+    }
+}
+
+/// Durations as admins write them: `250ms`, `5s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
+public enum DurationParser {
+    public static func parse(_ text: String) -> Duration? {
+        let s = text.trimmingCharacters(in: .whitespaces)
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (suffix, scale) in units where s.hasSuffix(suffix) {
+            let number = s.dropLast(suffix.count)
+            // "ms" also ends in "s": only accept a plain number before the suffix.
+            guard let v = Double(number), v.isFinite, v >= 0 else { continue }
+            return .milliseconds(Int64((v * scale * 1000).rounded()))
+        }
+        if let v = Double(s), v.isFinite, v >= 0 { return .milliseconds(Int64((v * 1000).rounded())) }
+        return nil
+    }
+}

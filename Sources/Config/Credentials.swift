@@ -1,0 +1,27 @@
+import Foundation
+
+/// A secret string (an API key). Printing it shows nothing, so it cannot slip into a log line by accident.
+public struct Secret: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+    public let value: String
+    public init(_ value: String) { self.value = value }
+    public var description: String { "<redacted>" }
+    public var debugDescription: String { "<redacted>" }
+}
+
+/// Finds provider API keys: first `$CREDENTIALS_DIRECTORY/<api_key_credential>` (systemd `LoadCredential=`), then
+/// the environment variable `api_key_env`. Never the config file.
+public enum CredentialResolver {
+    public static func apiKey(for provider: ProviderConfig,
+                              environment: [String: String] = ProcessInfo.processInfo.environment) -> Secret? {
+        if let name = provider.apiKeyCredential, let dir = environment["CREDENTIALS_DIRECTORY"],
+           let text = try? String(contentsOfFile: dir + "/" + name, encoding: .utf8) {
+            let key = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            if !key.isEmpty { return Secret(key) }
+        }
+        if let env = provider.apiKeyEnv, let key = environment[env]?.trimmingCharacters(in: .whitespacesAndNewlines),
+           !key.isEmpty {
+            return Secret(key)
+        }
+        return nil
+    }
+}

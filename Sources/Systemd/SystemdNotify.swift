@@ -1,0 +1,34 @@
+import CSystemd
+
+/// The parts of libsystemd's sd-daemon API the daemon uses: socket activation and the notify protocol.
+public enum Systemd {
+    /// The first fd systemd passes (`SD_LISTEN_FDS_START`).
+    public static let listenFDsStart: Int32 = 3
+
+    /// Listening sockets passed by socket activation (`LISTEN_FDS`, checked against `LISTEN_PID`), unsetting
+    /// the variables so child processes do not inherit them.
+    public static func listenFDs() -> [Int32] {
+        let n = sd_listen_fds(1)
+        guard n > 0 else { return [] }
+        return (0..<n).map { listenFDsStart + $0 }
+    }
+
+    /// True when `fd` is a listening Unix stream socket (what `breakwater.socket` hands over).
+    public static func isUnixStreamListener(_ fd: Int32) -> Bool {
+        sd_is_socket_unix(fd, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0
+    }
+
+    /// Sends a notify message (`READY=1`, `STATUS=...`, `STOPPING=1`, `WATCHDOG=1`) to the service manager.
+    /// A no-op when not run by systemd. Returns whether a manager was there to hear it.
+    @discardableResult
+    public static func notify(_ state: String) -> Bool {
+        sd_notify(0, state) > 0
+    }
+
+    /// The watchdog interval the manager asked for, if any.
+    public static func watchdogInterval() -> Duration? {
+        var usec: UInt64 = 0
+        guard sd_watchdog_enabled(0, &usec) > 0, usec > 0 else { return nil }
+        return .microseconds(Int64(usec))
+    }
+}
