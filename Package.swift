@@ -71,8 +71,10 @@ let package = Package(
         .executableTarget(
             name: "breakwaterd",
             dependencies: [
-                "BreakwaterDaemon", "Config",
+                "BreakwaterDaemon", "Config", "Systemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

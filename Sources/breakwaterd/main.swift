@@ -1,1 +1,87 @@
-print("not yet")
+import ArgumentParser
+import BreakwaterDaemon
+import Config
+import Foundation
+import Logging
+import ServiceLifecycle
+import Systemd
+import UnixSignals
+
+/// `breakwaterd`: the host-local LLM sidecar daemon.
+@main
+struct BreakwaterDaemonCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "breakwaterd",
+        abstract: "Host-local sidecar that keeps LLM calls alive and in bounds."
+    )
+
+    @Option(name: .long, help: "Config file (YAML). Without one the daemon runs on built-in defaults.")
+    var config: String?
+
+    @Option(name: .long, help: "Unix socket path to bind when systemd has not passed a socket.")
+    var socket: String?
+
+    @Option(name: .customLong("check-config"), help: "Check a config file, print every error with file:line, exit.")
+    var checkConfig: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        if let file = checkConfig {
+            do {
+                let c = try ConfigLoader.load(file: file)
+                print("\(file): OK (\(c.providers.count) providers, \(c.routes.count) routes)")
+                return
+            } catch {
+                FileHandle.standardError.write(Data((error.description + "\n").utf8))
+                throw ExitCode(1)
+            }
+        }
+
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "breakwaterd")
+
+        let loaded: BreakwaterConfig
+        if let file = config {
+            do {
+                loaded = try ConfigLoader.load(file: file)
+            } catch {
+                FileHandle.standardError.write(Data((error.description + "\n").utf8))
+                throw ExitCode(1)
+            }
+        } else {
+            loaded = .defaults
+        }
+
+        let address: ListenAddress
+        if let fd = Systemd.listenFDs().first {
+            address = .inheritedFD(fd)
+        } else {
+            address = .path(socket ?? loaded.socketPath ?? Self.defaultSocketPath())
+        }
+        let router = Router(config: loaded, environment: ProcessInfo.processInfo.environment)
+        let server = BreakwaterServer(router: router, address: address, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: server)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+    }
+
+    /// `/run/breakwater/breakwater.sock` for root; `$XDG_RUNTIME_DIR/breakwater.sock` for anyone else.
+    static func defaultSocketPath() -> String {
+        if getuid() != 0, let dir = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"] {
+            return dir + "/breakwater.sock"
+        }
+        return "/run/breakwater/breakwater.sock"
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -1,0 +1,94 @@
+import BreakwaterWire
+import Config
+import CurlTransport
+import Foundation
+import Logging
+import NIOCore
+import NIOExtras
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+import Systemd
+
+/// Where the daemon listens.
+public enum ListenAddress: Sendable, Equatable {
+    /// A listening socket passed by systemd (socket activation).
+    case inheritedFD(Int32)
+    /// A Unix socket path the daemon binds itself (run by hand).
+    case path(String)
+}
+
+/// The daemon as a `Service`: binds (or adopts) the socket, serves until graceful shutdown, then sends GOAWAY on
+/// every connection and waits for in-flight calls to drain.
+public final class BreakwaterServer: Service, Sendable {
+    public let stats = DaemonStats()
+    private let router: Router
+    private let address: ListenAddress
+    private let logger: Logger
+    private let group: any EventLoopGroup
+
+    public init(router: Router, address: ListenAddress, logger: Logger,
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.router = router
+        self.address = address
+        self.logger = logger
+        self.group = group
+    }
+
+    public func run() async throws {
+        let engine = try CurlEngine()
+        defer { engine.shutdown() }
+        let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger)
+        let quiesce = ServerQuiescingHelper(group: group)
+        let limits = shared.limits
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(FrameDecoderHandler(limits: limits)),
+                        MessageToByteHandler(FrameEncoderHandler()),
+                        ConnectionHandler(shared: shared),
+                    ])
+                }
+            }
+
+        let channel: any Channel
+        let where_: String
+        switch address {
+        case .inheritedFD(let fd):
+            channel = try await bootstrap.withBoundSocket(fd).get()
+            where_ = "socket from systemd (fd \(fd))"
+        case .path(let path):
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+            chmod(path, 0o660)
+            where_ = path
+        }
+        logger.info("breakwaterd serving", metadata: [
+            "listen": "\(where_)", "routes": "\(router.routes.keys.sorted().joined(separator: ","))",
+        ])
+        for name in router.providersWithoutKey {
+            logger.warning("provider has no API key; calls to it will fail", metadata: ["provider": "\(name)"])
+        }
+        Systemd.notify("READY=1\nSTATUS=serving; " + stats.statusLine)
+
+        // Wait for SIGTERM/SIGINT (delivered by ServiceGroup as graceful shutdown), or for cancellation.
+        try? await gracefulShutdown()
+
+        Systemd.notify("STOPPING=1\nSTATUS=draining; " + stats.statusLine)
+        logger.info("draining", metadata: ["calls_in_flight": "\(stats.callsInFlight.load(ordering: .relaxed))"])
+        let drained = group.next().makePromise(of: Void.self)
+        quiesce.initiateShutdown(promise: drained)
+        try? await drained.futureResult.get()
+        _ = channel
+        logger.info("stopped")
+    }
+}

@@ -1,0 +1,335 @@
+import BreakwaterWire
+import Config
+import CurlTransport
+import Logging
+import NIOCore
+import NIOExtras
+import Providers
+import Synchronization
+
+/// Everything a connection needs from the daemon; shared by all connections.
+final class DaemonContext: Sendable {
+    let router: Router
+    let engine: CurlEngine
+    let limits: Limits
+    let stats: DaemonStats
+    let logger: Logger
+    let drainTimeout: Duration
+    let defaultCallTimeout: Duration
+
+    init(router: Router, engine: CurlEngine, stats: DaemonStats, logger: Logger) {
+        self.router = router
+        self.engine = engine
+        let l = router.config.limits
+        self.limits = Limits(maxFramePayload: l.maxFrameBytes, maxBody: l.maxBodyBytes,
+                             maxConcurrentCalls: l.maxConcurrentCalls)
+        self.stats = stats
+        self.logger = logger
+        self.drainTimeout = l.drainTimeout
+        self.defaultCallTimeout = l.defaultCallTimeout
+    }
+}
+
+/// The protocol state machine of one connection, on its event loop: HELLO, calls by stream id, CANCEL, PING,
+/// draining on GOAWAY. Protocol violations get an ERROR frame on stream 0 and close this connection only.
+final class ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = Frame
+    typealias OutboundOut = Frame
+
+    private enum Phase { case awaitingHello, open, draining, closed }
+
+    /// A call whose body is still arriving.
+    private struct Pending {
+        var request: CallRequest
+        var body: [UInt8]
+    }
+
+    private let shared: DaemonContext
+    private var phase = Phase.awaitingHello
+    private var pending: [StreamID: Pending] = [:]
+    private var running: [StreamID: UpstreamCall] = [:]
+    private var highestStreamID: StreamID = 0
+    private var inputClosed = false
+    private var context: ChannelHandlerContext?
+
+    init(shared: DaemonContext) {
+        self.shared = shared
+    }
+
+    private var openCalls: Int { pending.count + running.count }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        shared.stats.connections.add(1, ordering: .relaxed)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        shared.stats.connections.subtract(1, ordering: .relaxed)
+        phase = .closed
+        cancelAll()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard phase != .closed else { return }
+        do {
+            try handle(frame, context: context)
+        } catch {
+            connectionError(error, context: context)
+        }
+    }
+
+    private func handle(_ frame: Frame, context: ChannelHandlerContext) throws(WireError) {
+        if phase == .awaitingHello {
+            guard frame.type == .hello else {
+                throw WireError(.helloRequired, "the first frame must be HELLO, got \(frame.type)")
+            }
+            let hello = try Hello(frame: frame)
+            guard let version = hello.negotiate() else {
+                throw WireError(.unsupportedVersion, "client speaks versions \(hello.minVersion ?? 0)-"
+                    + "\(hello.maxVersion ?? 0); this daemon speaks \(ProtocolVersion.supported)")
+            }
+            phase = .open
+            context.writeAndFlush(wrapOutboundOut(
+                Hello.server(version: version, limits: shared.limits, serverName: "breakwaterd").frame()
+            ), promise: nil)
+            return
+        }
+        switch frame.type {
+        case .request:
+            try openCall(frame, context: context)
+        case .data:
+            try receiveBody(frame, context: context)
+        case .cancel:
+            cancel(frame.streamID, context: context)
+        case .ping:
+            guard frame.payload.count == 8 else { throw WireError(.protocolError, "PING payload must be 8 bytes") }
+            context.writeAndFlush(wrapOutboundOut(frame.pong()), promise: nil)
+        case .pong:
+            break
+        case .error:
+            // A client's ERROR on a call's stream abandons that call; on stream 0 it is leaving.
+            if frame.streamID == 0 { context.close(promise: nil) } else { cancel(frame.streamID, context: context) }
+        case .hello:
+            throw WireError(.protocolError, "HELLO was already exchanged on this connection")
+        case .response, .trailers, .goAway:
+            throw WireError(.protocolError, "clients do not send \(frame.type) frames")
+        }
+    }
+
+    private func openCall(_ frame: Frame, context: ChannelHandlerContext) throws(WireError) {
+        let id = frame.streamID
+        guard id & 1 == 1 else { throw WireError(.invalidStreamID, "call stream ids must be odd, got \(id)") }
+        guard id > highestStreamID else {
+            throw WireError(.invalidStreamID, "stream id \(id) is not higher than the last one (\(highestStreamID))")
+        }
+        highestStreamID = id
+        let request = try CallRequest(frame: frame)
+        if phase == .draining {
+            context.writeAndFlush(wrapOutboundOut(ErrorMessage(
+                code: .notAccepted, message: "daemon is draining; send the call again on a new connection"
+            ).frame(streamID: id)), promise: nil)
+            return
+        }
+        guard openCalls < Int(shared.limits.maxConcurrentCalls) else {
+            context.writeAndFlush(wrapOutboundOut(ErrorMessage(
+                code: .tooManyCalls,
+                message: "connection already has \(openCalls) calls open (limit \(shared.limits.maxConcurrentCalls))"
+            ).frame(streamID: id)), promise: nil)
+            return
+        }
+        if frame.flags.contains(.endStream) {
+            start(id, request: request, body: [], context: context)
+        } else {
+            pending[id] = Pending(request: request, body: [])
+        }
+    }
+
+    private func receiveBody(_ frame: Frame, context: ChannelHandlerContext) throws(WireError) {
+        let id = frame.streamID
+        guard var call = pending.removeValue(forKey: id) else {
+            // DATA for a call that was refused, cancelled or finished is dropped; for a stream never opened it is
+            // a protocol violation.
+            if id > highestStreamID || id & 1 == 0 {
+                throw WireError(.protocolError, "DATA on stream \(id), which was never opened")
+            }
+            return
+        }
+        guard call.body.count + frame.payload.count <= Int(shared.limits.maxBody) else {
+            throw WireError(.bodyTooLarge, "request body exceeds the limit of \(shared.limits.maxBody) bytes")
+        }
+        call.body.append(contentsOf: frame.payload)
+        if frame.flags.contains(.endStream) {
+            start(id, request: call.request, body: call.body, context: context)
+        } else {
+            pending[id] = call
+        }
+    }
+
+    private func start(_ id: StreamID, request: CallRequest, body: [UInt8], context: ChannelHandlerContext) {
+        let requestID = request.requestID ?? RequestID.make()
+        func refuse(_ code: ErrorCode, _ message: String) {
+            shared.stats.callsFailed.add(1, ordering: .relaxed)
+            context.writeAndFlush(wrapOutboundOut(
+                ErrorMessage(code: code, message: message).frame(streamID: id)
+            ), promise: nil)
+            closeIfIdle(context: context)
+        }
+        guard let chain = shared.router.routes[request.route], let target = chain.first else {
+            return refuse(.unknownRoute, "no route named \"\(request.route)\"")
+        }
+        var chat: ChatRequest
+        do {
+            chat = try ChatRequest(json: body)
+        } catch {
+            return refuse(.badRequest, error.message)
+        }
+        // The REQUEST frame's flag decides streaming, whatever the body says.
+        chat.body["stream"] = .bool(request.stream)
+        guard let apiKey = target.provider.apiKey else {
+            return refuse(.noCredential, "provider \(target.provider.name) has no API key configured")
+        }
+        let http: ProviderHTTPRequest
+        do {
+            http = try target.provider.adapter.makeRequest(chat, model: target.model, apiKey: apiKey.value)
+        } catch {
+            return refuse(.internalError, "could not encode the provider request")
+        }
+        let t = target.provider.config.timeouts
+        let deadline = request.timeoutMs.map { Duration.milliseconds(Int64($0)) } ?? shared.defaultCallTimeout
+        let call = UpstreamCall(
+            streamID: id, requestID: requestID, target: target, stream: request.stream,
+            maxFramePayload: Int(shared.limits.maxFramePayload),
+            sink: NIOLoopBound(self, eventLoop: context.eventLoop), eventLoop: context.eventLoop
+        )
+        running[id] = call
+        shared.stats.callsStarted.add(1, ordering: .relaxed)
+        shared.stats.callsInFlight.add(1, ordering: .relaxed)
+        call.transferID = shared.engine.start(
+            HTTPRequest(
+                method: "POST", url: http.url, headers: http.headers.map { HTTPHeader(name: $0.name, value: $0.value) },
+                body: http.body,
+                timeouts: TransferTimeouts(connect: t.connect, firstByte: t.firstByte, idle: t.idle,
+                                           total: min(t.total, deadline)),
+                httpVersion: target.provider.httpVersion
+            ),
+            delegate: call
+        )
+    }
+
+    /// Frames from an upstream call, on this event loop. Frames for a call no longer running are dropped.
+    func deliver(streamID: StreamID, frames: [Frame], final: Bool) {
+        guard let context, running[streamID] != nil else { return }
+        for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
+        context.flush()
+        if final {
+            running[streamID] = nil
+            shared.stats.callsInFlight.subtract(1, ordering: .relaxed)
+            if frames.last?.type != .trailers || (try? CallTrailers(frame: frames.last!))?.succeeded == false {
+                shared.stats.callsFailed.add(1, ordering: .relaxed)
+            }
+            closeIfIdle(context: context)
+        }
+    }
+
+    private func cancel(_ id: StreamID, context: ChannelHandlerContext) {
+        if pending.removeValue(forKey: id) == nil {
+            guard let call = running.removeValue(forKey: id) else { return }  // already ended: nothing to do
+            if let t = call.transferID { shared.engine.cancel(t) }
+            shared.stats.callsInFlight.subtract(1, ordering: .relaxed)
+        }
+        context.writeAndFlush(wrapOutboundOut(
+            ErrorMessage(code: .cancelled, message: "call cancelled").frame(streamID: id)
+        ), promise: nil)
+        closeIfIdle(context: context)
+    }
+
+    private func cancelAll() {
+        for call in running.values {
+            if let t = call.transferID { shared.engine.cancel(t) }
+            shared.stats.callsInFlight.subtract(1, ordering: .relaxed)
+        }
+        running.removeAll()
+        pending.removeAll()
+    }
+
+    /// While draining, or after the client closed its side, the connection closes once its last call ends.
+    private func closeIfIdle(context: ChannelHandlerContext) {
+        if (phase == .draining || inputClosed), openCalls == 0 {
+            phase = .closed
+            context.close(promise: nil)
+        }
+    }
+
+    private func connectionError(_ error: any Error, context: ChannelHandlerContext) {
+        guard phase != .closed else { return }
+        let wire = (error as? WireError) ?? WireError(.internalError, "internal error")
+        shared.stats.protocolErrors.add(1, ordering: .relaxed)
+        shared.logger.notice("closing connection after protocol error", metadata: [
+            "code": "\(wire.code.name)", "reason": "\(wire.message)",
+        ])
+        phase = .closed
+        cancelAll()
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(ErrorMessage(wire).frame(streamID: 0))).whenComplete { _ in
+            bound.value.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is WireError {
+            connectionError(error, context: context)
+        } else {
+            // I/O errors (peer reset): nothing can be told to the peer.
+            phase = .closed
+            cancelAll()
+            context.close(promise: nil)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            drain(context: context)
+        } else if let e = event as? ChannelEvent, e == .inputClosed {
+            inputClosed = true
+            pending.removeAll()  // bodies that can no longer complete
+            closeIfIdle(context: context)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    /// GOAWAY, then close once in-flight calls are done or the drain timeout passes.
+    private func drain(context: ChannelHandlerContext) {
+        guard phase == .open || phase == .awaitingHello else {
+            if phase != .closed { return }
+            return
+        }
+        if phase == .awaitingHello {
+            phase = .closed
+            context.close(promise: nil)
+            return
+        }
+        phase = .draining
+        context.writeAndFlush(wrapOutboundOut(GoAway(lastStreamID: highestStreamID).frame()), promise: nil)
+        closeIfIdle(context: context)
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let timeout = TimeAmount.nanoseconds(Int64(shared.drainTimeout.components.seconds) * 1_000_000_000
+            + shared.drainTimeout.components.attoseconds / 1_000_000_000)
+        context.eventLoop.scheduleTask(in: timeout) {
+            loopBound.value.forceClose()
+        }
+    }
+
+    private func forceClose() {
+        guard phase != .closed, let context else { return }
+        phase = .closed
+        cancelAll()
+        context.close(promise: nil)
+    }
+}

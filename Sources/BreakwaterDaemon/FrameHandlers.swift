@@ -1,0 +1,47 @@
+import BreakwaterWire
+import NIOCore
+
+/// Cuts the byte stream into frames, checking each header (size, type, stream id, flags) before its payload
+/// arrives. A violation is thrown as `WireError`; `ConnectionHandler` answers it with an ERROR frame and closes.
+struct FrameDecoderHandler: ByteToMessageDecoder {
+    typealias InboundOut = Frame
+
+    let limits: Limits
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard buffer.readableBytes >= FrameHeader.size else { return .needMoreData }
+        let header = buffer.withUnsafeReadableBytes { FrameHeader.parse($0) }!
+        try header.validate(limits: limits)
+        let length = Int(header.length)
+        guard buffer.readableBytes >= FrameHeader.size + length else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: FrameHeader.size)
+        let payload = buffer.readBytes(length: length)!
+        context.fireChannelRead(wrapInboundOut(
+            Frame(streamID: header.streamID, type: header.type!, flags: header.flags, payload: payload)
+        ))
+        return .continue
+    }
+
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer,
+                             seenEOF: Bool) throws -> DecodingState {
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        if seenEOF, buffer.readableBytes > 0 {
+            throw WireError(.protocolError, "connection ended inside a frame (\(buffer.readableBytes) bytes left over)")
+        }
+        return .needMoreData
+    }
+}
+
+/// Writes frames straight into the outbound buffer: header then payload, no intermediate array.
+struct FrameEncoderHandler: MessageToByteEncoder {
+    typealias OutboundIn = Frame
+
+    func encode(data frame: Frame, out: inout ByteBuffer) throws {
+        out.reserveCapacity(minimumWritableBytes: FrameHeader.size + frame.payload.count)
+        out.writeInteger(UInt32(frame.payload.count))
+        out.writeInteger(frame.streamID)
+        out.writeInteger(frame.type.rawValue)
+        out.writeInteger(frame.flags.rawValue)
+        out.writeBytes(frame.payload)
+    }
+}

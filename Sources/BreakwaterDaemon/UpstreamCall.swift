@@ -1,0 +1,157 @@
+import BreakwaterWire
+import CurlTransport
+import NIOCore
+import Providers
+
+/// One call's upstream attempt: turns libcurl's callbacks (on the engine thread) into protocol frames and hands
+/// them to the connection's event loop.
+///
+/// `@unchecked Sendable`: the mutable fields below are touched only from the curl engine's thread, which calls a
+/// transfer's delegate methods one at a time and in order; everything else is immutable.
+final class UpstreamCall: TransferDelegate, @unchecked Sendable {
+    let streamID: StreamID
+    let requestID: String
+    let target: ResolvedTarget
+    let stream: Bool
+    let maxFramePayload: Int
+    let sink: NIOLoopBound<ConnectionHandler>
+    let eventLoop: any EventLoop
+    var transferID: TransferID?
+
+    // Engine-thread state.
+    private var status = 0
+    private var body: [UInt8] = []
+    private var parser = SSEParser()
+    private var sentResponse = false
+    private var sawDone = false
+    private var usage: Usage?
+    private var streamError: ProviderError?
+
+    init(streamID: StreamID, requestID: String, target: ResolvedTarget, stream: Bool, maxFramePayload: Int,
+         sink: NIOLoopBound<ConnectionHandler>, eventLoop: any EventLoop) {
+        self.streamID = streamID
+        self.requestID = requestID
+        self.target = target
+        self.stream = stream
+        self.maxFramePayload = maxFramePayload
+        self.sink = sink
+        self.eventLoop = eventLoop
+    }
+
+    private var streaming: Bool { stream && (200..<300).contains(status) }
+
+    func transferDidReceiveHead(status: Int, headers: [HTTPHeader]) {
+        self.status = status
+    }
+
+    func transferDidReceiveBody(_ bytes: [UInt8]) {
+        guard streaming else {
+            body.append(contentsOf: bytes)
+            return
+        }
+        guard streamError == nil, !sawDone else { return }
+        var frames: [Frame] = []
+        for event in parser.feed(bytes) {
+            switch target.provider.adapter.parseStreamEvent(event) {
+            case .chunk(let chunk, let u):
+                if let u { usage = u }
+                if !sentResponse {
+                    frames.append(responseFrame())
+                    sentResponse = true
+                }
+                frames.append(contentsOf: dataFrames(chunk))
+            case .done:
+                sawDone = true
+            case .error(let e):
+                streamError = e
+            }
+            if sawDone || streamError != nil { break }
+        }
+        if !frames.isEmpty { send(frames, final: false) }
+    }
+
+    func transferDidComplete(_ result: Result<Void, TransportError>) {
+        send(finalFrames(result), final: true)
+    }
+
+    private func finalFrames(_ result: Result<Void, TransportError>) -> [Frame] {
+        if case .failure(let error) = result {
+            if case .cancelled = error.kind { return [] }  // the connection already answered the CANCEL
+            let (code, message) = Self.describe(error, provider: target.provider.name)
+            return failure(code, message)
+        }
+        if streaming {
+            if let streamError { return failure(Self.code(for: streamError), streamError.message) }
+            guard sawDone else {
+                return failure(.streamInterrupted, "provider \(target.provider.name) ended the stream before [DONE]")
+            }
+            if !sentResponse { return [responseFrame(), trailers()] }
+            return [trailers()]
+        }
+        do {
+            let u = try target.provider.adapter.parseResponse(status: status, body: body)
+            usage = u
+            return [responseFrame()] + dataFrames(body) + [trailers()]
+        } catch {
+            return failure(Self.code(for: error), error.message, upstreamStatus: status)
+        }
+    }
+
+    /// Before any byte reached the app the call fails with ERROR; after, with error TRAILERS, so a cut stream
+    /// never looks like a clean end.
+    private func failure(_ code: ErrorCode, _ message: String, upstreamStatus: Int? = nil) -> [Frame] {
+        if sentResponse {
+            return [CallTrailers(error: code, message: message).frame(streamID: streamID)]
+        }
+        let status = upstreamStatus.flatMap { (200..<300).contains($0) ? nil : UInt16(clamping: $0) }
+        return [ErrorMessage(code: code, message: message, upstreamStatus: status,
+                             provider: target.provider.name).frame(streamID: streamID)]
+    }
+
+    private func responseFrame() -> Frame {
+        CallResponse(status: UInt16(clamping: status), provider: target.provider.name, model: target.model,
+                     attempts: 1, requestID: requestID).frame(streamID: streamID)
+    }
+
+    private func trailers() -> Frame {
+        CallTrailers(
+            promptTokens: usage?.promptTokens.map { UInt32(clamping: $0) },
+            completionTokens: usage?.completionTokens.map { UInt32(clamping: $0) },
+            totalTokens: usage?.totalTokens.map { UInt32(clamping: $0) }
+        ).frame(streamID: streamID)
+    }
+
+    private func dataFrames(_ bytes: [UInt8]) -> [Frame] {
+        if bytes.count <= maxFramePayload { return [.data(streamID: streamID, bytes)] }
+        return stride(from: 0, to: bytes.count, by: maxFramePayload).map {
+            .data(streamID: streamID, Array(bytes[$0..<min($0 + maxFramePayload, bytes.count)]))
+        }
+    }
+
+    private func send(_ frames: [Frame], final: Bool) {
+        let sink = self.sink
+        let id = streamID
+        eventLoop.execute {
+            sink.value.deliver(streamID: id, frames: frames, final: final)
+        }
+    }
+
+    static func code(for error: ProviderError) -> ErrorCode {
+        switch error.kind {
+        case .badRequest: .badRequest
+        case .upstreamStatus: .upstreamError
+        case .malformedResponse: .upstreamMalformed
+        }
+    }
+
+    static func describe(_ error: TransportError, provider: String) -> (ErrorCode, String) {
+        switch error.kind {
+        case .connectFailed: (.upstreamUnavailable, "cannot connect to provider \(provider)")
+        case .connectionReset: (.upstreamUnavailable, "provider \(provider) closed the connection mid-answer")
+        case .timedOut(let phase): (.timeout, "provider \(provider) timed out (\(phase))")
+        case .malformedResponse: (.upstreamMalformed, "provider \(provider) sent a malformed HTTP answer")
+        case .cancelled: (.cancelled, "call cancelled")
+        case .other: (.upstreamUnavailable, "transport error talking to provider \(provider)")
+        }
+    }
+}

@@ -1,0 +1,92 @@
+import ArgumentParser
+import BreakwaterClient
+import Foundation
+
+/// `breakwater`: the admin and developer CLI.
+@main
+struct Breakwater: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "breakwater",
+        abstract: "Talk to breakwaterd: send calls, run the demo.",
+        subcommands: [Call.self, Demo.self]
+    )
+}
+
+/// Options shared by commands that talk to a daemon.
+struct SocketOptions: ParsableArguments {
+    @Option(name: .long, help: "The daemon's socket (default: $BREAKWATER_SOCKET, else the system socket).")
+    var socket: String?
+
+    var path: String {
+        if let socket { return socket }
+        let env = ProcessInfo.processInfo.environment
+        if let s = env["BREAKWATER_SOCKET"] { return s }
+        if getuid() != 0, let dir = env["XDG_RUNTIME_DIR"] { return dir + "/breakwater.sock" }
+        return "/run/breakwater/breakwater.sock"
+    }
+}
+
+/// Builds an OpenAI chat-completions body with one user message.
+func chatBody(_ message: String, maxTokens: Int? = nil) -> [UInt8] {
+    var body: [String: Any] = ["messages": [["role": "user", "content": message]]]
+    if let maxTokens { body["max_tokens"] = maxTokens }
+    return Array(try! JSONSerialization.data(withJSONObject: body))
+}
+
+/// The assistant text of a `chat.completion` (or the delta text of a `chat.completion.chunk`).
+func assistantText(_ json: [UInt8]) -> String? {
+    guard let object = try? JSONSerialization.jsonObject(with: Data(json)) as? [String: Any],
+          let choice = (object["choices"] as? [[String: Any]])?.first else { return nil }
+    let part = (choice["message"] ?? choice["delta"]) as? [String: Any]
+    return part?["content"] as? String
+}
+
+struct Call: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Send one chat call through the daemon.")
+
+    @OptionGroup var socketOptions: SocketOptions
+    @Option(help: "Route name.") var route = "default"
+    @Option(help: "The user message.") var message: String?
+    @Option(help: "A file holding a whole OpenAI chat-completions request body (JSON).") var bodyFile: String?
+    @Flag(help: "Stream the answer, printing pieces as they arrive.") var stream = false
+    @Flag(help: "Print the raw JSON answer instead of the assistant text.") var raw = false
+    @Option(help: "Deadline for the whole call, in milliseconds.") var timeoutMs: UInt32?
+
+    func run() async throws {
+        let body: [UInt8]
+        if let bodyFile {
+            body = Array(try Data(contentsOf: URL(fileURLWithPath: bodyFile)))
+        } else if let message {
+            body = chatBody(message)
+        } else {
+            throw ValidationError("give --message or --body-file")
+        }
+        let client = BreakwaterClient(socketPath: socketOptions.path, clientName: "breakwater-cli")
+        do {
+            if stream {
+                let s = try await client.stream(route: route, body: body, timeoutMs: timeoutMs)
+                for try await chunk in s {
+                    if raw { print(String(decoding: chunk, as: UTF8.self)) } else {
+                        FileHandle.standardOutput.write(Data((assistantText(chunk) ?? "").utf8))
+                    }
+                }
+                if !raw { print() }
+                report(s.head, s.trailers)
+            } else {
+                let r = try await client.send(route: route, body: body, timeoutMs: timeoutMs)
+                print(raw ? String(decoding: r.body, as: UTF8.self) : (assistantText(r.body) ?? ""))
+                report(r.head, r.trailers)
+            }
+        } catch let error as BreakwaterError {
+            FileHandle.standardError.write(Data("breakwater: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+
+    func report(_ head: CallResponse, _ trailers: CallTrailers?) {
+        var line = "[\(head.provider)/\(head.model) status \(head.status), attempts \(head.attempts), "
+            + "request \(head.requestID)"
+        if let t = trailers?.totalTokens { line += ", \(t) tokens" }
+        FileHandle.standardError.write(Data((line + "]\n").utf8))
+    }
+}

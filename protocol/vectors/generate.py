@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Writes the protocol test vectors from PROTOCOL.md with an encoder independent of the Swift one.
+
+Run from anywhere: python3 protocol/vectors/generate.py  (rewrites the *.vector files beside it).
+"""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TYPES = {"HELLO": 1, "REQUEST": 2, "DATA": 3, "RESPONSE": 4, "TRAILERS": 5, "ERROR": 6,
+         "CANCEL": 7, "PING": 8, "PONG": 9, "GOAWAY": 10}
+CODES = {"PROTOCOL_ERROR": 0x0001, "FRAME_TOO_LARGE": 0x0002, "UNKNOWN_FRAME_TYPE": 0x0003,
+         "INVALID_STREAM_ID": 0x0007, "UPSTREAM_ERROR": 0x0104, "STREAM_INTERRUPTED": 0x010A,
+         "SHUTTING_DOWN": 0x0009}
+MAGIC = b"BKWR"
+END_STREAM = 0x01
+
+
+def u8(v): return struct.pack(">B", v)
+def u16(v): return struct.pack(">H", v)
+def u32(v): return struct.pack(">I", v)
+
+
+def field(tag, value):
+    return u16(tag) + u32(len(value)) + value
+
+
+def fields(*pairs):
+    return b"".join(field(t, v) for t, v in pairs)
+
+
+def frame(type_, stream, flags, payload, length=None):
+    length = len(payload) if length is None else length
+    return u32(length) + u32(stream) + u8(type_) + u8(flags) + payload
+
+
+VECTORS = []
+
+
+def vector(name, description, type_name, stream, flags, payload, expect="ok", roundtrip=True, length=None,
+           raw_type=None):
+    t = raw_type if raw_type is not None else TYPES[type_name]
+    VECTORS.append((name, description, type_name if raw_type is None else str(raw_type), stream, flags,
+                    frame(t, stream, flags, payload, length), expect, roundtrip))
+
+
+vector("01-hello-client", "Client HELLO offering versions 1..1, with an agent credential and a client name.",
+       "HELLO", 0, 0, MAGIC + fields((1, u16(1)), (2, u16(1)), (3, b"agent-token-example"),
+                                     (4, b"billing-worker")))
+vector("02-hello-client-minimal", "Client HELLO with only the version range: no credential, no name.",
+       "HELLO", 0, 0, MAGIC + fields((1, u16(1)), (2, u16(1))))
+vector("03-hello-daemon", "Daemon HELLO: version 1 chosen, default limits (1 MiB frames, 8 MiB bodies, 256 calls).",
+       "HELLO", 0, 0, MAGIC + fields((5, u16(1)), (6, u32(1 << 20)), (7, u32(8 << 20)), (8, u32(256)),
+                                     (9, b"breakwaterd")))
+vector("04-request-plain", "REQUEST on stream 1: route \"default\", not streamed, caller's request id; body follows.",
+       "REQUEST", 1, 0, fields((1, b"default"), (2, u8(0)), (4, b"req-1")))
+vector("05-request-streamed", "REQUEST on stream 3: route \"chat\", streamed, 30 s deadline, action and tenant.",
+       "REQUEST", 3, 0, fields((1, b"chat"), (2, u8(1)), (3, u32(30000)), (5, b"invoice.create"),
+                               (6, b"tenant-a")))
+vector("06-request-no-body", "REQUEST flagged END_STREAM: a call with no body.",
+       "REQUEST", 5, END_STREAM, fields((1, b"default"), (2, u8(0))))
+vector("07-data-body-end", "Client DATA on stream 1, END_STREAM: the whole request body in one frame.",
+       "DATA", 1, END_STREAM, b'{"messages":[{"role":"user","content":"Hello"}]}')
+vector("08-response", "RESPONSE on stream 1: 200 from provider openai, model gpt-4o-mini, first attempt.",
+       "RESPONSE", 1, 0, fields((1, u16(200)), (2, b"openai"), (3, b"gpt-4o-mini"), (4, u16(1)), (5, b"req-1")))
+vector("09-data-chunk", "Daemon DATA on stream 3: one streamed chat.completion.chunk.",
+       "DATA", 3, 0, b'{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"}}]}')
+vector("10-trailers-ok", "TRAILERS on stream 1: success, 12 prompt + 5 completion = 17 tokens.",
+       "TRAILERS", 1, END_STREAM, fields((1, u8(0)), (4, u32(12)), (5, u32(5)), (6, u32(17))))
+vector("11-trailers-interrupted", "TRAILERS on stream 3: the provider cut the stream after bytes reached the app.",
+       "TRAILERS", 3, END_STREAM, fields((1, u8(1)), (2, u16(CODES["STREAM_INTERRUPTED"])),
+                                        (3, b"provider openai ended the stream before [DONE]")))
+vector("12-error-call", "ERROR on stream 5: the provider answered 503.",
+       "ERROR", 5, 0, fields((1, u16(CODES["UPSTREAM_ERROR"])), (2, b"provider answered HTTP 503"), (3, u16(503)),
+                             (4, b"openai")))
+vector("13-error-connection", "ERROR on stream 0: a frame over the limit; the connection closes after it.",
+       "ERROR", 0, 0, fields((1, u16(CODES["FRAME_TOO_LARGE"])),
+                             (2, b"frame payload of 2097152 bytes exceeds the limit of 1048576")))
+vector("14-cancel", "CANCEL of the call on stream 7.", "CANCEL", 7, 0, b"")
+vector("15-ping", "PING with 8 opaque bytes.", "PING", 0, 0, bytes(range(1, 9)))
+vector("16-pong", "PONG echoing that PING.", "PONG", 0, 0, bytes(range(1, 9)))
+vector("17-goaway", "GOAWAY: calls up to stream 9 finish; later ones were not started.",
+       "GOAWAY", 0, 0, fields((1, u32(9)), (2, u16(CODES["SHUTTING_DOWN"])), (3, b"daemon is shutting down")))
+vector("18-request-unknown-field", "REQUEST with an extra field (tag 99) a v1 receiver must skip; "
+       "re-encoding drops it, so no byte round trip.",
+       "REQUEST", 9, 0, fields((1, b"default"), (99, b"future"), (2, u8(0))), roundtrip=False)
+# Refusals.
+vector("19-frame-too-large", "DATA header announcing 2 MiB: refused from the header alone.",
+       "DATA", 1, 0, b"", expect="FRAME_TOO_LARGE", length=2 << 20)
+vector("20-unknown-type", "A frame of type 0x42.", "", 0, 0, b"", expect="UNKNOWN_FRAME_TYPE", raw_type=0x42)
+vector("21-reserved-bit", "PING with the stream id's reserved top bit set.",
+       "PING", 0x80000000, 0, bytes(8), expect="PROTOCOL_ERROR")
+vector("22-undefined-flag", "DATA with flag bit 0x80, which v1 does not define.",
+       "DATA", 1, 0x80, b"x", expect="PROTOCOL_ERROR")
+vector("23-request-on-stream-0", "REQUEST on stream 0.", "REQUEST", 0, 0, fields((1, b"default")),
+       expect="INVALID_STREAM_ID")
+vector("24-ping-on-call-stream", "PING on stream 1 (connection frames belong on stream 0).",
+       "PING", 1, 0, bytes(8), expect="PROTOCOL_ERROR")
+vector("25-hello-bad-magic", "HELLO whose payload does not start with BKWR.",
+       "HELLO", 0, 0, b"HTTP" + fields((1, u16(1))), expect="PROTOCOL_ERROR")
+vector("26-field-past-end", "REQUEST whose route field claims 200 bytes but carries 7.",
+       "REQUEST", 1, 0, u16(1) + u32(200) + b"default", expect="PROTOCOL_ERROR")
+
+
+def main():
+    for old in os.listdir(HERE):
+        if old.endswith(".vector"):
+            os.remove(os.path.join(HERE, old))
+    for name, description, type_name, stream, flags, data, expect, roundtrip in VECTORS:
+        hexs = data.hex()
+        lines = [" ".join(hexs[i:i + 2] for i in range(j, min(j + 32, len(hexs)), 2))
+                 for j in range(0, len(hexs), 32)]
+        with open(os.path.join(HERE, name + ".vector"), "w") as f:
+            f.write(f"# {description}\n")
+            f.write(f"frame: {type_name}\nstream: {stream}\nflags: 0x{flags:02x}\nexpect: {expect}\n")
+            if not roundtrip:
+                f.write("roundtrip: no\n")
+            f.write("hex:\n" + "\n".join(lines) + "\n")
+    print(f"wrote {len(VECTORS)} vectors")
+
+
+if __name__ == "__main__":
+    main()
