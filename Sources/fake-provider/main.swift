@@ -1,1 +1,95 @@
-print("not yet")
+import ArgumentParser
+import Dispatch
+import FakeProviderKit
+import Foundation
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Runs the fake OpenAI provider as a process, for end-to-end tests and the benchmark.
+///
+/// Prints one JSON line with the port and base URL to stdout once it listens, then serves until SIGTERM or
+/// SIGINT and exits 0. Diagnostics go to stderr; requests are never logged.
+struct FakeProviderCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fake-provider",
+        abstract: "A fake OpenAI chat-completions provider with scripted faults."
+    )
+
+    @Option(help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on; 0 picks a free one.")
+    var port = 0
+
+    @Option(help: "JSON file describing the personality: default step, probabilistic faults, seed.")
+    var personality: String?
+
+    @Option(help: "Seed for the personality's fault generator (overrides the file's seed).")
+    var seed: UInt64?
+
+    @Option(help: "Event loop threads.")
+    var threads = 1
+
+    func validate() throws {
+        guard (0...65_535).contains(port) else {
+            throw ValidationError("--port must be between 0 and 65535")
+        }
+        guard threads >= 1 else {
+            throw ValidationError("--threads must be at least 1")
+        }
+    }
+
+    func run() async throws {
+        var chosen = Personality.healthy
+        if let path = personality {
+            do {
+                chosen = try Personality(contentsOfFile: path)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
+        if let seed {
+            chosen.seed = seed
+        }
+
+        // Ignore the default dispositions first, so a signal that arrives while starting is not fatal.
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let (stopRequests, stop) = AsyncStream<Int32>.makeStream()
+        let queue = DispatchQueue(label: "fake-provider.signals")
+        let sources = [SIGTERM, SIGINT].map { number in
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { stop.yield(number) }
+            source.resume()
+            return source
+        }
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let provider = try await FakeProvider.start(
+            host: host, port: port, personality: chosen, eventLoopGroup: group
+        )
+        let line = "{\"port\": \(provider.port), \"base_url\": \"\(provider.baseURL)\"}\n"
+        FileHandle.standardOutput.write(Data(line.utf8))
+
+        for await _ in stopRequests {
+            break
+        }
+        sources.forEach { $0.cancel() }
+        try await provider.shutdown()
+        try await group.shutdownGracefully()
+    }
+}
+
+// `main.swift` cannot use `@main`, and a bare `main()` call here resolves to the synchronous overload.
+let command = FakeProviderCommand.parseOrExit()
+do {
+    try await command.run()
+} catch {
+    FakeProviderCommand.exit(withError: error)
+}

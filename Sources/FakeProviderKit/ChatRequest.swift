@@ -1,0 +1,76 @@
+import Foundation
+
+/// The parts of an OpenAI chat-completions request body the fake answers from.
+struct ChatRequest: Sendable {
+    var model: String
+    var stream: Bool
+    var includeUsage: Bool
+    var includeObfuscation: Bool
+    /// Text of the last `user` message (text parts joined when the content is an array of parts).
+    var lastUserText: String
+    /// Words across all messages: the fake's stand-in for prompt tokens.
+    var promptTokens: Int
+    /// `max_completion_tokens` or `max_tokens`, counted against the simulated token rate limit.
+    var maxTokens: Int?
+
+    /// Parses a request body, or returns the error OpenAI would answer with.
+    static func parse(_ bytes: some Sequence<UInt8>) -> Result<ChatRequest, OpenAIError> {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+            return .failure(.unparsableJSON)
+        }
+        guard let model = object["model"] as? String, !model.isEmpty else {
+            return .failure(.missingModel)
+        }
+        guard let messages = object["messages"] as? [[String: Any]] else {
+            return .failure(.missingMessages)
+        }
+        var lastUserText = ""
+        var promptTokens = 0
+        for message in messages {
+            let text = Self.text(of: message["content"])
+            promptTokens += Self.wordCount(text)
+            if message["role"] as? String == "user" {
+                lastUserText = text
+            }
+        }
+        let streamOptions = object["stream_options"] as? [String: Any]
+        return .success(
+            ChatRequest(
+                model: model,
+                stream: object["stream"] as? Bool ?? false,
+                includeUsage: streamOptions?["include_usage"] as? Bool ?? false,
+                includeObfuscation: streamOptions?["include_obfuscation"] as? Bool ?? true,
+                lastUserText: lastUserText,
+                promptTokens: promptTokens,
+                maxTokens: (object["max_completion_tokens"] as? Int) ?? (object["max_tokens"] as? Int)
+            )
+        )
+    }
+
+    /// A message's `content`: a string, or an array of parts of which the `text` ones count.
+    private static func text(of content: Any?) -> String {
+        if let string = content as? String {
+            return string
+        }
+        if let parts = content as? [[String: Any]] {
+            return parts.compactMap { part in
+                part["type"] as? String == "text" ? part["text"] as? String : nil
+            }.joined(separator: "\n")
+        }
+        return ""
+    }
+
+    /// Whitespace-separated words; the fake's token count for prompts and completions.
+    static func wordCount(_ text: String) -> Int {
+        var count = 0
+        var inWord = false
+        for byte in text.utf8 {
+            let isSpace = byte == 0x20 || (0x09...0x0D).contains(byte)
+            if !isSpace && !inWord {
+                count += 1
+            }
+            inWord = !isSpace
+        }
+        return count
+    }
+}

@@ -1,0 +1,308 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Serves one HTTP/1.1 connection: chat completions, answered by walking a `ResponsePlan`, and the
+/// `/_fake/...` control endpoints. Runs only on its channel's event loop; waits are scheduled, never slept.
+final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Bodies past this size are dropped and answered with 413.
+    static let maxBodyBytes = 32 << 20
+
+    /// One chat answer being written: where in the plan it is and how it is counted.
+    private final class Exchange {
+        let ticket: ChatTicket
+        let plan: ResponsePlan
+        let version: HTTPVersion
+        let keepAlive: Bool
+        let receivedAt: NIODeadline
+        var cursor = 0
+        var pending: Scheduled<Void>?
+        var finished = false
+
+        init(ticket: ChatTicket, plan: ResponsePlan, version: HTTPVersion, keepAlive: Bool, receivedAt: NIODeadline) {
+            self.ticket = ticket
+            self.plan = plan
+            self.version = version
+            self.keepAlive = keepAlive
+            self.receivedAt = receivedAt
+        }
+    }
+
+    private let state: ProviderState
+    private var requestHead: HTTPRequestHead?
+    private var body = ByteBuffer()
+    private var bodyTooLarge = false
+    private var exchange: Exchange?
+
+    init(state: ProviderState) {
+        self.state = state
+    }
+
+    // MARK: Channel events
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            requestHead = head
+            body.clear()
+            bodyTooLarge = false
+            // libcurl sends `Expect: 100-continue` with larger bodies and waits a second for this before
+            // sending them; real servers answer at once.
+            if head.version.major == 1, head.version.minor >= 1,
+                head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" })
+            {
+                let interim = HTTPResponseHead(version: head.version, status: .continue)
+                context.writeAndFlush(wrapOutboundOut(.head(interim)), promise: nil)
+            }
+        case .body(var chunk):
+            if bodyTooLarge || body.readableBytes + chunk.readableBytes > Self.maxBodyBytes {
+                bodyTooLarge = true
+                body.clear()
+            } else {
+                body.writeBuffer(&chunk)
+            }
+        case .end:
+            guard let head = requestHead else { return }
+            requestHead = nil
+            route(head, context: context)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let exchange {
+            finish(exchange, .aborted)
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: Routing
+
+    private func route(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
+            .map(String.init) ?? head.uri
+        switch (head.method, path) {
+        case (.POST, "/v1/chat/completions"):
+            answerChat(head, context: context)
+        case (.POST, "/_fake/script"):
+            appendScript(head, context: context)
+        case (.DELETE, "/_fake/script"):
+            state.clearScript()
+            respondJSON(head, status: 200, body: "{\"queued\":0}", context: context)
+        case (.GET, "/_fake/script"):
+            respondJSON(head, status: 200, body: Self.encode(state.scriptSnapshot()), context: context)
+        case (.GET, "/_fake/stats"):
+            respondJSON(head, status: 200, body: Self.encode(state.stats()), context: context)
+        case (.POST, "/_fake/reset"):
+            state.resetAll()
+            respondJSON(head, status: 200, body: Self.encode(state.stats()), context: context)
+        default:
+            let error = OpenAIError.invalidURL(method: head.method.rawValue, path: path)
+            respondJSON(head, status: error.status, body: error.body.text, context: context)
+        }
+    }
+
+    // MARK: Chat completions
+
+    private func answerChat(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let receivedAt = NIODeadline.now()
+        let ticket = state.beginChat()
+        let created = Int(Date().timeIntervalSince1970)
+        func envelope(_ limits: RateLimitSnapshot) -> ResponsePlan.Envelope {
+            ResponsePlan.Envelope(
+                completionID: OpenAIWire.completionID(prefix: state.idPrefix, sequence: ticket.sequence),
+                requestID: OpenAIWire.requestID(prefix: state.hexPrefix, sequence: ticket.sequence),
+                created: created,
+                limits: limits
+            )
+        }
+        let plan: ResponsePlan
+        if let rejection = reject(head) {
+            plan = .error(rejection, envelope: envelope(state.currentLimits()))
+        } else {
+            switch ChatRequest.parse(body.readableBytesView) {
+            case .failure(let error):
+                plan = .error(error, envelope: envelope(state.currentLimits()))
+            case .success(let request):
+                let decision = state.decide(tokens: request.promptTokens + (request.maxTokens ?? 0))
+                plan = .answer(step: decision.step, request: request, envelope: envelope(decision.limits))
+            }
+        }
+        body.clear()
+        let exchange = Exchange(
+            ticket: ticket, plan: plan, version: head.version, keepAlive: head.isKeepAlive, receivedAt: receivedAt
+        )
+        self.exchange = exchange
+        run(exchange, context: context)
+    }
+
+    /// The error for a request refused before its body is looked at: no key, wrong key, too large.
+    private func reject(_ head: HTTPRequestHead) -> OpenAIError? {
+        guard let key = Self.bearerKey(head.headers.first(name: "authorization")) else {
+            return .missingAPIKey
+        }
+        if let required = state.personality.requiredAPIKey, key != required {
+            return .incorrectAPIKey
+        }
+        if bodyTooLarge {
+            return .bodyTooLarge
+        }
+        return nil
+    }
+
+    /// The key of `Authorization: Bearer <key>`, or nil when there is none.
+    static func bearerKey(_ header: String?) -> String? {
+        guard let header else { return nil }
+        let trimmed = header.trimmingCharacters(in: .whitespaces)
+        guard trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " else { return nil }
+        let key = trimmed.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        return key.isEmpty ? nil : key
+    }
+
+    /// Walks the plan from its cursor until it has to wait, reset or end.
+    private func run(_ exchange: Exchange, context: ChannelHandlerContext) {
+        exchange.pending = nil
+        let actions = exchange.plan.actions
+        while !exchange.finished, exchange.cursor < actions.count {
+            let action = actions[exchange.cursor]
+            exchange.cursor += 1
+            switch action {
+            case .wait(let milliseconds):
+                context.flush()
+                exchange.pending = context.eventLoop.assumeIsolated().scheduleTask(
+                    in: .milliseconds(Int64(milliseconds))
+                ) {
+                    self.run(exchange, context: context)
+                }
+                return
+            case .head(let status, let headers):
+                var httpHeaders = HTTPHeaders(headers)
+                let elapsed = (NIODeadline.now() - exchange.receivedAt).nanoseconds / 1_000_000
+                httpHeaders.add(name: "openai-processing-ms", value: String(elapsed))
+                if !exchange.keepAlive {
+                    httpHeaders.add(name: "connection", value: "close")
+                } else if exchange.version.major == 1, exchange.version.minor == 0 {
+                    httpHeaders.add(name: "connection", value: "keep-alive")
+                }
+                let head = HTTPResponseHead(
+                    version: exchange.version, status: HTTPResponseStatus(statusCode: status), headers: httpHeaders
+                )
+                state.recordStatus(status, for: exchange.ticket)
+                context.write(wrapOutboundOut(.head(head)), promise: nil)
+            case .body(let text):
+                let part = wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: text))))
+                if exchange.plan.flushEachBody {
+                    context.writeAndFlush(part, promise: nil)
+                } else {
+                    context.write(part, promise: nil)
+                }
+            case .reset:
+                finish(exchange, .reset)
+                context.flush()
+                Self.resetConnection(context)
+                return
+            case .end:
+                let written = context.eventLoop.makePromise(of: Void.self)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+                written.futureResult.assumeIsolated().whenComplete { result in
+                    switch result {
+                    case .success:
+                        self.finish(exchange, .completed)
+                        if !exchange.keepAlive {
+                            context.close(promise: nil)
+                        }
+                    case .failure:
+                        self.finish(exchange, .aborted)
+                    }
+                }
+                return
+            }
+        }
+    }
+
+    /// Counts the exchange's outcome once, whichever of "written", "closed" or "reset" comes first.
+    private func finish(_ exchange: Exchange, _ outcome: ChatOutcome) {
+        guard !exchange.finished else { return }
+        exchange.finished = true
+        exchange.pending?.cancel()
+        exchange.pending = nil
+        state.finish(exchange.ticket, outcome)
+        if self.exchange === exchange {
+            self.exchange = nil
+        }
+    }
+
+    /// Closes with SO_LINGER 0, so the peer sees a TCP RST ("connection reset by peer"), not a clean FIN.
+    private static func resetConnection(_ context: ChannelHandlerContext) {
+        guard let provider = context.channel as? any SocketOptionProvider else {
+            context.close(promise: nil)
+            return
+        }
+        provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Control endpoints
+
+    private func appendScript(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let data = Data(body.readableBytesView)
+        body.clear()
+        let decoder = JSONDecoder()
+        let steps: [FaultStep]
+        do {
+            if data.first(where: { !($0 == 0x20 || (0x09...0x0D).contains($0)) }) == UInt8(ascii: "{") {
+                steps = [try decoder.decode(FaultStep.self, from: data)]
+            } else {
+                steps = try decoder.decode([FaultStep].self, from: data)
+            }
+        } catch {
+            let message = "The script must be a JSON array of fault steps: \(error)"
+            let body = OpenAIError(status: 400, message: message, type: "invalid_request_error").body.text
+            respondJSON(head, status: 400, body: body, context: context)
+            return
+        }
+        let queued = state.appendScript(steps)
+        respondJSON(head, status: 200, body: "{\"queued\":\(queued)}", context: context)
+    }
+
+    private func respondJSON(_ head: HTTPRequestHead, status: Int, body text: String, context: ChannelHandlerContext) {
+        body.clear()
+        let keepAlive = head.isKeepAlive && !bodyTooLarge
+        var headers = HTTPHeaders([
+            ("content-type", "application/json"),
+            ("content-length", String(text.utf8.count)),
+        ])
+        if !keepAlive {
+            headers.add(name: "connection", value: "close")
+        }
+        let response = HTTPResponseHead(
+            version: head.version, status: HTTPResponseStatus(statusCode: status), headers: headers
+        )
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: text)))), promise: nil)
+        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    private static func encode(_ value: some Encodable) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard let data = try? encoder.encode(value) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+}

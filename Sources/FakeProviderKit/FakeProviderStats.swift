@@ -1,0 +1,55 @@
+/// What the fake provider has seen since it started or was last reset.
+///
+/// Only `POST /v1/chat/completions` requests are counted. Once a request has been answered it is in exactly
+/// one of `completed`, `aborted` or `resets`; until then it is `inFlight`.
+public struct FakeProviderStats: Codable, Sendable, Equatable {
+    /// Chat requests received (whole request read).
+    public var requests: Int
+    /// Chat requests whose response was written to the socket in full.
+    public var completed: Int
+    /// Chat requests whose connection the client closed before the response was fully written:
+    /// this is how a caller cancelling an upstream call shows up.
+    public var aborted: Int
+    /// Chat requests the fake cut off on purpose (`reset_after_chunks`); not counted in `aborted`.
+    public var resets: Int
+    /// Chat requests being answered right now. A gauge: `reset` does not zero it.
+    public var inFlight: Int
+    /// Status codes sent, keyed by the code as a string ("200", "429", ...), counted when the status line
+    /// is written (so a stream that is later aborted still counts its "200").
+    public var byStatus: [String: Int]
+
+    /// Creates a snapshot; all zero by default.
+    public init(
+        requests: Int = 0,
+        completed: Int = 0,
+        aborted: Int = 0,
+        resets: Int = 0,
+        inFlight: Int = 0,
+        byStatus: [String: Int] = [:]
+    ) {
+        self.requests = requests
+        self.completed = completed
+        self.aborted = aborted
+        self.resets = resets
+        self.inFlight = inFlight
+        self.byStatus = byStatus
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case requests, completed, aborted, resets
+        case inFlight = "in_flight"
+        case byStatus = "by_status"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            requests: try container.decode(Int.self, forKey: .requests),
+            completed: try container.decode(Int.self, forKey: .completed),
+            aborted: try container.decode(Int.self, forKey: .aborted),
+            resets: try container.decodeIfPresent(Int.self, forKey: .resets) ?? 0,
+            inFlight: try container.decode(Int.self, forKey: .inFlight),
+            byStatus: try container.decode([String: Int].self, forKey: .byStatus)
+        )
+    }
+}

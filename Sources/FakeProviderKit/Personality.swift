@@ -1,0 +1,152 @@
+import Foundation
+
+/// A fault that happens to a request with the given probability, when no scripted step is queued.
+public struct ProbabilisticFault: Codable, Sendable, Equatable {
+    /// Chance in 0...1 that a request gets this fault.
+    public var probability: Double
+    /// The step used for that request, laid over the personality's default step.
+    public var step: FaultStep
+
+    /// Creates a fault that hits a request with `probability`.
+    public init(probability: Double, step: FaultStep) {
+        self.probability = probability
+        self.step = step
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case probability, step
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.rawValue))
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            probability: try container.decode(Double.self, forKey: .probability),
+            step: try container.decode(FaultStep.self, forKey: .step)
+        )
+    }
+}
+
+/// How the fake provider behaves when no scripted step is queued: a default step plus random faults.
+///
+/// Faults are rolled with a generator seeded by `seed`, so the same sequence of requests meets the same faults
+/// on every run. In JSON: `{"name", "default_step", "faults": [{"probability", "step"}], "seed",
+/// "required_api_key", "ratelimit_limit_requests", "ratelimit_limit_tokens"}`, every key optional.
+public struct Personality: Codable, Sendable, Equatable {
+    /// A label for logs and reports.
+    public var name: String
+    /// What every request gets unless a scripted step or a rolled fault says otherwise.
+    public var defaultStep: FaultStep
+    /// Random faults, checked in order; their probabilities must add up to at most 1.
+    public var faults: [ProbabilisticFault]
+    /// Seed of the generator that rolls `faults`.
+    public var seed: UInt64
+    /// When set, only `Authorization: Bearer <this key>` is accepted; otherwise any non-empty key is.
+    public var requiredAPIKey: String?
+    /// Value of `x-ratelimit-limit-requests` (requests per minute).
+    public var rateLimitRequests: Int
+    /// Value of `x-ratelimit-limit-tokens` (tokens per minute).
+    public var rateLimitTokens: Int
+
+    /// Creates a personality; the defaults answer every request promptly with 200.
+    public init(
+        name: String = "custom",
+        defaultStep: FaultStep = FaultStep(),
+        faults: [ProbabilisticFault] = [],
+        seed: UInt64 = 0,
+        requiredAPIKey: String? = nil,
+        rateLimitRequests: Int = 10_000,
+        rateLimitTokens: Int = 2_000_000
+    ) {
+        self.name = name
+        self.defaultStep = defaultStep
+        self.faults = faults
+        self.seed = seed
+        self.requiredAPIKey = requiredAPIKey
+        self.rateLimitRequests = rateLimitRequests
+        self.rateLimitTokens = rateLimitTokens
+    }
+
+    /// Answers every request at once with 200 and the echoed completion.
+    public static let healthy = Personality(name: "healthy")
+
+    /// A provider having a bad day: 30% of requests get 503, 20% get 429 with `Retry-After: 1`.
+    public static func flaky(seed: UInt64 = 42) -> Personality {
+        Personality(
+            name: "flaky",
+            faults: [
+                ProbabilisticFault(probability: 0.3, step: FaultStep(status: 503)),
+                ProbabilisticFault(probability: 0.2, step: FaultStep(status: 429, retryAfter: "1")),
+            ],
+            seed: seed
+        )
+    }
+
+    /// Decodes and validates a personality from its JSON form.
+    public init(jsonData: Data) throws {
+        do {
+            self = try JSONDecoder().decode(Personality.self, from: jsonData)
+        } catch let error as DecodingError {
+            throw FakeProviderError.invalidPersonality(String(describing: error))
+        }
+        try validate()
+    }
+
+    /// Reads a personality from a JSON file.
+    public init(contentsOfFile path: String) throws {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw FakeProviderError.invalidPersonality("cannot read \(path): \(error.localizedDescription)")
+        }
+        try self.init(jsonData: data)
+    }
+
+    /// Throws when the personality cannot be served: bad probabilities or rate limits.
+    public func validate() throws {
+        var total = 0.0
+        for fault in faults {
+            guard (0...1).contains(fault.probability) else {
+                throw FakeProviderError.invalidPersonality("fault probability \(fault.probability) is not in 0...1")
+            }
+            total += fault.probability
+        }
+        guard total <= 1 + 1e-9 else {
+            throw FakeProviderError.invalidPersonality("fault probabilities add up to \(total), more than 1")
+        }
+        guard rateLimitRequests > 0, rateLimitTokens > 0 else {
+            throw FakeProviderError.invalidPersonality("rate limits must be positive")
+        }
+        if let status = defaultStep.status, !(200...599).contains(status) {
+            throw FakeProviderError.invalidPersonality("default_step status \(status) is not an HTTP status")
+        }
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case name
+        case defaultStep = "default_step"
+        case faults
+        case seed
+        case requiredAPIKey = "required_api_key"
+        case rateLimitRequests = "ratelimit_limit_requests"
+        case rateLimitTokens = "ratelimit_limit_tokens"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.rawValue))
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let defaults = Personality()
+        self.init(
+            name: try container.decodeIfPresent(String.self, forKey: .name) ?? defaults.name,
+            defaultStep: try container.decodeIfPresent(FaultStep.self, forKey: .defaultStep) ?? FaultStep(),
+            faults: try container.decodeIfPresent([ProbabilisticFault].self, forKey: .faults) ?? [],
+            seed: try container.decodeIfPresent(UInt64.self, forKey: .seed) ?? defaults.seed,
+            requiredAPIKey: try container.decodeIfPresent(String.self, forKey: .requiredAPIKey),
+            rateLimitRequests: try container.decodeIfPresent(Int.self, forKey: .rateLimitRequests)
+                ?? defaults.rateLimitRequests,
+            rateLimitTokens: try container.decodeIfPresent(Int.self, forKey: .rateLimitTokens)
+                ?? defaults.rateLimitTokens
+        )
+    }
+}

@@ -1,0 +1,237 @@
+import NIOCore
+import Synchronization
+
+/// What a chat request is counted under; issued when the request has been read.
+struct ChatTicket: Sendable {
+    /// The stats generation the request started in; outcomes of older generations are not counted.
+    let generation: UInt64
+    /// Per-server sequence number, used to make ids unique.
+    let sequence: UInt64
+}
+
+/// How a chat request ended.
+enum ChatOutcome: Sendable {
+    case completed
+    case aborted
+    case reset
+}
+
+/// The rate-limit header values for one answer.
+struct RateLimitSnapshot: Sendable {
+    var limitRequests: Int
+    var limitTokens: Int
+    var remainingRequests: Int
+    var remainingTokens: Int
+    var resetRequestsMs: Int
+    var resetTokensMs: Int
+}
+
+/// The shared, lock-protected state of one fake provider: the script, the fault generator, the stats, the
+/// simulated rate-limit window and the open connections. Every method takes the lock once, briefly.
+final class ProviderState: Sendable {
+    let personality: Personality
+    /// Random per server, so ids from two fakes in one test never collide.
+    let idPrefix: String
+    /// Random per server, 16 hex digits, for `x-request-id`.
+    let hexPrefix: String
+
+    private struct Counters {
+        var requests = 0
+        var completed = 0
+        var aborted = 0
+        var resets = 0
+        var byStatus: [Int: Int] = [:]
+    }
+
+    private struct State {
+        var script: [FaultStep] = []
+        var rng: SplitMix64
+        var counters = Counters()
+        var inFlight = 0
+        var generation: UInt64 = 0
+        var sequence: UInt64 = 0
+        var windowStart: NIODeadline
+        var windowRequests = 0
+        var windowTokens = 0
+    }
+
+    private let state: Mutex<State>
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    init(personality: Personality) {
+        self.personality = personality
+        var system = SystemRandomNumberGenerator()
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+        idPrefix = String((0..<16).map { _ in alphabet[Int(system.next() % UInt64(alphabet.count))] })
+        hexPrefix = OpenAIWire.hex(system.next())
+        state = Mutex(State(rng: SplitMix64(seed: personality.seed), windowStart: .now()))
+    }
+
+    // MARK: Script
+
+    func appendScript(_ steps: [FaultStep]) -> Int {
+        state.withLock { state in
+            state.script.append(contentsOf: steps)
+            return state.script.count
+        }
+    }
+
+    func clearScript() {
+        state.withLock { $0.script.removeAll() }
+    }
+
+    func scriptSnapshot() -> [FaultStep] {
+        state.withLock { $0.script }
+    }
+
+    // MARK: Requests
+
+    /// Counts a chat request as received and in flight.
+    func beginChat() -> ChatTicket {
+        state.withLock { state in
+            state.counters.requests += 1
+            state.inFlight += 1
+            state.sequence += 1
+            return ChatTicket(generation: state.generation, sequence: state.sequence)
+        }
+    }
+
+    /// Picks the step for an accepted request (script first, then the personality) and charges the simulated
+    /// rate-limit window with one request and `tokens` tokens.
+    func decide(tokens: Int) -> (step: FaultStep, limits: RateLimitSnapshot) {
+        let personality = self.personality
+        return state.withLock { state in
+            let chosen: FaultStep
+            if !state.script.isEmpty {
+                chosen = state.script.removeFirst().overlaid(on: personality.defaultStep)
+            } else if personality.faults.isEmpty {
+                chosen = personality.defaultStep
+            } else {
+                let draw = state.rng.nextUnit()
+                var cumulative = 0.0
+                var rolled = personality.defaultStep
+                for fault in personality.faults {
+                    cumulative += fault.probability
+                    if draw < cumulative {
+                        rolled = fault.step.overlaid(on: personality.defaultStep)
+                        break
+                    }
+                }
+                chosen = rolled
+            }
+            Self.rollWindow(&state)
+            state.windowRequests += 1
+            state.windowTokens += tokens
+            return (chosen, Self.snapshot(state, personality))
+        }
+    }
+
+    /// Rate-limit values without charging anything, for answers given before a request is accepted.
+    func currentLimits() -> RateLimitSnapshot {
+        let personality = self.personality
+        return state.withLock { state in
+            Self.rollWindow(&state)
+            return Self.snapshot(state, personality)
+        }
+    }
+
+    func recordStatus(_ status: Int, for ticket: ChatTicket) {
+        state.withLock { state in
+            guard state.generation == ticket.generation else { return }
+            state.counters.byStatus[status, default: 0] += 1
+        }
+    }
+
+    func finish(_ ticket: ChatTicket, _ outcome: ChatOutcome) {
+        state.withLock { state in
+            state.inFlight -= 1
+            guard state.generation == ticket.generation else { return }
+            switch outcome {
+            case .completed: state.counters.completed += 1
+            case .aborted: state.counters.aborted += 1
+            case .reset: state.counters.resets += 1
+            }
+        }
+    }
+
+    // MARK: Stats
+
+    func stats() -> FakeProviderStats {
+        state.withLock { state in
+            var byStatus: [String: Int] = [:]
+            for (status, count) in state.counters.byStatus {
+                byStatus[String(status)] = count
+            }
+            return FakeProviderStats(
+                requests: state.counters.requests,
+                completed: state.counters.completed,
+                aborted: state.counters.aborted,
+                resets: state.counters.resets,
+                inFlight: state.inFlight,
+                byStatus: byStatus
+            )
+        }
+    }
+
+    /// Zeroes the counters. Requests still in flight stay in `inFlight` but their outcome is not counted.
+    func resetStats() {
+        state.withLock { state in
+            state.counters = Counters()
+            state.generation += 1
+        }
+    }
+
+    /// Zeroes the counters, clears the script, reseeds the fault generator and empties the rate-limit window:
+    /// as if freshly started.
+    func resetAll() {
+        let seed = personality.seed
+        state.withLock { state in
+            state.counters = Counters()
+            state.generation += 1
+            state.script.removeAll()
+            state.rng = SplitMix64(seed: seed)
+            state.windowStart = .now()
+            state.windowRequests = 0
+            state.windowTokens = 0
+        }
+    }
+
+    // MARK: Connections
+
+    func register(_ channel: any Channel) {
+        channels.withLock { $0[ObjectIdentifier(channel)] = channel }
+    }
+
+    func unregister(_ channel: any Channel) {
+        _ = channels.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    func openChannels() -> [any Channel] {
+        channels.withLock { Array($0.values) }
+    }
+
+    // MARK: Rate-limit window
+
+    private static func rollWindow(_ state: inout State) {
+        let now = NIODeadline.now()
+        if now - state.windowStart >= .seconds(60) {
+            state.windowStart = now
+            state.windowRequests = 0
+            state.windowTokens = 0
+        }
+    }
+
+    /// OpenAI's reset values are the time until the bucket is full again, so they grow with what was used.
+    private static func snapshot(_ state: State, _ personality: Personality) -> RateLimitSnapshot {
+        let usedRequests = min(state.windowRequests, personality.rateLimitRequests)
+        let usedTokens = min(state.windowTokens, personality.rateLimitTokens)
+        return RateLimitSnapshot(
+            limitRequests: personality.rateLimitRequests,
+            limitTokens: personality.rateLimitTokens,
+            remainingRequests: personality.rateLimitRequests - usedRequests,
+            remainingTokens: personality.rateLimitTokens - usedTokens,
+            resetRequestsMs: usedRequests * 60_000 / personality.rateLimitRequests,
+            resetTokensMs: usedTokens * 60_000 / personality.rateLimitTokens
+        )
+    }
+}
