@@ -1,4 +1,4 @@
-import BreakwaterWire
+@_exported import BreakwaterWire
 import Synchronization
 
 /// A complete answer: who answered, the body (the provider's chat-completion JSON), and the trailers.
@@ -100,7 +100,7 @@ public final class BreakwaterClient: Sendable {
         var iterator = events.makeAsyncIterator()
         do {
             switch try await iterator.next() {
-            case .response(let head): return BreakwaterStream(head: head, iterator: iterator)
+            case .response(let head): return BreakwaterStream(head: head, iterator: iterator, owner: self)
             case .failed(let e): throw e
             case .none: throw BreakwaterError(.cancelled, "call cancelled")
             default: throw BreakwaterError(.protocolViolation, "answer did not start with RESPONSE")
@@ -186,10 +186,14 @@ public struct BreakwaterStream: AsyncSequence {
     public let head: CallResponse
     private let iterator: AsyncThrowingStream<CallEvent, any Error>.AsyncIterator
     private let trailerBox = TrailerBox()
+    /// Keeps the client (and so its connection) alive while the stream is being read.
+    private let owner: BreakwaterClient
 
-    init(head: CallResponse, iterator: AsyncThrowingStream<CallEvent, any Error>.AsyncIterator) {
+    init(head: CallResponse, iterator: AsyncThrowingStream<CallEvent, any Error>.AsyncIterator,
+         owner: BreakwaterClient) {
         self.head = head
         self.iterator = iterator
+        self.owner = owner
     }
 
     /// The trailers (token usage), once the sequence has ended.

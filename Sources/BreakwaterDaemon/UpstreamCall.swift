@@ -101,7 +101,8 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     /// never looks like a clean end.
     private func failure(_ code: ErrorCode, _ message: String, upstreamStatus: Int? = nil) -> [Frame] {
         if sentResponse {
-            return [CallTrailers(error: code, message: message).frame(streamID: streamID)]
+            return [CallTrailers(error: .streamInterrupted, message: "stream cut after it began: " + message)
+                .frame(streamID: streamID)]
         }
         let status = upstreamStatus.flatMap { (200..<300).contains($0) ? nil : UInt16(clamping: $0) }
         return [ErrorMessage(code: code, message: message, upstreamStatus: status,
