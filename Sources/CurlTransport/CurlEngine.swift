@@ -1,0 +1,112 @@
+import CCurl
+import Synchronization
+
+/// Runs HTTP transfers on one libcurl multi handle driven by one dedicated thread.
+///
+/// The multi handle keeps a connection cache, so sequential transfers to a host reuse connections and
+/// HTTP/2 transfers multiplex over one. `start` and `cancel` only enqueue and wake the thread, so they are
+/// cheap enough to call from event-loop threads; delegates are called on the engine thread.
+public final class CurlEngine: Sendable {
+    private let shared: EngineShared
+    private let thread: EngineThread
+    private let threadState = Mutex(ThreadState.running)
+
+    private enum ThreadState {
+        case running
+        case joining
+        case finished
+    }
+
+    /// Creates the multi handle and starts the engine thread.
+    ///
+    /// - Parameters:
+    ///   - maxHostConnections: The most connections open to one host at a time; further transfers wait.
+    ///   - maxTotalConnections: The most connections open at a time overall, and the size of the idle
+    ///     connection cache.
+    public init(maxHostConnections: Int = 64, maxTotalConnections: Int = 256) throws {
+        try CurlGlobal.ensureInitialized()
+        guard let multi = curl_multi_init() else {
+            throw TransportError(kind: .other, detail: "curl_multi_init failed")
+        }
+        let settings: [(CURLMoption, Int, String)] = [
+            (CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX), "PIPELINING"),
+            (CURLMOPT_MAX_HOST_CONNECTIONS, maxHostConnections, "MAX_HOST_CONNECTIONS"),
+            (CURLMOPT_MAX_TOTAL_CONNECTIONS, maxTotalConnections, "MAX_TOTAL_CONNECTIONS"),
+            (CURLMOPT_MAXCONNECTS, maxTotalConnections, "MAXCONNECTS"),
+        ]
+        for (option, value, name) in settings {
+            let code = bw_curl_multi_setopt_long(multi, option, value)
+            guard code == CURLM_OK else {
+                curl_multi_cleanup(multi)
+                throw TransportError(
+                    kind: .other,
+                    curlCode: Int32(truncatingIfNeeded: code.rawValue),
+                    detail: "setting CURLMOPT_\(name) failed: " + String(cString: curl_multi_strerror(code))
+                )
+            }
+        }
+        let shared = EngineShared(multi: multi)
+        let loop = EngineLoop(shared: shared)
+        self.shared = shared
+        do {
+            self.thread = try EngineThread.spawn {
+                loop.run()
+            }
+        } catch {
+            curl_multi_cleanup(multi)
+            throw error
+        }
+    }
+
+    deinit {
+        shutdown()
+    }
+
+    /// Queues `request` and returns at once; the delegate hears about it on the engine thread.
+    ///
+    /// After `shutdown` the delegate is completed with `.cancelled` immediately, on the caller's thread.
+    @discardableResult
+    public func start(_ request: HTTPRequest, delegate: any TransferDelegate) -> TransferID {
+        if let id = shared.submitStart(request, delegate: delegate) {
+            return id
+        }
+        delegate.transferDidComplete(.failure(TransportError(kind: .cancelled, detail: "the engine was shut down")))
+        return TransferID(rawValue: 0)
+    }
+
+    /// Stops a transfer: its delegate completes with `.cancelled` (on the engine thread, promptly), its
+    /// handle is freed and an HTTP/1.1 connection it was using is closed. Unknown or finished IDs are ignored.
+    public func cancel(_ id: TransferID) {
+        shared.submitCancel(id)
+    }
+
+    /// Cancels every transfer, closes all connections (idle ones too) and waits for the engine thread to end.
+    ///
+    /// Idempotent, and called by `deinit`. Only the first caller waits. When called from a delegate callback
+    /// (on the engine thread itself) it cannot wait, so the thread winds down after the callback returns.
+    public func shutdown() {
+        shared.submitShutdown()
+        let onEngineThread = thread.isCurrent
+        let mustWait = threadState.withLock { state in
+            guard case .running = state else {
+                return false
+            }
+            state = onEngineThread ? .finished : .joining
+            return true
+        }
+        guard mustWait else {
+            return
+        }
+        if onEngineThread {
+            thread.detach()
+        } else {
+            thread.join()
+            threadState.withLock { $0 = .finished }
+        }
+    }
+
+    /// Transfers started and not yet completed, including those still queued for the engine thread.
+    public var activeTransfers: Int {
+        shared.activeTransfers.load(ordering: .relaxed)
+    }
+}

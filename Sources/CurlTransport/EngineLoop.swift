@@ -1,0 +1,235 @@
+import CCurl
+import Synchronization
+
+/// The engine thread's side: owns the easy handles and every `Transfer`, and drives the multi handle.
+///
+/// Only `run()` is called, once, on the engine thread; nothing else touches this object.
+final class EngineLoop: @unchecked Sendable {
+    // Unchecked because it holds non-Sendable, engine-thread-only state; it crosses to that thread once,
+    // when the thread starts, and no other thread keeps a reference.
+    private let shared: EngineShared
+    private var multi: UnsafeMutableRawPointer { shared.multi }
+    private var transfers: [TransferID: Transfer] = [:]
+    /// Transfers with a first-byte or idle limit, which the loop checks on every turn.
+    private var watchedCount = 0
+    private var freeHandles: [EasyHandle] = []
+    private var drained: [EngineCommand] = []
+    private var expired: [Transfer] = []
+
+    /// How many idle easy handles to keep for reuse; each one saves an allocation and option setup.
+    private static let freeHandleLimit = 16
+    /// The longest the loop sleeps without looking at the submission queue and the clock.
+    private static let maximumPollMilliseconds = 1000
+
+    init(shared: EngineShared) {
+        self.shared = shared
+    }
+
+    func run() {
+        var running: Int32 = 0
+        while true {
+            if drainSubmissions() {
+                break
+            }
+            _ = curl_multi_perform(multi, &running)
+            readCompletions()
+            let now = MonotonicClock.now()
+            let nearestDeadline = enforceDeadlines(now: now)
+
+            var timeout = Self.maximumPollMilliseconds
+            var curlTimeout = -1
+            if curl_multi_timeout(multi, &curlTimeout) == CURLM_OK, curlTimeout >= 0 {
+                timeout = min(timeout, curlTimeout)
+            }
+            if let nearestDeadline {
+                let milliseconds = (nearestDeadline - now + 999_999) / 1_000_000
+                timeout = min(timeout, Int(clamping: milliseconds))
+            }
+            _ = curl_multi_poll(multi, nil, 0, Int32(timeout), nil)
+        }
+        for transfer in Array(transfers.values) {
+            finish(transfer, .failure(TransportError(kind: .cancelled, detail: "the engine was shut down")))
+        }
+        freeHandles.removeAll()
+        // Closes the cached connections. Safe: callers only wake the loop while the queue is not shut down.
+        curl_multi_cleanup(multi)
+    }
+
+    // MARK: Submissions
+
+    /// Takes everything callers queued and acts on it in order. Returns true when the engine is shutting down.
+    private func drainSubmissions() -> Bool {
+        let isShutdown = shared.queue.withLock { queue in
+            swap(&queue.commands, &drained)
+            queue.wakeupPending = false
+            return queue.isShutdown
+        }
+        defer { drained.removeAll(keepingCapacity: true) }
+        for command in drained {
+            switch command {
+            case .start(let id, let request, let delegate):
+                if isShutdown {
+                    shared.activeTransfers.subtract(1, ordering: .relaxed)
+                    delegate.transferDidComplete(
+                        .failure(TransportError(kind: .cancelled, detail: "the engine was shut down"))
+                    )
+                } else {
+                    begin(id: id, request: request, delegate: delegate)
+                }
+            case .cancel(let id):
+                if let transfer = transfers[id] {
+                    finish(transfer, .failure(TransportError(kind: .cancelled, detail: "cancelled by the caller")))
+                }
+            }
+        }
+        return isShutdown
+    }
+
+    private func begin(id: TransferID, request: HTTPRequest, delegate: any TransferDelegate) {
+        let transfer = Transfer(id: id, delegate: delegate, timeouts: request.timeouts)
+        guard let easy = freeHandles.popLast() ?? EasyHandle() else {
+            shared.activeTransfers.subtract(1, ordering: .relaxed)
+            delegate.transferDidComplete(.failure(TransportError(kind: .other, detail: "curl_easy_init failed")))
+            return
+        }
+        transfer.easy = easy
+        let context = Unmanaged.passRetained(transfer).toOpaque()
+        transfers[id] = transfer
+        if transfer.hasLoopDeadlines {
+            watchedCount += 1
+        }
+        do {
+            try RequestConfiguration.apply(request, to: easy, transfer: transfer, context: context)
+            let added = curl_multi_add_handle(multi, easy.raw)
+            guard added == CURLM_OK else {
+                throw TransportError(
+                    kind: .other,
+                    detail: "curl_multi_add_handle failed: " + String(cString: curl_multi_strerror(added))
+                )
+            }
+            transfer.startedAt = MonotonicClock.now()
+        } catch let error as TransportError {
+            finish(transfer, .failure(error), attached: false)
+        } catch {
+            finish(transfer, .failure(TransportError(kind: .other, detail: "\(error)")), attached: false)
+        }
+    }
+
+    // MARK: Completion
+
+    private func readCompletions() {
+        var remaining: Int32 = 0
+        while let message = curl_multi_info_read(multi, &remaining) {
+            guard message.pointee.msg == CURLMSG_DONE, let handle = message.pointee.easy_handle else {
+                continue
+            }
+            let code = message.pointee.data.result
+            var context: UnsafeMutableRawPointer?
+            guard bw_curl_easy_getinfo_pointer(handle, CURLINFO_PRIVATE, &context) == CURLE_OK, let context else {
+                continue
+            }
+            let transfer = Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue()
+            if code == CURLE_OK {
+                finish(transfer, .success(()))
+            } else {
+                finish(transfer, .failure(error(for: code, transfer: transfer)))
+            }
+        }
+    }
+
+    /// Ends transfers whose first-byte or idle limit has run out and returns the nearest remaining deadline.
+    private func enforceDeadlines(now: UInt64) -> UInt64? {
+        guard watchedCount > 0 else {
+            return nil
+        }
+        var nearest: UInt64?
+        for transfer in transfers.values {
+            guard let deadline = transfer.loopDeadline else {
+                continue
+            }
+            if deadline <= now {
+                expired.append(transfer)
+            } else {
+                nearest = min(nearest ?? deadline, deadline)
+            }
+        }
+        for transfer in expired {
+            let phase = transfer.loopDeadlinePhase
+            let limit = (phase == .firstByte ? transfer.firstByteTimeout : transfer.idleTimeout) ?? 0
+            let what = phase == .firstByte ? "no response byte" : "no further response byte"
+            let error = TransportError(
+                kind: .timedOut(phase),
+                detail: "\(what) within \(limit / 1_000_000) ms"
+            )
+            finish(transfer, .failure(error))
+        }
+        expired.removeAll(keepingCapacity: true)
+        return nearest
+    }
+
+    /// Detaches the transfer from libcurl, returns its handle to the free list, releases the userdata
+    /// reference, and tells the delegate. Every transfer passes through here exactly once.
+    private func finish(_ transfer: Transfer, _ result: Result<Void, TransportError>, attached: Bool = true) {
+        guard let easy = transfer.easy else {
+            return
+        }
+        if case .success = result {
+            transfer.deliverHead()
+        }
+        if attached {
+            _ = curl_multi_remove_handle(multi, easy.raw)
+        }
+        transfer.easy = nil
+        if let list = transfer.headerList {
+            curl_slist_free_all(list)
+            transfer.headerList = nil
+        }
+        transfers[transfer.id] = nil
+        if transfer.hasLoopDeadlines {
+            watchedCount -= 1
+        }
+        if freeHandles.count < Self.freeHandleLimit {
+            curl_easy_reset(easy.raw)
+            freeHandles.append(easy)
+        }
+        Unmanaged.passUnretained(transfer).release()
+        shared.activeTransfers.subtract(1, ordering: .relaxed)
+        transfer.delegate.transferDidComplete(result)
+    }
+
+    private func error(for code: CURLcode, transfer: Transfer) -> TransportError {
+        let detail = transfer.easy?.errorText(for: code) ?? String(cString: curl_easy_strerror(code))
+        let curlCode = Int32(truncatingIfNeeded: code.rawValue)
+        let kind: TransportError.Kind
+        switch code {
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY,
+            CURLE_SSL_CONNECT_ERROR:
+            kind = .connectFailed
+        case CURLE_OPERATION_TIMEDOUT:
+            kind = .timedOut(timeoutPhase(of: transfer))
+        case CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_PARTIAL_FILE, CURLE_GOT_NOTHING, CURLE_HTTP2_STREAM:
+            kind = .connectionReset
+        case CURLE_WEIRD_SERVER_REPLY, CURLE_BAD_CONTENT_ENCODING:
+            kind = .malformedResponse
+        default:
+            kind = .other
+        }
+        return TransportError(kind: kind, curlCode: curlCode, detail: detail)
+    }
+
+    /// Which of libcurl's two limits (connect, total) ended the transfer.
+    ///
+    /// The total limit wins once it has elapsed, so a stalled transfer on a reused connection (where
+    /// libcurl may report a connect time of 0) is not mistaken for a connect timeout.
+    private func timeoutPhase(of transfer: Transfer) -> TransportError.TimeoutPhase {
+        let elapsed = MonotonicClock.now() &- transfer.startedAt
+        if let total = transfer.totalTimeout, elapsed &+ 5_000_000 >= total {
+            return .total
+        }
+        var connectTime = 0.0
+        if let easy = transfer.easy {
+            _ = bw_curl_easy_getinfo_double(easy.raw, CURLINFO_CONNECT_TIME, &connectTime)
+        }
+        return connectTime == 0 && transfer.lastByteAt == 0 ? .connect : .total
+    }
+}

@@ -1,0 +1,73 @@
+/// One HTTP header field as sent or received; names keep the spelling the peer used.
+public struct HTTPHeader: Sendable, Equatable {
+    public var name: String
+    public var value: String
+
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// Which HTTP version a transfer asks libcurl for.
+public enum HTTPVersion: Sendable {
+    /// Plain HTTP/1.1.
+    case http1_1
+    /// HTTP/2 negotiated by ALPN over TLS; falls back to HTTP/1.1 for `http://` URLs or servers without h2.
+    case http2
+    /// HTTP/2 without negotiation (h2c), for cleartext servers known to speak HTTP/2.
+    case http2PriorKnowledge
+}
+
+/// Per-transfer time limits; `nil` means no limit for that phase.
+///
+/// `connect` and `total` are enforced by libcurl; `firstByte` (nothing at all received since the transfer
+/// started) and `idle` (gap between received chunks) are enforced by the engine's loop, because libcurl's
+/// low-speed options only work at whole-second granularity.
+public struct TransferTimeouts: Sendable {
+    public var connect: Duration?
+    public var firstByte: Duration?
+    public var idle: Duration?
+    public var total: Duration?
+
+    public init(
+        connect: Duration? = nil,
+        firstByte: Duration? = nil,
+        idle: Duration? = nil,
+        total: Duration? = nil
+    ) {
+        self.connect = connect
+        self.firstByte = firstByte
+        self.idle = idle
+        self.total = total
+    }
+}
+
+/// Everything the engine needs to perform one HTTP exchange.
+///
+/// The body is sent with a `Content-Length`; libcurl's `Expect: 100-continue` is always suppressed so
+/// large prompts do not cost an extra round trip.
+public struct HTTPRequest: Sendable {
+    public var method: String
+    public var url: String
+    public var headers: [HTTPHeader]
+    public var body: [UInt8]
+    public var timeouts: TransferTimeouts
+    public var httpVersion: HTTPVersion
+
+    public init(
+        method: String,
+        url: String,
+        headers: [HTTPHeader] = [],
+        body: [UInt8] = [],
+        timeouts: TransferTimeouts = TransferTimeouts(),
+        httpVersion: HTTPVersion = .http1_1
+    ) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeouts = timeouts
+        self.httpVersion = httpVersion
+    }
+}

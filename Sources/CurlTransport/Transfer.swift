@@ -1,0 +1,220 @@
+import CCurl
+
+/// One libcurl easy handle plus its error buffer, kept together so both can be reused across transfers.
+///
+/// Engine-thread only.
+final class EasyHandle {
+    let raw: UnsafeMutableRawPointer
+    /// `CURLOPT_ERRORBUFFER` storage: libcurl writes its human-readable error text here.
+    let errorBuffer: UnsafeMutablePointer<CChar>
+
+    init?() {
+        guard let raw = curl_easy_init() else {
+            return nil
+        }
+        self.raw = raw
+        self.errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE))
+        self.errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE))
+    }
+
+    deinit {
+        curl_easy_cleanup(raw)
+        errorBuffer.deallocate()
+    }
+
+    /// libcurl's error text for the last transfer, falling back to the generic text for `code`.
+    func errorText(for code: CURLcode) -> String {
+        if errorBuffer.pointee != 0 {
+            errorBuffer[Int(CURL_ERROR_SIZE) - 1] = 0
+            return String(cString: errorBuffer)
+        }
+        return String(cString: curl_easy_strerror(code))
+    }
+}
+
+/// The engine-thread state of one transfer; libcurl's callbacks receive it as userdata.
+///
+/// Engine-thread only: it is created, driven and finished by `EngineLoop`.
+final class Transfer {
+    let id: TransferID
+    let delegate: any TransferDelegate
+    let connectTimeout: UInt64?
+    let firstByteTimeout: UInt64?
+    let idleTimeout: UInt64?
+    let totalTimeout: UInt64?
+
+    /// The easy handle while the transfer is attached to the multi handle; `nil` once finished.
+    var easy: EasyHandle?
+    var headerList: UnsafeMutablePointer<curl_slist>?
+    var startedAt: UInt64 = 0
+    /// When the last response byte (head or body) arrived; 0 until the first one.
+    var lastByteAt: UInt64 = 0
+
+    private var status = 0
+    private var headers: [HTTPHeader] = []
+    private(set) var headDelivered = false
+
+    init(id: TransferID, delegate: any TransferDelegate, timeouts: TransferTimeouts) {
+        self.id = id
+        self.delegate = delegate
+        self.connectTimeout = timeouts.connect?.clampedNanoseconds
+        self.firstByteTimeout = timeouts.firstByte?.clampedNanoseconds
+        self.idleTimeout = timeouts.idle?.clampedNanoseconds
+        self.totalTimeout = timeouts.total?.clampedNanoseconds
+    }
+
+    /// Whether the loop itself must watch this transfer's clock.
+    var hasLoopDeadlines: Bool {
+        firstByteTimeout != nil || idleTimeout != nil
+    }
+
+    /// The next instant at which a first-byte or idle limit runs out, if any.
+    var loopDeadline: UInt64? {
+        if lastByteAt == 0 {
+            return firstByteTimeout.map { startedAt &+ $0 }
+        }
+        return idleTimeout.map { lastByteAt &+ $0 }
+    }
+
+    /// The loop-enforced limit that `loopDeadline` belongs to.
+    var loopDeadlinePhase: TransportError.TimeoutPhase {
+        lastByteAt == 0 ? .firstByte : .idle
+    }
+
+    /// Handles one header line from `CURLOPT_HEADERFUNCTION` (status line, field, or the blank line ending a
+    /// head). Interim 1xx heads are dropped; trailers after the final head are ignored.
+    func receiveHeaderLine(_ line: UnsafeRawBufferPointer) {
+        lastByteAt = MonotonicClock.now()
+        guard !headDelivered else {
+            return
+        }
+        var end = line.count
+        while end > 0, line[end - 1] == UInt8(ascii: "\n") || line[end - 1] == UInt8(ascii: "\r") {
+            end -= 1
+        }
+        if end == 0 {
+            finishHead()
+            return
+        }
+        let content = UnsafeRawBufferPointer(rebasing: line[0..<end])
+        if Self.isStatusLine(content) {
+            status = Self.parseStatus(content)
+            headers.removeAll(keepingCapacity: true)
+            return
+        }
+        if content[0] == UInt8(ascii: " ") || content[0] == UInt8(ascii: "\t") {
+            // Obsolete line folding: the line continues the previous field's value.
+            if !headers.isEmpty {
+                headers[headers.count - 1].value += " " + Self.trimmed(content)
+            }
+            return
+        }
+        guard let colon = content.firstIndex(of: UInt8(ascii: ":")) else {
+            return
+        }
+        let name = String(decoding: UnsafeRawBufferPointer(rebasing: content[0..<colon]), as: UTF8.self)
+        let value = Self.trimmed(UnsafeRawBufferPointer(rebasing: content[(colon + 1)...]))
+        headers.append(HTTPHeader(name: name, value: value))
+    }
+
+    /// Handles one chunk from `CURLOPT_WRITEFUNCTION`, announcing the head first if it never ended cleanly.
+    func receiveBody(_ bytes: UnsafeRawBufferPointer) {
+        lastByteAt = MonotonicClock.now()
+        if !headDelivered {
+            deliverHead()
+        }
+        delegate.transferDidReceiveBody(Array(bytes))
+    }
+
+    /// Announces the head if it has not been, using libcurl's response code when no status line was parsed.
+    func deliverHead() {
+        guard !headDelivered else {
+            return
+        }
+        headDelivered = true
+        if status == 0, let easy {
+            var code = 0
+            if bw_curl_easy_getinfo_long(easy.raw, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK {
+                status = code
+            }
+        }
+        let headers = self.headers
+        self.headers = []
+        delegate.transferDidReceiveHead(status: status, headers: headers)
+    }
+
+    private func finishHead() {
+        if (100..<200).contains(status) {
+            status = 0
+            headers.removeAll(keepingCapacity: true)
+            return
+        }
+        deliverHead()
+    }
+
+    private static func isStatusLine(_ line: UnsafeRawBufferPointer) -> Bool {
+        line.count >= 5 && line[0] == UInt8(ascii: "H") && line[1] == UInt8(ascii: "T")
+            && line[2] == UInt8(ascii: "T") && line[3] == UInt8(ascii: "P") && line[4] == UInt8(ascii: "/")
+    }
+
+    /// The three-digit code after the protocol version ("HTTP/1.1 200 OK", "HTTP/2 200"); 0 if absent.
+    private static func parseStatus(_ line: UnsafeRawBufferPointer) -> Int {
+        guard let space = line.firstIndex(of: UInt8(ascii: " ")) else {
+            return 0
+        }
+        var code = 0
+        var digits = 0
+        for byte in line[(space + 1)...] {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), digits < 3 else {
+                break
+            }
+            code = code * 10 + Int(byte - UInt8(ascii: "0"))
+            digits += 1
+        }
+        return digits == 3 ? code : 0
+    }
+
+    private static func trimmed(_ bytes: UnsafeRawBufferPointer) -> String {
+        var start = 0
+        var end = bytes.count
+        while start < end, bytes[start] == UInt8(ascii: " ") || bytes[start] == UInt8(ascii: "\t") {
+            start += 1
+        }
+        while end > start, bytes[end - 1] == UInt8(ascii: " ") || bytes[end - 1] == UInt8(ascii: "\t") {
+            end -= 1
+        }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+    }
+}
+
+/// `CURLOPT_HEADERFUNCTION`: one call per header line, userdata is the unretained `Transfer`.
+func curlHeaderCallback(
+    _ buffer: UnsafeMutablePointer<CChar>?,
+    _ size: Int,
+    _ count: Int,
+    _ userdata: UnsafeMutableRawPointer?
+) -> Int {
+    let length = size * count
+    guard let buffer, let userdata else {
+        return length
+    }
+    let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
+    transfer.receiveHeaderLine(UnsafeRawBufferPointer(start: buffer, count: length))
+    return length
+}
+
+/// `CURLOPT_WRITEFUNCTION`: one call per received body chunk, userdata is the unretained `Transfer`.
+func curlWriteCallback(
+    _ buffer: UnsafeMutablePointer<CChar>?,
+    _ size: Int,
+    _ count: Int,
+    _ userdata: UnsafeMutableRawPointer?
+) -> Int {
+    let length = size * count
+    guard let buffer, let userdata, length > 0 else {
+        return length
+    }
+    let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
+    transfer.receiveBody(UnsafeRawBufferPointer(start: buffer, count: length))
+    return length
+}
