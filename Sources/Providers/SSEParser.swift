@@ -3,6 +3,12 @@ public struct SSEEvent: Sendable, Hashable {
     public var event: String?
     public var data: String
     public var id: String?
+
+    public init(event: String? = nil, data: String, id: String? = nil) {
+        self.event = event
+        self.data = data
+        self.id = id
+    }
 }
 
 /// Incremental parser for `text/event-stream` (the WHATWG "event stream interpretation"): feed bytes as they arrive

@@ -34,6 +34,10 @@ struct Vector: CustomStringConvertible, Sendable {
                 for byte in line.split(separator: " ") { v.bytes.append(UInt8(byte, radix: 16)!) }
                 continue
             }
+            if line == "hex:" {
+                inHex = true
+                continue
+            }
             let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
             guard parts.count == 2 else { continue }
             switch parts[0] {
@@ -42,7 +46,6 @@ struct Vector: CustomStringConvertible, Sendable {
             case "flags": v.flags = UInt8(parts[1].dropFirst(2), radix: 16)!
             case "expect": v.expect = parts[1]
             case "roundtrip": v.roundtrip = parts[1] != "no"
-            case "hex": inHex = true
             default: Issue.record("unknown key \(parts[0]) in \(name)")
             }
         }
