@@ -71,6 +71,8 @@ import Testing
             for try await _ in s { n += 1 }
             return (n, s.trailers?.succeeded == true)
         }
+        // Only once the stream holds its scripted step may the other calls take the personality's default.
+        #expect(try await waitUntil { d.fake.stats().inFlight == 1 })
 
         for c in Self.cases {
             let raw = try RawConnection(path: d.socket)
@@ -89,6 +91,7 @@ import Testing
             let r = try await healthy.send(route: "default", body: chat("still fine after \(c.name)"))
             #expect(content(r.body) == "Echo: still fine after \(c.name)")
         }
+        #expect(d.fake.stats().inFlight == 1, "the long stream should still be open after all the bad input")
         let (chunks, ok) = try await longStream.value
         #expect(ok)
         #expect(chunks >= 20)

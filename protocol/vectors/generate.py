@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Writes the protocol test vectors from PROTOCOL.md with an encoder independent of the Swift one.
 
-Run from anywhere: python3 protocol/vectors/generate.py  (rewrites the *.vector files beside it).
+Run from anywhere: python3 protocol/vectors/generate.py [DIR]  (writes the *.vector files to DIR, by default
+beside this script; scripts/test.sh writes them to a temporary DIR and checks nothing changed).
 """
 import os
 import struct
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TYPES = {"HELLO": 1, "REQUEST": 2, "DATA": 3, "RESPONSE": 4, "TRAILERS": 5, "ERROR": 6,
@@ -103,14 +105,15 @@ vector("26-field-past-end", "REQUEST whose route field claims 200 bytes but carr
 
 
 def main():
-    for old in os.listdir(HERE):
+    out = sys.argv[1] if len(sys.argv) > 1 else HERE
+    for old in os.listdir(out):
         if old.endswith(".vector"):
-            os.remove(os.path.join(HERE, old))
+            os.remove(os.path.join(out, old))
     for name, description, type_name, stream, flags, data, expect, roundtrip in VECTORS:
         hexs = data.hex()
         lines = [" ".join(hexs[i:i + 2] for i in range(j, min(j + 32, len(hexs)), 2))
                  for j in range(0, len(hexs), 32)]
-        with open(os.path.join(HERE, name + ".vector"), "w") as f:
+        with open(os.path.join(out, name + ".vector"), "w") as f:
             f.write(f"# {description}\n")
             f.write(f"frame: {type_name}\nstream: {stream}\nflags: 0x{flags:02x}\nexpect: {expect}\n")
             if not roundtrip:

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the system packages Breakwater builds and tests against, on Debian 12 (or Ubuntu). Idempotent: does
+# nothing when they are already there. Runs apt-get as root, or through sudo when not root.
+set -euo pipefail
+
+need=()
+pkg-config --exists libcurl 2>/dev/null || need+=(libcurl4-openssl-dev)
+pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+# systemd-socket-activate and systemd-analyze (socket-activation test), journald for later tests.
+command -v systemd-socket-activate >/dev/null || need+=(systemd)
+command -v python3 >/dev/null || need+=(python3)
+
+if [ ${#need[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "setup: installing ${need[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v swift >/dev/null || { echo "setup: the Swift toolchain (6.x) must be on PATH" >&2; exit 1; }

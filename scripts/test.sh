@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, builds (our targets treat warnings as errors), checks the protocol
+# vectors are what the spec's generator writes, and runs the unit and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+echo "== protocol vectors match protocol/vectors/generate.py"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+python3 protocol/vectors/generate.py "$tmp" >/dev/null
+diff -r --exclude=generate.py --exclude=__pycache__ "$tmp" protocol/vectors
+
+echo "== build"
+swift build --build-tests 2>&1 | tail -n 3
+
+echo "== tests"
+swift test --skip-build --no-parallel 2>&1 | tee "$tmp/test.log" | grep -E '^(✘|✔ Suite|✔ Test run|✘ Test run)' || true
+if ! grep -q '^✔ Test run with' "$tmp/test.log"; then
+    grep -E '✘|error|Fatal' "$tmp/test.log" | head -50
+    echo "tests FAILED"
+    exit 1
+fi
+passed=$(sed -n 's/^✔ Test run with \([0-9]*\) tests.*/\1/p' "$tmp/test.log")
+echo "$passed passed, 0 failed"
