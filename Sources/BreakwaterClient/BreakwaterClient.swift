@@ -118,13 +118,25 @@ public final class BreakwaterClient: Sendable {
                       body: [UInt8]) async throws(BreakwaterError) -> AsyncThrowingStream<CallEvent, any Error> {
         let conn = try await currentConnection()
         let (events, continuation) = AsyncThrowingStream<CallEvent, any Error>.makeStream()
-        guard let id = conn.open(sink: { event in
+        let maxPayload = Int(conn.serverLimits.maxFramePayload)
+        let opened = try conn.open(sink: { event in
             continuation.yield(event)
             switch event {
             case .trailers, .failed: continuation.finish()
             default: break
             }
-        }) else {
+        }, makeFrames: { id in
+            var frames = [request.frame(streamID: id, endStream: body.isEmpty)]
+            var offset = 0
+            while offset < body.count {
+                let end = min(offset + maxPayload, body.count)
+                frames.append(.data(streamID: id, Array(body[offset..<end]), endStream: end == body.count))
+                offset = end
+            }
+            return frames
+        })
+        guard let id = opened else {
+            // This connection is draining or spent its ids: start a fresh one.
             close()
             return try await open(request, body: body)
         }
@@ -133,20 +145,6 @@ public final class BreakwaterClient: Sendable {
                 conn.forget(id)
                 try? conn.send([.cancel(streamID: id)])
             }
-        }
-        var frames = [request.frame(streamID: id, endStream: body.isEmpty)]
-        let max = Int(conn.serverLimits.maxFramePayload)
-        var offset = 0
-        while offset < body.count {
-            let end = min(offset + max, body.count)
-            frames.append(.data(streamID: id, Array(body[offset..<end]), endStream: end == body.count))
-            offset = end
-        }
-        do {
-            try conn.send(frames)
-        } catch {
-            conn.forget(id)
-            throw error
         }
         return events
     }

@@ -90,14 +90,33 @@ final class Connection: Sendable {
 
     var isUsable: Bool { state.withLock { !$0.closed && !$0.draining } }
 
-    /// Registers a call and returns its stream id, or nil when this connection takes no new calls.
-    func open(sink: @escaping Sink) -> StreamID? {
-        state.withLock { s in
-            guard !s.closed, !s.draining, s.nextStreamID < 0x7FFF_FFFF else { return nil }
-            let id = s.nextStreamID
-            s.nextStreamID += 2
-            s.sinks[id] = sink
-            return id
+    /// Registers a call, then writes the frames `makeFrames` builds for its stream id. Returns the id, or nil when
+    /// this connection takes no new calls. Id allocation and the write happen under one lock: ids must reach the
+    /// daemon in increasing order, which two calls racing between allocating and writing would break.
+    func open(sink: @escaping Sink, makeFrames: (StreamID) -> [Frame]) throws(BreakwaterError) -> StreamID? {
+        do {
+            return try writeLock.withLock { _ throws(Socket.Failure) -> StreamID? in
+                let allocated: StreamID? = state.withLock { s in
+                    guard !s.closed, !s.draining, s.nextStreamID < 0x7FFF_FFFF else { return nil }
+                    let id = s.nextStreamID
+                    s.nextStreamID += 2
+                    s.sinks[id] = sink
+                    return id
+                }
+                guard let id = allocated else { return nil }
+                var bytes: [UInt8] = []
+                for f in makeFrames(id) { f.encode(into: &bytes) }
+                do throws(Socket.Failure) {
+                    try Socket.writeAll(fd, bytes)
+                } catch {
+                    forget(id)
+                    throw error
+                }
+                return id
+            }
+        } catch {
+            shutdown()
+            throw BreakwaterError(.connectionLost, "cannot write to the daemon: \(error.message)")
         }
     }
 

@@ -190,16 +190,11 @@ final class ConnectionHandler: ChannelInboundHandler {
             return refuse(.badRequest, error.message)
         }
         // The REQUEST frame's flag decides streaming, whatever the body says.
-        chat.body["stream"] = .bool(request.stream)
+        chat.stream = request.stream
         guard let apiKey = target.provider.apiKey else {
             return refuse(.noCredential, "provider \(target.provider.name) has no API key configured")
         }
-        let http: ProviderHTTPRequest
-        do {
-            http = try target.provider.adapter.makeRequest(chat, model: target.model, apiKey: apiKey.value)
-        } catch {
-            return refuse(.internalError, "could not encode the provider request")
-        }
+        let http = target.provider.adapter.makeRequest(chat, model: target.model, apiKey: apiKey.value)
         let t = target.provider.config.timeouts
         let deadline = request.timeoutMs.map { Duration.milliseconds(Int64($0)) } ?? shared.defaultCallTimeout
         let call = UpstreamCall(

@@ -2,44 +2,97 @@ import Foundation
 
 /// The canonical request: an OpenAI chat-completions body, as apps already write it.
 ///
-/// Kept as a whole JSON object so fields this version does not interpret still reach providers that understand them.
-public struct ChatRequest: Sendable, Hashable {
-    public var body: [String: JSONValue]
-
-    public init(body: [String: JSONValue]) {
-        self.body = body
-    }
+/// Kept as the app's own bytes plus the positions of its top-level fields: OpenAI-compatible providers get the
+/// body back with only `model` and `stream` changed, so fields this version does not interpret (tools,
+/// response_format, ...) pass through untouched and nothing is re-encoded.
+public struct ChatRequest: Sendable {
+    public let bytes: [UInt8]
+    let members: [(key: String, value: Range<Int>)]
+    /// Whether the answer is streamed. The daemon sets it from the REQUEST frame, whatever the body said.
+    public var stream: Bool
 
     /// Parses and checks an app's request body. Error messages name the problem, never the content.
-    public init(json bytes: some Collection<UInt8>) throws(ProviderError) {
-        let value: JSONValue
-        do {
-            value = try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-        } catch {
+    public init(json bytes: [UInt8]) throws(ProviderError) {
+        let scanner = JSONScanner(bytes)
+        guard let root = scanner.document() else {
             throw ProviderError(.badRequest, "request body is not valid JSON")
         }
-        guard case .object(let body) = value else {
+        guard scanner.kind(root) == .object else {
             throw ProviderError(.badRequest, "request body must be a JSON object")
         }
-        guard let messages = body["messages"]?.arrayValue else {
+        let members = scanner.members(root)
+        guard let messages = members.first(where: { $0.key == "messages" })?.value,
+              scanner.kind(messages) == .array else {
             throw ProviderError(.badRequest, "request body needs a \"messages\" array")
         }
-        guard !messages.isEmpty else {
+        let list = scanner.elements(messages)
+        guard !list.isEmpty else {
             throw ProviderError(.badRequest, "\"messages\" must not be empty")
         }
-        for (i, m) in messages.enumerated() {
-            guard m["role"]?.stringValue != nil else {
+        for (i, m) in list.enumerated() {
+            guard scanner.kind(m) == .object, let role = scanner.member(m, "role"), scanner.kind(role) == .string else {
                 throw ProviderError(.badRequest, "messages[\(i)] has no \"role\" string")
             }
         }
-        self.body = body
+        self.bytes = bytes
+        self.members = members
+        self.stream = members.first { $0.key == "stream" }.flatMap { scanner.bool($0.value) } ?? false
     }
 
-    public var stream: Bool {
-        if case .bool(let b) = body["stream"] { return b }
-        return false
+    private func member(_ key: String) -> Range<Int>? {
+        members.first { $0.key == key }?.value
     }
 
-    public var model: String? { body["model"]?.stringValue }
-    public var maxTokens: Int? { (body["max_completion_tokens"] ?? body["max_tokens"])?.intValue }
+    /// The model the app named (routes decide the real one).
+    public var model: String? { member("model").flatMap { JSONScanner(bytes).string($0) } }
+
+    /// `max_completion_tokens`, or the older `max_tokens`.
+    public var maxTokens: Int? {
+        (member("max_completion_tokens") ?? member("max_tokens")).flatMap { JSONScanner(bytes).int($0) }
+    }
+
+    /// The whole body as a JSON tree, for adapters that translate it to another provider's format.
+    public func decoded() throws -> [String: JSONValue] {
+        guard case .object(let o) = try JSONDecoder().decode(JSONValue.self, from: Data(bytes)) else { return [:] }
+        return o
+    }
+
+    /// The body for an OpenAI-compatible provider: the app's fields as they were, with `model` and `stream` set,
+    /// and `stream_options.include_usage` on for streams so the usage can be reported.
+    public func openAIBody(model: String) -> [UInt8] {
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        out.reserveCapacity(bytes.count + model.utf8.count + 64)
+        var streamOptions: Range<Int>?
+        for m in members {
+            switch m.key {
+            case "model", "stream": continue
+            case "stream_options":
+                streamOptions = m.value
+                continue
+            default: break
+            }
+            appendJSONString(m.key, to: &out)
+            out.append(UInt8(ascii: ":"))
+            out.append(contentsOf: bytes[m.value])
+            out.append(UInt8(ascii: ","))
+        }
+        out += Array(#""model":"#.utf8)
+        appendJSONString(model, to: &out)
+        out += Array(stream ? #","stream":true"#.utf8 : #","stream":false"#.utf8)
+        if stream {
+            out += Array(#","stream_options":{"include_usage":true"#.utf8)
+            let scanner = JSONScanner(bytes)
+            if let options = streamOptions, scanner.kind(options) == .object {
+                for m in scanner.members(options) where m.key != "include_usage" {
+                    out.append(UInt8(ascii: ","))
+                    appendJSONString(m.key, to: &out)
+                    out.append(UInt8(ascii: ":"))
+                    out.append(contentsOf: bytes[m.value])
+                }
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
 }

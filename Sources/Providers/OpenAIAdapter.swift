@@ -8,7 +8,7 @@ public struct ProviderHTTPRequest: Sendable {
 }
 
 /// Token counts as the provider reported them.
-public struct Usage: Sendable, Hashable, Decodable {
+public struct Usage: Sendable, Hashable {
     public var promptTokens: Int?
     public var completionTokens: Int?
     public var totalTokens: Int?
@@ -19,9 +19,6 @@ public struct Usage: Sendable, Hashable, Decodable {
         self.totalTokens = totalTokens
     }
 
-    enum CodingKeys: String, CodingKey {
-        case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", totalTokens = "total_tokens"
-    }
 }
 
 /// One decoded piece of a streamed answer.
@@ -43,77 +40,85 @@ public struct OpenAIAdapter: Sendable {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
     }
 
-    public func makeRequest(_ request: ChatRequest, model: String, apiKey: String?) throws -> ProviderHTTPRequest {
-        var body = request.body
-        body["model"] = .string(model)
-        if request.stream {
-            // Ask for the usage chunk so the daemon can report tokens in the call's trailers.
-            var options = body["stream_options"]?.objectValue ?? [:]
-            options["include_usage"] = .bool(true)
-            body["stream_options"] = .object(options)
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+    public func makeRequest(_ request: ChatRequest, model: String, apiKey: String?) -> ProviderHTTPRequest {
         var headers: [(name: String, value: String)] = [
             ("Content-Type", "application/json"),
             ("Accept", request.stream ? "text/event-stream" : "application/json"),
         ]
         if let apiKey { headers.append(("Authorization", "Bearer " + apiKey)) }
-        return ProviderHTTPRequest(
-            url: baseURL + "/chat/completions", headers: headers,
-            body: Array(try encoder.encode(JSONValue.object(body)))
-        )
+        return ProviderHTTPRequest(url: baseURL + "/chat/completions", headers: headers,
+                                   body: request.openAIBody(model: model))
     }
 
     /// Checks a complete non-streamed answer and reads its usage. The body itself goes to the app unchanged.
     public func parseResponse(status: Int, body: [UInt8]) throws(ProviderError) -> Usage? {
         guard (200..<300).contains(status) else { throw Self.error(status: status, body: body) }
-        struct Envelope: Decodable { var choices: [JSONValue]?; var usage: Usage? }
-        let envelope: Envelope
-        do {
-            envelope = try JSONDecoder().decode(Envelope.self, from: Data(body))
-        } catch {
+        let scanner = JSONScanner(body)
+        guard let root = scanner.document(), scanner.kind(root) == .object else {
             throw ProviderError(.malformedResponse, "provider answered \(status) with a body that is not valid JSON")
         }
-        guard envelope.choices != nil else {
+        let members = scanner.members(root)
+        guard let choices = members.first(where: { $0.key == "choices" })?.value, scanner.kind(choices) == .array
+        else {
             throw ProviderError(.malformedResponse, "provider answer has no \"choices\"")
         }
-        return envelope.usage
+        return members.first { $0.key == "usage" }.flatMap { Self.usage(scanner, $0.value) }
     }
 
     /// Interprets one SSE event of a streamed answer.
     public func parseStreamEvent(_ event: SSEEvent) -> StreamPiece {
         if event.data == "[DONE]" { return .done }
         let bytes = Array(event.data.utf8)
-        struct Chunk: Decodable { var usage: Usage?; var error: ErrorBody.Inner? }
-        guard let chunk = try? JSONDecoder().decode(Chunk.self, from: Data(bytes)) else {
+        let scanner = JSONScanner(bytes)
+        guard let root = scanner.document(), scanner.kind(root) == .object else {
             return .error(ProviderError(.malformedResponse, "provider sent a stream event that is not valid JSON"))
         }
-        if let e = chunk.error {
-            return .error(ProviderError(.upstreamStatus(200), "provider sent an error event mid-stream" + e.suffix,
-                                        providerCode: e.code ?? e.type))
+        var usage: Usage?
+        for m in scanner.members(root) {
+            if m.key == "error", scanner.kind(m.value) == .object {
+                let (type, code) = Self.errorTypeAndCode(scanner, m.value)
+                return .error(ProviderError(.upstreamStatus(200), "provider sent an error event mid-stream"
+                    + Self.suffix(type, code), providerCode: code ?? type))
+            }
+            if m.key == "usage" { usage = Self.usage(scanner, m.value) }
         }
-        return .chunk(bytes, usage: chunk.usage)
+        return .chunk(bytes, usage: usage)
     }
 
-    struct ErrorBody: Decodable {
-        struct Inner: Decodable {
-            var type: String?
-            var code: String?
-            var suffix: String {
-                let parts = [type, code].compactMap { $0 }
-                return parts.isEmpty ? "" : " (" + parts.joined(separator: "/") + ")"
+    static func usage(_ scanner: JSONScanner, _ range: Range<Int>) -> Usage? {
+        guard scanner.kind(range) == .object else { return nil }
+        var u = Usage()
+        for m in scanner.members(range) {
+            switch m.key {
+            case "prompt_tokens": u.promptTokens = scanner.int(m.value)
+            case "completion_tokens": u.completionTokens = scanner.int(m.value)
+            case "total_tokens": u.totalTokens = scanner.int(m.value)
+            default: break
             }
         }
-        var error: Inner?
+        return u
+    }
+
+    static func errorTypeAndCode(_ scanner: JSONScanner, _ range: Range<Int>) -> (String?, String?) {
+        (scanner.member(range, "type").flatMap(scanner.string), scanner.member(range, "code").flatMap(scanner.string))
+    }
+
+    static func suffix(_ type: String?, _ code: String?) -> String {
+        let parts = [type, code].compactMap { $0 }
+        return parts.isEmpty ? "" : " (" + parts.joined(separator: "/") + ")"
     }
 
     /// Builds the error for a non-2xx answer from the status and the provider's error type/code. The provider's
     /// free-text message is left out on purpose: it can quote parts of the key or the prompt.
     public static func error(status: Int, body: [UInt8]) -> ProviderError {
-        let inner = (try? JSONDecoder().decode(ErrorBody.self, from: Data(body)))?.error
-        let code = inner?.code ?? inner?.type
-        return ProviderError(.upstreamStatus(status), "provider answered HTTP \(status)" + (inner?.suffix ?? ""),
-                             providerCode: code)
+        let scanner = JSONScanner(body)
+        var type: String?
+        var code: String?
+        if let root = scanner.document(), scanner.kind(root) == .object,
+           let inner = scanner.member(root, "error"), scanner.kind(inner) == .object {
+            (type, code) = errorTypeAndCode(scanner, inner)
+        }
+        return ProviderError(.upstreamStatus(status), "provider answered HTTP \(status)" + suffix(type, code),
+                             providerCode: code ?? type)
     }
 }

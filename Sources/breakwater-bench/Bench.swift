@@ -93,7 +93,8 @@ struct Bench: AsyncParsableCommand {
             + "p99 \(Self.us(sidecarTotal.p(99), directTotal.p(99)))")
         print("  breakwaterd peak RSS: \(rss.map { String(format: "%.1f MB", Double($0) / 1024) } ?? "unknown")")
         if directTotal.errors + sidecarTotal.errors > 0 {
-            print("  errors: direct \(directTotal.errors), sidecar \(sidecarTotal.errors)")
+            print("  errors: direct \(directTotal.errors), sidecar \(sidecarTotal.errors); first: "
+                + (sidecarTotal.firstError ?? directTotal.firstError ?? "?"))
         }
     }
 
@@ -124,6 +125,7 @@ struct Bench: AsyncParsableCommand {
                                     + UInt64(d.components.attoseconds / 1_000_000_000_000))
                             } catch {
                                 r.errors += 1
+                                if r.firstError == nil { r.firstError = "\(error)" }
                             }
                         }
                         return r
@@ -180,6 +182,7 @@ final class OneShot: TransferDelegate, Sendable {
 struct Result: Sendable {
     var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
     var errors = 0
+    var firstError: String?
     var seconds = 0.0
 
     static var empty: Result { Result() }
@@ -191,6 +194,7 @@ struct Result: Sendable {
     mutating func merge(_ other: Result) {
         histogram.add(other.histogram)
         errors += other.errors
+        firstError = firstError ?? other.firstError
         seconds += other.seconds
     }
 

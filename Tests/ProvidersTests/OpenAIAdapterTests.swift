@@ -21,7 +21,7 @@ import Testing
              "temperature":0.2,"max_tokens":16,"stop":["\\n"],
              "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]}
             """)
-        let http = try adapter.makeRequest(canonical, model: "gpt-4o-mini", apiKey: "sk-test")
+        let http = adapter.makeRequest(canonical, model: "gpt-4o-mini", apiKey: "sk-test")
         #expect(http.url == "https://api.openai.com/v1/chat/completions")
         #expect(http.headers.contains { $0.name == "Authorization" && $0.value == "Bearer sk-test" })
         #expect(http.headers.contains { $0.name == "Content-Type" && $0.value == "application/json" })
@@ -38,7 +38,7 @@ import Testing
 
     @Test func streamedRequestAsksForUsage() throws {
         let canonical = try request(#"{"messages":[{"role":"user","content":"hi"}],"stream":true}"#)
-        let body = try object(try adapter.makeRequest(canonical, model: "m", apiKey: nil).body)
+        let body = try object(adapter.makeRequest(canonical, model: "m", apiKey: nil).body)
         #expect(body["stream"] as? Bool == true)
         #expect((body["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true)
     }
