@@ -64,30 +64,16 @@ public final class BreakwaterClient: Sendable {
                      action: String? = nil, tenant: String? = nil) async throws(BreakwaterError) -> BreakwaterResponse {
         let request = CallRequest(route: route, stream: false, timeoutMs: timeoutMs, requestID: requestID,
                                   action: action, tenant: tenant)
-        let events = try await open(request, body: body)
-        var head: CallResponse?
-        var data: [UInt8] = []
-        do {
-            for try await event in events {
-                switch event {
-                case .response(let r): head = r
-                case .data(let d): data.append(contentsOf: d)
-                case .trailers(let t):
-                    if let code = t.error {
-                        throw BreakwaterError(.call, code: code, t.message ?? code.name)
-                    }
-                    guard let head else { throw BreakwaterError(.protocolViolation, "TRAILERS before RESPONSE") }
-                    return BreakwaterResponse(head: head, body: data, trailers: t)
-                case .failed(let e): throw e
-                }
+        let call = UnaryCall()
+        let (conn, id) = try await open(request, body: body) { call.receive($0) }
+        return try await withTaskCancellationHandler {
+            await call.result()
+        } onCancel: {
+            if call.cancel() {
+                conn.forget(id)
+                try? conn.send([.cancel(streamID: id)])
             }
-        } catch let e as BreakwaterError {
-            throw e
-        } catch {
-            throw BreakwaterError(.cancelled, "call cancelled")
-        }
-        throw Task.isCancelled ? BreakwaterError(.cancelled, "call cancelled")
-            : BreakwaterError(.connectionLost, "call ended without an answer")
+        }.get()
     }
 
     /// Opens a streamed call. Returns once the daemon has sent the answer's head, so errors before the first
@@ -96,7 +82,20 @@ public final class BreakwaterClient: Sendable {
                        action: String? = nil, tenant: String? = nil) async throws(BreakwaterError) -> BreakwaterStream {
         let request = CallRequest(route: route, stream: true, timeoutMs: timeoutMs, requestID: requestID,
                                   action: action, tenant: tenant)
-        let events = try await open(request, body: body)
+        let (events, continuation) = AsyncThrowingStream<CallEvent, any Error>.makeStream()
+        let (conn, id) = try await open(request, body: body) { event in
+            continuation.yield(event)
+            switch event {
+            case .trailers, .failed: continuation.finish()
+            default: break
+            }
+        }
+        continuation.onTermination = { termination in
+            if case .cancelled = termination {
+                conn.forget(id)
+                try? conn.send([.cancel(streamID: id)])
+            }
+        }
         var iterator = events.makeAsyncIterator()
         do {
             switch try await iterator.next() {
@@ -112,20 +111,13 @@ public final class BreakwaterClient: Sendable {
         }
     }
 
-    /// Registers the call, writes REQUEST and body, and returns its events. Ending the sequence early (or
-    /// cancelling the consuming task) sends CANCEL.
-    private func open(_ request: CallRequest,
-                      body: [UInt8]) async throws(BreakwaterError) -> AsyncThrowingStream<CallEvent, any Error> {
+    /// Registers the call with `sink` and writes REQUEST and body; returns where the call lives so it can be
+    /// cancelled.
+    private func open(_ request: CallRequest, body: [UInt8],
+                      sink: @escaping Connection.Sink) async throws(BreakwaterError) -> (Connection, StreamID) {
         let conn = try await currentConnection()
-        let (events, continuation) = AsyncThrowingStream<CallEvent, any Error>.makeStream()
         let maxPayload = Int(conn.serverLimits.maxFramePayload)
-        let opened = try conn.open(sink: { event in
-            continuation.yield(event)
-            switch event {
-            case .trailers, .failed: continuation.finish()
-            default: break
-            }
-        }, makeFrames: { id in
+        let opened = try conn.open(sink: sink, makeFrames: { id in
             var frames = [request.frame(streamID: id, endStream: body.isEmpty)]
             var offset = 0
             while offset < body.count {
@@ -138,15 +130,9 @@ public final class BreakwaterClient: Sendable {
         guard let id = opened else {
             // This connection is draining or spent its ids: start a fresh one.
             close()
-            return try await open(request, body: body)
+            return try await open(request, body: body, sink: sink)
         }
-        continuation.onTermination = { termination in
-            if case .cancelled = termination {
-                conn.forget(id)
-                try? conn.send([.cancel(streamID: id)])
-            }
-        }
-        return events
+        return (conn, id)
     }
 
     private func currentConnection() async throws(BreakwaterError) -> Connection {
@@ -232,4 +218,70 @@ public struct BreakwaterStream: AsyncSequence {
 
 final class TrailerBox: Sendable {
     let value = Mutex<CallTrailers?>(nil)
+}
+
+/// A non-streamed call: the answer is gathered on the connection's reader thread and handed to the waiting task
+/// once, when it is complete (one task wake-up per call instead of one per frame).
+final class UnaryCall: Sendable {
+    private struct State {
+        var head: CallResponse?
+        var body: [UInt8] = []
+        var outcome: Result<BreakwaterResponse, BreakwaterError>?
+        var waiter: CheckedContinuation<Result<BreakwaterResponse, BreakwaterError>, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func receive(_ event: CallEvent) {
+        let (waiter, outcome) = state.withLock { s -> (CheckedContinuation<Result<BreakwaterResponse, BreakwaterError>,
+                                                                           Never>?, Result<BreakwaterResponse,
+                                                                                           BreakwaterError>?) in
+            guard s.outcome == nil else { return (nil, nil) }
+            switch event {
+            case .response(let r):
+                s.head = r
+                return (nil, nil)
+            case .data(let d):
+                s.body.append(contentsOf: d)
+                return (nil, nil)
+            case .trailers(let t):
+                if let code = t.error {
+                    s.outcome = .failure(BreakwaterError(.call, code: code, t.message ?? code.name))
+                } else if let head = s.head {
+                    s.outcome = .success(BreakwaterResponse(head: head, body: s.body, trailers: t))
+                } else {
+                    s.outcome = .failure(BreakwaterError(.protocolViolation, "TRAILERS before RESPONSE"))
+                }
+            case .failed(let e):
+                s.outcome = .failure(e)
+            }
+            defer { s.waiter = nil }
+            return (s.waiter, s.outcome)
+        }
+        if let waiter, let outcome { waiter.resume(returning: outcome) }
+    }
+
+    /// Ends the call as cancelled; false when it had already ended.
+    func cancel() -> Bool {
+        let waiter = state.withLock { s -> CheckedContinuation<Result<BreakwaterResponse, BreakwaterError>, Never>?? in
+            guard s.outcome == nil else { return .none }
+            s.outcome = .failure(BreakwaterError(.cancelled, "call cancelled"))
+            defer { s.waiter = nil }
+            return .some(s.waiter)
+        }
+        guard let waiter else { return false }
+        waiter?.resume(returning: .failure(BreakwaterError(.cancelled, "call cancelled")))
+        return true
+    }
+
+    func result() async -> Result<BreakwaterResponse, BreakwaterError> {
+        await withCheckedContinuation { c in
+            let ready = state.withLock { s -> Result<BreakwaterResponse, BreakwaterError>? in
+                if let outcome = s.outcome { return outcome }
+                s.waiter = c
+                return nil
+            }
+            if let ready { c.resume(returning: ready) }
+        }
+    }
 }

@@ -19,6 +19,10 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds of unmeasured warm-up before each phase.") var warmup = 1.0
     @Option(help: "Rounds of (direct, sidecar); alternating rounds evens out drift.") var rounds = 2
     @Flag(help: "Streamed calls instead of plain ones.") var stream = false
+    @Option(help: """
+        Provider latency scenarios, in ms, each run in full: 0 saturates the machine (throughput, CPU cost per \
+        call); a realistic latency (an LLM takes 100s of ms) leaves CPU to spare and shows the latency added.
+        """) var providerLatencyMs: [Int] = [20, 0]
     @Option(help: "Directory holding breakwaterd and fake-provider (default: beside this binary).") var binDir: String?
 
     func run() async throws {
@@ -28,7 +32,21 @@ struct Bench: AsyncParsableCommand {
         let dir = String(cString: mkdtemp(&template)!)
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
-        let fake = try Child(bin + "/fake-provider", ["--port", "0"], log: dir + "/fake.log")
+        print("breakwater-bench: \(concurrency) concurrent \(stream ? "streamed" : "plain") calls, "
+            + "\(rounds) rounds × \(seconds) s per phase")
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, "
+            + "\(ProcessInfo.processInfo.physicalMemory >> 30) GiB, \(Self.cpuModel())")
+        for latency in providerLatencyMs {
+            try await scenario(bin: bin, dir: dir, latencyMs: latency)
+        }
+    }
+
+    func scenario(bin: String, dir: String, latencyMs: Int) async throws {
+        let personality = dir + "/personality-\(latencyMs).json"
+        try #"{"name": "bench", "default_step": {"delay_first_byte_ms": \#(latencyMs)}}"#
+            .write(toFile: personality, atomically: true, encoding: .utf8)
+        let fake = try Child(bin + "/fake-provider", ["--port", "0", "--personality", personality],
+                             log: dir + "/fake-\(latencyMs).log")
         defer { fake.stop() }
         let port = try fake.port()
         let config = dir + "/bench.yaml"
@@ -38,11 +56,12 @@ struct Bench: AsyncParsableCommand {
         routes:
           default: [{provider: fake, model: gpt-4o-mini}]
         """.write(toFile: config, atomically: true, encoding: .utf8)
-        let socket = dir + "/bench.sock"
+        let socket = dir + "/bench-\(latencyMs).sock"
         let daemon = try Child(bin + "/breakwaterd", ["--config", config, "--socket", socket, "--log-level", "warning"],
-                               environment: ["BENCH_KEY": "bench-key"], log: dir + "/daemon.log")
+                               environment: ["BENCH_KEY": "bench-key"], log: dir + "/daemon-\(latencyMs).log")
         defer { daemon.stop() }
         let client = BreakwaterClient(socketPath: socket, clientName: "bench")
+        defer { client.close() }
         let deadline = ContinuousClock.now + .seconds(30)
         while (try? await client.serverLimits()) == nil {
             guard ContinuousClock.now < deadline else { throw ValidationError("daemon did not start") }
@@ -62,15 +81,12 @@ struct Bench: AsyncParsableCommand {
                       HTTPHeader(name: "Authorization", value: "Bearer bench-key")],
             body: directBody, httpVersion: .http1_1)
 
-        print("breakwater-bench: \(concurrency) concurrent \(stream ? "streamed" : "plain") calls, "
-            + "\(rounds) rounds × \(seconds) s per phase, fake provider on 127.0.0.1:\(port)")
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, "
-            + "\(ProcessInfo.processInfo.physicalMemory >> 30) GiB, \(Self.cpuModel())")
+        print("\n== provider latency \(latencyMs) ms" + (latencyMs == 0 ? " (saturation: throughput and CPU cost)" : ""))
         var directTotal = Result.empty
         var sidecarTotal = Result.empty
         for round in 1...rounds {
             let a = try await measure { try await Self.directCall(engine, direct) }
-            let b = try await measure {
+            let b = try await measure { [stream] in
                 if stream {
                     let s = try await client.stream(route: "default", body: body)
                     for try await _ in s {}
@@ -90,7 +106,8 @@ struct Bench: AsyncParsableCommand {
         print("  (b) sidecar  " + sidecarTotal.line)
         print("  overhead (b − a): p50 \(Self.us(sidecarTotal.p(50), directTotal.p(50))), "
             + "p90 \(Self.us(sidecarTotal.p(90), directTotal.p(90))), "
-            + "p99 \(Self.us(sidecarTotal.p(99), directTotal.p(99)))")
+            + "p99 \(Self.us(sidecarTotal.p(99), directTotal.p(99))), "
+            + String(format: "mean %.0f µs", sidecarTotal.histogram.mean - directTotal.histogram.mean))
         print("  breakwaterd peak RSS: \(rss.map { String(format: "%.1f MB", Double($0) / 1024) } ?? "unknown")")
         if directTotal.errors + sidecarTotal.errors > 0 {
             print("  errors: direct \(directTotal.errors), sidecar \(sidecarTotal.errors); first: "
@@ -180,7 +197,7 @@ final class OneShot: TransferDelegate, Sendable {
 
 /// Latencies in microseconds plus counts.
 struct Result: Sendable {
-    var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .four)
     var errors = 0
     var firstError: String?
     var seconds = 0.0
