@@ -84,8 +84,17 @@ struct Bench: AsyncParsableCommand {
         print("\n== provider latency \(latencyMs) ms" + (latencyMs == 0 ? " (saturation: throughput and CPU cost)" : ""))
         var directTotal = Result.empty
         var sidecarTotal = Result.empty
+        var peakAnon = 0
         for round in 1...rounds {
             let a = try await measure { try await Self.directCall(engine, direct) }
+            let sampler = Task {
+                var peak = 0
+                while !Task.isCancelled {
+                    peak = max(peak, daemon.anonymousRSSKiB() ?? 0)
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+                return peak
+            }
             let b = try await measure { [stream] in
                 if stream {
                     let s = try await client.stream(route: "default", body: body)
@@ -94,6 +103,8 @@ struct Bench: AsyncParsableCommand {
                     _ = try await client.send(route: "default", body: body)
                 }
             }
+            sampler.cancel()
+            peakAnon = max(peakAnon, await sampler.value)
             print("round \(round):")
             print("  (a) direct   " + a.line)
             print("  (b) sidecar  " + b.line)
@@ -108,7 +119,9 @@ struct Bench: AsyncParsableCommand {
             + "p90 \(Self.us(sidecarTotal.p(90), directTotal.p(90))), "
             + "p99 \(Self.us(sidecarTotal.p(99), directTotal.p(99))), "
             + String(format: "mean %.0f µs", sidecarTotal.histogram.mean - directTotal.histogram.mean))
-        print("  breakwaterd peak RSS: \(rss.map { String(format: "%.1f MB", Double($0) / 1024) } ?? "unknown")")
+        print("  breakwaterd peak RSS: \(rss.map { String(format: "%.1f MB", Double($0) / 1024) } ?? "unknown")"
+            + String(format: " (its own anonymous memory at most %.1f MB; the rest is shared library pages)",
+                     Double(peakAnon) / 1024))
         if directTotal.errors + sidecarTotal.errors > 0 {
             print("  errors: direct \(directTotal.errors), sidecar \(sidecarTotal.errors); first: "
                 + (sidecarTotal.firstError ?? directTotal.firstError ?? "?"))
@@ -255,10 +268,15 @@ final class Child: @unchecked Sendable {
         throw ValidationError("fake-provider printed no port")
     }
 
-    /// VmHWM: the most resident memory the process has used, in KiB.
-    func peakRSSKiB() -> Int? {
+    /// VmHWM: the most resident memory the process has used, in KiB (shared library pages included).
+    func peakRSSKiB() -> Int? { statusField("VmHWM:") }
+
+    /// RssAnon: the process's own (anonymous) resident memory now, in KiB: heap, stacks, buffers.
+    func anonymousRSSKiB() -> Int? { statusField("RssAnon:") }
+
+    private func statusField(_ name: String) -> Int? {
         let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
-        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else { return nil }
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return nil }
         return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
     }
 

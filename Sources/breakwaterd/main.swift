@@ -3,6 +3,7 @@ import BreakwaterDaemon
 import Config
 import Foundation
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import Systemd
 import UnixSignals
@@ -23,6 +24,9 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("check-config"), help: "Check a config file, print every error with file:line, exit.")
     var checkConfig: String?
+
+    @Option(name: .long, help: "Event-loop threads serving app connections (libcurl has its own thread).")
+    var threads = 1
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -66,7 +70,8 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
             address = .path(socket ?? loaded.socketPath ?? Self.defaultSocketPath())
         }
         let router = Router(config: loaded, environment: ProcessInfo.processInfo.environment)
-        let server = BreakwaterServer(router: router, address: address, logger: logger)
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        let server = BreakwaterServer(router: router, address: address, logger: logger, group: eventLoops)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: server)],
             gracefulShutdownSignals: [.sigterm, .sigint],
