@@ -1,9 +1,21 @@
-/// Request ids for calls whose app gave none: `bw-` and 16 hex digits from the system's random source.
+import Synchronization
+
+/// Request ids for calls whose app gave none: `bw-`, 8 hex digits drawn once per process, and a counter, so
+/// ids are unique across restarts without a random-number syscall per call.
 enum RequestID {
-    static func make() -> String {
+    private static let prefix: String = {
         var rng = SystemRandomNumberGenerator()
-        let n = rng.next() as UInt64
-        let hex = String(n, radix: 16)
-        return "bw-" + String(repeating: "0", count: 16 - hex.count) + hex
+        return hex(UInt64(truncatingIfNeeded: rng.next() as UInt32), digits: 8)
+    }()
+    private static let counter = Atomic<UInt64>(0)
+
+    static func make() -> String {
+        let n = counter.add(1, ordering: .relaxed).newValue
+        return "bw-" + prefix + hex(n, digits: 8)
+    }
+
+    private static func hex(_ n: UInt64, digits: Int) -> String {
+        let s = String(n, radix: 16)
+        return s.count >= digits ? s : String(repeating: "0", count: digits - s.count) + s
     }
 }

@@ -67,8 +67,8 @@ public struct OpenAIAdapter: Sendable {
 
     /// Interprets one SSE event of a streamed answer.
     public func parseStreamEvent(_ event: SSEEvent) -> StreamPiece {
-        if event.data == "[DONE]" { return .done }
-        let bytes = Array(event.data.utf8)
+        let bytes = event.data
+        if bytes.elementsEqual("[DONE]".utf8) { return .done }
         let scanner = JSONScanner(bytes)
         guard let root = scanner.document(), scanner.kind(root) == .object else {
             return .error(ProviderError(.malformedResponse, "provider sent a stream event that is not valid JSON"))

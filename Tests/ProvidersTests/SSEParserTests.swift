@@ -22,8 +22,8 @@ import Testing
         var p = SSEParser()
         let events = p.feed(Array(openAIStream.utf8))
         #expect(events.count == 4)
-        #expect(events.last?.data == "[DONE]")
-        #expect(events[1].data.contains("\"content\":\"Hello\""))
+        #expect(events.last?.dataString == "[DONE]")
+        #expect(events[1].dataString.contains("\"content\":\"Hello\""))
     }
 
     @Test(arguments: [1, 2, 3, 7, 64])
