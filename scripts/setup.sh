@@ -10,6 +10,9 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 # systemd-socket-activate and systemd-analyze (socket-activation test), journald for later tests.
 command -v systemd-socket-activate >/dev/null || need+=(systemd)
 command -v python3 >/dev/null || need+=(python3)
+# nghttpx: a real HTTP/2 server for the h2c upstream test.
+command -v openssl >/dev/null || need+=(openssl)
+command -v nghttpx >/dev/null || [ -x /usr/sbin/nghttpx ] || need+=(nghttp2-proxy)
 
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""

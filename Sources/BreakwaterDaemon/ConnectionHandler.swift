@@ -200,7 +200,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         let call = UpstreamCall(
             streamID: id, requestID: requestID, target: target, stream: request.stream,
             maxFramePayload: Int(shared.limits.maxFramePayload),
-            sink: NIOLoopBound(self, eventLoop: context.eventLoop), eventLoop: context.eventLoop
+            sink: NIOLoopBound(self, eventLoop: context.eventLoop), eventLoop: context.eventLoop,
+            logger: shared.logger
         )
         running[id] = call
         shared.stats.callsStarted.add(1, ordering: .relaxed)
@@ -211,7 +212,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 body: http.body,
                 timeouts: TransferTimeouts(connect: t.connect, firstByte: t.firstByte, idle: t.idle,
                                            total: min(t.total, deadline)),
-                httpVersion: target.provider.httpVersion
+                httpVersion: target.provider.httpVersion, caFile: target.provider.config.caFile
             ),
             delegate: call
         )

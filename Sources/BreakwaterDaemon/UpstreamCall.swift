@@ -1,5 +1,6 @@
 import BreakwaterWire
 import CurlTransport
+import Logging
 import NIOCore
 import Providers
 
@@ -16,6 +17,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     let maxFramePayload: Int
     let sink: NIOLoopBound<ConnectionHandler>
     let eventLoop: any EventLoop
+    let logger: Logger
     var transferID: TransferID?
 
     // Engine-thread state.
@@ -28,7 +30,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     private var streamError: ProviderError?
 
     init(streamID: StreamID, requestID: String, target: ResolvedTarget, stream: Bool, maxFramePayload: Int,
-         sink: NIOLoopBound<ConnectionHandler>, eventLoop: any EventLoop) {
+         sink: NIOLoopBound<ConnectionHandler>, eventLoop: any EventLoop, logger: Logger) {
         self.streamID = streamID
         self.requestID = requestID
         self.target = target
@@ -36,6 +38,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         self.maxFramePayload = maxFramePayload
         self.sink = sink
         self.eventLoop = eventLoop
+        self.logger = logger
     }
 
     private var streaming: Bool { stream && (200..<300).contains(status) }
@@ -78,6 +81,12 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         if case .failure(let error) = result {
             if case .cancelled = error.kind { return [] }  // the connection already answered the CANCEL
             let (code, message) = Self.describe(error, provider: target.provider.name)
+            // curl's own error text names host and port only; request headers and bodies never reach it.
+            logger.notice("upstream attempt failed", metadata: [
+                "request_id": "\(requestID)", "provider": "\(target.provider.name)", "model": "\(target.model)",
+                "error": "\(error.kind)", "curl_code": "\(error.curlCode.map(String.init) ?? "-")",
+                "detail": "\(error.detail)",
+            ])
             return failure(code, message)
         }
         if streaming {

@@ -62,6 +62,8 @@ public struct ProviderConfig: Sendable, Equatable {
     public var apiKeyEnv: String?
     public var httpVersion: HTTPVersion = .http2
     public var timeouts = TimeoutsConfig()
+    /// A PEM file of CA certificates to trust for this provider instead of the system's (a private CA).
+    public var caFile: String?
 
     public init(kind: Kind, baseURL: String, apiKeyCredential: String? = nil, apiKeyEnv: String? = nil,
                 httpVersion: HTTPVersion = .http2, timeouts: TimeoutsConfig = TimeoutsConfig()) {

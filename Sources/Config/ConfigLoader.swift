@@ -151,7 +151,7 @@ struct NodeReader {
 
     mutating func readProvider(_ node: Node, name: String) -> ProviderConfig? {
         let keys: Set = ["kind", "base_url", "api_key", "api_key_credential", "api_key_env", "http_version",
-                         "timeouts"]
+                         "timeouts", "ca_file"]
         var kind: ProviderConfig.Kind?
         var baseURL: String?
         var provider = ProviderConfig(kind: .openai, baseURL: "")
@@ -196,6 +196,12 @@ struct NodeReader {
                 }
             case "timeouts":
                 readTimeouts(v, into: &provider.timeouts, provider: name)
+            case "ca_file":
+                provider.caFile = string(v, key)
+                if let f = provider.caFile, !f.hasPrefix("/") {
+                    issue(v, "provider \"\(name)\": ca_file must be an absolute path")
+                    ok = false
+                }
             default:
                 break
             }

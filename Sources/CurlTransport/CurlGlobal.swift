@@ -17,3 +17,10 @@ enum CurlGlobal {
         }
     }
 }
+
+/// The libcurl version the process runs with, as `0xXXYYZZ`.
+let curlVersionNumber: UInt32 = UInt32(curl_version_info(CURLVERSION_FIRST).pointee.version_num)
+
+/// libcurl before 8.0.0 breaks h2c prior-knowledge connections on reuse: the second transfer fails with
+/// "Error in the HTTP2 framing layer" (curl issue #10634, fixed by pull request #10643). Debian 12 ships 7.88.1.
+var curlReusesPriorKnowledgeConnections: Bool { curlVersionNumber >= 0x08_00_00 }

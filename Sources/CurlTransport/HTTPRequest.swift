@@ -54,6 +54,8 @@ public struct HTTPRequest: Sendable {
     public var body: [UInt8]
     public var timeouts: TransferTimeouts
     public var httpVersion: HTTPVersion
+    /// A PEM file of CA certificates to trust instead of the system's (a private CA, or a test's own).
+    public var caFile: String?
 
     public init(
         method: String,
@@ -61,7 +63,8 @@ public struct HTTPRequest: Sendable {
         headers: [HTTPHeader] = [],
         body: [UInt8] = [],
         timeouts: TransferTimeouts = TransferTimeouts(),
-        httpVersion: HTTPVersion = .http1_1
+        httpVersion: HTTPVersion = .http1_1,
+        caFile: String? = nil
     ) {
         self.method = method
         self.url = url
@@ -69,5 +72,6 @@ public struct HTTPRequest: Sendable {
         self.body = body
         self.timeouts = timeouts
         self.httpVersion = httpVersion
+        self.caFile = caFile
     }
 }

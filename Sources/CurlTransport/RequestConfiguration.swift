@@ -36,6 +36,10 @@ enum RequestConfiguration {
         try applyMethodAndBody(request, handle)
         try applyHeaders(request.headers, handle, transfer)
 
+        if let caFile = request.caFile {
+            try check(bw_curl_easy_setopt_string(handle, CURLOPT_CAINFO, caFile), "CAINFO")
+        }
+
         if let connect = request.timeouts.connect {
             try check(
                 bw_curl_easy_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, connect.curlMilliseconds),
@@ -58,6 +62,13 @@ enum RequestConfiguration {
             value = Int(CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE)
         }
         try check(bw_curl_easy_setopt_long(handle, CURLOPT_HTTP_VERSION, value), "HTTP_VERSION")
+        if version == .http2PriorKnowledge, !curlReusesPriorKnowledgeConnections {
+            // Work around the old libcurl bug (see `curlReusesPriorKnowledgeConnections`): one connection per
+            // transfer. Slower, but correct; HTTP/2 over TLS is not affected and keeps its reuse.
+            try check(bw_curl_easy_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1), "FRESH_CONNECT")
+            try check(bw_curl_easy_setopt_long(handle, CURLOPT_FORBID_REUSE, 1), "FORBID_REUSE")
+            return
+        }
         if version != .http1_1 {
             // Wait for a connection that is still being set up rather than opening a second one, so
             // concurrent HTTP/2 transfers share one connection.

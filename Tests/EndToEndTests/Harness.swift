@@ -67,11 +67,14 @@ final class ChildProcess: @unchecked Sendable {
         return exited ? process.terminationStatus : nil
     }
 
+    /// SIGTERM, then SIGKILL if it has not exited within 5 s; never waits unbounded.
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = ContinuousClock.now + .seconds(5)
+        while process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        while process.isRunning, ContinuousClock.now < deadline + .seconds(5) { usleep(10_000) }
     }
 }
 
@@ -86,22 +89,25 @@ final class DaemonUnderTest: @unchecked Sendable {
 
     /// `extraConfig` is appended to the generated YAML (e.g. a `limits:` block).
     static func start(fakePersonality: Personality = .healthy, extraConfig: String = "",
-                      routes: String? = nil, withKey: Bool = true) async throws -> DaemonUnderTest {
+                      routes: String? = nil, withKey: Bool = true,
+                      providerBlock: String? = nil) async throws -> DaemonUnderTest {
         let dir = makeTempDir()
         let fake = try await FakeProvider.start(personality: fakePersonality)
         let config = dir + "/breakwater.yaml"
         try """
         providers:
-          fake:
-            kind: openai
-            base_url: \(fake.baseURL)
-            api_key_env: BW_TEST_KEY
-            http_version: "1.1"
-            timeouts:
-              connect: 2s
-              first_byte: 20s
-              idle: 20s
-              total: 30s
+        \(providerBlock ?? """
+              fake:
+                kind: openai
+                base_url: \(fake.baseURL)
+                api_key_env: BW_TEST_KEY
+                http_version: "1.1"
+                timeouts:
+                  connect: 2s
+                  first_byte: 20s
+                  idle: 20s
+                  total: 30s
+            """)
         routes:
         \(routes ?? "  default:\n    - provider: fake\n      model: gpt-4o-mini")
         \(extraConfig)
