@@ -45,7 +45,8 @@ struct Demo: AsyncParsableCommand {
               model: gpt-4o-mini
         """.write(toFile: config, atomically: true, encoding: .utf8)
         let socket = dir + "/breakwater.sock"
-        let daemon = try Spawned.start(bin + "/breakwaterd", ["--config", config, "--socket", socket, "--log-level", "warning"],
+        let daemon = try Spawned.start(bin + "/breakwaterd",
+                                       ["--config", config, "--socket", socket, "--log-level", "warning"],
                                        environment: ["BREAKWATER_DEMO_KEY": "demo-key-not-a-secret"],
                                        captureOutput: false)
         defer { daemon.stop() }
