@@ -194,7 +194,12 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard let apiKey = target.provider.apiKey else {
             return refuse(.noCredential, "provider \(target.provider.name) has no API key configured")
         }
-        let http = target.provider.adapter.makeRequest(chat, model: target.model, apiKey: apiKey.value)
+        let http: ProviderHTTPRequest
+        do {
+            http = try target.provider.adapter.makeRequest(chat, model: target.model, apiKey: apiKey.value)
+        } catch {
+            return refuse(.badRequest, error.message)
+        }
         let t = target.provider.config.timeouts
         let deadline = request.timeoutMs.map { Duration.milliseconds(Int64($0)) } ?? shared.defaultCallTimeout
         let call = UpstreamCall(

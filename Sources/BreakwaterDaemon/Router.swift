@@ -6,7 +6,7 @@ import Providers
 struct ProviderRuntime: Sendable {
     let name: String
     let config: ProviderConfig
-    let adapter: OpenAIAdapter
+    let adapter: any ProviderAdapter
     /// Nil when neither the credential file nor the environment variable has a key.
     let apiKey: Secret?
 

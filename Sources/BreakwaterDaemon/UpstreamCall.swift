@@ -24,6 +24,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     private var status = 0
     private var body: [UInt8] = []
     private var parser = SSEParser()
+    private var translator: any StreamTranslator
     private var sentResponse = false
     private var sawDone = false
     private var usage: Usage?
@@ -39,6 +40,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         self.sink = sink
         self.eventLoop = eventLoop
         self.logger = logger
+        self.translator = target.provider.adapter.makeStreamTranslator(model: target.model)
     }
 
     private var streaming: Bool { stream && (200..<300).contains(status) }
@@ -55,7 +57,17 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         guard streamError == nil, !sawDone else { return }
         var frames: [Frame] = []
         for event in parser.feed(bytes) {
-            switch target.provider.adapter.parseStreamEvent(event) {
+            take(translator.translate(event), into: &frames)
+            if sawDone || streamError != nil { break }
+        }
+        if !frames.isEmpty { send(frames, final: false) }
+    }
+
+    /// Applies canonical stream pieces: chunks become DATA frames (RESPONSE first), `.done` and `.error` end it.
+    private func take(_ pieces: [StreamPiece], into frames: inout [Frame]) {
+        for piece in pieces {
+            guard !sawDone, streamError == nil else { return }
+            switch piece {
             case .chunk(let chunk, let u):
                 if let u { usage = u }
                 if !sentResponse {
@@ -68,9 +80,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
             case .error(let e):
                 streamError = e
             }
-            if sawDone || streamError != nil { break }
         }
-        if !frames.isEmpty { send(frames, final: false) }
     }
 
     func transferDidComplete(_ result: Result<Void, TransportError>) {
@@ -90,17 +100,23 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
             return failure(code, message)
         }
         if streaming {
-            if let streamError { return failure(Self.code(for: streamError), streamError.message) }
+            var frames: [Frame] = []
+            if streamError == nil, !sawDone { take(translator.finish(), into: &frames) }
+            if let streamError { return frames + failure(Self.code(for: streamError), streamError.message) }
             guard sawDone else {
-                return failure(.streamInterrupted, "provider \(target.provider.name) ended the stream before [DONE]")
+                return frames + failure(.streamInterrupted,
+                                        "provider \(target.provider.name) ended the stream before its end marker")
             }
-            if !sentResponse { return [responseFrame(), trailers()] }
-            return [trailers()]
+            if !sentResponse { return frames + [responseFrame(), trailers()] }
+            return frames + [trailers()]
         }
-        do {
-            let u = try target.provider.adapter.parseResponse(status: status, body: body)
-            usage = u
-            return [responseFrame()] + dataFrames(body) + [trailers()]
+        do throws(ProviderError) {
+            guard (200..<300).contains(status) else {
+                throw target.provider.adapter.error(status: status, body: body)
+            }
+            let parsed = try target.provider.adapter.parseResponse(status: status, body: body, model: target.model)
+            usage = parsed.usage
+            return [responseFrame()] + dataFrames(parsed.body) + [trailers()]
         } catch {
             return failure(Self.code(for: error), error.message, upstreamStatus: status)
         }

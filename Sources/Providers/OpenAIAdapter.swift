@@ -33,7 +33,7 @@ public enum StreamPiece: Sendable, Hashable {
 
 /// OpenAI chat completions and every server that speaks the same API (vLLM, llama.cpp, Ollama's /v1, ...).
 /// The canonical shape *is* this API, so requests pass through with the target's model and answers pass back as-is.
-public struct OpenAIAdapter: Sendable {
+public struct OpenAIAdapter: ProviderAdapter {
     public var baseURL: String
 
     public init(baseURL: String) {
@@ -41,13 +41,31 @@ public struct OpenAIAdapter: Sendable {
     }
 
     public func makeRequest(_ request: ChatRequest, model: String, apiKey: String?) -> ProviderHTTPRequest {
+        let auth = apiKey.map { [(name: "Authorization", value: "Bearer " + $0)] } ?? []
+        return makeRequest(request, model: model, path: "/chat/completions", headers: auth)
+    }
+
+    /// The request with a given path and auth headers; Azure OpenAI reuses it with its deployment URL and `api-key`.
+    func makeRequest(_ request: ChatRequest, model: String, path: String,
+                     headers auth: [(name: String, value: String)]) -> ProviderHTTPRequest {
         var headers: [(name: String, value: String)] = [
             ("Content-Type", "application/json"),
             ("Accept", request.stream ? "text/event-stream" : "application/json"),
         ]
-        if let apiKey { headers.append(("Authorization", "Bearer " + apiKey)) }
-        return ProviderHTTPRequest(url: baseURL + "/chat/completions", headers: headers,
-                                   body: request.openAIBody(model: model))
+        headers += auth
+        return ProviderHTTPRequest(url: baseURL + path, headers: headers, body: request.openAIBody(model: model))
+    }
+
+    public func parseResponse(status: Int, body: [UInt8], model: String) throws(ProviderError) -> ParsedResponse {
+        ParsedResponse(body: body, usage: try parseResponse(status: status, body: body))
+    }
+
+    public func makeStreamTranslator(model: String) -> any StreamTranslator {
+        OpenAIStreamTranslator(adapter: self)
+    }
+
+    public func error(status: Int, body: [UInt8]) -> ProviderError {
+        Self.error(status: status, body: body)
     }
 
     /// Checks a complete non-streamed answer and reads its usage. The body itself goes to the app unchanged.
@@ -121,4 +139,15 @@ public struct OpenAIAdapter: Sendable {
         return ProviderError(.upstreamStatus(status), "provider answered HTTP \(status)" + suffix(type, code),
                              providerCode: code ?? type)
     }
+}
+
+/// OpenAI's stream is already canonical: each event passes through; `[DONE]` ends it.
+struct OpenAIStreamTranslator: StreamTranslator {
+    let adapter: OpenAIAdapter
+
+    mutating func translate(_ event: SSEEvent) -> [StreamPiece] {
+        [adapter.parseStreamEvent(event)]
+    }
+
+    mutating func finish() -> [StreamPiece] { [] }
 }
