@@ -45,6 +45,9 @@ let package = Package(
         .target(name: "BreakwaterWire", swiftSettings: strict),
         // The shim apps link: plain POSIX sockets plus the wire codec.
         .target(name: "BreakwaterClient", dependencies: ["BreakwaterWire"], swiftSettings: strict),
+        // Retry schedule, error classes, circuit breaker, GCRA limiter, retry budget: pure state machines over an
+        // injected clock.
+        .target(name: "Resilience", swiftSettings: strict),
         // Canonical request/response and provider adapters; pure, no I/O.
         .target(name: "Providers", swiftSettings: strict),
         // libcurl multi engine on its own thread.
@@ -54,14 +57,14 @@ let package = Package(
         // YAML config with file:line errors.
         .target(
             name: "Config",
-            dependencies: [.product(name: "Yams", package: "Yams")],
+            dependencies: ["Resilience", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
         // The daemon's request path and server, as a library so tests can drive it in-process too.
         .target(
             name: "BreakwaterDaemon",
             dependencies: nio + [
-                "BreakwaterWire", "Providers", "CurlTransport", "Systemd", "Config",
+                "BreakwaterWire", "Providers", "CurlTransport", "Systemd", "Config", "Resilience",
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -114,6 +117,7 @@ let package = Package(
 
         .testTarget(name: "BreakwaterWireTests", dependencies: ["BreakwaterWire"], swiftSettings: strict),
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: strict),
+        .testTarget(name: "ResilienceTests", dependencies: ["Resilience"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config"], swiftSettings: strict),
         .testTarget(
             name: "CurlTransportTests",

@@ -1,0 +1,33 @@
+/// A host-wide cap on retries for one provider: retries may be at most `ratio` of the calls in the last `window`,
+/// plus a small floor (`minRetriesPerSecond`) so a quiet host can still retry. Finagle's retry budget, counted in
+/// ten time buckets so memory stays constant.
+public struct RetryBudget: Sendable {
+    public let ratio: Double
+    public let minRetriesPerSecond: Double
+    public let window: Duration
+    private var calls: OutcomeWindow
+    private var retries: OutcomeWindow
+
+    public init(ratio: Double = 0.2, minRetriesPerSecond: Double = 2, window: Duration = .seconds(10)) {
+        self.ratio = ratio
+        self.minRetriesPerSecond = minRetriesPerSecond
+        self.window = window
+        calls = OutcomeWindow(length: window)
+        retries = OutcomeWindow(length: window)
+    }
+
+    /// Counts a first attempt (live traffic).
+    public mutating func recordCall(now: Instant) {
+        calls.add(failure: false, now: now)
+    }
+
+    /// Takes one retry from the budget if it has room; false means retrying now would make a retry storm.
+    public mutating func tryRetry(now: Instant) -> Bool {
+        let c = calls.counts(now: now).calls
+        let r = retries.counts(now: now).calls
+        let allowance = Double(c) * ratio + minRetriesPerSecond * window.seconds
+        guard Double(r + 1) <= allowance else { return false }
+        retries.add(failure: false, now: now)
+        return true
+    }
+}
