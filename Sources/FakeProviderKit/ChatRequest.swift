@@ -1,24 +1,35 @@
 import Foundation
 
-/// The parts of an OpenAI chat-completions request body the fake answers from.
+/// The parts of a chat request the fake answers from, whichever provider's format it came in.
 struct ChatRequest: Sendable {
     var model: String
     var stream: Bool
-    var includeUsage: Bool
-    var includeObfuscation: Bool
+    /// OpenAI's `stream_options.include_usage`.
+    var includeUsage = false
+    /// OpenAI's `stream_options.include_obfuscation`.
+    var includeObfuscation = true
     /// Text of the last `user` message (text parts joined when the content is an array of parts).
     var lastUserText: String
-    /// Words across all messages: the fake's stand-in for prompt tokens.
+    /// Words across all messages (and the system prompt): the fake's stand-in for prompt tokens.
     var promptTokens: Int
-    /// `max_completion_tokens` or `max_tokens`, counted against the simulated token rate limit.
+    /// The output cap (`max_completion_tokens`, `max_tokens`, `maxOutputTokens`), counted against the simulated
+    /// token rate limit.
     var maxTokens: Int?
 
-    /// Parses a request body, or returns the error OpenAI would answer with.
-    static func parse(_ bytes: some Sequence<UInt8>) -> Result<ChatRequest, OpenAIError> {
+    /// Parses an OpenAI chat-completions body, or returns the error OpenAI would answer with. Azure names the
+    /// model in the path (`deployment`), so the body's `model` is then neither required nor used.
+    static func parseOpenAI(
+        _ bytes: some Sequence<UInt8>, deployment: String? = nil
+    ) -> Result<ChatRequest, OpenAIError> {
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
             return .failure(.unparsableJSON)
         }
-        guard let model = object["model"] as? String, !model.isEmpty else {
+        let model: String
+        if let deployment {
+            model = deployment
+        } else if let named = object["model"] as? String, !named.isEmpty {
+            model = named
+        } else {
             return .failure(.missingModel)
         }
         guard let messages = object["messages"] as? [[String: Any]] else {
@@ -47,8 +58,9 @@ struct ChatRequest: Sendable {
         )
     }
 
-    /// A message's `content`: a string, or an array of parts of which the `text` ones count.
-    private static func text(of content: Any?) -> String {
+    /// A message's `content`: a string, or an array of parts of which the `text` ones count (OpenAI's and
+    /// Anthropic's content blocks alike).
+    static func text(of content: Any?) -> String {
         if let string = content as? String {
             return string
         }

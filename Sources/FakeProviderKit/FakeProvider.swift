@@ -2,13 +2,20 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// A stand-in for OpenAI's chat completions API on loopback, with faults scripted per request or rolled
-/// from a personality. Tests and the benchmark start one in-process, point a provider's base URL at
-/// `baseURL`, and read back what it saw with `stats()`.
+/// A stand-in for LLM providers on loopback, with faults scripted per request or rolled from a personality.
+/// Tests and the benchmark start one in-process, point a provider's base URL at it, and read back what it saw
+/// with `stats()`.
 ///
-/// Besides `POST /v1/chat/completions` it serves control endpoints: `POST /_fake/script` (append a JSON
-/// array of fault steps), `DELETE /_fake/script`, `GET /_fake/script`, `GET /_fake/stats` and
-/// `POST /_fake/reset`.
+/// It speaks four providers' wire formats on their real paths, all on the same server: OpenAI
+/// (`POST /v1/chat/completions`), Anthropic (`POST /v1/messages`), Gemini
+/// (`POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`) and Azure OpenAI
+/// (`POST /openai/deployments/{deployment}/chat/completions?api-version=...`). Every fault step works in every
+/// format, in that provider's shape. The script and the personality are shared by all formats, so a test
+/// starts one fake per simulated provider.
+///
+/// Control endpoints: `POST /_fake/script` (append a JSON array of fault steps), `DELETE /_fake/script`,
+/// `GET /_fake/script`, `GET /_fake/stats`, `POST /_fake/reset` and `POST /_fake/personality` (replace the
+/// personality, e.g. `{"down": true}` and later `{}`).
 public final class FakeProvider: Sendable {
     /// The TCP port it listens on.
     public let port: Int
@@ -16,6 +23,20 @@ public final class FakeProvider: Sendable {
     public let host: String
     /// The personality it answers with when nothing is scripted.
     public var personality: Personality { state.personality }
+
+    /// Answers with `personality` from the next request on (e.g. `.down`, then `.healthy` to bring the provider
+    /// back). The fault generator is reseeded from it; the script, stats and rate-limit window are kept.
+    ///
+    /// An invalid personality (probabilities outside 0...1 or adding up to more than 1, limits not positive) is
+    /// a mistake in the test, so it traps; `Personality(jsonData:)` checks one that comes from outside.
+    public func setPersonality(_ personality: Personality) {
+        do {
+            try personality.validate()
+        } catch {
+            preconditionFailure("setPersonality: \(error)")
+        }
+        state.setPersonality(personality)
+    }
 
     private let state: ProviderState
     private let serverChannel: any Channel
@@ -62,8 +83,19 @@ public final class FakeProvider: Sendable {
 
     /// The OpenAI-style base URL, e.g. `http://127.0.0.1:PORT/v1`.
     public var baseURL: String {
+        origin + "/v1"
+    }
+
+    /// Scheme, host and port, e.g. `http://127.0.0.1:PORT`: the base URL Anthropic's, Gemini's and Azure's SDKs
+    /// take (they add `/v1/messages`, `/v1beta/models/...` and `/openai/deployments/...` themselves).
+    public var origin: String {
         let hostPart = host.contains(":") ? "[\(host)]" : host
-        return "http://\(hostPart):\(port)/v1"
+        return "http://\(hostPart):\(port)"
+    }
+
+    /// The base URL an SDK for `api` would be configured with: `baseURL` for OpenAI, `origin` for the others.
+    public func baseURL(for api: ProviderAPI) -> String {
+        api == .openai ? baseURL : origin
     }
 
     /// Appends steps to the script; each following chat request takes the next one.

@@ -8,8 +8,9 @@ import Glibc
 import Darwin
 #endif
 
-/// Serves one HTTP/1.1 connection: chat completions, answered by walking a `ResponsePlan`, and the
-/// `/_fake/...` control endpoints. Runs only on its channel's event loop; waits are scheduled, never slept.
+/// Serves one HTTP/1.1 connection: chat requests in any provider's format, answered by walking a
+/// `ResponsePlan`, and the `/_fake/...` control endpoints. Runs only on its channel's event loop; waits are
+/// scheduled, never slept.
 final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -91,11 +92,13 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
     // MARK: Routing
 
     private func route(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
-            .map(String.init) ?? head.uri
+        let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = parts.first.map(String.init) ?? head.uri
+        if let chat = Route.chat(method: head.method, path: path, query: parts.count > 1 ? parts[1] : nil) {
+            answerChat(head, route: chat, context: context)
+            return
+        }
         switch (head.method, path) {
-        case (.POST, "/v1/chat/completions"):
-            answerChat(head, context: context)
         case (.POST, "/_fake/script"):
             appendScript(head, context: context)
         case (.DELETE, "/_fake/script"):
@@ -108,37 +111,37 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
         case (.POST, "/_fake/reset"):
             state.resetAll()
             respondJSON(head, status: 200, body: Self.encode(state.stats()), context: context)
+        case (.POST, "/_fake/personality"):
+            replacePersonality(head, context: context)
         default:
-            let error = OpenAIError.invalidURL(method: head.method.rawValue, path: path)
-            respondJSON(head, status: error.status, body: error.body.text, context: context)
+            let error = Route.notFound(method: head.method, path: path)
+            respondJSON(head, status: error.status, body: error.body, context: context)
         }
     }
 
-    // MARK: Chat completions
+    // MARK: Chat requests
 
-    private func answerChat(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func answerChat(_ head: HTTPRequestHead, route: Route, context: ChannelHandlerContext) {
         let receivedAt = NIODeadline.now()
-        let ticket = state.beginChat()
-        let created = Int(Date().timeIntervalSince1970)
-        func envelope(_ limits: RateLimitSnapshot) -> ResponsePlan.Envelope {
-            ResponsePlan.Envelope(
-                completionID: OpenAIWire.completionID(prefix: state.idPrefix, sequence: ticket.sequence),
-                requestID: OpenAIWire.requestID(prefix: state.hexPrefix, sequence: ticket.sequence),
-                created: created,
-                limits: limits
-            )
-        }
+        let (ticket, admission, limits) = state.beginChat(api: route.api)
+        let envelope = ResponsePlan.Envelope(
+            sequence: ticket.sequence, idPrefix: state.idPrefix, hexPrefix: state.hexPrefix,
+            created: Int(Date().timeIntervalSince1970), limits: limits
+        )
         let plan: ResponsePlan
-        if let rejection = reject(head) {
-            plan = .error(rejection, envelope: envelope(state.currentLimits()))
-        } else {
-            switch ChatRequest.parse(body.readableBytesView) {
-            case .failure(let error):
-                plan = .error(error, envelope: envelope(state.currentLimits()))
-            case .success(let request):
-                let decision = state.decide(tokens: request.promptTokens + (request.maxTokens ?? 0))
-                plan = .answer(step: decision.step, request: request, envelope: envelope(decision.limits))
-            }
+        switch route.api {
+        case .openai:
+            let dialect = OpenAIDialect()
+            plan = self.plan(head, dialect, route: route, ticket: ticket, admission: admission, envelope: envelope)
+        case .anthropic:
+            let dialect = AnthropicDialect(envelope: envelope)
+            plan = self.plan(head, dialect, route: route, ticket: ticket, admission: admission, envelope: envelope)
+        case .gemini:
+            let dialect = GeminiDialect(route: route, envelope: envelope)
+            plan = self.plan(head, dialect, route: route, ticket: ticket, admission: admission, envelope: envelope)
+        case .azure:
+            let dialect = AzureDialect(route: route, envelope: envelope)
+            plan = self.plan(head, dialect, route: route, ticket: ticket, admission: admission, envelope: envelope)
         }
         body.clear()
         let exchange = Exchange(
@@ -148,27 +151,42 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
         run(exchange, context: context)
     }
 
-    /// The error for a request refused before its body is looked at: no key, wrong key, too large.
-    private func reject(_ head: HTTPRequestHead) -> OpenAIError? {
-        guard let key = Self.bearerKey(head.headers.first(name: "authorization")) else {
-            return .missingAPIKey
+    /// The answer to one chat request in `dialect`'s shape. In order: a down provider answers 503; then the
+    /// dialect's refusals (key, version); then a body too large or unreadable; then the script or personality.
+    /// The body is read first all the same, so the model asked for is counted whatever the answer.
+    private func plan(
+        _ head: HTTPRequestHead, _ dialect: some ProviderDialect, route: Route, ticket: ChatTicket,
+        admission: Admission, envelope: ResponsePlan.Envelope
+    ) -> ResponsePlan {
+        let parsed: Result<ChatRequest, WireError>? = bodyTooLarge ? nil : dialect.parse(body.readableBytesView)
+        let request = try? parsed?.get()
+        let model = request?.model ?? route.pathModel
+        if let downStep = admission.downStep {
+            if let model {
+                state.recordModel(model, for: ticket)
+            }
+            let stand = request ?? ChatRequest(model: model ?? "", stream: false, lastUserText: "", promptTokens: 0)
+            return .answer(step: downStep, request: stand, envelope: envelope, dialect: dialect)
         }
-        if let required = state.personality.requiredAPIKey, key != required {
-            return .incorrectAPIKey
+        var refusal = dialect.reject(head.headers, requiredKey: admission.requiredKey)
+        if refusal == nil, bodyTooLarge {
+            refusal = dialect.bodyTooLarge
         }
-        if bodyTooLarge {
-            return .bodyTooLarge
+        if refusal == nil, case .failure(let error) = parsed {
+            refusal = error
         }
-        return nil
-    }
-
-    /// The key of `Authorization: Bearer <key>`, or nil when there is none.
-    static func bearerKey(_ header: String?) -> String? {
-        guard let header else { return nil }
-        let trimmed = header.trimmingCharacters(in: .whitespaces)
-        guard trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " else { return nil }
-        let key = trimmed.dropFirst(7).trimmingCharacters(in: .whitespaces)
-        return key.isEmpty ? nil : key
+        guard let request, refusal == nil else {
+            if let model {
+                state.recordModel(model, for: ticket)
+            }
+            return .error(refusal ?? dialect.bodyTooLarge, envelope: envelope, dialect: dialect)
+        }
+        let decision = state.decide(
+            tokens: request.promptTokens + (request.maxTokens ?? 0), model: request.model, for: ticket
+        )
+        var charged = envelope
+        charged.limits = decision.limits
+        return .answer(step: decision.step, request: request, envelope: charged, dialect: dialect)
     }
 
     /// Walks the plan from its cursor until it has to wait, reset or end.
@@ -187,10 +205,11 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
                     self.run(exchange, context: context)
                 }
                 return
-            case .head(let status, let headers):
+            case .head(let status, let headers, let timing):
                 var httpHeaders = HTTPHeaders(headers)
                 let elapsed = (NIODeadline.now() - exchange.receivedAt).nanoseconds / 1_000_000
-                httpHeaders.add(name: "openai-processing-ms", value: String(elapsed))
+                let (name, value) = timing.header(milliseconds: elapsed)
+                httpHeaders.add(name: name, value: value)
                 if !exchange.keepAlive {
                     httpHeaders.add(name: "connection", value: "close")
                 } else if exchange.version.major == 1, exchange.version.minor == 0 {
@@ -276,6 +295,23 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
         }
         let queued = state.appendScript(steps)
         respondJSON(head, status: 200, body: "{\"queued\":\(queued)}", context: context)
+    }
+
+    /// `POST /_fake/personality`: answer with this personality from now on (e.g. `{"down": true}` to take the
+    /// provider down, `{}` to bring it back healthy).
+    private func replacePersonality(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let data = Data(body.readableBytesView)
+        body.clear()
+        do {
+            let personality = try Personality(jsonData: data)
+            state.setPersonality(personality)
+            let reply = "{\"name\":\(JSONText.quoted(personality.name)),\"down\":\(personality.down)}"
+            respondJSON(head, status: 200, body: reply, context: context)
+        } catch {
+            let message = "The personality must be a JSON object: \(error)"
+            let body = OpenAIError(status: 400, message: message, type: "invalid_request_error").body.text
+            respondJSON(head, status: 400, body: body, context: context)
+        }
     }
 
     private func respondJSON(_ head: HTTPRequestHead, status: Int, body text: String, context: ChannelHandlerContext) {

@@ -1,7 +1,8 @@
 /// What the fake provider has seen since it started or was last reset.
 ///
-/// Only `POST /v1/chat/completions` requests are counted. Once a request has been answered it is in exactly
-/// one of `completed`, `aborted` or `resets`; until then it is `inFlight`.
+/// Only chat requests are counted (every provider's endpoint: OpenAI, Anthropic, Gemini, Azure), not the
+/// `/_fake/` control endpoints. Once a request has been answered it is in exactly one of `completed`, `aborted`
+/// or `resets`; until then it is `inFlight`.
 public struct FakeProviderStats: Codable, Sendable, Equatable {
     /// Chat requests received (whole request read).
     public var requests: Int
@@ -17,6 +18,12 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
     /// Status codes sent, keyed by the code as a string ("200", "429", ...), counted when the status line
     /// is written (so a stream that is later aborted still counts its "200").
     public var byStatus: [String: Int]
+    /// Requests per provider API, keyed by `ProviderAPI` raw value ("openai", "anthropic", "gemini", "azure"),
+    /// so a test can tell which provider's endpoint was called.
+    public var byAPI: [String: Int]
+    /// Requests per model asked for: the body's `model` (OpenAI, Anthropic), the path's model (Gemini) or the
+    /// deployment (Azure). Counted once the model is known, even when the request is then refused.
+    public var byModel: [String: Int]
 
     /// Creates a snapshot; all zero by default.
     public init(
@@ -25,7 +32,9 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
         aborted: Int = 0,
         resets: Int = 0,
         inFlight: Int = 0,
-        byStatus: [String: Int] = [:]
+        byStatus: [String: Int] = [:],
+        byAPI: [String: Int] = [:],
+        byModel: [String: Int] = [:]
     ) {
         self.requests = requests
         self.completed = completed
@@ -33,12 +42,16 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
         self.resets = resets
         self.inFlight = inFlight
         self.byStatus = byStatus
+        self.byAPI = byAPI
+        self.byModel = byModel
     }
 
     enum CodingKeys: String, CodingKey {
         case requests, completed, aborted, resets
         case inFlight = "in_flight"
         case byStatus = "by_status"
+        case byAPI = "by_api"
+        case byModel = "by_model"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -49,7 +62,9 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
             aborted: try container.decode(Int.self, forKey: .aborted),
             resets: try container.decodeIfPresent(Int.self, forKey: .resets) ?? 0,
             inFlight: try container.decode(Int.self, forKey: .inFlight),
-            byStatus: try container.decode([String: Int].self, forKey: .byStatus)
+            byStatus: try container.decode([String: Int].self, forKey: .byStatus),
+            byAPI: try container.decodeIfPresent([String: Int].self, forKey: .byAPI) ?? [:],
+            byModel: try container.decodeIfPresent([String: Int].self, forKey: .byModel) ?? [:]
         )
     }
 }

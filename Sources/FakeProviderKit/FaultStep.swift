@@ -1,4 +1,5 @@
-/// How the fake provider answers one chat request: status, timing and the ways the answer breaks.
+/// How the fake provider answers one chat request: status, timing and the ways the answer breaks. Every field
+/// works for every provider API the fake speaks, in that provider's shape.
 ///
 /// Every field is optional. A step taken from the script or rolled from a personality's faults is laid over
 /// the personality's default step, so a field left out keeps the default's value. In JSON the keys are
@@ -6,15 +7,20 @@
 /// script fails loudly instead of silently doing nothing.
 public struct FaultStep: Codable, Sendable, Equatable {
     /// HTTP status to answer with (200-599; anything else is answered as 500). Anything but 200 answers with
-    /// OpenAI's error body for that status (429 `rate_limit_exceeded`, 500 `server_error`, 503 overloaded,
-    /// 502/504 Cloudflare's HTML page, ...).
+    /// the provider's error body for that status: OpenAI's (429 `rate_limit_exceeded`, 500 `server_error`, 503
+    /// overloaded, 502/504 Cloudflare's HTML page, ...), Anthropic's (429 `rate_limit_error`, 529
+    /// `overloaded_error`, 500 `api_error`, ...), Google's (429 `RESOURCE_EXHAUSTED`, 503 `UNAVAILABLE`, 500
+    /// `INTERNAL`, ...) or Azure's (its gateway's 401, 403, 404 and 429 bodies, OpenAI's otherwise).
     public var status: Int?
-    /// Overrides the error body's `code` (and picks the matching message and type when the code is known:
-    /// `insufficient_quota`, `rate_limit_exceeded`, `invalid_api_key`, `context_length_exceeded`, ...).
+    /// Refines the error. OpenAI and Azure: the body's `code`, with the matching message and type when the code
+    /// is known (`insufficient_quota`, `rate_limit_exceeded`, `context_length_exceeded`, Azure's
+    /// `content_filter`, ...). Anthropic: the error `type` (`overloaded_error`, `api_error`, ...). Gemini: the
+    /// `status` name (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`, ...). The HTTP status stays `status`.
     public var errorCode: String?
-    /// Sent verbatim as `Retry-After`: delta seconds ("1") or an HTTP-date.
+    /// Sent verbatim as `Retry-After`: delta seconds ("1") or an HTTP-date. Gemini also gets the wait as the
+    /// 429's `RetryInfo.retryDelay`, Azure in its 429 message.
     public var retryAfter: String?
-    /// Sent as `retry-after-ms`, the millisecond hint OpenAI's SDKs prefer over `Retry-After`.
+    /// Sent as `retry-after-ms`, the millisecond hint OpenAI's and Anthropic's SDKs prefer over `Retry-After`.
     public var retryAfterMs: Int?
     /// Wait this long before the status line is written (time to first byte).
     public var delayFirstByteMs: Int?
@@ -30,8 +36,10 @@ public struct FaultStep: Codable, Sendable, Equatable {
     /// For a non-streaming answer, 0 resets before any byte is sent and 1 or more resets halfway through
     /// the body.
     public var resetAfterChunks: Int?
-    /// For streams, send an OpenAI error event (`data: {"error": {...}}`) after this many content chunks and
-    /// end the stream without `[DONE]`; `errorCode` picks the error (default `server_error`).
+    /// For streams, send the provider's error event after this many content chunks and end the stream there
+    /// (no `[DONE]`, no `message_stop`): OpenAI's and Azure's `data: {"error": {...}}` (default `server_error`),
+    /// Anthropic's `event: error` (default `overloaded_error`), Gemini's `data: {"error": {...}}` (default
+    /// `UNAVAILABLE`). `errorCode` picks another error.
     public var errorAfterChunks: Int?
     /// Answer 200 with a body that is not valid JSON (truncated); for streams, one event is truncated.
     public var malformedJSON: Bool?

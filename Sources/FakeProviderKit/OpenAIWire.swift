@@ -19,58 +19,126 @@ struct Usage: Sendable {
 enum OpenAIWire {
     static let systemFingerprint = "fp_5f1e2c9a7b"
 
-    /// A plain `chat.completion` object.
-    static func completion(id: String, created: Int, model: String, content: String, usage: Usage) -> String {
+    /// Azure's per-choice content filter verdict: every category checked and found safe.
+    static let contentFilterResults = """
+        {"hate":{"filtered":false,"severity":"safe"},"self_harm":{"filtered":false,"severity":"safe"},\
+        "sexual":{"filtered":false,"severity":"safe"},"violence":{"filtered":false,"severity":"safe"}}
+        """
+
+    /// Azure's verdict on the prompt, sent with the answer (and as the first event of a stream).
+    static let promptFilterResults = """
+        [{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"},\
+        "jailbreak":{"filtered":false,"detected":false},"self_harm":{"filtered":false,"severity":"safe"},\
+        "sexual":{"filtered":false,"severity":"safe"},"violence":{"filtered":false,"severity":"safe"}}}]
+        """
+
+    /// A plain `chat.completion` object; `azure` adds Azure's content filter results and drops `service_tier`.
+    static func completion(
+        id: String, created: Int, model: String, content: String, usage: Usage, azure: Bool = false
+    ) -> String {
         var out = "{\"id\":\"\(id)\",\"object\":\"chat.completion\",\"created\":\(created),\"model\":"
         JSONText.appendQuoted(model, to: &out)
         out += ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
         JSONText.appendQuoted(content, to: &out)
-        out += ",\"refusal\":null,\"annotations\":[]},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":"
-        out += usage.json
-        out += ",\"service_tier\":\"default\",\"system_fingerprint\":\"\(systemFingerprint)\"}"
+        out += ",\"refusal\":null,\"annotations\":[]},\"logprobs\":null,\"finish_reason\":\"stop\""
+        if azure {
+            out += ",\"content_filter_results\":" + contentFilterResults
+        }
+        out += "}],\"usage\":" + usage.json
+        if azure {
+            out += ",\"prompt_filter_results\":" + promptFilterResults
+        } else {
+            out += ",\"service_tier\":\"default\""
+        }
+        out += ",\"system_fingerprint\":\"\(systemFingerprint)\"}"
         return out
     }
 
     /// Builds the `chat.completion.chunk` events of one stream; every chunk shares id, created and model.
-    struct ChunkWriter {
+    /// Azure's chunks carry content filter results instead of OpenAI's `service_tier` and `obfuscation`, and
+    /// its stream opens with a chunk that has no choices, only the prompt's filter results.
+    struct ChunkWriter: StreamWriter {
         private let prefix: String
         private let includeUsage: Bool
         private let includeObfuscation: Bool
+        private let azure: Bool
+        private let usage: Usage
 
-        init(id: String, created: Int, model: String, includeUsage: Bool, includeObfuscation: Bool) {
+        init(
+            id: String, created: Int, model: String, includeUsage: Bool, includeObfuscation: Bool,
+            usage: Usage, azure: Bool = false
+        ) {
             var prefix = "{\"id\":\"\(id)\",\"object\":\"chat.completion.chunk\",\"created\":\(created),\"model\":"
             JSONText.appendQuoted(model, to: &prefix)
-            prefix += ",\"service_tier\":\"default\",\"system_fingerprint\":\"\(OpenAIWire.systemFingerprint)\""
-            prefix += ",\"choices\":["
+            if !azure {
+                prefix += ",\"service_tier\":\"default\""
+            }
+            prefix += ",\"system_fingerprint\":\"\(OpenAIWire.systemFingerprint)\",\"choices\":["
             self.prefix = prefix
             self.includeUsage = includeUsage
-            self.includeObfuscation = includeObfuscation
+            self.includeObfuscation = includeObfuscation && !azure
+            self.azure = azure
+            self.usage = usage
+        }
+
+        var contentType: String { "text/event-stream; charset=utf-8" }
+        var framing: StreamFraming { .lf }
+
+        var opening: [SSEEvent] {
+            guard azure else { return [SSEEvent(data: role)] }
+            let filters = "{\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\","
+                + "\"prompt_filter_results\":" + OpenAIWire.promptFilterResults + "}"
+            return [SSEEvent(data: filters), SSEEvent(data: role)]
+        }
+
+        func content(_ piece: String) -> SSEEvent {
+            SSEEvent(data: contentChunk(piece))
+        }
+
+        /// The finishing chunk, the usage chunk when asked for, and `[DONE]`.
+        var closing: [SSEEvent] {
+            var events = [SSEEvent(data: finish)]
+            if includeUsage {
+                events.append(SSEEvent(data: usage(usage)))
+            }
+            events.append(SSEEvent(data: "[DONE]"))
+            return events
         }
 
         /// The first chunk: the assistant role with empty content.
         var role: String {
             chunk(
                 choice: "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},"
-                    + "\"logprobs\":null,\"finish_reason\":null}",
+                    + "\"logprobs\":null,\"finish_reason\":null" + filters(empty: true) + "}",
                 padding: 6
             )
         }
 
-        func content(_ piece: String) -> String {
+        func contentChunk(_ piece: String) -> String {
             var choice = "{\"index\":0,\"delta\":{\"content\":"
             JSONText.appendQuoted(piece, to: &choice)
-            choice += "},\"logprobs\":null,\"finish_reason\":null}"
+            choice += "},\"logprobs\":null,\"finish_reason\":null" + filters(empty: false) + "}"
             return chunk(choice: choice, padding: max(1, 12 - piece.utf8.count % 12))
         }
 
         /// The last choice chunk: empty delta, `finish_reason: "stop"`.
         var finish: String {
-            chunk(choice: "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}", padding: 4)
+            chunk(
+                choice: "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\""
+                    + filters(empty: true) + "}",
+                padding: 4
+            )
         }
 
         /// The `stream_options.include_usage` chunk: no choices, the whole request's usage.
         func usage(_ usage: Usage) -> String {
             prefix + "],\"usage\":" + usage.json + "}"
+        }
+
+        /// Azure's per-choice filter results: empty on the role and finish chunks, all safe on content.
+        private func filters(empty: Bool) -> String {
+            guard azure else { return "" }
+            return ",\"content_filter_results\":" + (empty ? "{}" : OpenAIWire.contentFilterResults)
         }
 
         /// OpenAI pads stream chunks with a random `obfuscation` string (against length side channels);
@@ -87,13 +155,6 @@ enum OpenAIWire {
             return out
         }
     }
-
-    /// One server-sent event line pair: `data: <payload>\n\n`.
-    static func event(_ payload: String) -> String {
-        "data: " + payload + "\n\n"
-    }
-
-    static let done = "data: [DONE]\n\n"
 
     /// Go-style durations as OpenAI writes them in `x-ratelimit-reset-*`: "6ms", "1s", "8.64s", "6m0s".
     static func duration(milliseconds ms: Int) -> String {
@@ -129,6 +190,13 @@ enum OpenAIWire {
         let digits = String(sequence, radix: 36)
         let pad = max(0, 13 - digits.count)
         return "chatcmpl-" + prefix + String(repeating: "0", count: pad) + digits
+    }
+
+    /// A UUID-shaped id (Azure's `apim-request-id`) from 16 hex digits per server and the sequence number.
+    static func uuid(prefix: String, sequence: UInt64) -> String {
+        let hex = Array(prefix + hex(sequence))
+        return String(hex[0..<8]) + "-" + String(hex[8..<12]) + "-" + String(hex[12..<16]) + "-"
+            + String(hex[16..<20]) + "-" + String(hex[20..<32])
     }
 
     /// `req_` and 32 hex digits, like OpenAI's `x-request-id`.

@@ -30,8 +30,10 @@ public struct ProbabilisticFault: Codable, Sendable, Equatable {
 /// How the fake provider behaves when no scripted step is queued: a default step plus random faults.
 ///
 /// Faults are rolled with a generator seeded by `seed`, so the same sequence of requests meets the same faults
-/// on every run. In JSON: `{"name", "default_step", "faults": [{"probability", "step"}], "seed",
-/// "required_api_key", "ratelimit_limit_requests", "ratelimit_limit_tokens"}`, every key optional.
+/// on every run. In JSON: `{"name", "default_step", "faults": [{"probability", "step"}], "seed", "down",
+/// "required_api_key", "ratelimit_limit_requests", "ratelimit_limit_tokens"}`, every key optional. For example
+/// `{"faults": [{"probability": 0.3, "step": {"status": 503}}, {"probability": 0.2, "step": {"status": 429,
+/// "retry_after": "1"}}]}` fails half the requests and answers the rest normally.
 public struct Personality: Codable, Sendable, Equatable {
     /// A label for logs and reports.
     public var name: String
@@ -41,7 +43,13 @@ public struct Personality: Codable, Sendable, Equatable {
     public var faults: [ProbabilisticFault]
     /// Seed of the generator that rolls `faults`.
     public var seed: UInt64
-    /// When set, only `Authorization: Bearer <this key>` is accepted; otherwise any non-empty key is.
+    /// The provider is down: every chat request is answered 503 in its API's shape (OpenAI's overload error,
+    /// Anthropic's `overloaded_error`, Gemini's `UNAVAILABLE`, ...) before its key is checked, without taking a
+    /// scripted step or charging the rate limit. The answer still follows `default_step`'s timing and breakage,
+    /// so `"default_step": {"reset_after_chunks": 0}` makes a down provider reset every connection instead.
+    public var down: Bool
+    /// When set, only this key is accepted (in whichever header or parameter the API takes it); otherwise any
+    /// non-empty key is.
     public var requiredAPIKey: String?
     /// Value of `x-ratelimit-limit-requests` (requests per minute).
     public var rateLimitRequests: Int
@@ -54,6 +62,7 @@ public struct Personality: Codable, Sendable, Equatable {
         defaultStep: FaultStep = FaultStep(),
         faults: [ProbabilisticFault] = [],
         seed: UInt64 = 0,
+        down: Bool = false,
         requiredAPIKey: String? = nil,
         rateLimitRequests: Int = 10_000,
         rateLimitTokens: Int = 2_000_000
@@ -62,6 +71,7 @@ public struct Personality: Codable, Sendable, Equatable {
         self.defaultStep = defaultStep
         self.faults = faults
         self.seed = seed
+        self.down = down
         self.requiredAPIKey = requiredAPIKey
         self.rateLimitRequests = rateLimitRequests
         self.rateLimitTokens = rateLimitTokens
@@ -69,6 +79,9 @@ public struct Personality: Codable, Sendable, Equatable {
 
     /// Answers every request at once with 200 and the echoed completion.
     public static let healthy = Personality(name: "healthy")
+
+    /// A provider that is down: every request gets 503.
+    public static let down = Personality(name: "down", down: true)
 
     /// A provider having a bad day: 30% of requests get 503, 20% get 429 with `Retry-After: 1`.
     public static func flaky(seed: UInt64 = 42) -> Personality {
@@ -128,6 +141,7 @@ public struct Personality: Codable, Sendable, Equatable {
         case defaultStep = "default_step"
         case faults
         case seed
+        case down
         case requiredAPIKey = "required_api_key"
         case rateLimitRequests = "ratelimit_limit_requests"
         case rateLimitTokens = "ratelimit_limit_tokens"
@@ -142,6 +156,7 @@ public struct Personality: Codable, Sendable, Equatable {
             defaultStep: try container.decodeIfPresent(FaultStep.self, forKey: .defaultStep) ?? FaultStep(),
             faults: try container.decodeIfPresent([ProbabilisticFault].self, forKey: .faults) ?? [],
             seed: try container.decodeIfPresent(UInt64.self, forKey: .seed) ?? defaults.seed,
+            down: try container.decodeIfPresent(Bool.self, forKey: .down) ?? false,
             requiredAPIKey: try container.decodeIfPresent(String.self, forKey: .requiredAPIKey),
             rateLimitRequests: try container.decodeIfPresent(Int.self, forKey: .rateLimitRequests)
                 ?? defaults.rateLimitRequests,

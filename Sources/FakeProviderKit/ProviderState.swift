@@ -26,10 +26,18 @@ struct RateLimitSnapshot: Sendable {
     var resetTokensMs: Int
 }
 
-/// The shared, lock-protected state of one fake provider: the script, the fault generator, the stats, the
-/// simulated rate-limit window and the open connections. Every method takes the lock once, briefly.
+/// What a chat request needs to know about the personality before its body is looked at.
+struct Admission: Sendable {
+    /// The only key accepted, when the personality names one.
+    var requiredKey: String?
+    /// The step every request gets while the personality is down; nil when it is up.
+    var downStep: FaultStep?
+}
+
+/// The shared, lock-protected state of one fake provider: the personality, the script, the fault generator,
+/// the stats, the simulated rate-limit window and the open connections. Every method takes the lock once,
+/// briefly.
 final class ProviderState: Sendable {
-    let personality: Personality
     /// Random per server, so ids from two fakes in one test never collide.
     let idPrefix: String
     /// Random per server, 16 hex digits, for `x-request-id`.
@@ -41,9 +49,12 @@ final class ProviderState: Sendable {
         var aborted = 0
         var resets = 0
         var byStatus: [Int: Int] = [:]
+        var byAPI: [ProviderAPI: Int] = [:]
+        var byModel: [String: Int] = [:]
     }
 
     private struct State {
+        var personality: Personality
         var script: [FaultStep] = []
         var rng: SplitMix64
         var counters = Counters()
@@ -59,12 +70,27 @@ final class ProviderState: Sendable {
     private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
 
     init(personality: Personality) {
-        self.personality = personality
         var system = SystemRandomNumberGenerator()
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
         idPrefix = String((0..<16).map { _ in alphabet[Int(system.next() % UInt64(alphabet.count))] })
         hexPrefix = OpenAIWire.hex(system.next())
-        state = Mutex(State(rng: SplitMix64(seed: personality.seed), windowStart: .now()))
+        let rng = SplitMix64(seed: personality.seed)
+        state = Mutex(State(personality: personality, rng: rng, windowStart: .now()))
+    }
+
+    // MARK: Personality
+
+    var personality: Personality {
+        state.withLock { $0.personality }
+    }
+
+    /// Answers with `personality` from the next request on, its fault generator freshly seeded; the script,
+    /// the stats and the rate-limit window are kept.
+    func setPersonality(_ personality: Personality) {
+        state.withLock { state in
+            state.personality = personality
+            state.rng = SplitMix64(seed: personality.seed)
+        }
     }
 
     // MARK: Script
@@ -86,21 +112,43 @@ final class ProviderState: Sendable {
 
     // MARK: Requests
 
-    /// Counts a chat request as received and in flight.
-    func beginChat() -> ChatTicket {
+    /// Counts a chat request to `api` as received and in flight, and says how the personality admits it and
+    /// what the rate limits are before it is charged.
+    func beginChat(api: ProviderAPI) -> (ticket: ChatTicket, admission: Admission, limits: RateLimitSnapshot) {
         state.withLock { state in
             state.counters.requests += 1
+            state.counters.byAPI[api, default: 0] += 1
             state.inFlight += 1
             state.sequence += 1
-            return ChatTicket(generation: state.generation, sequence: state.sequence)
+            let personality = state.personality
+            let admission = Admission(
+                requiredKey: personality.requiredAPIKey,
+                downStep: personality.down ? FaultStep(status: 503).overlaid(on: personality.defaultStep) : nil
+            )
+            Self.rollWindow(&state)
+            let limits = Self.snapshot(state, personality)
+            return (ChatTicket(generation: state.generation, sequence: state.sequence), admission, limits)
         }
     }
 
-    /// Picks the step for an accepted request (script first, then the personality) and charges the simulated
-    /// rate-limit window with one request and `tokens` tokens.
-    func decide(tokens: Int) -> (step: FaultStep, limits: RateLimitSnapshot) {
-        let personality = self.personality
-        return state.withLock { state in
+    /// Counts the model a request asked for, for requests that are refused or answered without `decide`.
+    func recordModel(_ model: String, for ticket: ChatTicket) {
+        state.withLock { state in
+            guard state.generation == ticket.generation else { return }
+            state.counters.byModel[model, default: 0] += 1
+        }
+    }
+
+    /// Picks the step for an accepted request (script first, then the personality), counts its model and
+    /// charges the simulated rate-limit window with one request and `tokens` tokens.
+    func decide(
+        tokens: Int, model: String, for ticket: ChatTicket
+    ) -> (step: FaultStep, limits: RateLimitSnapshot) {
+        state.withLock { state in
+            let personality = state.personality
+            if state.generation == ticket.generation {
+                state.counters.byModel[model, default: 0] += 1
+            }
             let chosen: FaultStep
             if !state.script.isEmpty {
                 chosen = state.script.removeFirst().overlaid(on: personality.defaultStep)
@@ -123,15 +171,6 @@ final class ProviderState: Sendable {
             state.windowRequests += 1
             state.windowTokens += tokens
             return (chosen, Self.snapshot(state, personality))
-        }
-    }
-
-    /// Rate-limit values without charging anything, for answers given before a request is accepted.
-    func currentLimits() -> RateLimitSnapshot {
-        let personality = self.personality
-        return state.withLock { state in
-            Self.rollWindow(&state)
-            return Self.snapshot(state, personality)
         }
     }
 
@@ -162,13 +201,19 @@ final class ProviderState: Sendable {
             for (status, count) in state.counters.byStatus {
                 byStatus[String(status)] = count
             }
+            var byAPI: [String: Int] = [:]
+            for (api, count) in state.counters.byAPI {
+                byAPI[api.rawValue] = count
+            }
             return FakeProviderStats(
                 requests: state.counters.requests,
                 completed: state.counters.completed,
                 aborted: state.counters.aborted,
                 resets: state.counters.resets,
                 inFlight: state.inFlight,
-                byStatus: byStatus
+                byStatus: byStatus,
+                byAPI: byAPI,
+                byModel: state.counters.byModel
             )
         }
     }
@@ -184,12 +229,11 @@ final class ProviderState: Sendable {
     /// Zeroes the counters, clears the script, reseeds the fault generator and empties the rate-limit window:
     /// as if freshly started.
     func resetAll() {
-        let seed = personality.seed
         state.withLock { state in
             state.counters = Counters()
             state.generation += 1
             state.script.removeAll()
-            state.rng = SplitMix64(seed: seed)
+            state.rng = SplitMix64(seed: state.personality.seed)
             state.windowStart = .now()
             state.windowRequests = 0
             state.windowTokens = 0

@@ -2,8 +2,8 @@
 enum ResponseAction {
     /// Pause; the handler schedules the rest on the event loop.
     case wait(milliseconds: Int)
-    /// The status line and headers; `openai-processing-ms` is added when it is written.
-    case head(status: Int, headers: [(String, String)])
+    /// The status line and headers; the timing header is added when it is written.
+    case head(status: Int, headers: [(String, String)], timing: TimingHeader)
     case body(String)
     /// Close the connection with a TCP reset, leaving the response unfinished.
     case reset
@@ -12,79 +12,93 @@ enum ResponseAction {
 }
 
 /// The whole answer to one chat request, worked out before the first byte is written, so the handler only
-/// walks a list. Pure: everything it needs is passed in.
+/// walks a list. Pure: everything it needs is passed in, and the provider's dialect says what each part looks
+/// like; the faults are placed the same way for every provider.
 struct ResponsePlan {
     var actions: [ResponseAction]
     /// Streams flush after every event; plain answers flush once at the end.
     var flushEachBody: Bool
 
-    /// Identity and limits shared by every answer to one request.
+    /// Identity, time and limits shared by every answer to one request.
     struct Envelope {
-        var completionID: String
-        var requestID: String
+        /// Per-server request number, the source of every id.
+        var sequence: UInt64
+        /// 16 random alphanumerics per server, so ids from two fakes never collide.
+        var idPrefix: String
+        /// 16 random hex digits per server.
+        var hexPrefix: String
+        /// When the request arrived, in seconds since 1970.
         var created: Int
         var limits: RateLimitSnapshot
+
+        /// `chatcmpl-` and 29 alphanumerics, like OpenAI's completion ids.
+        var completionID: String { OpenAIWire.completionID(prefix: idPrefix, sequence: sequence) }
+        /// `req_` and 32 hex digits, like OpenAI's `x-request-id`.
+        var requestID: String { OpenAIWire.requestID(prefix: hexPrefix, sequence: sequence) }
     }
 
-    /// An answer that is an error from the start (bad key, bad body): no faults apply.
-    static func error(_ error: OpenAIError, envelope: Envelope, step: FaultStep = FaultStep()) -> ResponsePlan {
+    /// An answer that is an error from the start (bad key, bad body): only the timing and breakage faults of
+    /// `step` apply.
+    static func error(
+        _ error: WireError, envelope: Envelope, step: FaultStep = FaultStep(), dialect: some ProviderDialect
+    ) -> ResponsePlan {
+        var envelope = envelope
+        if error.rateLimited {
+            envelope.limits.remainingRequests = 0
+            envelope.limits.resetRequestsMs = retryAfterMs(step) ?? 1000
+        }
         var actions: [ResponseAction] = []
-        appendWhole(error: error, envelope: envelope, step: step, to: &actions)
+        appendWhole(
+            status: error.status, contentType: error.contentType, body: error.body, envelope: envelope, step: step,
+            dialect: dialect, to: &actions
+        )
         return ResponsePlan(actions: actions, flushEachBody: false)
     }
 
     /// The answer to an accepted request, shaped by `step`.
-    static func answer(step: FaultStep, request: ChatRequest, envelope: Envelope) -> ResponsePlan {
+    static func answer(
+        step: FaultStep, request: ChatRequest, envelope: Envelope, dialect: some ProviderDialect
+    ) -> ResponsePlan {
         let status = step.status.map { (200...599).contains($0) ? $0 : 500 } ?? 200
         guard status == 200 else {
-            let error = OpenAIError.scripted(
-                status: status,
-                code: step.errorCode,
-                context: OpenAIError.Context(
-                    model: request.model,
-                    promptTokens: request.promptTokens,
-                    rateLimitRequests: envelope.limits.limitRequests,
-                    retryAfterMs: Self.retryAfterMs(step)
-                )
+            let error = dialect.error(
+                status: status, code: step.errorCode,
+                context: context(request: request, envelope: envelope, wait: retryAfterMs(step))
             )
-            return Self.error(error, envelope: envelope, step: step)
+            return Self.error(error, envelope: envelope, step: step, dialect: dialect)
         }
         let content = step.content ?? "Echo: " + request.lastUserText
         let usage = Usage(promptTokens: request.promptTokens, completionTokens: ChatRequest.wordCount(content))
         if request.stream {
-            return stream(step: step, request: request, content: content, usage: usage, envelope: envelope)
+            return stream(
+                step: step, request: request, content: content, envelope: envelope,
+                writer: dialect.writer(usage: usage, request: request, envelope: envelope), dialect: dialect
+            )
         }
-        var actions: [ResponseAction] = []
-        let body = OpenAIWire.completion(
-            id: envelope.completionID, created: envelope.created, model: request.model, content: content,
-            usage: usage
+        let (contentType, body) = dialect.completion(
+            content: content, usage: usage, request: request, envelope: envelope
         )
+        var actions: [ResponseAction] = []
         appendWhole(
-            status: 200, contentType: "application/json", body: body, envelope: envelope, step: step, to: &actions
+            status: 200, contentType: contentType, body: body, envelope: envelope, step: step, dialect: dialect,
+            to: &actions
         )
         return ResponsePlan(actions: actions, flushEachBody: false)
     }
 
-    // MARK: Whole bodies
-
-    private static func appendWhole(
-        error: OpenAIError, envelope: Envelope, step: FaultStep, to actions: inout [ResponseAction]
-    ) {
-        var envelope = envelope
-        if error.code == "rate_limit_exceeded" {
-            envelope.limits.remainingRequests = 0
-            envelope.limits.resetRequestsMs = retryAfterMs(step) ?? 1000
-        }
-        let (contentType, text) = error.body
-        appendWhole(
-            status: error.status, contentType: contentType, body: text, envelope: envelope, step: step, to: &actions
+    private static func context(request: ChatRequest, envelope: Envelope, wait: Int?) -> ErrorContext {
+        ErrorContext(
+            model: request.model, promptTokens: request.promptTokens,
+            rateLimitRequests: envelope.limits.limitRequests, retryAfterMs: wait
         )
     }
+
+    // MARK: Whole bodies
 
     /// A body sent with `content-length`, possibly delayed, truncated (`malformed_json`) or cut by a reset.
     private static func appendWhole(
         status: Int, contentType: String, body: String, envelope: Envelope, step: FaultStep,
-        to actions: inout [ResponseAction]
+        dialect: some ProviderDialect, to actions: inout [ResponseAction]
     ) {
         if let delay = step.delayFirstByteMs, delay > 0 {
             actions.append(.wait(milliseconds: delay))
@@ -97,9 +111,9 @@ struct ResponsePlan {
         if step.malformedJSON == true, status == 200 {
             body = truncated(body)
         }
-        var headers = headers(contentType: contentType, envelope: envelope, step: step)
+        var headers = dialect.headers(contentType: contentType, envelope: envelope, step: step)
         headers.append(("content-length", String(body.utf8.count)))
-        actions.append(.head(status: status, headers: headers))
+        actions.append(.head(status: status, headers: headers, timing: dialect.timing))
         if step.resetAfterChunks != nil {
             actions.append(.body(truncated(body)))
             actions.append(.reset)
@@ -111,25 +125,30 @@ struct ResponsePlan {
 
     // MARK: Streams
 
-    private static func stream(
-        step: FaultStep, request: ChatRequest, content: String, usage: Usage, envelope: Envelope
+    private static func stream<D: ProviderDialect>(
+        step: FaultStep, request: ChatRequest, content: String, envelope: Envelope, writer: D.Writer, dialect: D
     ) -> ResponsePlan {
-        let writer = OpenAIWire.ChunkWriter(
-            id: envelope.completionID, created: envelope.created, model: request.model,
-            includeUsage: request.includeUsage, includeObfuscation: request.includeObfuscation
-        )
+        var writer = writer
+        let framing = writer.framing
         let pieces = Self.pieces(of: content, count: step.chunks)
         let interval = max(0, step.chunkIntervalMs ?? 0)
         var malformedPending = step.malformedJSON == true
+        var sentAny = false
         var actions: [ResponseAction] = []
 
-        func send(_ payload: String) {
-            var payload = payload
+        func emit(_ event: SSEEvent) {
+            actions.append(.body(framing.frame(event, first: !sentAny)))
+            sentAny = true
+        }
+
+        // Content and the first closing event may be the one `malformed_json` cuts short.
+        func send(_ event: SSEEvent) {
+            var event = event
             if malformedPending {
                 malformedPending = false
-                payload = truncated(payload)
+                event.data = truncated(event.data)
             }
-            actions.append(.body(OpenAIWire.event(payload)))
+            emit(event)
         }
 
         // After `sent` content chunks: stall, reset or error event if the step asks for it at that point.
@@ -148,15 +167,14 @@ struct ResponsePlan {
                 return false
             }
             if hits(step.errorAfterChunks) {
-                let error = OpenAIError.scripted(
-                    status: 500,
-                    code: step.errorCode,
-                    context: OpenAIError.Context(
-                        model: request.model, promptTokens: request.promptTokens,
-                        rateLimitRequests: envelope.limits.limitRequests, retryAfterMs: nil
-                    )
+                let error = dialect.streamError(
+                    code: step.errorCode, context: context(request: request, envelope: envelope, wait: nil)
                 )
-                actions.append(.body(OpenAIWire.event(error.compactJSON)))
+                emit(error.event)
+                let trailer = framing.trailer(empty: false)
+                if !trailer.isEmpty {
+                    actions.append(.body(trailer))
+                }
                 actions.append(.end)
                 return false
             }
@@ -166,11 +184,9 @@ struct ResponsePlan {
         if let delay = step.delayFirstByteMs, delay > 0 {
             actions.append(.wait(milliseconds: delay))
         }
-        actions.append(
-            .head(status: 200, headers: headers(contentType: "text/event-stream; charset=utf-8", envelope: envelope,
-                                                step: step))
-        )
-        actions.append(.body(OpenAIWire.event(writer.role)))
+        let headers = dialect.headers(contentType: writer.contentType, envelope: envelope, step: step)
+        actions.append(.head(status: 200, headers: headers, timing: dialect.timing))
+        writer.opening.forEach(emit)
         for (index, piece) in pieces.enumerated() {
             guard faults(afterSent: index) else { return ResponsePlan(actions: actions, flushEachBody: true) }
             if interval > 0 {
@@ -182,11 +198,17 @@ struct ResponsePlan {
         if interval > 0 {
             actions.append(.wait(milliseconds: interval))
         }
-        send(writer.finish)
-        if request.includeUsage {
-            actions.append(.body(OpenAIWire.event(writer.usage(usage))))
+        for (index, event) in writer.closing.enumerated() {
+            if index == 0 {
+                send(event)
+            } else {
+                emit(event)
+            }
         }
-        actions.append(.body(OpenAIWire.done))
+        let trailer = framing.trailer(empty: !sentAny)
+        if !trailer.isEmpty {
+            actions.append(.body(trailer))
+        }
         actions.append(.end)
         return ResponsePlan(actions: actions, flushEachBody: true)
     }
@@ -227,36 +249,12 @@ struct ResponsePlan {
     }
 
     /// The wait the step announces: `retry-after-ms`, else `Retry-After` when it is in seconds.
-    private static func retryAfterMs(_ step: FaultStep) -> Int? {
+    static func retryAfterMs(_ step: FaultStep) -> Int? {
         step.retryAfterMs ?? step.retryAfter.flatMap { Int($0) }.map { $0 * 1000 }
     }
 
     /// The first half of `text`: valid HTTP framing around JSON that does not parse.
     private static func truncated(_ text: String) -> String {
         String(decoding: text.utf8.prefix(text.utf8.count / 2), as: UTF8.self)
-    }
-
-    // MARK: Headers
-
-    private static func headers(contentType: String, envelope: Envelope, step: FaultStep) -> [(String, String)] {
-        let limits = envelope.limits
-        var headers: [(String, String)] = [
-            ("content-type", contentType),
-            ("x-request-id", envelope.requestID),
-            ("openai-version", "2020-10-01"),
-            ("x-ratelimit-limit-requests", String(limits.limitRequests)),
-            ("x-ratelimit-limit-tokens", String(limits.limitTokens)),
-            ("x-ratelimit-remaining-requests", String(limits.remainingRequests)),
-            ("x-ratelimit-remaining-tokens", String(limits.remainingTokens)),
-            ("x-ratelimit-reset-requests", OpenAIWire.duration(milliseconds: limits.resetRequestsMs)),
-            ("x-ratelimit-reset-tokens", OpenAIWire.duration(milliseconds: limits.resetTokensMs)),
-        ]
-        if let retryAfter = step.retryAfter {
-            headers.append(("retry-after", retryAfter))
-        }
-        if let retryAfterMs = step.retryAfterMs {
-            headers.append(("retry-after-ms", String(retryAfterMs)))
-        }
-        return headers
     }
 }

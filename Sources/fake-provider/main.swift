@@ -11,14 +11,16 @@ import Glibc
 import Darwin
 #endif
 
-/// Runs the fake OpenAI provider as a process, for end-to-end tests and the benchmark.
+/// Runs the fake provider as a process, for end-to-end tests and the benchmark. It speaks OpenAI, Anthropic,
+/// Gemini and Azure OpenAI on their real paths, all on one port.
 ///
-/// Prints one JSON line with the port and base URL to stdout once it listens, then serves until SIGTERM or
-/// SIGINT and exits 0. Diagnostics go to stderr; requests are never logged.
+/// Prints one JSON line with the port, the OpenAI base URL and the origin (the base URL the other providers'
+/// SDKs take) to stdout once it listens, then serves until SIGTERM or SIGINT and exits 0. Diagnostics go to
+/// stderr; requests are never logged.
 struct FakeProviderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fake-provider",
-        abstract: "A fake OpenAI chat-completions provider with scripted faults."
+        abstract: "A fake LLM provider (OpenAI, Anthropic, Gemini, Azure OpenAI wire formats) with scripted faults."
     )
 
     @Option(help: "Address to listen on.")
@@ -32,6 +34,9 @@ struct FakeProviderCommand: AsyncParsableCommand {
 
     @Option(help: "Seed for the personality's fault generator (overrides the file's seed).")
     var seed: UInt64?
+
+    @Flag(help: "Start down: every chat request gets 503 until POST /_fake/personality brings it back.")
+    var down = false
 
     @Option(help: "Event loop threads.")
     var threads = 1
@@ -57,6 +62,9 @@ struct FakeProviderCommand: AsyncParsableCommand {
         if let seed {
             chosen.seed = seed
         }
+        if down {
+            chosen.down = true
+        }
 
         // Ignore the default dispositions first, so a signal that arrives while starting is not fatal.
         signal(SIGTERM, SIG_IGN)
@@ -74,7 +82,8 @@ struct FakeProviderCommand: AsyncParsableCommand {
         let provider = try await FakeProvider.start(
             host: host, port: port, personality: chosen, eventLoopGroup: group
         )
-        let line = "{\"port\": \(provider.port), \"base_url\": \"\(provider.baseURL)\"}\n"
+        let line = "{\"port\": \(provider.port), \"base_url\": \"\(provider.baseURL)\", "
+            + "\"origin\": \"\(provider.origin)\"}\n"
         FileHandle.standardOutput.write(Data(line.utf8))
 
         for await _ in stopRequests {
