@@ -117,8 +117,11 @@ public struct OpenAIAdapter: ProviderAdapter {
         return u
     }
 
+    /// The error's `type` and `code`; a numeric code (Azure and some OpenAI-compatible servers send `"code": 429`)
+    /// is read as its digits.
     static func errorTypeAndCode(_ scanner: JSONScanner, _ range: Range<Int>) -> (String?, String?) {
-        (scanner.member(range, "type").flatMap(scanner.string), scanner.member(range, "code").flatMap(scanner.string))
+        let code = scanner.member(range, "code").flatMap { scanner.string($0) ?? scanner.int($0).map(String.init) }
+        return (scanner.member(range, "type").flatMap(scanner.string), code)
     }
 
     static func suffix(_ type: String?, _ code: String?) -> String {
