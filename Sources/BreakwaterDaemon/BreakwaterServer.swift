@@ -38,7 +38,8 @@ public final class BreakwaterServer: Service, Sendable {
     public func run() async throws {
         let engine = try CurlEngine()
         defer { engine.shutdown() }
-        let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger)
+        let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger,
+                                   resilience: ResilienceRegistry(logger: logger))
         let quiesce = ServerQuiescingHelper(group: group)
         let limits = shared.limits
         let bootstrap = ServerBootstrap(group: group)

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOExtras
 import Providers
+import Resilience
 import Synchronization
 
 /// Everything a connection needs from the daemon; shared by all connections.
@@ -16,8 +17,9 @@ final class DaemonContext: Sendable {
     let logger: Logger
     let drainTimeout: Duration
     let defaultCallTimeout: Duration
+    let resilience: ResilienceRegistry
 
-    init(router: Router, engine: CurlEngine, stats: DaemonStats, logger: Logger) {
+    init(router: Router, engine: CurlEngine, stats: DaemonStats, logger: Logger, resilience: ResilienceRegistry) {
         self.router = router
         self.engine = engine
         let l = router.config.limits
@@ -27,6 +29,7 @@ final class DaemonContext: Sendable {
         self.logger = logger
         self.drainTimeout = l.drainTimeout
         self.defaultCallTimeout = l.defaultCallTimeout
+        self.resilience = resilience
     }
 }
 
@@ -47,7 +50,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private let shared: DaemonContext
     private var phase = Phase.awaitingHello
     private var pending: [StreamID: Pending] = [:]
-    private var running: [StreamID: UpstreamCall] = [:]
+    private var running: [StreamID: CallDriver] = [:]
     private var highestStreamID: StreamID = 0
     private var inputClosed = false
     private var context: ChannelHandlerContext?
@@ -180,7 +183,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             ), promise: nil)
             closeIfIdle(context: context)
         }
-        guard let chain = shared.router.routes[request.route], let target = chain.first else {
+        guard let route = shared.router.routes[request.route], !route.chain.isEmpty else {
             return refuse(.unknownRoute, "no route named \"\(request.route)\"")
         }
         var chat: ChatRequest
@@ -191,40 +194,19 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         // The REQUEST frame's flag decides streaming, whatever the body says.
         chat.stream = request.stream
-        guard let apiKey = target.provider.apiKey else {
-            return refuse(.noCredential, "provider \(target.provider.name) has no API key configured")
-        }
-        let http: ProviderHTTPRequest
-        do {
-            http = try target.provider.adapter.makeRequest(chat, model: target.model, apiKey: apiKey.value)
-        } catch {
-            return refuse(.badRequest, error.message)
-        }
-        let t = target.provider.config.timeouts
-        let deadline = request.timeoutMs.map { Duration.milliseconds(Int64($0)) } ?? shared.defaultCallTimeout
-        let call = UpstreamCall(
-            streamID: id, requestID: requestID, target: target, stream: request.stream,
-            maxFramePayload: Int(shared.limits.maxFramePayload),
-            sink: NIOLoopBound(self, eventLoop: context.eventLoop), eventLoop: context.eventLoop,
-            logger: shared.logger
-        )
-        running[id] = call
+        let timeout = request.timeoutMs.map { Duration.milliseconds(Int64($0)) } ?? shared.defaultCallTimeout
+        let driver = CallDriver(
+            streamID: id, requestID: requestID, chat: chat, stream: request.stream, chain: route.chain,
+            fallback: route.fallback, deadline: shared.resilience.clock.now() + timeout, shared: shared,
+            eventLoop: context.eventLoop, connection: self)
+        running[id] = driver
         shared.stats.callsStarted.add(1, ordering: .relaxed)
         shared.stats.callsInFlight.add(1, ordering: .relaxed)
-        call.transferID = shared.engine.start(
-            HTTPRequest(
-                method: "POST", url: http.url, headers: http.headers.map { HTTPHeader(name: $0.name, value: $0.value) },
-                body: http.body,
-                timeouts: TransferTimeouts(connect: t.connect, firstByte: t.firstByte, idle: t.idle,
-                                           total: min(t.total, deadline)),
-                httpVersion: target.provider.httpVersion, caFile: target.provider.config.caFile
-            ),
-            delegate: call
-        )
+        driver.start()
     }
 
-    /// Frames from an upstream call, on this event loop. Frames for a call no longer running are dropped.
-    func deliver(streamID: StreamID, frames: [Frame], final: Bool) {
+    /// Frames of a call, on this event loop. Frames for a call no longer running (cancelled) are dropped.
+    func write(_ frames: [Frame], streamID: StreamID, final: Bool) {
         guard let context, running[streamID] != nil else { return }
         for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
         context.flush()
@@ -241,7 +223,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func cancel(_ id: StreamID, context: ChannelHandlerContext) {
         if pending.removeValue(forKey: id) == nil {
             guard let call = running.removeValue(forKey: id) else { return }  // already ended: nothing to do
-            if let t = call.transferID { shared.engine.cancel(t) }
+            call.cancel()
             shared.stats.callsInFlight.subtract(1, ordering: .relaxed)
         }
         context.writeAndFlush(wrapOutboundOut(
@@ -252,7 +234,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func cancelAll() {
         for call in running.values {
-            if let t = call.transferID { shared.engine.cancel(t) }
+            call.cancel()
             shared.stats.callsInFlight.subtract(1, ordering: .relaxed)
         }
         running.removeAll()

@@ -1,14 +1,22 @@
 import Config
 import CurlTransport
 import Providers
+import Resilience
 
 /// A configured provider ready to call: its adapter, transport settings and API key.
 struct ProviderRuntime: Sendable {
     let name: String
     let config: ProviderConfig
     let adapter: any ProviderAdapter
-    /// Nil when neither the credential file nor the environment variable has a key.
-    let apiKey: Secret?
+    /// Every key found for the provider, in order; they rotate. Empty when none could be found.
+    let apiKeys: [Secret]
+
+    var apiKey: Secret? { apiKeys.first }
+
+    var retry: RetryPolicy { config.retry }
+    var classifier: ErrorClassifier { config.classifier }
+    var breaker: BreakerPolicy { config.breaker }
+    var retryBudget: RetryBudgetSettings { config.retryBudget }
 
     var httpVersion: HTTPVersion {
         switch config.httpVersion {
@@ -25,9 +33,15 @@ struct ResolvedTarget: Sendable {
     let model: String
 }
 
+/// A route ready to walk.
+struct ResolvedRoute: Sendable {
+    let chain: [ResolvedTarget]
+    let fallback: FallbackPolicy
+}
+
 /// The config turned into what the request path needs: routes resolved to providers, keys loaded.
 public struct Router: Sendable {
-    let routes: [String: [ResolvedTarget]]
+    let routes: [String: ResolvedRoute]
     public let config: BreakwaterConfig
 
     public init(config: BreakwaterConfig, environment: [String: String]) {
@@ -35,19 +49,31 @@ public struct Router: Sendable {
         var providers: [String: ProviderRuntime] = [:]
         for (name, p) in config.providers {
             providers[name] = ProviderRuntime(
-                name: name, config: p, adapter: OpenAIAdapter(baseURL: p.baseURL),
-                apiKey: CredentialResolver.apiKey(for: p, environment: environment)
+                name: name, config: p, adapter: Self.adapter(for: p),
+                apiKeys: CredentialResolver.apiKeys(for: p, environment: environment)
             )
         }
-        var routes: [String: [ResolvedTarget]] = [:]
-        for (name, chain) in config.routes {
-            routes[name] = chain.compactMap { t in providers[t.provider].map { ResolvedTarget(provider: $0, model: t.model) } }
+        var routes: [String: ResolvedRoute] = [:]
+        for (name, route) in config.routes {
+            let chain = route.targets.compactMap { t in
+                providers[t.provider].map { ResolvedTarget(provider: $0, model: t.model) }
+            }
+            routes[name] = ResolvedRoute(chain: chain, fallback: route.fallback)
         }
         self.routes = routes
     }
 
+    static func adapter(for p: ProviderConfig) -> any ProviderAdapter {
+        switch p.kind {
+        case .openai: OpenAIAdapter(baseURL: p.baseURL)
+        case .anthropic: AnthropicAdapter(baseURL: p.baseURL, version: p.apiVersion ?? "2023-06-01")
+        case .gemini: GeminiAdapter(baseURL: p.baseURL)
+        case .azure: AzureOpenAIAdapter(baseURL: p.baseURL, apiVersion: p.apiVersion ?? "2024-10-21")
+        }
+    }
+
     /// Provider names that have no API key, for a start-up warning (names only, never values).
     public var providersWithoutKey: [String] {
-        Set(routes.values.flatMap { $0 }.filter { $0.provider.apiKey == nil }.map(\.provider.name)).sorted()
+        Set(routes.values.flatMap(\.chain).filter { $0.provider.apiKey == nil }.map(\.provider.name)).sorted()
     }
 }

@@ -1,11 +1,26 @@
 import BreakwaterWire
 import CurlTransport
-import Logging
+import Foundation
 import NIOCore
 import Providers
+import Resilience
 
-/// One call's upstream attempt: turns libcurl's callbacks (on the engine thread) into protocol frames and hands
-/// them to the connection's event loop.
+/// How one upstream attempt ended, as the call driver needs it.
+struct AttemptResult: Sendable {
+    var outcome: AttemptOutcome
+    /// For success: RESPONSE (unless a stream already sent it), DATA, TRAILERS. For a failure after bytes reached
+    /// the app: the error TRAILERS. Empty for a failure before any byte reached the app (the driver decides).
+    var frames: [Frame]
+    /// A readable, secret-free reason for a failure.
+    var reason: String
+    var upstreamStatus: Int?
+    var rateLimit: RateLimitInfo
+    var duration: Duration
+    var usage: Usage?
+}
+
+/// One upstream attempt: turns libcurl's callbacks (on the engine thread) into protocol frames and outcomes, and
+/// hands them to the call's driver on the connection's event loop.
 ///
 /// `@unchecked Sendable`: the mutable fields below are touched only from the curl engine's thread, which calls a
 /// transfer's delegate methods one at a time and in order; everything else is immutable.
@@ -14,14 +29,16 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     let requestID: String
     let target: ResolvedTarget
     let stream: Bool
+    let attemptNumber: Int
     let maxFramePayload: Int
-    let sink: NIOLoopBound<ConnectionHandler>
+    let driver: NIOLoopBound<CallDriver>
     let eventLoop: any EventLoop
-    let logger: Logger
+    let startedAt = ContinuousClock.now
     var transferID: TransferID?
 
     // Engine-thread state.
     private var status = 0
+    private var headers: [HTTPHeader] = []
     private var body: [UInt8] = []
     private var parser = SSEParser()
     private var translator: any StreamTranslator
@@ -30,16 +47,16 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     private var usage: Usage?
     private var streamError: ProviderError?
 
-    init(streamID: StreamID, requestID: String, target: ResolvedTarget, stream: Bool, maxFramePayload: Int,
-         sink: NIOLoopBound<ConnectionHandler>, eventLoop: any EventLoop, logger: Logger) {
+    init(streamID: StreamID, requestID: String, target: ResolvedTarget, stream: Bool, attemptNumber: Int,
+         maxFramePayload: Int, driver: NIOLoopBound<CallDriver>, eventLoop: any EventLoop) {
         self.streamID = streamID
         self.requestID = requestID
         self.target = target
         self.stream = stream
+        self.attemptNumber = attemptNumber
         self.maxFramePayload = maxFramePayload
-        self.sink = sink
+        self.driver = driver
         self.eventLoop = eventLoop
-        self.logger = logger
         self.translator = target.provider.adapter.makeStreamTranslator(model: target.model)
     }
 
@@ -47,6 +64,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
 
     func transferDidReceiveHead(status: Int, headers: [HTTPHeader]) {
         self.status = status
+        self.headers = headers
     }
 
     func transferDidReceiveBody(_ bytes: [UInt8]) {
@@ -60,7 +78,11 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
             take(translator.translate(event), into: &frames)
             if sawDone || streamError != nil { break }
         }
-        if !frames.isEmpty { send(frames, final: false) }
+        if !frames.isEmpty {
+            let driver = self.driver
+            let ready = frames
+            eventLoop.execute { driver.value.attemptProgress(ready) }
+        }
     }
 
     /// Applies canonical stream pieces: chunks become DATA frames (RESPONSE first), `.done` and `.error` end it.
@@ -84,59 +106,61 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     }
 
     func transferDidComplete(_ result: Result<Void, TransportError>) {
-        send(finalFrames(result), final: true)
+        guard let outcome = finalResult(result) else { return }  // cancelled: the driver already moved on
+        let driver = self.driver
+        eventLoop.execute { driver.value.attemptFinished(outcome) }
     }
 
-    private func finalFrames(_ result: Result<Void, TransportError>) -> [Frame] {
+    private func finalResult(_ result: Result<Void, TransportError>) -> AttemptResult? {
+        let duration = ContinuousClock.now - startedAt
+        let rateLimit = RateLimitHeaders.parse(headers.map { ($0.name, $0.value) },
+                                               wallNow: Date().timeIntervalSince1970)
+        func failure(_ outcome: AttemptOutcome, _ reason: String, status: Int? = nil) -> AttemptResult {
+            // After bytes reached the app nothing can be retried: the stream ends with an explicit error.
+            let frames = sentResponse
+                ? [CallTrailers(error: .streamInterrupted, message: "stream cut after it began: " + reason)
+                    .frame(streamID: streamID)]
+                : []
+            return AttemptResult(outcome: outcome, frames: frames, reason: reason, upstreamStatus: status,
+                                 rateLimit: rateLimit, duration: duration, usage: usage)
+        }
         if case .failure(let error) = result {
-            if case .cancelled = error.kind { return [] }  // the connection already answered the CANCEL
-            let (code, message) = Self.describe(error, provider: target.provider.name)
-            // curl's own error text names host and port only; request headers and bodies never reach it.
-            logger.notice("upstream attempt failed", metadata: [
-                "request_id": "\(requestID)", "provider": "\(target.provider.name)", "model": "\(target.model)",
-                "error": "\(error.kind)", "curl_code": "\(error.curlCode.map(String.init) ?? "-")",
-                "detail": "\(error.detail)",
-            ])
-            return failure(code, message)
+            if case .cancelled = error.kind { return nil }
+            return failure(.transport(Self.transportFailure(error)), Self.describe(error))
         }
         if streaming {
             var frames: [Frame] = []
             if streamError == nil, !sawDone { take(translator.finish(), into: &frames) }
-            if let streamError { return frames + failure(Self.code(for: streamError), streamError.message) }
+            if let streamError {
+                return failure(.streamError(providerCode: streamError.providerCode), streamError.message)
+            }
             guard sawDone else {
-                return frames + failure(.streamInterrupted,
-                                        "provider \(target.provider.name) ended the stream before its end marker")
+                return failure(.transport(.connectionReset), "the stream ended before its end marker")
             }
-            if !sentResponse { return frames + [responseFrame(), trailers()] }
-            return frames + [trailers()]
+            if !sentResponse { frames.append(responseFrame()) }
+            return AttemptResult(outcome: .success, frames: frames + [trailers()], reason: "",
+                                 upstreamStatus: status, rateLimit: rateLimit, duration: duration, usage: usage)
         }
-        do throws(ProviderError) {
-            guard (200..<300).contains(status) else {
-                throw target.provider.adapter.error(status: status, body: body)
-            }
-            let parsed = try target.provider.adapter.parseResponse(status: status, body: body, model: target.model)
+        let adapter = target.provider.adapter
+        guard (200..<300).contains(status) else {
+            let e = adapter.error(status: status, body: body)
+            return failure(.status(status, providerCode: e.providerCode), e.message, status: status)
+        }
+        do {
+            let parsed = try adapter.parseResponse(status: status, body: body, model: target.model)
             usage = parsed.usage
-            return [responseFrame()] + dataFrames(parsed.body) + [trailers()]
+            return AttemptResult(outcome: .success,
+                                 frames: [responseFrame()] + dataFrames(parsed.body) + [trailers()],
+                                 reason: "", upstreamStatus: status, rateLimit: rateLimit, duration: duration,
+                                 usage: usage)
         } catch {
-            return failure(Self.code(for: error), error.message, upstreamStatus: status)
+            return failure(.transport(.malformedResponse), error.message, status: status)
         }
-    }
-
-    /// Before any byte reached the app the call fails with ERROR; after, with error TRAILERS, so a cut stream
-    /// never looks like a clean end.
-    private func failure(_ code: ErrorCode, _ message: String, upstreamStatus: Int? = nil) -> [Frame] {
-        if sentResponse {
-            return [CallTrailers(error: .streamInterrupted, message: "stream cut after it began: " + message)
-                .frame(streamID: streamID)]
-        }
-        let status = upstreamStatus.flatMap { (200..<300).contains($0) ? nil : UInt16(clamping: $0) }
-        return [ErrorMessage(code: code, message: message, upstreamStatus: status,
-                             provider: target.provider.name).frame(streamID: streamID)]
     }
 
     private func responseFrame() -> Frame {
         CallResponse(status: UInt16(clamping: status), provider: target.provider.name, model: target.model,
-                     attempts: 1, requestID: requestID).frame(streamID: streamID)
+                     attempts: UInt16(clamping: attemptNumber), requestID: requestID).frame(streamID: streamID)
     }
 
     private func trailers() -> Frame {
@@ -154,30 +178,24 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         }
     }
 
-    private func send(_ frames: [Frame], final: Bool) {
-        let sink = self.sink
-        let id = streamID
-        eventLoop.execute {
-            sink.value.deliver(streamID: id, frames: frames, final: final)
+    static func transportFailure(_ error: TransportError) -> TransportFailure {
+        switch error.kind {
+        case .connectFailed: .connectFailed
+        case .timedOut: .timeout
+        case .malformedResponse: .malformedResponse
+        case .connectionReset, .cancelled, .other: .connectionReset
         }
     }
 
-    static func code(for error: ProviderError) -> ErrorCode {
+    /// Secret-free: curl's error text names host and port only; request headers and bodies never reach it.
+    static func describe(_ error: TransportError) -> String {
         switch error.kind {
-        case .badRequest: .badRequest
-        case .upstreamStatus: .upstreamError
-        case .malformedResponse: .upstreamMalformed
-        }
-    }
-
-    static func describe(_ error: TransportError, provider: String) -> (ErrorCode, String) {
-        switch error.kind {
-        case .connectFailed: (.upstreamUnavailable, "cannot connect to provider \(provider)")
-        case .connectionReset: (.upstreamUnavailable, "provider \(provider) closed the connection mid-answer")
-        case .timedOut(let phase): (.timeout, "provider \(provider) timed out (\(phase))")
-        case .malformedResponse: (.upstreamMalformed, "provider \(provider) sent a malformed HTTP answer")
-        case .cancelled: (.cancelled, "call cancelled")
-        case .other: (.upstreamUnavailable, "transport error talking to provider \(provider)")
+        case .connectFailed: "cannot connect (\(error.detail))"
+        case .connectionReset: "connection closed mid-answer (\(error.detail))"
+        case .timedOut(let phase): "timed out (\(phase))"
+        case .malformedResponse: "malformed HTTP answer"
+        case .cancelled: "cancelled"
+        case .other: "transport error (\(error.detail))"
         }
     }
 }

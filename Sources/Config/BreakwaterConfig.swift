@@ -1,13 +1,15 @@
+import Resilience
+
 /// The daemon's whole configuration. Every field has a built-in default, so the daemon runs with no file at all.
 public struct BreakwaterConfig: Sendable, Equatable {
     /// Where the daemon binds its socket when systemd has not passed one.
     public var socketPath: String?
     public var limits = LimitsConfig()
     public var providers: [String: ProviderConfig]
-    public var routes: [String: [RouteTarget]]
+    public var routes: [String: RouteConfig]
 
     public init(socketPath: String? = nil, limits: LimitsConfig = LimitsConfig(),
-                providers: [String: ProviderConfig], routes: [String: [RouteTarget]]) {
+                providers: [String: ProviderConfig], routes: [String: RouteConfig]) {
         self.socketPath = socketPath
         self.limits = limits
         self.providers = providers
@@ -21,7 +23,7 @@ public struct BreakwaterConfig: Sendable, Equatable {
             kind: .openai, baseURL: "https://api.openai.com/v1",
             apiKeyCredential: "openai_api_key", apiKeyEnv: "OPENAI_API_KEY"
         )],
-        routes: ["default": [RouteTarget(provider: "openai", model: "gpt-4o-mini")]]
+        routes: ["default": RouteConfig(targets: [RouteTarget(provider: "openai", model: "gpt-4o-mini")])]
     )
 }
 
@@ -44,6 +46,14 @@ public struct ProviderConfig: Sendable, Equatable {
     public enum Kind: String, Sendable, Equatable, CaseIterable {
         /// OpenAI's chat-completions API, and any server compatible with it.
         case openai
+        /// Anthropic's Messages API (`base_url` like https://api.anthropic.com/v1; `api_version` is
+        /// `anthropic-version`, default 2023-06-01).
+        case anthropic
+        /// Google Gemini `generateContent` (`base_url` like https://generativelanguage.googleapis.com/v1beta).
+        case gemini
+        /// Azure OpenAI (`base_url` like https://RESOURCE.openai.azure.com; the route's model is the deployment;
+        /// `api_version` default 2024-10-21).
+        case azure
     }
 
     public enum HTTPVersion: String, Sendable, Equatable, CaseIterable {
@@ -62,8 +72,22 @@ public struct ProviderConfig: Sendable, Equatable {
     public var apiKeyEnv: String?
     public var httpVersion: HTTPVersion = .http2
     public var timeouts = TimeoutsConfig()
+    /// `retry_config:` retries, backoff and which statuses are retried.
+    public var retry = RetryPolicy()
+    /// The classification table (`retryable_status_codes`, `non_retryable_error_codes` under `retry_config:`).
+    public var classifier = ErrorClassifier()
+    /// `circuit_breaker:`, applied per (provider, model).
+    public var breaker = BreakerPolicy()
+    /// `retry_budget:`, host-wide for this provider.
+    public var retryBudget = RetryBudgetSettings()
+    /// `rate_limits: {rpm, tpm}` per API key.
+    public var rateLimits = KeyPool.Limits()
+    /// `api_keys:` more keys that rotate with the first (`api_key_credential`/`api_key_env`).
+    public var additionalKeys: [KeySource] = []
     /// A PEM file of CA certificates to trust for this provider instead of the system's (a private CA).
     public var caFile: String?
+    /// Azure OpenAI's `api-version`, or Anthropic's `anthropic-version` (`api_version`).
+    public var apiVersion: String?
 
     public init(kind: Kind, baseURL: String, apiKeyCredential: String? = nil, apiKeyEnv: String? = nil,
                 httpVersion: HTTPVersion = .http2, timeouts: TimeoutsConfig = TimeoutsConfig()) {
@@ -86,6 +110,40 @@ public struct TimeoutsConfig: Sendable, Equatable {
     public var total: Duration = .seconds(600)
 
     public init() {}
+}
+
+/// Where one API key comes from: a systemd credential name, else an environment variable.
+public struct KeySource: Sendable, Equatable {
+    public var credential: String?
+    public var env: String?
+
+    public init(credential: String? = nil, env: String? = nil) {
+        self.credential = credential
+        self.env = env
+    }
+}
+
+/// `retry_budget:` settings.
+public struct RetryBudgetSettings: Sendable, Equatable {
+    /// Retries may be at most this share of live calls (`ratio`).
+    public var ratio: Double = 0.2
+    /// Retries always allowed per second, so a quiet host can still retry (`min_retries_per_second`).
+    public var minRetriesPerSecond: Double = 2
+    /// The window calls and retries are counted over (`window`).
+    public var window: Duration = .seconds(10)
+
+    public init() {}
+}
+
+/// A route: an ordered chain of targets, never random, and which failures move on along it.
+public struct RouteConfig: Sendable, Equatable {
+    public var targets: [RouteTarget]
+    public var fallback: FallbackPolicy
+
+    public init(targets: [RouteTarget], fallback: FallbackPolicy = FallbackPolicy()) {
+        self.targets = targets
+        self.fallback = fallback
+    }
 }
 
 /// One step of a route's chain.

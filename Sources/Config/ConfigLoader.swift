@@ -1,4 +1,5 @@
 import Foundation
+import Resilience
 import Yams
 
 /// One problem in a config file, with where it is.
@@ -115,8 +116,9 @@ struct NodeReader {
         }
         // Cross-checks, each pointing at the offending node.
         if let routes = root.mapping?["routes"]?.mapping {
-            for (nameNode, chain) in routes {
+            for (nameNode, routeNode) in routes {
                 let name = nameNode.string ?? "?"
+                let chain = routeNode.mapping?["targets"] ?? routeNode
                 if chain.sequence?.isEmpty == true { issue(chain, "route \"\(name)\" has no targets") }
                 for target in chain.sequence ?? [] {
                     guard let providerNode = target.mapping?["provider"], let p = providerNode.string else { continue }
@@ -126,8 +128,8 @@ struct NodeReader {
                 }
             }
         } else if root.mapping?["providers"] != nil {
-            for (name, chain) in config.routes {
-                for t in chain where config.providers[t.provider] == nil {
+            for (name, route) in config.routes {
+                for t in route.targets where config.providers[t.provider] == nil {
                     issue(root.mapping?["providers"], "default route \"\(name)\" needs provider \"\(t.provider)\"")
                 }
             }
@@ -151,7 +153,8 @@ struct NodeReader {
 
     mutating func readProvider(_ node: Node, name: String) -> ProviderConfig? {
         let keys: Set = ["kind", "base_url", "api_key", "api_key_credential", "api_key_env", "http_version",
-                         "timeouts", "ca_file"]
+                         "timeouts", "ca_file", "api_version", "retry_config", "circuit_breaker", "retry_budget",
+                         "rate_limits", "api_keys"]
         var kind: ProviderConfig.Kind?
         var baseURL: String?
         var provider = ProviderConfig(kind: .openai, baseURL: "")
@@ -196,6 +199,35 @@ struct NodeReader {
                 }
             case "timeouts":
                 readTimeouts(v, into: &provider.timeouts, provider: name)
+            case "rate_limits":
+                for (k, _, lv) in entries(v, "provider \"\(name)\" rate_limits", allowed: ["rpm", "tpm"]) {
+                    guard let n = count(lv, k, min: 1) else { continue }
+                    if k == "rpm" { provider.rateLimits.rpm = Int(n) } else { provider.rateLimits.tpm = Int(n) }
+                }
+            case "api_keys":
+                guard let seq = v.sequence else {
+                    issue(v, "api_keys must be a list of {credential: NAME} or {env: VARIABLE}")
+                    continue
+                }
+                for item in seq {
+                    var source = KeySource()
+                    for (k, _, kv) in entries(item, "provider \"\(name)\" api_keys", allowed: ["credential", "env"]) {
+                        if k == "credential" { source.credential = string(kv, k) } else { source.env = string(kv, k) }
+                    }
+                    if source.credential == nil && source.env == nil {
+                        issue(item, "provider \"\(name)\": each api_keys entry needs credential or env")
+                    } else {
+                        provider.additionalKeys.append(source)
+                    }
+                }
+            case "api_version":
+                provider.apiVersion = string(v, key)
+            case "retry_config":
+                readRetry(v, into: &provider, name: name)
+            case "circuit_breaker":
+                readBreaker(v, into: &provider.breaker, name: name)
+            case "retry_budget":
+                readBudget(v, into: &provider.retryBudget, name: name)
             case "ca_file":
                 provider.caFile = string(v, key)
                 if let f = provider.caFile, !f.hasPrefix("/") {
@@ -234,10 +266,26 @@ struct NodeReader {
         }
     }
 
-    mutating func readRoute(_ node: Node, name: String) -> [RouteTarget] {
-        guard let seq = node.sequence else {
-            issue(node, "route \"\(name)\" must be a list of targets")
-            return []
+    /// A route is a list of targets, or a mapping with `targets` and `fallback_on`.
+    mutating func readRoute(_ node: Node, name: String) -> RouteConfig {
+        var fallback = FallbackPolicy()
+        var chainNode = node
+        if node.mapping != nil {
+            var targets: Node?
+            for (key, _, v) in entries(node, "route \"\(name)\"", allowed: ["targets", "fallback_on"]) {
+                if key == "targets" { targets = v } else if let kinds = failureKinds(v, "fallback_on") {
+                    fallback.fallbackOn = kinds
+                }
+            }
+            guard let targets else {
+                issue(node, "route \"\(name)\" needs targets")
+                return RouteConfig(targets: [])
+            }
+            chainNode = targets
+        }
+        guard let seq = chainNode.sequence else {
+            issue(chainNode, "route \"\(name)\" must be a list of targets")
+            return RouteConfig(targets: [])
         }
         var chain: [RouteTarget] = []
         for item in seq {
@@ -251,7 +299,113 @@ struct NodeReader {
             if model == nil { issue(item, "route \"\(name)\": target needs a model") }
             if let provider, let model { chain.append(RouteTarget(provider: provider, model: model)) }
         }
-        return chain
+        return RouteConfig(targets: chain, fallback: fallback)
+    }
+
+    mutating func failureKinds(_ node: Node, _ key: String) -> Set<FailureKind>? {
+        guard let seq = node.sequence else {
+            issue(node, "\(key) must be a list of: " + FailureKind.allCases.map(\.rawValue).joined(separator: ", "))
+            return nil
+        }
+        var kinds: Set<FailureKind> = []
+        for item in seq {
+            guard let s = item.string, let kind = FailureKind(rawValue: s) else {
+                issue(item, "\(key): unknown failure kind (expected one of: "
+                    + FailureKind.allCases.map(\.rawValue).joined(separator: ", ") + ")")
+                continue
+            }
+            kinds.insert(kind)
+        }
+        return kinds
+    }
+
+    mutating func readRetry(_ node: Node, into provider: inout ProviderConfig, name: String) {
+        let keys: Set = ["retryable_status_codes", "non_retryable_error_codes", "retry_count", "backoff_strategy",
+                         "backoff_base", "backoff_max", "jitter", "respect_rate_limits", "max_retry_wait"]
+        for (key, _, v) in entries(node, "provider \"\(name)\" retry_config", allowed: keys) {
+            switch key {
+            case "retryable_status_codes":
+                guard let seq = v.sequence else {
+                    issue(v, "retryable_status_codes must be a list of HTTP status codes")
+                    continue
+                }
+                var codes: Set<Int> = []
+                for item in seq {
+                    guard let c = item.int, (100...599).contains(c) else {
+                        issue(item, "retryable_status_codes: \(item.string ?? "?") is not an HTTP status code")
+                        continue
+                    }
+                    codes.insert(c)
+                }
+                provider.classifier.retryableStatusCodes = codes
+            case "non_retryable_error_codes":
+                provider.classifier.nonRetryableErrorCodes = Set((v.sequence ?? []).compactMap(\.string))
+                if v.sequence == nil { issue(v, "non_retryable_error_codes must be a list of provider error codes") }
+            case "retry_count":
+                if let n = count(v, key, min: 0) { provider.retry.retryCount = Int(n) }
+            case "backoff_strategy":
+                if let s = v.string, let strategy = RetryPolicy.BackoffStrategy(rawValue: s) {
+                    provider.retry.backoffStrategy = strategy
+                } else {
+                    issue(v, "backoff_strategy must be exponential or constant")
+                }
+            case "backoff_base": if let d = duration(v, key) { provider.retry.backoffBase = d }
+            case "backoff_max": if let d = duration(v, key) { provider.retry.backoffMax = d }
+            case "max_retry_wait": if let d = duration(v, key) { provider.retry.maxRetryWait = d }
+            case "jitter": if let b = bool(v, key) { provider.retry.jitter = b }
+            case "respect_rate_limits": if let b = bool(v, key) { provider.retry.respectRateLimits = b }
+            default: break
+            }
+        }
+    }
+
+    mutating func readBreaker(_ node: Node, into b: inout BreakerPolicy, name: String) {
+        let keys: Set = ["failure_threshold", "rolling_window", "failure_rate_threshold", "minimum_calls",
+                         "timeout_period", "half_open_max_calls", "success_threshold", "slow_call_threshold"]
+        for (key, _, v) in entries(node, "provider \"\(name)\" circuit_breaker", allowed: keys) {
+            switch key {
+            case "failure_threshold": if let n = count(v, key, min: 1) { b.failureThreshold = Int(n) }
+            case "rolling_window": if let d = duration(v, key) { b.rollingWindow = d }
+            case "failure_rate_threshold": if let r = fraction(v, key) { b.failureRateThreshold = r }
+            case "minimum_calls": if let n = count(v, key, min: 1) { b.minimumCalls = Int(n) }
+            case "timeout_period": if let d = duration(v, key) { b.timeoutPeriod = d }
+            case "half_open_max_calls": if let n = count(v, key, min: 1) { b.halfOpenMaxCalls = Int(n) }
+            case "success_threshold": if let n = count(v, key, min: 1) { b.successThreshold = Int(n) }
+            case "slow_call_threshold": if let d = duration(v, key) { b.slowCallThreshold = d }
+            default: break
+            }
+        }
+    }
+
+    mutating func readBudget(_ node: Node, into b: inout RetryBudgetSettings, name: String) {
+        for (key, _, v) in entries(node, "provider \"\(name)\" retry_budget",
+                                   allowed: ["ratio", "min_retries_per_second", "window"]) {
+            switch key {
+            case "ratio": if let r = fraction(v, key) { b.ratio = r }
+            case "min_retries_per_second":
+                if let x = v.float, x >= 0 { b.minRetriesPerSecond = x } else {
+                    issue(v, "min_retries_per_second must be a number ≥ 0")
+                }
+            case "window": if let d = duration(v, key) { b.window = d }
+            default: break
+            }
+        }
+    }
+
+    mutating func bool(_ node: Node, _ key: String) -> Bool? {
+        guard let b = node.bool else {
+            issue(node, "\(key) must be true or false")
+            return nil
+        }
+        return b
+    }
+
+    mutating func fraction(_ node: Node, _ key: String) -> Double? {
+        guard let x = node.float, x >= 0, x <= 1 else {
+            issue(node, "\(key) must be a number from 0 to 1")
+            return nil
+        }
+        return x
     }
 
     mutating func string(_ node: Node, _ key: String) -> String? {

@@ -13,12 +13,24 @@ public struct Secret: Sendable, Equatable, CustomStringConvertible, CustomDebugS
 public enum CredentialResolver {
     public static func apiKey(for provider: ProviderConfig,
                               environment: [String: String] = ProcessInfo.processInfo.environment) -> Secret? {
-        if let name = provider.apiKeyCredential, let dir = environment["CREDENTIALS_DIRECTORY"],
+        key(KeySource(credential: provider.apiKeyCredential, env: provider.apiKeyEnv), environment: environment)
+    }
+
+    /// Every key the provider has, in order: the first (`api_key_credential`/`api_key_env`), then `api_keys:`.
+    /// Keys that cannot be found are left out.
+    public static func apiKeys(for provider: ProviderConfig,
+                               environment: [String: String] = ProcessInfo.processInfo.environment) -> [Secret] {
+        ([KeySource(credential: provider.apiKeyCredential, env: provider.apiKeyEnv)] + provider.additionalKeys)
+            .compactMap { key($0, environment: environment) }
+    }
+
+    static func key(_ source: KeySource, environment: [String: String]) -> Secret? {
+        if let name = source.credential, let dir = environment["CREDENTIALS_DIRECTORY"],
            let text = try? String(contentsOfFile: dir + "/" + name, encoding: .utf8) {
             let key = text.trimmingCharacters(in: .whitespacesAndNewlines)
             if !key.isEmpty { return Secret(key) }
         }
-        if let env = provider.apiKeyEnv, let key = environment[env]?.trimmingCharacters(in: .whitespacesAndNewlines),
+        if let env = source.env, let key = environment[env]?.trimmingCharacters(in: .whitespacesAndNewlines),
            !key.isEmpty {
             return Secret(key)
         }

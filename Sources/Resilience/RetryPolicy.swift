@@ -131,7 +131,7 @@ public enum RetryPlanner {
         return .retry(after: wait)
     }
 
-    static func format(_ d: Duration) -> String {
+    public static func format(_ d: Duration) -> String {
         let ms = d.nanoseconds / 1_000_000
         return ms >= 1000 ? "\(Double(ms) / 1000) s" : "\(ms) ms"
     }

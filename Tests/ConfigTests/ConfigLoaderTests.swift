@@ -1,4 +1,5 @@
 import Config
+import Resilience
 import Foundation
 import Testing
 
@@ -50,7 +51,7 @@ import Testing
         #expect(openai.timeouts.idle == .milliseconds(500))
         #expect(openai.timeouts.total == .seconds(90))
         #expect(c.providers["local"]?.httpVersion == .http1_1)
-        #expect(c.routes["default"] == [RouteTarget(provider: "openai", model: "gpt-4o-mini"),
+        #expect(c.routes["default"]?.targets == [RouteTarget(provider: "openai", model: "gpt-4o-mini"),
                                         RouteTarget(provider: "local", model: "llama-3.1-8b")])
     }
 
@@ -153,5 +154,89 @@ import Testing
         #expect("\(s)" == "<redacted>")
         #expect(String(reflecting: s) == "<redacted>")
         #expect(!"\([s])".contains("sk-very"))
+    }
+}
+
+@Suite struct ResilienceConfigTests {
+    /// The seed article's retry_config shape, verbatim keys and plain-number seconds.
+    @Test func retryConfigBreakerBudgetAndFallbackOn() throws {
+        let c = try ConfigLoader.parse("""
+            providers:
+              openai:
+                kind: openai
+                base_url: https://api.openai.com/v1
+                api_key_env: OPENAI_API_KEY
+                retry_config:
+                  retryable_status_codes: [429, 500, 502, 503, 504]
+                  retry_count: 3
+                  backoff_strategy: exponential
+                  backoff_base: 1.0
+                  backoff_max: 60.0
+                  jitter: true
+                  respect_rate_limits: true
+                  max_retry_wait: 2s
+                  non_retryable_error_codes: [insufficient_quota]
+                circuit_breaker:
+                  failure_threshold: 7
+                  rolling_window: 1m
+                  failure_rate_threshold: 0.4
+                  minimum_calls: 30
+                  timeout_period: 45s
+                  half_open_max_calls: 2
+                  success_threshold: 3
+                  slow_call_threshold: 20s
+                retry_budget: {ratio: 0.1, min_retries_per_second: 5, window: 20s}
+            routes:
+              default:
+                - {provider: openai, model: gpt-4-turbo}
+                - {provider: openai, model: gpt-4}
+              strict:
+                targets:
+                  - {provider: openai, model: gpt-4o}
+                fallback_on: [transient, auth]
+            """)
+        let p = try #require(c.providers["openai"])
+        #expect(p.classifier.retryableStatusCodes == [429, 500, 502, 503, 504])
+        #expect(p.classifier.nonRetryableErrorCodes == ["insufficient_quota"])
+        #expect(p.retry.retryCount == 3)
+        #expect(p.retry.backoffStrategy == .exponential)
+        #expect(p.retry.backoffBase == .seconds(1))
+        #expect(p.retry.backoffMax == .seconds(60))
+        #expect(p.retry.jitter && p.retry.respectRateLimits)
+        #expect(p.retry.maxRetryWait == .seconds(2))
+        #expect(p.breaker == BreakerPolicy(failureThreshold: 7, rollingWindow: .seconds(60), failureRateThreshold: 0.4,
+                                           minimumCalls: 30, timeoutPeriod: .seconds(45), halfOpenMaxCalls: 2,
+                                           successThreshold: 3, slowCallThreshold: .seconds(20)))
+        #expect(p.retryBudget.ratio == 0.1 && p.retryBudget.minRetriesPerSecond == 5)
+        #expect(p.retryBudget.window == .seconds(20))
+        #expect(c.routes["default"]?.targets.map(\.model) == ["gpt-4-turbo", "gpt-4"])
+        #expect(c.routes["default"]?.fallback == FallbackPolicy())
+        #expect(c.routes["strict"]?.fallback.fallbackOn == [.transient, .auth])
+    }
+
+    @Test func resilienceErrorsHaveLines() {
+        do {
+            _ = try ConfigLoader.parse("""
+                providers:
+                  openai:
+                    kind: openai
+                    base_url: https://api.openai.com/v1
+                    retry_config:
+                      retryable_status_codes: [429, 999]
+                      backoff_strategy: fibonacci
+                      jitter: maybe
+                    circuit_breaker:
+                      failure_rate_threshold: 1.5
+                      half_open: 3
+                routes:
+                  default:
+                    targets: [{provider: openai, model: m}]
+                    fallback_on: [transient, sometimes]
+                """, file: "r.yaml")
+            Issue.record("bad resilience config accepted")
+        } catch {
+            let lines = Set(error.issues.map(\.line))
+            #expect(lines.isSuperset(of: [6, 7, 8, 10, 11, 15]), "\(error)")
+        }
     }
 }

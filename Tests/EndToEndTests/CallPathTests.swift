@@ -122,12 +122,17 @@ import Glibc
     @Test func upstreamErrorsAreTypedAndCarryNoSecrets() async throws {
         let d = try await DaemonUnderTest.start()
         defer { d.stop() }
-        d.fake.script([FaultStep(status: 503), FaultStep(status: 401)])
+        // retry_count 2: three attempts at 503, then the error lists all three.
+        d.fake.script([FaultStep(status: 503), FaultStep(status: 503), FaultStep(status: 503), FaultStep(status: 401)])
         let client = d.client()
-        await #expect { try await client.send(route: "default", body: chat("x")) } throws: { e in
-            let e = e as! BreakwaterError
-            return e.code == .upstreamError && e.upstreamStatus == 503 && e.provider == "fake"
+        do {
+            _ = try await client.send(route: "default", body: chat("x"))
+            Issue.record("503s were not reported")
+        } catch {
+            #expect(error.code == .upstreamError && error.upstreamStatus == 503 && error.provider == "fake")
+            #expect(error.message.contains("1. fake/gpt-4o-mini") && error.message.contains("3. fake/gpt-4o-mini"))
         }
+        #expect(d.fake.stats().requests == 3)
         do {
             _ = try await client.send(route: "default", body: chat("y"))
             Issue.record("401 was not reported")
@@ -135,6 +140,7 @@ import Glibc
             #expect(error.code == .upstreamError && error.upstreamStatus == 401)
             #expect(!error.message.contains(DaemonUnderTest.apiKey))
         }
+        #expect(d.fake.stats().requests == 4, "a 401 is not retried")
         d.assertNoSecretsInLog()
     }
 

@@ -107,6 +107,9 @@ final class DaemonUnderTest: @unchecked Sendable {
                   first_byte: 20s
                   idle: 20s
                   total: 30s
+                retry_config:
+                  retry_count: 2
+                  backoff_base: 10ms
             """)
         routes:
         \(routes ?? "  default:\n    - provider: fake\n      model: gpt-4o-mini")

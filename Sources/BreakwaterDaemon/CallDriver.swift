@@ -1,0 +1,277 @@
+import BreakwaterWire
+import Config
+import CurlTransport
+import Logging
+import NIOCore
+import Providers
+import Resilience
+
+/// One call's walk along its route: each target in order, retries with backoff on transient failures, skipping
+/// targets whose breaker is open, until an answer reaches the app or every target has failed.
+///
+/// Lives on the connection's event loop; upstream attempts report back to it there. Every attempt passes through
+/// the same breaker, budget and planner path: the first is not special.
+final class CallDriver {
+    /// One attempt, for the final error and the logs.
+    struct AttemptRecord {
+        var target: String
+        var what: String
+    }
+
+    let streamID: StreamID
+    let requestID: String
+    let chat: ChatRequest
+    let stream: Bool
+    let chain: [ResolvedTarget]
+    let fallback: FallbackPolicy
+    let deadline: Instant
+    private let shared: DaemonContext
+    private let eventLoop: any EventLoop
+    private weak var connection: ConnectionHandler?
+
+    private var targetIndex = 0
+    private var retriesOnTarget = 0
+    private var attemptCount = 0
+    private var attempts: [AttemptRecord] = []
+    private var current: UpstreamCall?
+    private var currentIsProbe = false
+    private var currentKey = 0
+    private var reservedTokens = 0
+    private var retryTimer: Scheduled<Void>?
+    /// Bytes of this call reached the app: no retry or fallback from here on.
+    private var committed = false
+    private var finished = false
+    private var lastFailure: (code: ErrorCode, status: Int?, provider: String?)?
+
+    init(streamID: StreamID, requestID: String, chat: ChatRequest, stream: Bool, chain: [ResolvedTarget],
+         fallback: FallbackPolicy, deadline: Instant, shared: DaemonContext, eventLoop: any EventLoop,
+         connection: ConnectionHandler) {
+        self.streamID = streamID
+        self.requestID = requestID
+        self.chat = chat
+        self.stream = stream
+        self.chain = chain
+        self.fallback = fallback
+        self.deadline = deadline
+        self.shared = shared
+        self.eventLoop = eventLoop
+        self.connection = connection
+    }
+
+    func start() {
+        tryNextTarget()
+    }
+
+    /// CANCEL or a closed connection: stop the attempt in flight and any sleeping retry, at once.
+    func cancel() {
+        guard !finished else { return }
+        finished = true
+        retryTimer?.cancel()
+        retryTimer = nil
+        if let current, let id = current.transferID {
+            shared.engine.cancel(id)
+            if currentIsProbe { shared.resilience.releaseProbe(current.target) }
+            shared.resilience.settleKey(current.target.provider, index: currentKey, reserved: reservedTokens,
+                                        actual: 0, info: RateLimitInfo(), rateLimited: false)
+        }
+        current = nil
+    }
+
+    private enum Begin { case started, scheduled, skipped }
+
+    /// Starts an attempt at the current target or, when it is skipped, at the next ones; fails when none is left.
+    private func tryNextTarget() {
+        while targetIndex < chain.count {
+            if begin(chain[targetIndex]) != .skipped { return }
+            advanceTarget()
+        }
+        fail()
+    }
+
+    private func advanceTarget() {
+        targetIndex += 1
+        retriesOnTarget = 0
+    }
+
+    /// After a retry wait or a pacing wait: try the same target again, or move on if it is now skipped.
+    private func resume(_ target: ResolvedTarget) {
+        retryTimer = nil
+        guard !finished else { return }
+        if begin(target) == .skipped {
+            advanceTarget()
+            tryNextTarget()
+        }
+    }
+
+    private func schedule(after wait: Duration, _ target: ResolvedTarget) {
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        retryTimer = eventLoop.scheduleTask(in: .nanoseconds(wait.nanoseconds)) { bound.value.resume(target) }
+    }
+
+    /// One attempt at `target`, through the same gates every time: deadline, circuit breaker, key and rate limits.
+    private func begin(_ target: ResolvedTarget) -> Begin {
+        guard !finished else { return .started }
+        let now = shared.resilience.clock.now()
+        guard now < deadline else {
+            attempts.append(AttemptRecord(target: target.label, what: "not tried: the call's deadline passed"))
+            lastFailure = (.timeout, nil, target.provider.name)
+            targetIndex = chain.count
+            return .skipped
+        }
+        var probe = false
+        switch shared.resilience.acquire(target) {
+        case .rejected:
+            attempts.append(AttemptRecord(target: target.label, what: "skipped: circuit breaker open"))
+            lastFailure = lastFailure ?? (.upstreamUnavailable, nil, target.provider.name)
+            return .skipped
+        case .probe:
+            probe = true
+        case .allowed:
+            break
+        }
+        guard !target.provider.apiKeys.isEmpty else {
+            attempts.append(AttemptRecord(target: target.label, what: "no API key configured"))
+            lastFailure = (.noCredential, nil, target.provider.name)
+            if probe { shared.resilience.releaseProbe(target) }
+            return .skipped
+        }
+        let tokens = (chat.maxTokens ?? 1024) + chat.bytes.count / 4
+        let keyIndex: Int
+        switch shared.resilience.acquireKey(target.provider, tokens: tokens) {
+        case .wait(let until):
+            if probe { shared.resilience.releaseProbe(target) }
+            let wait = until - now
+            if wait <= target.provider.retry.maxRetryWait, now + wait < deadline {
+                schedule(after: wait, target)  // pace under the provider's limits
+                return .scheduled
+            }
+            attempts.append(AttemptRecord(target: target.label,
+                                          what: "rate limits: every key is busy for \(RetryPlanner.format(wait))"))
+            lastFailure = (.upstreamUnavailable, nil, target.provider.name)
+            return .skipped
+        case .key(let index, _):
+            keyIndex = index
+        }
+        let http: ProviderHTTPRequest
+        do {
+            http = try target.provider.adapter.makeRequest(chat, model: target.model,
+                                                           apiKey: target.provider.apiKeys[keyIndex].value)
+        } catch {
+            attempts.append(AttemptRecord(target: target.label, what: "request not translatable: \(error.message)"))
+            lastFailure = (.badRequest, nil, target.provider.name)
+            if probe { shared.resilience.releaseProbe(target) }
+            shared.resilience.settleKey(target.provider, index: keyIndex, reserved: tokens, actual: 0,
+                                        info: RateLimitInfo(), rateLimited: false)
+            return .skipped
+        }
+        if retriesOnTarget == 0 { shared.resilience.recordCall(target.provider) }
+        attemptCount += 1
+        currentIsProbe = probe
+        currentKey = keyIndex
+        reservedTokens = tokens
+        let call = UpstreamCall(
+            streamID: streamID, requestID: requestID, target: target, stream: stream, attemptNumber: attemptCount,
+            maxFramePayload: Int(shared.limits.maxFramePayload),
+            driver: NIOLoopBound(self, eventLoop: eventLoop), eventLoop: eventLoop)
+        current = call
+        let t = target.provider.config.timeouts
+        let remaining = deadline - now
+        call.transferID = shared.engine.start(
+            HTTPRequest(
+                method: "POST", url: http.url, headers: http.headers.map { HTTPHeader(name: $0.name, value: $0.value) },
+                body: http.body,
+                timeouts: TransferTimeouts(connect: min(t.connect, remaining), firstByte: t.firstByte, idle: t.idle,
+                                           total: min(t.total, remaining)),
+                httpVersion: target.provider.httpVersion, caFile: target.provider.config.caFile
+            ),
+            delegate: call
+        )
+        return .started
+    }
+
+    /// Streamed frames of the attempt in flight: from here on, the call is committed to it.
+    func attemptProgress(_ frames: [Frame]) {
+        guard !finished, current != nil else { return }
+        committed = true
+        connection?.write(frames, streamID: streamID, final: false)
+    }
+
+    func attemptFinished(_ result: AttemptResult) {
+        guard !finished, let call = current else { return }
+        current = nil
+        let target = call.target
+        let classification = target.provider.classifier.classify(result.outcome)
+        shared.resilience.record(target, failed: classification?.kind.countsAgainstBreaker ?? false,
+                                 duration: result.duration, isProbe: currentIsProbe)
+        shared.resilience.settleKey(target.provider, index: currentKey, reserved: reservedTokens,
+                                    actual: result.usage?.totalTokens, info: result.rateLimit,
+                                    rateLimited: classification?.kind == .rateLimited)
+        guard let classification else {
+            finished = true
+            connection?.write(result.frames, streamID: streamID, final: true)
+            return
+        }
+        attempts.append(AttemptRecord(target: target.label, what: result.reason))
+        lastFailure = (Self.code(for: result.outcome), result.upstreamStatus, target.provider.name)
+        shared.logger.notice("upstream attempt failed", metadata: [
+            "request_id": "\(requestID)", "target": "\(target.label)", "attempt": "\(attemptCount)",
+            "failure": "\(classification.kind)", "reason": "\(result.reason)",
+        ])
+        if committed {
+            // Bytes already reached the app: no transparent retry, an explicit error instead.
+            finished = true
+            connection?.write(result.frames, streamID: streamID, final: true)
+            return
+        }
+        var input = RetryPlanner.Input(
+            classification: classification, retriesDone: retriesOnTarget,
+            hasNextTarget: targetIndex + 1 < chain.count, now: shared.resilience.clock.now(), deadline: deadline,
+            providerWait: result.rateLimit.suggestedWait, budgetAllows: true, unit: Double.random(in: 0..<1))
+        var step = RetryPlanner.decide(input, retry: target.provider.retry, fallback: fallback)
+        // The host-wide budget is asked only for a retry that would really happen, so it counts real retries.
+        if case .retry = step, !shared.resilience.tryRetry(target.provider) {
+            input.budgetAllows = false
+            step = RetryPlanner.decide(input, retry: target.provider.retry, fallback: fallback)
+        }
+        switch step {
+        case .retry(let wait):
+            retriesOnTarget += 1
+            schedule(after: wait, target)
+        case .nextTarget(let reason):
+            attempts[attempts.count - 1].what += "; moving on: " + reason
+            advanceTarget()
+            tryNextTarget()
+        case .fail(let reason):
+            attempts[attempts.count - 1].what += "; " + reason
+            fail()
+        }
+    }
+
+    /// Every target failed (or was skipped): one error that lists every attempt.
+    private func fail() {
+        guard !finished else { return }
+        finished = true
+        let failure = lastFailure ?? (.upstreamUnavailable, nil, nil)
+        let list = attempts.enumerated().map { "\($0.offset + 1). \($0.element.target): \($0.element.what)" }
+        let message = "all \(chain.count) target(s) of the route failed: " + list.joined(separator: " | ")
+        let status = failure.status.flatMap { (200..<300).contains($0) ? nil : UInt16(clamping: $0) }
+        connection?.write([ErrorMessage(code: failure.code, message: message, upstreamStatus: status,
+                                        provider: failure.provider).frame(streamID: streamID)],
+                          streamID: streamID, final: true)
+    }
+
+    static func code(for outcome: AttemptOutcome) -> ErrorCode {
+        switch outcome {
+        case .success: .internalError
+        case .status: .upstreamError
+        case .streamError: .upstreamError
+        case .transport(.timeout): .timeout
+        case .transport(.malformedResponse): .upstreamMalformed
+        case .transport: .upstreamUnavailable
+        }
+    }
+}
+
+extension ResolvedTarget {
+    var label: String { provider.name + "/" + model }
+}

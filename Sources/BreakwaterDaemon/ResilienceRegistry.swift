@@ -1,0 +1,126 @@
+import Config
+import Logging
+import Resilience
+import Synchronization
+
+/// The host-wide resilience state every connection shares: a circuit breaker per (provider, model) and a retry
+/// budget per provider. Each is a small state machine behind one lock; transitions are logged after the lock is
+/// released.
+final class ResilienceRegistry: Sendable {
+    struct BreakerKey: Hashable, Sendable {
+        var provider: String
+        var model: String
+        var description: String { provider + "/" + model }
+    }
+
+    private struct State {
+        var breakers: [BreakerKey: CircuitBreaker] = [:]
+        var budgets: [String: RetryBudget] = [:]
+        var keyPools: [String: KeyPool] = [:]
+    }
+
+    let clock: any ResilienceClock
+    private let state = Mutex(State())
+    private let logger: Logger
+
+    init(clock: any ResilienceClock = SystemClock(), logger: Logger) {
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// May an attempt go to `target` now?
+    func acquire(_ target: ResolvedTarget) -> CircuitBreaker.Permit {
+        let key = BreakerKey(provider: target.provider.name, model: target.model)
+        let now = clock.now()
+        let (permit, transitions) = state.withLock { s in
+            var breaker = s.breakers[key] ?? CircuitBreaker(policy: target.provider.breaker)
+            defer { s.breakers[key] = breaker }
+            return breaker.acquire(now: now)
+        }
+        log(transitions, key)
+        return permit
+    }
+
+    /// Reports an attempt's outcome to the target's breaker.
+    func record(_ target: ResolvedTarget, failed: Bool, duration: Duration, isProbe: Bool) {
+        let key = BreakerKey(provider: target.provider.name, model: target.model)
+        let now = clock.now()
+        let transitions = state.withLock { s in
+            var breaker = s.breakers[key] ?? CircuitBreaker(policy: target.provider.breaker)
+            defer { s.breakers[key] = breaker }
+            return breaker.record(failed: failed, duration: duration, isProbe: isProbe, now: now)
+        }
+        log(transitions, key)
+    }
+
+    /// A probe ended without a verdict (cancelled): free its half-open slot.
+    func releaseProbe(_ target: ResolvedTarget) {
+        let key = BreakerKey(provider: target.provider.name, model: target.model)
+        state.withLock { s in s.breakers[key]?.releaseProbe() }
+    }
+
+    /// Counts a call's first attempt at a provider in the provider's retry budget.
+    func recordCall(_ provider: ProviderRuntime) {
+        let now = clock.now()
+        state.withLock { s in
+            var b = s.budgets[provider.name] ?? RetryBudget(
+                ratio: provider.retryBudget.ratio, minRetriesPerSecond: provider.retryBudget.minRetriesPerSecond,
+                window: provider.retryBudget.window)
+            b.recordCall(now: now)
+            s.budgets[provider.name] = b
+        }
+    }
+
+    /// Takes a retry from the provider's budget, if it has room.
+    func tryRetry(_ provider: ProviderRuntime) -> Bool {
+        let now = clock.now()
+        return state.withLock { s in
+            var b = s.budgets[provider.name] ?? RetryBudget(
+                ratio: provider.retryBudget.ratio, minRetriesPerSecond: provider.retryBudget.minRetriesPerSecond,
+                window: provider.retryBudget.window)
+            defer { s.budgets[provider.name] = b }
+            return b.tryRetry(now: now)
+        }
+    }
+
+    /// Picks the provider key for an attempt, under the key's RPM/TPM limits.
+    func acquireKey(_ provider: ProviderRuntime, tokens: Int) -> KeyPool.Grant {
+        let now = clock.now()
+        return state.withLock { s in
+            var pool = s.keyPools[provider.name]
+                ?? KeyPool(keyCount: provider.apiKeys.count, limits: provider.config.rateLimits)
+            defer { s.keyPools[provider.name] = pool }
+            return pool.acquire(tokens: tokens, now: now)
+        }
+    }
+
+    /// After an attempt: corrects the token reservation, learns from the rate-limit headers, and rests a key the
+    /// provider rate-limited.
+    func settleKey(_ provider: ProviderRuntime, index: Int, reserved: Int, actual: Int?, info: RateLimitInfo,
+                   rateLimited: Bool) {
+        let now = clock.now()
+        state.withLock { s in
+            guard var pool = s.keyPools[provider.name] else { return }
+            pool.settle(index: index, reservedTokens: reserved, actualTokens: actual ?? reserved, now: now)
+            pool.learn(index: index, from: info, now: now)
+            if rateLimited { pool.rest(index: index, until: now + (info.suggestedWait ?? .seconds(1))) }
+            s.keyPools[provider.name] = pool
+        }
+    }
+
+    /// Open breakers, for status displays.
+    var openBreakers: [(String, Instant?)] {
+        state.withLock { s in
+            s.breakers.filter { $0.value.stateName != .closed }.map { ($0.key.description, $0.value.reopensAt) }
+        }
+    }
+
+    private func log(_ transitions: [BreakerTransition], _ key: BreakerKey) {
+        for t in transitions {
+            // Openings are warnings, so an alert can hang off them.
+            logger.log(level: t.to == .open ? .warning : .notice, "circuit breaker \(t.from) → \(t.to)", metadata: [
+                "target": "\(key.description)", "reason": "\(t.reason)",
+            ])
+        }
+    }
+}
