@@ -423,4 +423,24 @@ func ms(_ d: Duration) -> String {
         } throws: { ($0 as? BreakwaterError)?.code == .streamInterrupted }
         #expect(ContinuousClock.now - t0 < .seconds(2), "the idle limit, not the stall, ended the stream")
     }
+
+    /// The same transparent fallback to Gemini and to Azure OpenAI, plain and streamed.
+    @Test(arguments: [("gemini", "gemini-2.5-flash"), ("azure", "gpt-4o-deployment")])
+    func fallbackToOtherProviderKinds(kind: String, model: String) async throws {
+        let rig = try await ChaosRig.start(
+            primary: Personality(name: "down", defaultStep: FaultStep(status: 503)),
+            fallbackKind: kind, primaryOptions: Self.fastRetries,
+            routes: "  default:\n    - {provider: primary, model: gpt-4o}\n    - {provider: fallback, model: \(model)}")
+        defer { rig.stop() }
+        let client = rig.client()
+        let plain = try await client.send(route: "default", body: chat("to \(kind)"))
+        #expect(plain.head.provider == "fallback" && plain.head.model == model)
+        #expect(content(plain.body) == "Echo: to \(kind)")
+        let s = try await client.stream(route: "default", body: chat("streamed to \(kind)"))
+        var text = ""
+        for try await chunk in s { text += content(chunk) ?? "" }
+        #expect(text == "Echo: streamed to \(kind)")
+        #expect(s.trailers?.succeeded == true)
+        #expect(rig.fallback.stats().byAPI[kind] == 2, "\(rig.fallback.stats().byAPI)")
+    }
 }
