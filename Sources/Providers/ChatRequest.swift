@@ -51,11 +51,6 @@ public struct ChatRequest: Sendable {
         (member("max_completion_tokens") ?? member("max_tokens")).flatMap { JSONScanner(bytes).int($0) }
     }
 
-    /// The whole body as a JSON tree, for adapters that translate it to another provider's format.
-    public func decoded() throws -> [String: JSONValue] {
-        guard case .object(let o) = try JSONDecoder().decode(JSONValue.self, from: Data(bytes)) else { return [:] }
-        return o
-    }
 
     /// The body for an OpenAI-compatible provider: the app's fields as they were, with `model` and `stream` set,
     /// and `stream_options.include_usage` on for streams so the usage can be reported.

@@ -1,10 +1,8 @@
 /// A JSON tree that keeps what translating adapters must not lose: the order of object members (tool schemas and
 /// tool arguments read in the order the app wrote them) and the exact text of numbers (`0.7` stays `0.7`, a 64-bit id
 /// stays exact). Built from `JSONScanner`'s validated ranges and written back compactly, so the same input always
-/// gives the same bytes.
-///
-/// `JSONValue` is the Codable tree for callers that want one; it keeps objects in a `Dictionary` and numbers as
-/// `Double`, which would reorder schemas and round large integers.
+/// gives the same bytes. (A Codable tree would keep objects in a `Dictionary` and numbers as `Double`, which
+/// reorders schemas and rounds large integers.)
 indirect enum JSONNode: Sendable, Equatable {
     case null
     case bool(Bool)

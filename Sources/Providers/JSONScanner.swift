@@ -3,8 +3,8 @@
 ///
 /// Hand-written because the OpenAI path only needs a few top-level fields (`messages`, `model`, `stream`,
 /// `usage`, `error`) of bodies it otherwise passes through unchanged, and Foundation's JSONDecoder spent about
-/// 40% of the daemon's CPU decoding whole bodies into `JSONValue` (perf, breakwater-bench). Adapters that
-/// translate bodies between providers decode them fully with Codable instead.
+/// 40% of the daemon's CPU decoding whole bodies into Codable trees (perf, breakwater-bench). Adapters that
+/// translate bodies between providers build a `JSONNode` tree from the scanner's ranges instead.
 public struct JSONScanner {
     public let bytes: [UInt8]
     /// Deeper nesting is refused, so a hostile body cannot exhaust the stack.
