@@ -36,6 +36,10 @@ public enum RateLimitHeaders {
         var retryAfterMs: Duration?
         var retryAfter: Duration?
         for (rawName, rawValue) in headers {
+            // Every header we read starts with r, x or a: skip the others without allocating a lowercased copy.
+            guard let first = rawName.utf8.first, [0x72, 0x52, 0x78, 0x58, 0x61, 0x41].contains(first) else {
+                continue
+            }
             let name = rawName.lowercased()
             let value = rawValue.trimmingSpaces
             switch name {

@@ -43,8 +43,10 @@ struct Bench: AsyncParsableCommand {
 
     func scenario(bin: String, dir: String, latencyMs: Int) async throws {
         let personality = dir + "/personality-\(latencyMs).json"
-        try #"{"name": "bench", "default_step": {"delay_first_byte_ms": \#(latencyMs)}}"#
-            .write(toFile: personality, atomically: true, encoding: .utf8)
+        // Rate-limit headers far above what the load can reach: the daemon honours them, the direct path cannot.
+        let json = #"{"name": "bench", "default_step": {"delay_first_byte_ms": \#(latencyMs)}, "#
+            + #""ratelimit_limit_requests": 1000000000, "ratelimit_limit_tokens": 1000000000000}"#
+        try json.write(toFile: personality, atomically: true, encoding: .utf8)
         let fake = try Child(bin + "/fake-provider", ["--port", "0", "--personality", personality],
                              log: dir + "/fake-\(latencyMs).log")
         defer { fake.stop() }
