@@ -60,11 +60,16 @@ public final class BreakwaterClient: Sendable {
     }
 
     /// Sends one call and waits for the whole answer. `body` is an OpenAI chat-completions JSON object.
+    ///
+    /// `action` and `tenant` are what policy checks; `stepUpToken` is the second credential sensitive actions need;
+    /// `onNotice` hears that the call is waiting (e.g. `pending_approval`, with the id an approver uses).
     public func send(route: String, body: [UInt8], timeoutMs: UInt32? = nil, requestID: String? = nil,
-                     action: String? = nil, tenant: String? = nil) async throws(BreakwaterError) -> BreakwaterResponse {
+                     action: String? = nil, tenant: String? = nil, stepUpToken: String? = nil,
+                     onNotice: (@Sendable (CallNotice) -> Void)? = nil) async throws(BreakwaterError)
+        -> BreakwaterResponse {
         let request = CallRequest(route: route, stream: false, timeoutMs: timeoutMs, requestID: requestID,
-                                  action: action, tenant: tenant)
-        let call = UnaryCall()
+                                  action: action, tenant: tenant, stepUpToken: stepUpToken.map { Array($0.utf8) })
+        let call = UnaryCall(onNotice: onNotice)
         let (conn, id) = try await open(request, body: body) { call.receive($0) }
         return try await withTaskCancellationHandler {
             await call.result()
@@ -79,9 +84,11 @@ public final class BreakwaterClient: Sendable {
     /// Opens a streamed call. Returns once the daemon has sent the answer's head, so errors before the first
     /// byte (unknown route, provider down) are thrown here; the chunks then arrive as the provider sends them.
     public func stream(route: String, body: [UInt8], timeoutMs: UInt32? = nil, requestID: String? = nil,
-                       action: String? = nil, tenant: String? = nil) async throws(BreakwaterError) -> BreakwaterStream {
+                       action: String? = nil, tenant: String? = nil, stepUpToken: String? = nil,
+                       onNotice: (@Sendable (CallNotice) -> Void)? = nil) async throws(BreakwaterError)
+        -> BreakwaterStream {
         let request = CallRequest(route: route, stream: true, timeoutMs: timeoutMs, requestID: requestID,
-                                  action: action, tenant: tenant)
+                                  action: action, tenant: tenant, stepUpToken: stepUpToken.map { Array($0.utf8) })
         let (events, continuation) = AsyncThrowingStream<CallEvent, any Error>.makeStream()
         let (conn, id) = try await open(request, body: body) { event in
             continuation.yield(event)
@@ -98,17 +105,33 @@ public final class BreakwaterClient: Sendable {
         }
         var iterator = events.makeAsyncIterator()
         do {
-            switch try await iterator.next() {
-            case .response(let head): return BreakwaterStream(head: head, iterator: iterator, owner: self)
-            case .failed(let e): throw e
-            case .none: throw BreakwaterError(.cancelled, "call cancelled")
-            default: throw BreakwaterError(.protocolViolation, "answer did not start with RESPONSE")
+            while true {
+                switch try await iterator.next() {
+                case .notice(let n): onNotice?(n)
+                case .response(let head): return BreakwaterStream(head: head, iterator: iterator, owner: self)
+                case .failed(let e): throw e
+                case .none: throw BreakwaterError(.cancelled, "call cancelled")
+                default: throw BreakwaterError(.protocolViolation, "answer did not start with RESPONSE")
+                }
             }
         } catch let e as BreakwaterError {
             throw e
         } catch {
             throw BreakwaterError(.cancelled, "call cancelled")
         }
+    }
+
+    /// Runs an admin command (`status`, ...) and returns its JSON answer. Needs a uid or gid the daemon's config
+    /// names in `admins`; otherwise `FORBIDDEN`.
+    public func admin(_ command: String, arguments: [UInt8] = Array("{}".utf8)) async throws(BreakwaterError)
+        -> [UInt8] {
+        let call = UnaryCall()
+        let conn = try await currentConnection()
+        let opened = try conn.open(sink: { call.receive($0) }, makeFrames: { id in
+            [AdminRequest(command: command).frame(streamID: id), .data(streamID: id, arguments, endStream: true)]
+        })
+        guard opened != nil else { throw BreakwaterError(.connectionLost, "connection is draining") }
+        return try await call.result().get().body
     }
 
     /// Registers the call with `sink` and writes REQUEST and body; returns where the call lives so it can be
@@ -206,7 +229,7 @@ public struct BreakwaterStream: AsyncSequence {
                     if let code = t.error { throw BreakwaterError(.call, code: code, t.message ?? code.name) }
                     return nil
                 case .failed(let e): throw e
-                case .response: continue
+                case .response, .notice: continue
                 case .none:
                     if Task.isCancelled { throw BreakwaterError(.cancelled, "call cancelled") }
                     return nil
@@ -231,13 +254,24 @@ final class UnaryCall: Sendable {
     }
 
     private let state = Mutex(State())
+    private let onNotice: (@Sendable (CallNotice) -> Void)?
+
+    init(onNotice: (@Sendable (CallNotice) -> Void)? = nil) {
+        self.onNotice = onNotice
+    }
 
     func receive(_ event: CallEvent) {
+        if case .notice(let n) = event {
+            onNotice?(n)
+            return
+        }
         let (waiter, outcome) = state.withLock { s -> (CheckedContinuation<Result<BreakwaterResponse, BreakwaterError>,
                                                                            Never>?, Result<BreakwaterResponse,
                                                                                            BreakwaterError>?) in
             guard s.outcome == nil else { return (nil, nil) }
             switch event {
+            case .notice:
+                return (nil, nil)
             case .response(let r):
                 s.head = r
                 return (nil, nil)

@@ -11,6 +11,7 @@ import Darwin
 
 /// What a call receives from the daemon, in order: `.response`, `.data`..., `.trailers`; or one `.failed`.
 enum CallEvent: Sendable {
+    case notice(CallNotice)
     case response(CallResponse)
     case data([UInt8])
     case trailers(CallTrailers)
@@ -199,7 +200,9 @@ final class Connection: Sendable {
                 }
             case .ping:
                 try send([frame.pong()])
-            case .pong, .hello, .request, .cancel:
+            case .notice:
+                deliver(frame.streamID, .notice(try CallNotice(frame: frame)), final: false)
+            case .pong, .hello, .request, .cancel, .admin:
                 break
             }
         } catch let e as BreakwaterError {

@@ -51,11 +51,12 @@ public final class BreakwaterServer: Service, Sendable {
             }
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // The peer's uid/gid/pid first, so every frame is judged knowing who sent it.
+                PeerCredentials.read(from: channel).flatMapThrowing { peer in
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(FrameDecoderHandler(limits: limits)),
                         MessageToByteHandler(FrameEncoderHandler()),
-                        ConnectionHandler(shared: shared),
+                        ConnectionHandler(shared: shared, peer: peer),
                     ])
                 }
             }

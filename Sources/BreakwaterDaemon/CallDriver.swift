@@ -36,6 +36,8 @@ final class CallDriver {
     private var current: UpstreamCall?
     private var currentIsProbe = false
     private var currentKey = 0
+    /// Time spent waiting for a free key on the current target; with retry waits, bounded by max_retry_wait.
+    private var pacedOnTarget: Duration = .zero
     private var reservedTokens = 0
     private var retryTimer: Scheduled<Void>?
     /// Bytes of this call reached the app: no retry or fallback from here on.
@@ -91,6 +93,7 @@ final class CallDriver {
     private func advanceTarget() {
         targetIndex += 1
         retriesOnTarget = 0
+        pacedOnTarget = .zero
     }
 
     /// After a retry wait or a pacing wait: try the same target again, or move on if it is now skipped.
@@ -141,7 +144,8 @@ final class CallDriver {
         case .wait(let until):
             if probe { shared.resilience.releaseProbe(target) }
             let wait = until - now
-            if wait <= target.provider.retry.maxRetryWait, now + wait < deadline {
+            if pacedOnTarget + wait <= target.provider.retry.maxRetryWait, now + wait < deadline {
+                pacedOnTarget += wait
                 schedule(after: wait, target)  // pace under the provider's limits
                 return .scheduled
             }

@@ -43,7 +43,12 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// A call whose body is still arriving.
     private struct Pending {
-        var request: CallRequest
+        enum Kind {
+            case call(CallRequest)
+            case admin(AdminRequest)
+        }
+
+        var kind: Kind
         var body: [UInt8]
     }
 
@@ -55,8 +60,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var inputClosed = false
     private var context: ChannelHandlerContext?
 
-    init(shared: DaemonContext) {
+    /// The connected process, from SO_PEERCRED.
+    let peer: PeerCredentials?
+
+    init(shared: DaemonContext, peer: PeerCredentials?) {
         self.shared = shared
+        self.peer = peer
     }
 
     private var openCalls: Int { pending.count + running.count }
@@ -67,6 +76,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         shared.stats.connections.add(1, ordering: .relaxed)
+        shared.logger.debug("connection", metadata: ["peer": "\(peer.map(\.description) ?? "unknown")"])
         context.fireChannelActive()
     }
 
@@ -104,7 +114,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         switch frame.type {
-        case .request:
+        case .request, .admin:
             try openCall(frame, context: context)
         case .data:
             try receiveBody(frame, context: context)
@@ -120,7 +130,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             if frame.streamID == 0 { context.close(promise: nil) } else { cancel(frame.streamID, context: context) }
         case .hello:
             throw WireError(.protocolError, "HELLO was already exchanged on this connection")
-        case .response, .trailers, .goAway:
+        case .response, .trailers, .goAway, .notice:
             throw WireError(.protocolError, "clients do not send \(frame.type) frames")
         }
     }
@@ -132,7 +142,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             throw WireError(.invalidStreamID, "stream id \(id) is not higher than the last one (\(highestStreamID))")
         }
         highestStreamID = id
-        let request = try CallRequest(frame: frame)
+        let kind: Pending.Kind = frame.type == .admin
+            ? .admin(try AdminRequest(frame: frame)) : .call(try CallRequest(frame: frame))
         if phase == .draining {
             context.writeAndFlush(wrapOutboundOut(ErrorMessage(
                 code: .notAccepted, message: "daemon is draining; send the call again on a new connection"
@@ -147,9 +158,9 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         if frame.flags.contains(.endStream) {
-            start(id, request: request, body: [], context: context)
+            dispatch(id, Pending(kind: kind, body: []), context: context)
         } else {
-            pending[id] = Pending(request: request, body: [])
+            pending[id] = Pending(kind: kind, body: [])
         }
     }
 
@@ -168,10 +179,36 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         call.body.append(contentsOf: frame.payload)
         if frame.flags.contains(.endStream) {
-            start(id, request: call.request, body: call.body, context: context)
+            dispatch(id, call, context: context)
         } else {
             pending[id] = call
         }
+    }
+
+    private func dispatch(_ id: StreamID, _ complete: Pending, context: ChannelHandlerContext) {
+        switch complete.kind {
+        case .call(let request): start(id, request: request, body: complete.body, context: context)
+        case .admin(let request): admin(id, request: request, body: complete.body, context: context)
+        }
+    }
+
+    /// Admin commands answer at once: RESPONSE + one DATA frame of JSON + TRAILERS, or ERROR.
+    private func admin(_ id: StreamID, request: AdminRequest, body: [UInt8], context: ChannelHandlerContext) {
+        let answer = AdminCommands.run(request.command, arguments: body, peer: peer, shared: shared)
+        switch answer {
+        case .success(let json):
+            let frames = [
+                CallResponse(status: 200, provider: "breakwaterd", model: request.command, attempts: 0,
+                             requestID: RequestID.make()).frame(streamID: id),
+                Frame.data(streamID: id, json),
+                CallTrailers().frame(streamID: id),
+            ]
+            for f in frames { context.write(wrapOutboundOut(f), promise: nil) }
+            context.flush()
+        case .failure(let error):
+            context.writeAndFlush(wrapOutboundOut(error.frame(streamID: id)), promise: nil)
+        }
+        closeIfIdle(context: context)
     }
 
     private func start(_ id: StreamID, request: CallRequest, body: [UInt8], context: ChannelHandlerContext) {

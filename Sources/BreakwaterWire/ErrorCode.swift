@@ -30,6 +30,13 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let noCredential = ErrorCode(rawValue: 0x0109)
     public static let streamInterrupted = ErrorCode(rawValue: 0x010A)
     public static let notAccepted = ErrorCode(rawValue: 0x010B)
+    public static let forbidden = ErrorCode(rawValue: 0x010C)
+    public static let approvalDenied = ErrorCode(rawValue: 0x010D)
+    public static let approvalExpired = ErrorCode(rawValue: 0x010E)
+    public static let stepUpRequired = ErrorCode(rawValue: 0x010F)
+    public static let rateLimited = ErrorCode(rawValue: 0x0110)
+    public static let budgetExceeded = ErrorCode(rawValue: 0x0111)
+    public static let concurrencyLimit = ErrorCode(rawValue: 0x0112)
 
     public var isConnectionError: Bool { rawValue < 0x0100 }
 
@@ -57,6 +64,13 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
         case .noCredential: "NO_CREDENTIAL"
         case .streamInterrupted: "STREAM_INTERRUPTED"
         case .notAccepted: "NOT_ACCEPTED"
+        case .forbidden: "FORBIDDEN"
+        case .approvalDenied: "APPROVAL_DENIED"
+        case .approvalExpired: "APPROVAL_EXPIRED"
+        case .stepUpRequired: "STEP_UP_REQUIRED"
+        case .rateLimited: "RATE_LIMITED"
+        case .budgetExceeded: "BUDGET_EXCEEDED"
+        case .concurrencyLimit: "CONCURRENCY_LIMIT"
         default: "UNKNOWN_0x" + String(rawValue, radix: 16)
         }
     }

@@ -10,6 +10,10 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case ping = 0x08
     case pong = 0x09
     case goAway = 0x0A
+    /// Daemon → client on a call's stream: the call is waiting (e.g. for a human approval); it continues.
+    case notice = 0x0B
+    /// Client → daemon: an admin command on a new call stream; its JSON arguments follow in DATA frames.
+    case admin = 0x0C
 }
 
 /// Frame flags. Only `endStream` is defined in v1; other bits must be zero.
@@ -73,7 +77,7 @@ public struct FrameHeader: Sendable, Hashable {
         switch type {
         case .hello, .ping, .pong, .goAway:
             if streamID != 0 { throw WireError(.protocolError, "\(type) frame must be on stream 0") }
-        case .request, .data, .response, .trailers, .cancel:
+        case .request, .data, .response, .trailers, .cancel, .notice, .admin:
             if streamID == 0 { throw WireError(.invalidStreamID, "\(type) frame must not be on stream 0") }
         case .error:
             break

@@ -85,7 +85,9 @@ public struct Hello: Sendable, Hashable {
 /// REQUEST opens a call on a new odd stream id. The body (the canonical chat-completions JSON) follows in DATA
 /// frames, the last one flagged END_STREAM; a REQUEST flagged END_STREAM has no body.
 public struct CallRequest: Sendable, Hashable {
-    enum Tag: UInt16 { case route = 1, stream = 2, timeoutMs = 3, requestID = 4, action = 5, tenant = 6 }
+    enum Tag: UInt16 {
+        case route = 1, stream = 2, timeoutMs = 3, requestID = 4, action = 5, tenant = 6, stepUpToken = 7
+    }
 
     /// The route name; the daemon maps it to an ordered chain of provider targets.
     public var route: String
@@ -99,15 +101,18 @@ public struct CallRequest: Sendable, Hashable {
     public var action: String?
     /// The tenant the call acts for; checked by policy in later versions.
     public var tenant: String?
+    /// The short-lived second credential for actions that need step-up authentication. Secret.
+    public var stepUpToken: [UInt8]?
 
     public init(route: String, stream: Bool = false, timeoutMs: UInt32? = nil, requestID: String? = nil,
-                action: String? = nil, tenant: String? = nil) {
+                action: String? = nil, tenant: String? = nil, stepUpToken: [UInt8]? = nil) {
         self.route = route
         self.stream = stream
         self.timeoutMs = timeoutMs
         self.requestID = requestID
         self.action = action
         self.tenant = tenant
+        self.stepUpToken = stepUpToken
     }
 
     public func frame(streamID: StreamID, endStream: Bool = false) -> Frame {
@@ -118,6 +123,7 @@ public struct CallRequest: Sendable, Hashable {
         w.string(Tag.requestID.rawValue, requestID)
         w.string(Tag.action.rawValue, action)
         w.string(Tag.tenant.rawValue, tenant)
+        if let stepUpToken { w.bytes(Tag.stepUpToken.rawValue, stepUpToken) }
         return Frame(streamID: streamID, type: .request, flags: endStream ? .endStream : [], payload: w.bytes)
     }
 
@@ -135,6 +141,73 @@ public struct CallRequest: Sendable, Hashable {
         }
         action = try r.string(Tag.action.rawValue, .request)
         tenant = try r.string(Tag.tenant.rawValue, .request)
+        stepUpToken = r.bytes(Tag.stepUpToken.rawValue)
+    }
+}
+
+/// NOTICE: the call is waiting for something outside it, and goes on afterwards. v1 has one kind,
+/// `pending_approval`: a human must approve the call (`breakwater approve ID`) before it runs.
+public struct CallNotice: Sendable, Hashable {
+    enum Tag: UInt16 { case kind = 1, approvalID = 2, message = 3, timeoutMs = 4 }
+
+    public var kind: String
+    public var approvalID: String?
+    public var message: String
+    /// How long the wait may last before the call fails.
+    public var timeoutMs: UInt32?
+
+    public init(kind: String, approvalID: String? = nil, message: String, timeoutMs: UInt32? = nil) {
+        self.kind = kind
+        self.approvalID = approvalID
+        self.message = message
+        self.timeoutMs = timeoutMs
+    }
+
+    public static let pendingApproval = "pending_approval"
+
+    public func frame(streamID: StreamID) -> Frame {
+        var w = FieldWriter()
+        w.string(Tag.kind.rawValue, kind)
+        w.string(Tag.approvalID.rawValue, approvalID)
+        w.string(Tag.message.rawValue, message)
+        w.uint32(Tag.timeoutMs.rawValue, timeoutMs)
+        return Frame(streamID: streamID, type: .notice, payload: w.bytes)
+    }
+
+    public init(frame: Frame) throws(WireError) {
+        let r = try FieldReader(frame.payload, what: .notice)
+        kind = try r.string(Tag.kind.rawValue, .notice) ?? ""
+        approvalID = try r.string(Tag.approvalID.rawValue, .notice)
+        message = try r.string(Tag.message.rawValue, .notice) ?? ""
+        timeoutMs = try r.uint32(Tag.timeoutMs.rawValue, .notice)
+    }
+}
+
+/// ADMIN opens an admin command on a new odd stream id, like REQUEST; its JSON arguments (possibly `{}`) follow in
+/// DATA frames. The answer is RESPONSE + DATA (a JSON document) + TRAILERS, or ERROR (`FORBIDDEN` for a caller
+/// the config does not name as an admin or approver).
+public struct AdminRequest: Sendable, Hashable {
+    enum Tag: UInt16 { case command = 1 }
+
+    /// `status`, `breakers`, `approvals`, `approve`, `deny`, `policy-check`, ...
+    public var command: String
+
+    public init(command: String) {
+        self.command = command
+    }
+
+    public func frame(streamID: StreamID, endStream: Bool = false) -> Frame {
+        var w = FieldWriter()
+        w.string(Tag.command.rawValue, command)
+        return Frame(streamID: streamID, type: .admin, flags: endStream ? .endStream : [], payload: w.bytes)
+    }
+
+    public init(frame: Frame) throws(WireError) {
+        let r = try FieldReader(frame.payload, what: .admin)
+        guard let command = try r.string(Tag.command.rawValue, .admin), !command.isEmpty else {
+            throw WireError(.protocolError, "ADMIN has no command")
+        }
+        self.command = command
     }
 }
 

@@ -94,8 +94,16 @@ struct NodeReader {
     }
 
     mutating func readRoot(_ root: Node, into config: inout BreakwaterConfig) {
-        for (key, _, value) in entries(root, "config", allowed: ["socket", "limits", "providers", "routes"]) {
+        for (key, _, value) in entries(root, "config", allowed: ["socket", "limits", "providers", "routes", "admins"]) {
             switch key {
+            case "admins":
+                var access = AdminAccess(uids: [], gids: [])
+                for (k, _, v) in entries(value, "admins", allowed: ["uids", "gids"]) {
+                    let ids = Set((v.sequence ?? []).compactMap { $0.int }.filter { $0 >= 0 }.map { UInt32($0) })
+                    if v.sequence == nil { issue(v, "admins.\(k) must be a list of numeric ids") }
+                    if k == "uids" { access.uids = ids } else { access.gids = ids }
+                }
+                config.admins = access
             case "socket":
                 config.socketPath = string(value, "socket")
             case "limits":

@@ -8,7 +8,7 @@ struct Breakwater: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "breakwater",
         abstract: "Talk to breakwaterd: send calls, run the demo.",
-        subcommands: [Call.self, Demo.self]
+        subcommands: [Call.self, Status.self, Demo.self]
     )
 }
 
@@ -45,12 +45,16 @@ struct Call: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Send one chat call through the daemon.")
 
     @OptionGroup var socketOptions: SocketOptions
+    // The agent token comes from $BREAKWATER_TOKEN and a step-up token from $BREAKWATER_STEP_UP_TOKEN, never from
+    // arguments: those show in `ps`.
     @Option(help: "Route name.") var route = "default"
     @Option(help: "The user message.") var message: String?
     @Option(help: "A file holding a whole OpenAI chat-completions request body (JSON).") var bodyFile: String?
     @Flag(help: "Stream the answer, printing pieces as they arrive.") var stream = false
     @Flag(help: "Print the raw JSON answer instead of the assistant text.") var raw = false
     @Option(help: "Deadline for the whole call, in milliseconds.") var timeoutMs: UInt32?
+    @Option(help: "The action the call performs (checked by policy), e.g. invoice.create.") var action: String?
+    @Option(help: "The tenant the call acts for (checked by policy).") var tenant: String?
 
     func run() async throws {
         let body: [UInt8]
@@ -61,10 +65,17 @@ struct Call: AsyncParsableCommand {
         } else {
             throw ValidationError("give --message or --body-file")
         }
-        let client = BreakwaterClient(socketPath: socketOptions.path, clientName: "breakwater-cli")
+        let client = BreakwaterClient(socketPath: socketOptions.path,
+                                      credential: ProcessInfo.processInfo.environment["BREAKWATER_TOKEN"],
+                                      clientName: "breakwater-cli")
+        let notice: @Sendable (CallNotice) -> Void = { n in
+            FileHandle.standardError.write(Data("breakwater: waiting: \(n.message)\n".utf8))
+        }
+        let stepUp = ProcessInfo.processInfo.environment["BREAKWATER_STEP_UP_TOKEN"]
         do {
             if stream {
-                let s = try await client.stream(route: route, body: body, timeoutMs: timeoutMs)
+                let s = try await client.stream(route: route, body: body, timeoutMs: timeoutMs, action: action,
+                                                tenant: tenant, stepUpToken: stepUp, onNotice: notice)
                 for try await chunk in s {
                     if raw { print(String(decoding: chunk, as: UTF8.self)) } else {
                         FileHandle.standardOutput.write(Data((assistantText(chunk) ?? "").utf8))
@@ -73,7 +84,8 @@ struct Call: AsyncParsableCommand {
                 if !raw { print() }
                 report(s.head, s.trailers)
             } else {
-                let r = try await client.send(route: route, body: body, timeoutMs: timeoutMs)
+                let r = try await client.send(route: route, body: body, timeoutMs: timeoutMs, action: action,
+                                              tenant: tenant, stepUpToken: stepUp, onNotice: notice)
                 print(raw ? String(decoding: r.body, as: UTF8.self) : (assistantText(r.body) ?? ""))
                 report(r.head, r.trailers)
             }
@@ -88,5 +100,33 @@ struct Call: AsyncParsableCommand {
             + "request \(head.requestID)"
         if let t = trailers?.totalTokens { line += ", \(t) tokens" }
         FileHandle.standardError.write(Data((line + "]\n").utf8))
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the daemon's live figures (admins only).")
+
+    @OptionGroup var socketOptions: SocketOptions
+    @Flag(help: "Print the JSON answer as it is.") var json = false
+
+    func run() async throws {
+        let client = BreakwaterClient(socketPath: socketOptions.path, clientName: "breakwater-cli")
+        do {
+            let answer = try await client.admin("status")
+            if json {
+                print(String(decoding: answer, as: UTF8.self))
+                return
+            }
+            let o = (try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any]) ?? [:]
+            for key in ["connections", "calls_in_flight", "calls", "calls_failed", "protocol_errors"] {
+                print("\(key.replacingOccurrences(of: "_", with: " ")): \(o[key] ?? "-")")
+            }
+            let open = o["open_breakers"] as? [[String: Any]] ?? []
+            print("open breakers: \(open.isEmpty ? "none" : "")")
+            for b in open { print("  \(b["target"] ?? "?")  reopens in \(b["reopens_in_ms"] ?? "?") ms") }
+        } catch {
+            FileHandle.standardError.write(Data("breakwater: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
     }
 }

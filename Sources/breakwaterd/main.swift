@@ -51,7 +51,7 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "breakwaterd")
 
-        let loaded: BreakwaterConfig
+        var loaded: BreakwaterConfig
         if let file = config {
             do {
                 loaded = try ConfigLoader.load(file: file)
@@ -62,6 +62,9 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
         } else {
             loaded = .defaults
         }
+
+        // The daemon's own user may always administer it: it could stop or restart it anyway.
+        loaded.admins.uids.insert(getuid())
 
         let address: ListenAddress
         if let fd = Systemd.listenFDs().first {

@@ -63,6 +63,9 @@ func reencode(_ frame: Frame) throws(WireError) -> Frame {
     case .trailers: return try CallTrailers(frame: frame).frame(streamID: frame.streamID)
     case .error: return try ErrorMessage(frame: frame).frame(streamID: frame.streamID)
     case .goAway: return try GoAway(frame: frame).frame()
+    case .notice: return try CallNotice(frame: frame).frame(streamID: frame.streamID)
+    case .admin: return try AdminRequest(frame: frame).frame(streamID: frame.streamID,
+                                                              endStream: frame.flags.contains(.endStream))
     case .data, .cancel, .ping, .pong: return frame
     }
 }

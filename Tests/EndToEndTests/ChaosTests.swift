@@ -132,7 +132,8 @@ func ms(_ d: Duration) -> String {
                     let t0 = ContinuousClock.now
                     do {
                         let r = try await client.send(route: "default", body: chat("chaos \(i)"))
-                        return (content(r.body) == "Echo: chaos \(i)", ContinuousClock.now - t0, r.head.provider)
+                        return (content(r.body) == "Echo: chaos \(i)", ContinuousClock.now - t0,
+                                r.head.provider + " attempts \(r.head.attempts)")
                     } catch {
                         return (false, ContinuousClock.now - t0, "error: \(error)")
                     }
@@ -148,8 +149,13 @@ func ms(_ d: Duration) -> String {
         let elapsed = ContinuousClock.now - start
         let ok = results.filter(\.0).count
         let latencies = results.map(\.1).sorted()
-        let byPrimary = results.filter { $0.2 == "primary" }.count
-        let byFallback = results.filter { $0.2 == "fallback" }.count
+        let byPrimary = results.filter { $0.2.hasPrefix("primary") }.count
+        let byFallback = results.filter { $0.2.hasPrefix("fallback") }.count
+        let slow = results.filter { $0.1 > .milliseconds(300) }
+        if !slow.isEmpty {
+            print("chaos flaky-primary: \(slow.count) calls over 300 ms, e.g. " + slow.prefix(5).map { "\(ms($0.1)) \($0.2)" }
+                .joined(separator: ", "))
+        }
         let ps = rig.primary.stats()
         print("""
             chaos flaky-primary: \(ok)/\(total) succeeded in \(ms(elapsed)); answered by primary \(byPrimary), \

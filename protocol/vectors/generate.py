@@ -10,10 +10,10 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TYPES = {"HELLO": 1, "REQUEST": 2, "DATA": 3, "RESPONSE": 4, "TRAILERS": 5, "ERROR": 6,
-         "CANCEL": 7, "PING": 8, "PONG": 9, "GOAWAY": 10}
+         "CANCEL": 7, "PING": 8, "PONG": 9, "GOAWAY": 10, "NOTICE": 11, "ADMIN": 12}
 CODES = {"PROTOCOL_ERROR": 0x0001, "FRAME_TOO_LARGE": 0x0002, "UNKNOWN_FRAME_TYPE": 0x0003,
          "INVALID_STREAM_ID": 0x0007, "UPSTREAM_ERROR": 0x0104, "STREAM_INTERRUPTED": 0x010A,
-         "SHUTTING_DOWN": 0x0009}
+         "SHUTTING_DOWN": 0x0009, "FORBIDDEN": 0x010C, "STEP_UP_REQUIRED": 0x010F}
 MAGIC = b"BKWR"
 END_STREAM = 0x01
 
@@ -86,10 +86,23 @@ vector("17-goaway", "GOAWAY: calls up to stream 9 finish; later ones were not st
 vector("18-request-unknown-field", "REQUEST with an extra field (tag 99) a v1 receiver must skip; "
        "re-encoding drops it, so no byte round trip.",
        "REQUEST", 9, 0, fields((1, b"default"), (99, b"future"), (2, u8(0))), roundtrip=False)
+vector("27-request-step-up", "REQUEST on stream 11 for a sensitive action, carrying its step-up token.",
+       "REQUEST", 11, 0, fields((1, b"default"), (2, u8(0)), (5, b"refund.issue"), (6, b"tenant-a"),
+                                (7, b"step-up-token-example")))
+vector("28-notice-pending-approval", "NOTICE on stream 13: the call waits for a human approval (up to 5 min).",
+       "NOTICE", 13, 0, fields((1, b"pending_approval"), (2, b"apr-7f3a"),
+                               (3, b"refund.issue needs an approval: breakwater approve apr-7f3a"), (4, u32(300000))))
+vector("29-admin-approvals", "ADMIN on stream 15: list pending approvals; no arguments follow.",
+       "ADMIN", 15, END_STREAM, fields((1, b"approvals")))
+vector("30-error-step-up", "ERROR on stream 11: the action needs step-up authentication.",
+       "ERROR", 11, 0, fields((1, u16(CODES["STEP_UP_REQUIRED"])),
+                              (2, b"refund.issue needs step-up authentication")))
 # Refusals.
 vector("19-frame-too-large", "DATA header announcing 2 MiB: refused from the header alone.",
        "DATA", 1, 0, b"", expect="FRAME_TOO_LARGE", length=2 << 20)
 vector("20-unknown-type", "A frame of type 0x42.", "", 0, 0, b"", expect="UNKNOWN_FRAME_TYPE", raw_type=0x42)
+vector("31-notice-on-stream-0", "NOTICE on stream 0 (it belongs to a call).", "NOTICE", 0, 0,
+       fields((1, b"pending_approval")), expect="INVALID_STREAM_ID")
 vector("21-reserved-bit", "PING with the stream id's reserved top bit set.",
        "PING", 0x80000000, 0, bytes(8), expect="PROTOCOL_ERROR")
 vector("22-undefined-flag", "DATA with flag bit 0x80, which v1 does not define.",
