@@ -34,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        // SHA-256 for agent credentials. The range keeps the 4.x that swift-nio-extras already resolves.
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // C libraries. Swift cannot call variadic C functions, so each shim header wraps them in
@@ -54,10 +56,17 @@ let package = Package(
         .target(name: "CurlTransport", dependencies: ["CCurl"], swiftSettings: strict),
         // sd_listen_fds, sd_notify (and, later, the journal).
         .target(name: "Systemd", dependencies: ["CSystemd"], swiftSettings: strict),
-        // YAML config with file:line errors.
+        // Agent identity, scopes, tenants, conditional controls, approvals and budgets: pure decisions over an
+        // injected clock.
+        .target(
+            name: "Governance",
+            dependencies: ["Resilience", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        // YAML config and policy files with file:line errors.
         .target(
             name: "Config",
-            dependencies: ["Resilience", .product(name: "Yams", package: "Yams")],
+            dependencies: ["Resilience", "Governance", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
         // The daemon's request path and server, as a library so tests can drive it in-process too.
@@ -118,7 +127,8 @@ let package = Package(
         .testTarget(name: "BreakwaterWireTests", dependencies: ["BreakwaterWire"], swiftSettings: strict),
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: strict),
         .testTarget(name: "ResilienceTests", dependencies: ["Resilience"], swiftSettings: strict),
-        .testTarget(name: "ConfigTests", dependencies: ["Config", "Resilience"], swiftSettings: strict),
+        .testTarget(name: "GovernanceTests", dependencies: ["Governance", "Resilience"], swiftSettings: strict),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "Governance", "Resilience"], swiftSettings: strict),
         .testTarget(
             name: "CurlTransportTests",
             dependencies: ["CurlTransport", "FakeProviderKit"],

@@ -1,0 +1,372 @@
+import Resilience
+
+/// Token and cost budgets per agent and per tenant over UTC calendar days and months. Before a call, `reserve`
+/// holds its worst case (prompt estimate + `max_tokens`); after it, `settle` replaces that with the real usage.
+/// A reservation is refused when used + reserved + requested would pass a limit, so concurrent calls can never
+/// overshoot together. A value-type state machine: the daemon keeps it behind a lock and persists `snapshot()`.
+public struct BudgetLedger: Sendable {
+    public private(set) var policy: GovernancePolicy
+    private var used: [BudgetKey: Usage] = [:]
+    private var held: [BudgetKey: Usage] = [:]
+    private var open: [UInt64: Reservation] = [:]
+    private var nextID: UInt64 = 1
+
+    public init(policy: GovernancePolicy) {
+        self.policy = policy
+    }
+
+    /// Swaps in a reloaded policy; usage and open reservations carry over.
+    public mutating func replacePolicy(_ new: GovernancePolicy) {
+        policy = new
+    }
+
+    /// Holds the worst case of one attempt against every budget that applies to `agent` and `tenant`.
+    /// `maxTokens` nil means the policy's `default_max_tokens` (the daemon should then send that as the
+    /// upstream `max_tokens`, so the hold is really the worst case).
+    public mutating func reserve(agent: String, tenant: String?, model: String, maxTokens: Int?,
+                                 promptTokensEstimate: Int, wallNow: Double) -> BudgetDecision {
+        let completion = Int64(max(0, maxTokens ?? policy.defaultMaxTokens))
+        let prompt = Int64(max(0, promptTokensEstimate))
+        let price = policy.prices[model]
+        let cost = price?.microUSD(inputTokens: prompt, outputTokens: completion) ?? 0
+        let ask = Usage(tokens: prompt + completion, microUSD: cost)
+        let keys = Self.keys(agent: agent, tenant: tenant, wallNow: wallNow)
+        for key in keys {
+            guard let amount = limits(for: key.subject)[key.window] else { continue }
+            let rule = key.subject.rule + ".budgets.\(key.window.rawValue)"
+            let u = used[key] ?? Usage()
+            let h = held[key] ?? Usage()
+            if let limit = amount.tokens, u.tokens + h.tokens + ask.tokens > limit {
+                return .exceeded(BudgetExceeded(subject: key.subject, window: key.window, unit: .tokens,
+                                                limit: limit, used: u.tokens, reserved: h.tokens,
+                                                requested: ask.tokens, resetsAt: key.window.end(of: key.period),
+                                                rule: rule + ".tokens"))
+            }
+            if let limit = amount.microUSD {
+                guard price != nil else { return .unpriced(model: model, rule: rule + ".cost_usd") }
+                if u.microUSD + h.microUSD + ask.microUSD > limit {
+                    return .exceeded(BudgetExceeded(subject: key.subject, window: key.window, unit: .microUSD,
+                                                    limit: limit, used: u.microUSD, reserved: h.microUSD,
+                                                    requested: ask.microUSD, resetsAt: key.window.end(of: key.period),
+                                                    rule: rule + ".cost_usd"))
+                }
+            }
+        }
+        for key in keys { held[key, default: Usage()] += ask }
+        let reservation = Reservation(id: nextID, agent: agent, tenant: tenant, model: model, keys: keys,
+                                      held: ask)
+        nextID += 1
+        open[reservation.id] = reservation
+        return .reserved(reservation)
+    }
+
+    /// Replaces a reservation's hold with what the attempt really used (from the provider's usage, or the
+    /// daemon's count for a stream cut short), charged to the day and month it was reserved in. Settling twice,
+    /// or a reservation this ledger does not hold, returns nil and changes nothing.
+    @discardableResult
+    public mutating func settle(_ reservation: Reservation, promptTokens: Int,
+                               completionTokens: Int) -> Settlement? {
+        guard open.removeValue(forKey: reservation.id) != nil else { return nil }
+        let prompt = Int64(max(0, promptTokens))
+        let completion = Int64(max(0, completionTokens))
+        let cost = policy.prices[reservation.model]?.microUSD(inputTokens: prompt, outputTokens: completion) ?? 0
+        let actual = Usage(tokens: prompt + completion, microUSD: cost)
+        var entries: [BudgetSnapshot.Entry] = []
+        for key in reservation.keys {
+            var h = held[key] ?? Usage()
+            h -= reservation.held
+            held[key] = h.isZero ? nil : h
+            used[key, default: Usage()] += actual
+            entries.append(BudgetSnapshot.Entry(key: key, usage: used[key] ?? actual))
+        }
+        return Settlement(reservation: reservation, tokens: actual.tokens, microUSD: actual.microUSD,
+                          updated: entries)
+    }
+
+    /// Gives back a reservation whose attempt never reached the provider (refused, skipped, failed to connect).
+    public mutating func release(_ reservation: Reservation) {
+        settle(reservation, promptTokens: 0, completionTokens: 0)
+    }
+
+    /// What is used and held now in one budget (for status displays and `breakwater status`).
+    public func usage(_ subject: BudgetSubject, _ window: BudgetWindow, wallNow: Double) -> (used: Usage, held: Usage) {
+        let key = BudgetKey(subject: subject, window: window, period: window.period(at: wallNow))
+        return (used[key] ?? Usage(), held[key] ?? Usage())
+    }
+
+    /// Reservations not yet settled.
+    public var openReservations: Int { open.count }
+
+    /// All recorded usage (not holds: calls in flight do not outlive the daemon), for the state store.
+    public func snapshot() -> BudgetSnapshot {
+        BudgetSnapshot(entries: used.map { BudgetSnapshot.Entry(key: $0.key, usage: $0.value) }.sorted())
+    }
+
+    /// Loads usage saved by `snapshot()` (after a restart), replacing what is recorded for the same budgets.
+    /// Entries that cannot be read are skipped and returned.
+    @discardableResult
+    public mutating func restore(_ snapshot: BudgetSnapshot) -> [BudgetSnapshot.Entry] {
+        var skipped: [BudgetSnapshot.Entry] = []
+        for entry in snapshot.entries {
+            guard let key = entry.key else {
+                skipped.append(entry)
+                continue
+            }
+            used[key] = Usage(tokens: entry.tokens, microUSD: entry.microUSD)
+        }
+        return skipped
+    }
+
+    /// Forgets usage of days and months that have ended (they can no longer refuse anything).
+    public mutating func prune(wallNow: Double) {
+        used = used.filter { $0.key.period >= $0.key.window.period(at: wallNow) }
+    }
+
+    private func limits(for subject: BudgetSubject) -> BudgetLimits {
+        switch subject {
+        case .agent(let id): policy.agents[id]?.budgets ?? BudgetLimits()
+        case .tenant(let id): policy.tenants[id]?.budgets ?? BudgetLimits()
+        }
+    }
+
+    static func keys(agent: String, tenant: String?, wallNow: Double) -> [BudgetKey] {
+        var subjects: [BudgetSubject] = [.agent(agent)]
+        if let tenant { subjects.append(.tenant(tenant)) }
+        return subjects.flatMap { s in
+            BudgetWindow.allCases.map { BudgetKey(subject: s, window: $0, period: $0.period(at: wallNow)) }
+        }
+    }
+}
+
+/// Tokens and cost (millionths of a dollar) together.
+public struct Usage: Sendable, Hashable, CustomStringConvertible {
+    public var tokens: Int64
+    public var microUSD: Int64
+
+    public init(tokens: Int64 = 0, microUSD: Int64 = 0) {
+        self.tokens = tokens
+        self.microUSD = microUSD
+    }
+
+    var isZero: Bool { tokens == 0 && microUSD == 0 }
+
+    static func += (a: inout Usage, b: Usage) {
+        a.tokens += b.tokens
+        a.microUSD += b.microUSD
+    }
+
+    static func -= (a: inout Usage, b: Usage) {
+        a.tokens = max(0, a.tokens - b.tokens)
+        a.microUSD = max(0, a.microUSD - b.microUSD)
+    }
+
+    public var description: String { "\(tokens) tokens, \(formatUSD(microUSD))" }
+}
+
+/// Whose budget: an agent's or a tenant's.
+public enum BudgetSubject: Sendable, Hashable, CustomStringConvertible {
+    case agent(String)
+    case tenant(String)
+
+    var rule: String {
+        switch self {
+        case .agent(let id): "agents.\(id)"
+        case .tenant(let id): "tenants.\(id)"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .agent(let id): "agent \"\(id)\""
+        case .tenant(let id): "tenant \"\(id)\""
+        }
+    }
+}
+
+/// A UTC calendar window.
+public enum BudgetWindow: String, Sendable, Hashable, CaseIterable {
+    case daily, monthly
+
+    /// The number of the day (days since 1970-01-01) or month (year × 12 + month − 1) that `wallNow` falls in.
+    func period(at wallNow: Double) -> Int64 {
+        let day = floorDivide(Int64(wallNow.rounded(.down)), 86_400).0
+        switch self {
+        case .daily: return day
+        case .monthly:
+            let date = CivilDate(daysSinceEpoch: day)
+            return Int64(date.year) * 12 + Int64(date.month - 1)
+        }
+    }
+
+    /// When `period` ends, in Unix seconds.
+    func end(of period: Int64) -> Double {
+        switch self {
+        case .daily: return Double((period + 1) * 86_400)
+        case .monthly:
+            let next = period + 1
+            let date = CivilDate(year: Int(next / 12), month: Int(next % 12) + 1, day: 1)
+            return Double(date.daysSinceEpoch * 86_400)
+        }
+    }
+
+    func label(_ period: Int64) -> String {
+        switch self {
+        case .daily: return CivilDate(daysSinceEpoch: period).description
+        case .monthly:
+            let m = Int(period % 12) + 1
+            return "\(period / 12)-\(m < 10 ? "0" : "")\(m)"
+        }
+    }
+
+    func parse(_ label: String) -> Int64? {
+        switch self {
+        case .daily:
+            guard let t = RFC3339.parse(label + "T00:00:00Z") else { return nil }
+            return period(at: t)
+        case .monthly:
+            guard let t = RFC3339.parse(label + "-01T00:00:00Z") else { return nil }
+            return period(at: t)
+        }
+    }
+}
+
+struct BudgetKey: Sendable, Hashable {
+    var subject: BudgetSubject
+    var window: BudgetWindow
+    var period: Int64
+}
+
+/// An attempt's hold on the budgets, to be settled (or released) exactly once.
+public struct Reservation: Sendable, Hashable, CustomStringConvertible {
+    public let id: UInt64
+    public let agent: String
+    public let tenant: String?
+    public let model: String
+    let keys: [BudgetKey]
+    /// What is held: the prompt estimate plus `max_tokens`, and its cost.
+    public let held: Usage
+
+    public var description: String { "reservation \(id) for agent \"\(agent)\" on \(model): \(held)" }
+}
+
+/// The outcome of `reserve`.
+public enum BudgetDecision: Sendable, Hashable, CustomStringConvertible {
+    case reserved(Reservation)
+    case exceeded(BudgetExceeded)
+    /// A cost budget applies, but `model` has no price in `prices:`, so its cost cannot be bounded.
+    case unpriced(model: String, rule: String)
+
+    /// The same outcome as a gate decision, for one audit path: `.allow` or `.deny(budget_exceeded /
+    /// unpriced_model)`.
+    public var decision: Decision {
+        switch self {
+        case .reserved: .allow(rule: "budgets")
+        case .exceeded(let e): .deny(rule: e.rule, code: .budgetExceeded, reason: e.description)
+        case .unpriced(let model, let rule):
+            .deny(rule: rule, code: .unpricedModel,
+                  reason: "model \"\(model)\" has no price in prices:, so a cost budget cannot be checked")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .reserved(let r): "reserved: \(r)"
+        case .exceeded(let e): "exceeded: \(e)"
+        case .unpriced(let model, let rule): "unpriced model \"\(model)\" (\(rule))"
+        }
+    }
+}
+
+/// Which budget a reservation would overspend, and by how much.
+public struct BudgetExceeded: Sendable, Hashable, CustomStringConvertible {
+    public enum Unit: String, Sendable, Hashable {
+        case tokens
+        case microUSD = "micro_usd"
+    }
+
+    public var subject: BudgetSubject
+    public var window: BudgetWindow
+    public var unit: Unit
+    public var limit: Int64
+    public var used: Int64
+    /// Held by calls in flight.
+    public var reserved: Int64
+    /// This attempt's worst case.
+    public var requested: Int64
+    /// Unix seconds at which the window starts afresh.
+    public var resetsAt: Double
+    public var rule: String
+
+    public var description: String {
+        func amount(_ v: Int64) -> String { unit == .tokens ? "\(v) tokens" : formatUSD(v) }
+        return "\(subject) \(window.rawValue) budget: \(amount(used)) used + \(amount(reserved)) reserved + "
+            + "\(amount(requested)) requested > \(amount(limit)) (resets \(RFC3339.format(resetsAt)))"
+    }
+}
+
+/// What `settle` charged, and the budget rows that changed (for the state store to upsert).
+public struct Settlement: Sendable, Hashable {
+    public var reservation: Reservation
+    public var tokens: Int64
+    public var microUSD: Int64
+    public var updated: [BudgetSnapshot.Entry]
+}
+
+/// Recorded usage as plain rows, for the daemon's SQLite state store.
+public struct BudgetSnapshot: Sendable, Hashable, Codable {
+    public var entries: [Entry]
+
+    public init(entries: [Entry]) { self.entries = entries }
+
+    /// One budget's usage in one calendar period.
+    public struct Entry: Sendable, Hashable, Codable, Comparable {
+        /// `agent` or `tenant`.
+        public var subject: String
+        public var name: String
+        /// `daily` or `monthly`.
+        public var window: String
+        /// `2025-06-01` for a day, `2025-06` for a month (UTC).
+        public var period: String
+        public var tokens: Int64
+        public var microUSD: Int64
+
+        public init(subject: String, name: String, window: String, period: String, tokens: Int64, microUSD: Int64) {
+            self.subject = subject
+            self.name = name
+            self.window = window
+            self.period = period
+            self.tokens = tokens
+            self.microUSD = microUSD
+        }
+
+        init(key: BudgetKey, usage: Usage) {
+            switch key.subject {
+            case .agent(let id): (subject, name) = ("agent", id)
+            case .tenant(let id): (subject, name) = ("tenant", id)
+            }
+            window = key.window.rawValue
+            period = key.window.label(key.period)
+            tokens = usage.tokens
+            microUSD = usage.microUSD
+        }
+
+        var key: BudgetKey? {
+            guard let w = BudgetWindow(rawValue: window), let p = w.parse(period) else { return nil }
+            switch subject {
+            case "agent": return BudgetKey(subject: .agent(name), window: w, period: p)
+            case "tenant": return BudgetKey(subject: .tenant(name), window: w, period: p)
+            default: return nil
+            }
+        }
+
+        public static func < (a: Entry, b: Entry) -> Bool {
+            (a.subject, a.name, a.window, a.period) < (b.subject, b.name, b.window, b.period)
+        }
+    }
+}
+
+func formatUSD(_ micro: Int64) -> String {
+    let cents = (micro + 5_000) / 10_000
+    let rest = cents % 100
+    return "$\(cents / 100).\(rest < 10 ? "0" : "")\(rest)"
+}
