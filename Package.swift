@@ -73,7 +73,7 @@ let package = Package(
         .target(
             name: "BreakwaterDaemon",
             dependencies: nio + [
-                "BreakwaterWire", "Providers", "CurlTransport", "Systemd", "Config", "Resilience",
+                "BreakwaterWire", "Providers", "CurlTransport", "Systemd", "Config", "Resilience", "Governance",
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -83,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "breakwaterd",
             dependencies: [
-                "BreakwaterDaemon", "Config", "Systemd",
+                "BreakwaterDaemon", "Config", "Systemd", "Governance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -137,7 +137,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "BreakwaterClient", "BreakwaterWire", "FakeProviderKit",
+                "BreakwaterClient", "BreakwaterWire", "FakeProviderKit", "Governance",
                 // Listed so `swift test` builds the binaries the end-to-end tests start as real processes.
                 "breakwaterd", "fake-provider", "breakwater",
             ],

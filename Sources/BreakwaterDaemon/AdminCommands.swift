@@ -1,6 +1,7 @@
 import BreakwaterWire
 import Config
 import Foundation
+import Governance
 import Resilience
 import Synchronization
 
@@ -9,15 +10,64 @@ import Synchronization
 enum AdminCommands {
     static func run(_ command: String, arguments: [UInt8], peer: PeerCredentials?,
                     shared: DaemonContext) -> Result<[UInt8], ErrorMessage> {
-        guard let peer, shared.router.config.admins.allows(uid: peer.uid, gid: peer.gid) else {
-            return .failure(ErrorMessage(code: .forbidden,
-                                         message: "admin commands are for the uids/gids in the config's admins"))
+        guard let peer else {
+            return .failure(ErrorMessage(code: .forbidden, message: "the caller's identity is unknown"))
+        }
+        let isAdmin = shared.router.config.admins.allows(uid: peer.uid, gid: peer.gid)
+        let args = (try? JSONSerialization.jsonObject(with: Data(arguments)) as? [String: Any]) ?? [:]
+        func forbidden(_ what: String) -> Result<[UInt8], ErrorMessage> {
+            .failure(ErrorMessage(code: .forbidden, message: what))
         }
         switch command {
         case "status":
+            guard isAdmin else { return forbidden("admin commands are for the uids/gids in the config's admins") }
             return .success(json(status(shared)))
+        case "approvals", "approve", "deny", "policy-check":
+            guard let governance = shared.governance else {
+                return .failure(ErrorMessage(code: .badRequest, message: "no policy is configured"))
+            }
+            return governed(command, args: args, peer: peer, isAdmin: isAdmin, governance: governance)
         default:
             return .failure(ErrorMessage(code: .badRequest, message: "unknown admin command \"\(command)\""))
+        }
+    }
+
+    /// Approvals: any caller may ask; the approval queue itself refuses approvers the policy does not name.
+    static func governed(_ command: String, args: [String: Any], peer: PeerCredentials, isAdmin: Bool,
+                         governance: GovernanceRegistry) -> Result<[UInt8], ErrorMessage> {
+        switch command {
+        case "approvals":
+            governance.expireDue()
+            let list: [[String: Any]] = governance.pending.map { r in
+                var o: [String: Any] = ["id": r.id, "agent": r.agent, "route": r.route, "rule": r.rule,
+                                        "requester_uid": r.requester.uid, "requester_pid": r.requester.pid]
+                if let a = r.action { o["action"] = a }
+                if let t = r.tenant { o["tenant"] = t }
+                if let m = r.model { o["model"] = m }
+                return o
+            }
+            return .success(json(["pending": list]))
+        case "approve", "deny":
+            guard let id = args["id"] as? String else {
+                return .failure(ErrorMessage(code: .badRequest, message: "\(command) needs an id"))
+            }
+            do {
+                let t = command == "approve"
+                    ? try governance.approve(id, by: peer)
+                    : try governance.deny(id, by: peer, reason: args["reason"] as? String ?? "denied")
+                return .success(json(["id": t.id, "state": t.to.rawValue, "agent": t.agent]))
+            } catch {
+                return .failure(ErrorMessage(code: .forbidden, message: "\(command) \(id): \(error.reason)"))
+            }
+        default:  // policy-check
+            guard isAdmin else { return .failure(ErrorMessage(code: .forbidden, message: "policy check is for admins")) }
+            guard let agent = args["agent"] as? String, let route = args["route"] as? String else {
+                return .failure(ErrorMessage(code: .badRequest, message: "policy-check needs agent and route"))
+            }
+            let e = governance.explain(agent: agent, action: args["action"] as? String,
+                                       tenant: args["tenant"] as? String, route: route, model: args["model"] as? String)
+            return .success(json(["decision": e.decision.name, "rule": e.decision.rule,
+                                  "detail": "\(e.decision)", "trace": e.trace]))
         }
     }
 
@@ -30,6 +80,7 @@ enum AdminCommands {
             "calls": s.callsStarted.load(ordering: .relaxed),
             "calls_failed": s.callsFailed.load(ordering: .relaxed),
             "protocol_errors": s.protocolErrors.load(ordering: .relaxed),
+            "pending_approvals": shared.governance?.pending.count ?? 0,
             "open_breakers": shared.resilience.openBreakers.map { target, reopens in
                 ["target": target, "reopens_in_ms": reopens.map { max(0, ($0 - now).nanoseconds / 1_000_000) } ?? 0]
                     as [String: Any]

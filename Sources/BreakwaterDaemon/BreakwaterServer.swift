@@ -2,10 +2,12 @@ import BreakwaterWire
 import Config
 import CurlTransport
 import Foundation
+import Governance
 import Logging
 import NIOCore
 import NIOExtras
 import NIOPosix
+import Resilience
 import ServiceLifecycle
 import Synchronization
 import Systemd
@@ -26,10 +28,13 @@ public final class BreakwaterServer: Service, Sendable {
     private let address: ListenAddress
     private let logger: Logger
     private let group: any EventLoopGroup
+    private let policy: GovernancePolicy?
 
-    public init(router: Router, address: ListenAddress, logger: Logger,
+    /// `policy` nil: no runtime enforcement (every local caller may use every route), logged at start-up.
+    public init(router: Router, address: ListenAddress, logger: Logger, policy: GovernancePolicy? = nil,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.router = router
+        self.policy = policy
         self.address = address
         self.logger = logger
         self.group = group
@@ -38,8 +43,10 @@ public final class BreakwaterServer: Service, Sendable {
     public func run() async throws {
         let engine = try CurlEngine()
         defer { engine.shutdown() }
+        let clock = SystemClock()
         let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger,
-                                   resilience: ResilienceRegistry(logger: logger))
+                                   resilience: ResilienceRegistry(clock: clock, logger: logger),
+                                   governance: policy.map { GovernanceRegistry(policy: $0, clock: clock) })
         let quiesce = ServerQuiescingHelper(group: group)
         let limits = shared.limits
         let bootstrap = ServerBootstrap(group: group)
@@ -77,6 +84,9 @@ public final class BreakwaterServer: Service, Sendable {
         logger.info("breakwaterd serving", metadata: [
             "listen": "\(where_)", "routes": "\(router.routes.keys.sorted().joined(separator: ","))",
         ])
+        if policy == nil {
+            logger.warning("no policy file: runtime enforcement is off, every local caller may use every route")
+        }
         for name in router.providersWithoutKey {
             logger.warning("provider has no API key; calls to it will fail", metadata: ["provider": "\(name)"])
         }

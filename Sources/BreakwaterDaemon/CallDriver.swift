@@ -1,6 +1,7 @@
 import BreakwaterWire
 import Config
 import CurlTransport
+import Governance
 import Logging
 import NIOCore
 import Providers
@@ -44,10 +45,17 @@ final class CallDriver {
     private var committed = false
     private var finished = false
     private var lastFailure: (code: ErrorCode, status: Int?, provider: String?)?
+    /// What policy checks for this call; nil when no policy is in force.
+    private let access: AccessRequest?
+    /// The agent whose in-flight slot this call holds, released exactly once when it ends.
+    private var admittedAgent: String?
+    private var approvalID: String?
+    private var approvalTimer: Scheduled<Void>?
 
     init(streamID: StreamID, requestID: String, chat: ChatRequest, stream: Bool, chain: [ResolvedTarget],
          fallback: FallbackPolicy, deadline: Instant, shared: DaemonContext, eventLoop: any EventLoop,
-         connection: ConnectionHandler) {
+         connection: ConnectionHandler, access: AccessRequest? = nil) {
+        self.access = access
         self.streamID = streamID
         self.requestID = requestID
         self.chat = chat
@@ -64,10 +72,116 @@ final class CallDriver {
         tryNextTarget()
     }
 
+    /// The gate: policy decides before the first attempt. Without a policy the call starts at once.
+    func admit() {
+        guard let governance = shared.governance, let access else { return start() }
+        handle(governance.authorize(access), governance: governance, afterApproval: false)
+    }
+
+    private func handle(_ decision: Decision, governance: GovernanceRegistry, afterApproval: Bool) {
+        guard !finished, let access else { return }
+        let action = access.action ?? "the call"
+        switch decision {
+        case .allow:
+            admittedAgent = access.principal.agent
+            start()
+        case .deny(let rule, let code, let reason):
+            let wire: ErrorCode = switch code {
+            case .concurrencyLimit: .concurrencyLimit
+            case .budgetExceeded: .budgetExceeded
+            case .stepUpInvalid, .stepUpExpired: .stepUpRequired
+            default: .forbidden
+            }
+            refuse(wire, "\(reason) (rule \(rule))")
+        case .requireStepUp(let rule):
+            refuse(.stepUpRequired, "\(action) needs step-up authentication (rule \(rule))")
+        case .rateLimited(let rule, let wait):
+            refuse(.rateLimited, "\(action) is rate-limited for this agent (rule \(rule))",
+                   retryAfterMs: UInt32(clamping: wait.nanoseconds / 1_000_000))
+        case .requireApproval(let rule, let timeout, let approvers):
+            guard !afterApproval else { return refuse(.forbidden, "approval loop in policy (rule \(rule))") }
+            waitForApproval(rule: rule, timeout: timeout, approvers: approvers, governance: governance)
+        }
+    }
+
+    private func waitForApproval(rule: String, timeout: Duration, approvers: PeerSet,
+                                 governance: GovernanceRegistry) {
+        guard let access else { return }
+        var rng = SystemRandomNumberGenerator()
+        let id = "apr-" + String(rng.next() as UInt64, radix: 36)
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        let loop = eventLoop
+        do {
+            _ = try governance.requestApproval(
+                id: id, request: access, requester: connection?.peer ?? PeerCredentials(uid: .max, gid: .max, pid: 0),
+                rule: rule, approvers: approvers, timeout: timeout) { outcome in
+                    loop.execute { bound.value.approvalDecided(outcome) }
+                }
+        } catch {
+            return refuse(.internalError, "could not queue the approval: \(error.code.rawValue)")
+        }
+        approvalID = id
+        let ms = UInt32(clamping: timeout.nanoseconds / 1_000_000)
+        connection?.write([CallNotice(kind: CallNotice.pendingApproval, approvalID: id,
+                                      message: "\(access.action ?? "the call") needs an approval: breakwater approve \(id)",
+                                      timeoutMs: ms).frame(streamID: streamID)],
+                          streamID: streamID, final: false)
+        shared.logger.notice("approval requested", metadata: [
+            "approval_id": "\(id)", "agent": "\(access.principal.agent)", "action": "\(access.action ?? "-")",
+            "rule": "\(rule)",
+        ])
+        approvalTimer = eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds) + .milliseconds(5)) {
+            governance.expireDue()
+        }
+    }
+
+    fileprivate func approvalDecided(_ outcome: GovernanceRegistry.ApprovalOutcome) {
+        guard !finished, let id = approvalID, let governance = shared.governance, var access else { return }
+        approvalTimer?.cancel()
+        approvalTimer = nil
+        approvalID = nil
+        governance.forget(id)
+        switch outcome {
+        case .approved:
+            access.pass = .afterApproval
+            handle(governance.authorize(access), governance: governance, afterApproval: true)
+        case .denied(let reason):
+            refuse(.approvalDenied, "an approver denied the call: \(reason)")
+        case .expired:
+            refuse(.approvalExpired, "nobody approved the call in time")
+        }
+    }
+
+    /// Ends the call before any attempt, with `code`.
+    private func refuse(_ code: ErrorCode, _ message: String, retryAfterMs: UInt32? = nil) {
+        guard !finished else { return }
+        end([ErrorMessage(code: code, message: message, retryAfterMs: retryAfterMs).frame(streamID: streamID)])
+    }
+
+    /// The call's last frames: frees its policy slot and hands them to the connection.
+    private func end(_ frames: [Frame]) {
+        finished = true
+        releaseSlot()
+        connection?.write(frames, streamID: streamID, final: true)
+    }
+
+    private func releaseSlot() {
+        if let agent = admittedAgent {
+            admittedAgent = nil
+            shared.governance?.release(agent: agent)
+        }
+    }
+
     /// CANCEL or a closed connection: stop the attempt in flight and any sleeping retry, at once.
     func cancel() {
         guard !finished else { return }
         finished = true
+        releaseSlot()
+        if let id = approvalID {
+            shared.governance?.withdraw(id)
+            approvalTimer?.cancel()
+            approvalID = nil
+        }
         retryTimer?.cancel()
         retryTimer = nil
         if let current, let id = current.transferID {
@@ -120,6 +234,16 @@ final class CallDriver {
             lastFailure = (.timeout, nil, target.provider.name)
             targetIndex = chain.count
             return .skipped
+        }
+        if targetIndex > 0, let governance = shared.governance, var pass = access {
+            // Every fallback target passes the same policy check as the first (its model may be out of scope).
+            pass.pass = .fallback
+            pass.model = target.model
+            if case .deny(let rule, _, let reason) = governance.authorize(pass) {
+                attempts.append(AttemptRecord(target: target.label, what: "skipped by policy: \(reason) (\(rule))"))
+                lastFailure = lastFailure ?? (.forbidden, nil, target.provider.name)
+                return .skipped
+            }
         }
         var probe = false
         switch shared.resilience.acquire(target) {
@@ -210,11 +334,7 @@ final class CallDriver {
         shared.resilience.settleKey(target.provider, index: currentKey, reserved: reservedTokens,
                                     actual: result.usage?.totalTokens, info: result.rateLimit,
                                     rateLimited: classification?.kind == .rateLimited)
-        guard let classification else {
-            finished = true
-            connection?.write(result.frames, streamID: streamID, final: true)
-            return
-        }
+        guard let classification else { return end(result.frames) }
         attempts.append(AttemptRecord(target: target.label, what: result.reason))
         lastFailure = (Self.code(for: result.outcome), result.upstreamStatus, target.provider.name)
         shared.logger.notice("upstream attempt failed", metadata: [
@@ -223,9 +343,7 @@ final class CallDriver {
         ])
         if committed {
             // Bytes already reached the app: no transparent retry, an explicit error instead.
-            finished = true
-            connection?.write(result.frames, streamID: streamID, final: true)
-            return
+            return end(result.frames)
         }
         var input = RetryPlanner.Input(
             classification: classification, retriesDone: retriesOnTarget,
@@ -254,14 +372,12 @@ final class CallDriver {
     /// Every target failed (or was skipped): one error that lists every attempt.
     private func fail() {
         guard !finished else { return }
-        finished = true
         let failure = lastFailure ?? (.upstreamUnavailable, nil, nil)
         let list = attempts.enumerated().map { "\($0.offset + 1). \($0.element.target): \($0.element.what)" }
         let message = "all \(chain.count) target(s) of the route failed: " + list.joined(separator: " | ")
         let status = failure.status.flatMap { (200..<300).contains($0) ? nil : UInt16(clamping: $0) }
-        connection?.write([ErrorMessage(code: failure.code, message: message, upstreamStatus: status,
-                                        provider: failure.provider).frame(streamID: streamID)],
-                          streamID: streamID, final: true)
+        end([ErrorMessage(code: failure.code, message: message, upstreamStatus: status,
+                          provider: failure.provider).frame(streamID: streamID)])
     }
 
     static func code(for outcome: AttemptOutcome) -> ErrorCode {

@@ -1,6 +1,7 @@
 import BreakwaterWire
 import Config
 import CurlTransport
+import Governance
 import Logging
 import NIOCore
 import NIOExtras
@@ -18,8 +19,11 @@ final class DaemonContext: Sendable {
     let drainTimeout: Duration
     let defaultCallTimeout: Duration
     let resilience: ResilienceRegistry
+    /// Nil when no policy is configured: every local caller may use every route.
+    let governance: GovernanceRegistry?
 
-    init(router: Router, engine: CurlEngine, stats: DaemonStats, logger: Logger, resilience: ResilienceRegistry) {
+    init(router: Router, engine: CurlEngine, stats: DaemonStats, logger: Logger, resilience: ResilienceRegistry,
+         governance: GovernanceRegistry?) {
         self.router = router
         self.engine = engine
         let l = router.config.limits
@@ -30,6 +34,7 @@ final class DaemonContext: Sendable {
         self.drainTimeout = l.drainTimeout
         self.defaultCallTimeout = l.defaultCallTimeout
         self.resilience = resilience
+        self.governance = governance
     }
 }
 
@@ -62,6 +67,9 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// The connected process, from SO_PEERCRED.
     let peer: PeerCredentials?
+
+    /// The agent the HELLO credential proved, when a policy is in force.
+    private var principal: Principal?
 
     init(shared: DaemonContext, peer: PeerCredentials?) {
         self.shared = shared
@@ -106,6 +114,24 @@ final class ConnectionHandler: ChannelInboundHandler {
             guard let version = hello.negotiate() else {
                 throw WireError(.unsupportedVersion, "client speaks versions \(hello.minVersion ?? 0)-"
                     + "\(hello.maxVersion ?? 0); this daemon speaks \(ProtocolVersion.supported)")
+            }
+            if let governance = shared.governance {
+                // Unknown peers (not a Unix socket) match no uid or gid rule.
+                let who = peer ?? PeerCredentials(uid: .max, gid: .max, pid: 0)
+                switch governance.authenticate(token: hello.credential, peer: who) {
+                case .authenticated(let p, _):
+                    principal = p
+                case .refused(let refusal) where hello.credential == nil:
+                    // No credential at all: the connection may still carry admin commands (judged by SO_PEERCRED),
+                    // but every call on it is refused.
+                    _ = refusal
+                case .refused(let refusal):
+                    // The reason names the check that failed, never the token.
+                    shared.logger.notice("credential refused", metadata: [
+                        "code": "\(refusal.code.rawValue)", "peer": "\(who)",
+                    ])
+                    throw WireError(.unauthenticated, "credential refused: \(refusal.code.rawValue)")
+                }
             }
             phase = .open
             context.writeAndFlush(wrapOutboundOut(
@@ -232,14 +258,23 @@ final class ConnectionHandler: ChannelInboundHandler {
         // The REQUEST frame's flag decides streaming, whatever the body says.
         chat.stream = request.stream
         let timeout = request.timeoutMs.map { Duration.milliseconds(Int64($0)) } ?? shared.defaultCallTimeout
+        var access: AccessRequest?
+        if shared.governance != nil {
+            guard let principal else {
+                return refuse(.forbidden, "this connection presented no agent credential in its HELLO")
+            }
+            access = AccessRequest(principal: principal, action: request.action, tenant: request.tenant,
+                                   route: request.route, model: route.chain.first?.model,
+                                   stepUpToken: request.stepUpToken.map(PresentedToken.init), pass: .admission)
+        }
         let driver = CallDriver(
             streamID: id, requestID: requestID, chat: chat, stream: request.stream, chain: route.chain,
             fallback: route.fallback, deadline: shared.resilience.clock.now() + timeout, shared: shared,
-            eventLoop: context.eventLoop, connection: self)
+            eventLoop: context.eventLoop, connection: self, access: access)
         running[id] = driver
         shared.stats.callsStarted.add(1, ordering: .relaxed)
         shared.stats.callsInFlight.add(1, ordering: .relaxed)
-        driver.start()
+        driver.admit()
     }
 
     /// Frames of a call, on this event loop. Frames for a call no longer running (cancelled) are dropped.

@@ -1,18 +1,12 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Governance
 import NIOCore
 
-/// Who is on the other end of a Unix socket connection, as the kernel says (SO_PEERCRED at connect time).
-/// Unforgeable by the client: it is what policy checks identity against.
-public struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
-    public var uid: UInt32
-    public var gid: UInt32
-    public var pid: Int32
-
-    public var description: String { "uid \(uid) gid \(gid) pid \(pid)" }
-
-    /// Reads SO_PEERCRED from an accepted Unix socket channel (on its event loop, before any byte is read).
+extension PeerCredentials {
+    /// Reads SO_PEERCRED (who connected, as the kernel says: unforgeable by the client) from an accepted Unix
+    /// socket channel, on its event loop, before any byte is read.
     static func read(from channel: any Channel) -> EventLoopFuture<PeerCredentials?> {
         #if os(Linux)
         guard let provider = channel as? any SocketOptionProvider else {

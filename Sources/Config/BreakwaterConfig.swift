@@ -7,6 +7,8 @@ public struct BreakwaterConfig: Sendable, Equatable {
     public var limits = LimitsConfig()
     public var providers: [String: ProviderConfig]
     public var routes: [String: RouteConfig]
+    /// The policy file (runtime enforcement); nil: none, every local caller may use every route.
+    public var policyPath: String?
     /// Who may run admin commands (`admins: {uids: [...], gids: [...]}`); root and the daemon's own user by default.
     public var admins = AdminAccess()
 

@@ -94,8 +94,10 @@ struct NodeReader {
     }
 
     mutating func readRoot(_ root: Node, into config: inout BreakwaterConfig) {
-        for (key, _, value) in entries(root, "config", allowed: ["socket", "limits", "providers", "routes", "admins"]) {
+        for (key, _, value) in entries(root, "config", allowed: ["socket", "limits", "providers", "routes", "admins", "policy"]) {
             switch key {
+            case "policy":
+                config.policyPath = string(value, "policy")
             case "admins":
                 var access = AdminAccess(uids: [], gids: [])
                 for (k, _, v) in entries(value, "admins", allowed: ["uids", "gids"]) {

@@ -8,7 +8,7 @@ struct Breakwater: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "breakwater",
         abstract: "Talk to breakwaterd: send calls, run the demo.",
-        subcommands: [Call.self, Status.self, Demo.self]
+        subcommands: [Call.self, Status.self, Approvals.self, Approve.self, Deny.self, Policy.self, Demo.self]
     )
 }
 
@@ -127,6 +127,96 @@ struct Status: AsyncParsableCommand {
         } catch {
             FileHandle.standardError.write(Data("breakwater: \(error)\n".utf8))
             throw ExitCode(2)
+        }
+    }
+}
+
+/// Runs one admin command and returns its JSON object, or exits with the daemon's error.
+func adminCall(_ socket: String, _ command: String, _ arguments: [String: Any] = [:]) async throws -> [String: Any] {
+    let client = BreakwaterClient(socketPath: socket, clientName: "breakwater-cli")
+    do {
+        let args = Array(try JSONSerialization.data(withJSONObject: arguments))
+        let answer = try await client.admin(command, arguments: args)
+        return (try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any]) ?? [:]
+    } catch let error as BreakwaterError {
+        FileHandle.standardError.write(Data("breakwater: \(error)\n".utf8))
+        throw ExitCode(2)
+    }
+}
+
+func printJSON(_ object: [String: Any]) {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+    print(String(decoding: data, as: UTF8.self))
+}
+
+struct Approvals: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List calls waiting for an approval.")
+    @OptionGroup var socketOptions: SocketOptions
+    @Flag(help: "Print the JSON answer as it is.") var json = false
+
+    func run() async throws {
+        let answer = try await adminCall(socketOptions.path, "approvals")
+        if json { return printJSON(answer) }
+        let pending = answer["pending"] as? [[String: Any]] ?? []
+        if pending.isEmpty { return print("no calls are waiting for an approval") }
+        print("ID".padding(toLength: 18, withPad: " ", startingAt: 0) + "AGENT".padding(toLength: 20, withPad: " ",
+              startingAt: 0) + "ACTION".padding(toLength: 18, withPad: " ", startingAt: 0) + "TENANT")
+        for p in pending {
+            print("\(p["id"] ?? "")".padding(toLength: 18, withPad: " ", startingAt: 0)
+                + "\(p["agent"] ?? "")".padding(toLength: 20, withPad: " ", startingAt: 0)
+                + "\(p["action"] ?? "-")".padding(toLength: 18, withPad: " ", startingAt: 0)
+                + "\(p["tenant"] ?? "-")")
+        }
+    }
+}
+
+struct Approve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Approve a waiting call (policy approvers only).")
+    @OptionGroup var socketOptions: SocketOptions
+    @Argument(help: "The approval id (from `breakwater approvals`).") var id: String
+
+    func run() async throws {
+        let answer = try await adminCall(socketOptions.path, "approve", ["id": id])
+        print("\(answer["id"] ?? id): \(answer["state"] ?? "?")")
+    }
+}
+
+struct Deny: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Deny a waiting call (policy approvers only).")
+    @OptionGroup var socketOptions: SocketOptions
+    @Argument(help: "The approval id (from `breakwater approvals`).") var id: String
+    @Option(help: "Why; the app sees it.") var reason = "denied by an approver"
+
+    func run() async throws {
+        let answer = try await adminCall(socketOptions.path, "deny", ["id": id, "reason": reason])
+        print("\(answer["id"] ?? id): \(answer["state"] ?? "?")")
+    }
+}
+
+struct Policy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Policy tools.", subcommands: [Check.self])
+
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Dry run: the decision the running daemon's policy makes, and the rule, without calling anything.")
+        @OptionGroup var socketOptions: SocketOptions
+        @Option(help: "Agent id.") var agent: String
+        @Option(help: "Action, e.g. refund.issue.") var action: String?
+        @Option(help: "Tenant the call acts for.") var tenant: String?
+        @Option(help: "Route.") var route = "default"
+        @Option(help: "Model (default: the route's first target's).") var model: String?
+        @Flag(help: "Print the JSON answer as it is.") var json = false
+
+        func run() async throws {
+            var args: [String: Any] = ["agent": agent, "route": route]
+            if let action { args["action"] = action }
+            if let tenant { args["tenant"] = tenant }
+            if let model { args["model"] = model }
+            let answer = try await adminCall(socketOptions.path, "policy-check", args)
+            if json { return printJSON(answer) }
+            print("decision: \(answer["decision"] ?? "?")")
+            print("rule: \(answer["rule"] ?? "?")")
+            for line in answer["trace"] as? [String] ?? [] { print("  \(line)") }
         }
     }
 }

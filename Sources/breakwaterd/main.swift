@@ -2,6 +2,7 @@ import ArgumentParser
 import BreakwaterDaemon
 import Config
 import Foundation
+import Governance
 import Logging
 import NIOPosix
 import ServiceLifecycle
@@ -25,6 +26,9 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("check-config"), help: "Check a config file, print every error with file:line, exit.")
     var checkConfig: String?
 
+    @Option(name: .long, help: "Policy file (runtime enforcement); overrides the config's `policy:`.")
+    var policy: String?
+
     @Option(name: .long, help: "Event-loop threads serving app connections (libcurl has its own thread).")
     var threads = 1
 
@@ -36,6 +40,10 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
             do {
                 let c = try ConfigLoader.load(file: file)
                 print("\(file): OK (\(c.providers.count) providers, \(c.routes.count) routes)")
+                if let path = policy ?? c.policyPath {
+                    let p = try PolicyLoader.load(file: path)
+                    print("\(path): OK (\(p.agents.count) agents)")
+                }
                 return
             } catch {
                 FileHandle.standardError.write(Data((error.description + "\n").utf8))
@@ -72,9 +80,19 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
         } else {
             address = .path(socket ?? loaded.socketPath ?? Self.defaultSocketPath())
         }
+        var governance: GovernancePolicy?
+        if let path = policy ?? loaded.policyPath {
+            do {
+                governance = try PolicyLoader.load(file: path)
+            } catch {
+                FileHandle.standardError.write(Data((error.description + "\n").utf8))
+                throw ExitCode(1)
+            }
+        }
         let router = Router(config: loaded, environment: ProcessInfo.processInfo.environment)
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
-        let server = BreakwaterServer(router: router, address: address, logger: logger, group: eventLoops)
+        let server = BreakwaterServer(router: router, address: address, logger: logger, policy: governance,
+                                      group: eventLoops)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: server)],
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -90,7 +90,7 @@ final class DaemonUnderTest: @unchecked Sendable {
     /// `extraConfig` is appended to the generated YAML (e.g. a `limits:` block).
     static func start(fakePersonality: Personality = .healthy, extraConfig: String = "",
                       routes: String? = nil, withKey: Bool = true,
-                      providerBlock: String? = nil) async throws -> DaemonUnderTest {
+                      providerBlock: String? = nil, policy: String? = nil) async throws -> DaemonUnderTest {
         let dir = makeTempDir()
         let fake = try await FakeProvider.start(personality: fakePersonality)
         let config = dir + "/breakwater.yaml"
@@ -116,11 +116,16 @@ final class DaemonUnderTest: @unchecked Sendable {
         \(extraConfig)
         """.write(toFile: config, atomically: true, encoding: .utf8)
         let socket = dir + "/bw.sock"
-        let daemon = try ChildProcess(binDir + "/breakwaterd", ["--config", config, "--socket", socket],
+        var policyArgs: [String] = []
+        if let policy {
+            try policy.write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
+            policyArgs = ["--policy", dir + "/policy.yaml"]
+        }
+        let daemon = try ChildProcess(binDir + "/breakwaterd", ["--config", config, "--socket", socket] + policyArgs,
                                       environment: withKey ? ["BW_TEST_KEY": apiKey] : ["BW_TEST_KEY": ""], logPath: dir + "/daemon.log")
         let d = DaemonUnderTest(dir: dir, socket: socket, fake: fake, daemon: daemon)
         let up = try await waitUntil(timeout: .seconds(30)) {
-            (try? RawConnection(path: socket).hello()) != nil
+            FileManager.default.fileExists(atPath: socket) && (try? RawConnection(path: socket)) != nil
         }
         guard up else {
             d.stop()

@@ -1,0 +1,122 @@
+import Foundation
+import Governance
+import Resilience
+import Synchronization
+
+/// The host-wide governance state: the gate (identities, scopes, controls, rate limits, in-flight counts) and the
+/// approval queue, behind one lock. Calls waiting for an approval register a callback, run outside the lock.
+final class GovernanceRegistry: Sendable {
+    enum ApprovalOutcome: Sendable {
+        case approved(by: PeerCredentials)
+        case denied(reason: String)
+        case expired
+    }
+
+    private struct State {
+        var gate: Gate
+        var approvals: ApprovalQueue
+        var waiters: [String: @Sendable (ApprovalOutcome) -> Void] = [:]
+    }
+
+    let clock: any ResilienceClock
+    private let state: Mutex<State>
+
+    init(policy: GovernancePolicy, clock: any ResilienceClock) {
+        self.clock = clock
+        var queue = ApprovalQueue()
+        queue.allowSelfApproval = policy.allowSelfApproval
+        state = Mutex(State(gate: Gate(policy: policy), approvals: queue))
+    }
+
+    static var wallNow: Double { Date().timeIntervalSince1970 }
+
+    func authenticate(token: [UInt8]?, peer: PeerCredentials) -> AuthDecision {
+        let wall = Self.wallNow
+        return state.withLock { $0.gate.authenticate(token: token, peer: peer, wallNow: wall) }
+    }
+
+    func authorize(_ request: AccessRequest) -> Decision {
+        let now = clock.now()
+        let wall = Self.wallNow
+        return state.withLock { $0.gate.authorize(request, now: now, wallNow: wall) }
+    }
+
+    /// Frees the in-flight slot an admitted call held.
+    func release(agent: String) {
+        state.withLock { $0.gate.release(agent: agent) }
+    }
+
+    func explain(agent: String, action: String?, tenant: String?, route: String, model: String?) -> Explanation {
+        let now = clock.now()
+        let wall = Self.wallNow
+        return state.withLock {
+            $0.gate.explain(agent: agent, action: action, tenant: tenant, route: route, model: model, now: now,
+                            wallNow: wall)
+        }
+    }
+
+    /// Queues a call for approval; `onOutcome` runs once, outside the lock, when it is approved, denied or expires.
+    func requestApproval(id: String, request: AccessRequest, requester: PeerCredentials, rule: String,
+                         approvers: PeerSet, timeout: Duration,
+                         onOutcome: @escaping @Sendable (ApprovalOutcome) -> Void)
+        throws(ApprovalRefusal) -> ApprovalTransition {
+        let now = clock.now()
+        let wall = Self.wallNow
+        return try state.withLock { (s: inout State) throws(ApprovalRefusal) -> ApprovalTransition in
+            let t = try s.approvals.request(id: id, request: request, requester: requester, rule: rule,
+                                            approvers: approvers, timeout: timeout, now: now, wallNow: wall)
+            s.waiters[id] = onOutcome
+            return t
+        }
+    }
+
+    func approve(_ id: String, by peer: PeerCredentials) throws(ApprovalRefusal) -> ApprovalTransition {
+        let now = clock.now()
+        let (t, waiter) = try state.withLock {
+            (s: inout State) throws(ApprovalRefusal) -> (ApprovalTransition, (@Sendable (ApprovalOutcome) -> Void)?) in
+            let t = try s.approvals.approve(id, by: peer, now: now)
+            return (t, s.waiters.removeValue(forKey: id))
+        }
+        waiter?(.approved(by: peer))
+        return t
+    }
+
+    func deny(_ id: String, by peer: PeerCredentials, reason: String) throws(ApprovalRefusal) -> ApprovalTransition {
+        let now = clock.now()
+        let (t, waiter) = try state.withLock {
+            (s: inout State) throws(ApprovalRefusal) -> (ApprovalTransition, (@Sendable (ApprovalOutcome) -> Void)?) in
+            let t = try s.approvals.deny(id, by: peer, reason: reason, now: now)
+            return (t, s.waiters.removeValue(forKey: id))
+        }
+        waiter?(.denied(reason: reason))
+        return t
+    }
+
+    /// Expires every approval whose timeout has passed, telling their callers.
+    @discardableResult
+    func expireDue() -> [ApprovalTransition] {
+        let now = clock.now()
+        let (expired, waiters) = state.withLock { s in
+            let t = s.approvals.expire(now: now)
+            return (t, t.compactMap { s.waiters.removeValue(forKey: $0.id) })
+        }
+        for w in waiters { w(.expired) }
+        return expired
+    }
+
+    /// The caller gave up (CANCEL, disconnect) before anyone decided.
+    func withdraw(_ id: String) {
+        let now = clock.now()
+        state.withLock { s in
+            _ = s.approvals.withdraw(id, now: now)
+            s.waiters[id] = nil
+        }
+    }
+
+    /// Drops a decided approval once its caller has been told.
+    func forget(_ id: String) {
+        state.withLock { $0.approvals.forget(id) }
+    }
+
+    var pending: [ApprovalRequest] { state.withLock { $0.approvals.pending } }
+}

@@ -1,0 +1,187 @@
+import BreakwaterClient
+import FakeProviderKit
+import Foundation
+import Governance
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runtime enforcement end to end: a real daemon with a policy file, real SO_PEERCRED, the real CLI as a second
+/// process for approvals.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct GovernanceE2ETests {
+    static let invoiceToken = "test-invoice-token-0123456789abcdef"
+    static let refundToken = "test-refund-token-0123456789abcdef"
+    static let exportToken = "test-export-token-0123456789abcdef"
+    static let stepUpToken = "test-step-up-token-0123456789abcdef"
+    static let wrongUidToken = "test-wrong-uid-token-0123456789abcdef"
+
+    static func policy(approvalTimeout: String = "20s") -> String {
+        func h(_ t: String) -> String { CredentialDigest.policyValue(forToken: t) }
+        let now = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-60))
+        return """
+            anonymous: deny
+            approvers: {uids: [0]}
+            allow_self_approval: true
+            agents:
+              invoice-agent:
+                agent_identity:
+                  owner: billing
+                  credentials: [{name: t1, token_sha256: \(h(invoiceToken)), issued_at: \(now), validity_window: 1h}]
+                  uids: [0]
+                scopes: {actions: [invoice.create], routes: [default], models: [gpt-4o-mini]}
+                relationships: [{agent_to_tenant: acme}]
+              refund-agent:
+                agent_identity:
+                  owner: support
+                  credentials: [{name: t1, token_sha256: \(h(refundToken)), issued_at: \(now), validity_window: 1h}]
+                scopes: {actions: [refund.issue], routes: [default], models: ["*"]}
+                relationships: [{agent_to_tenant: acme}]
+              export-agent:
+                agent_identity:
+                  owner: privacy
+                  credentials: [{name: t1, token_sha256: \(h(exportToken)), issued_at: \(now), validity_window: 1h}]
+                  step_up_credentials: [{name: s1, token_sha256: \(h(stepUpToken)), issued_at: \(now)}]
+                scopes: {actions: [user.export], routes: ["*"], models: ["*"]}
+                relationships: [{agent_to_tenant: "*"}]
+              other-uid-agent:
+                agent_identity:
+                  credentials: [{name: t1, token_sha256: \(h(wrongUidToken)), issued_at: \(now), validity_window: 1h}]
+                  uids: [4242]
+                scopes: {actions: ["*"], routes: ["*"], models: ["*"]}
+                relationships: [{agent_to_tenant: "*"}]
+            conditional_controls:
+              destructive_changes: {actions: [refund.issue], require_approval: true, approval_timeout: \(approvalTimeout)}
+              sensitive_data: {actions: [user.export], step_up_auth: true, max_age: 10m}
+              high_risk_actions: {actions: [user.export], rate_limit: 1/min}
+            """
+    }
+
+    func client(_ d: DaemonUnderTest, _ token: String) -> BreakwaterClient {
+        var c = BreakwaterClient.Configuration(socketPath: d.socket, credential: Array(token.utf8), clientName: "gov")
+        c.reconnectAttempts = 1
+        return BreakwaterClient(configuration: c)
+    }
+
+    @Test func identityScopeTenantStepUpAndRateLimit() async throws {
+        let d = try await DaemonUnderTest.start(policy: Self.policy())
+        defer { d.stop() }
+
+        // Unknown token and a valid token from the wrong uid: refused at HELLO.
+        await #expect { _ = try await client(d, "not-a-token").send(route: "default", body: chat("x")) } throws: {
+            ($0 as? BreakwaterError)?.code == .unauthenticated
+        }
+        await #expect { _ = try await client(d, Self.wrongUidToken).send(route: "default", body: chat("x")) } throws: {
+            let e = $0 as? BreakwaterError
+            return e?.code == .unauthenticated && e?.message.contains("uid_not_allowed") == true
+        }
+
+        // In scope, right tenant: allowed.
+        let invoice = client(d, Self.invoiceToken)
+        let ok = try await invoice.send(route: "default", body: chat("make an invoice"), action: "invoice.create",
+                                        tenant: "acme")
+        #expect(content(ok.body) == "Echo: make an invoice")
+        // Out of scope; wrong tenant: refused before any provider call.
+        let before = d.fake.stats().requests
+        await #expect { _ = try await invoice.send(route: "default", body: chat("x"), action: "refund.issue",
+                                                   tenant: "acme") } throws: {
+            ($0 as? BreakwaterError)?.code == .forbidden
+        }
+        await #expect { _ = try await invoice.send(route: "default", body: chat("x"), action: "invoice.create",
+                                                   tenant: "globex") } throws: {
+            ($0 as? BreakwaterError)?.code == .forbidden
+        }
+        #expect(d.fake.stats().requests == before)
+
+        // Step-up: missing → STEP_UP_REQUIRED; present → allowed; then the 1/min rate limit refuses with a wait.
+        let export = client(d, Self.exportToken)
+        await #expect { _ = try await export.send(route: "default", body: chat("x"), action: "user.export") } throws: {
+            ($0 as? BreakwaterError)?.code == .stepUpRequired
+        }
+        _ = try await export.send(route: "default", body: chat("export"), action: "user.export",
+                                  stepUpToken: Self.stepUpToken)
+        do {
+            _ = try await export.send(route: "default", body: chat("again"), action: "user.export",
+                                      stepUpToken: Self.stepUpToken)
+            Issue.record("the rate limit let a second export through")
+        } catch {
+            #expect(error.code == .rateLimited)
+            #expect((error.retryAfterMs ?? 0) > 1000)
+        }
+        // No token ever reaches the log.
+        for t in [Self.invoiceToken, Self.exportToken, Self.stepUpToken, Self.wrongUidToken] {
+            #expect(!d.daemon.output.contains(t))
+        }
+    }
+
+    /// The approval flow, driven from a second process with the real CLI: approved, denied, expired.
+    @Test func approvalsApprovedDeniedAndExpired() async throws {
+        let d = try await DaemonUnderTest.start(policy: Self.policy(approvalTimeout: "2s"))
+        defer { d.stop() }
+        let refund = client(d, Self.refundToken)
+        let ids = IDBox()
+
+        func waitingCall(_ message: String) -> Task<Result<BreakwaterResponse, BreakwaterError>, Never> {
+            Task {
+                do {
+                    return .success(try await refund.send(route: "default", body: chat(message), action: "refund.issue",
+                                                          tenant: "acme", onNotice: { ids.add($0.approvalID ?? "") }))
+                } catch let error as BreakwaterError {
+                    return .failure(error)
+                } catch {
+                    return .failure(BreakwaterError(.protocolViolation, "\(error)"))
+                }
+            }
+        }
+        func cli(_ args: [String]) async throws -> (Int32?, String) {
+            let p = try ChildProcess(binDir + "/breakwater", args + ["--socket", d.socket],
+                                     logPath: d.dir + "/cli-\(UUID().uuidString).log")
+            return (try await p.waitForExit(), p.output)
+        }
+
+        // 1. Approved.
+        let first = waitingCall("refund one")
+        #expect(try await waitUntil { ids.count == 1 })
+        let (listed, list) = try await cli(["approvals"])
+        #expect(listed == 0 && list.contains(ids.all[0]) && list.contains("refund-agent"), "\(list)")
+        #expect(d.fake.stats().requests == 0, "nothing reaches the provider before the approval")
+        let (approved, out) = try await cli(["approve", ids.all[0]])
+        #expect(approved == 0, "\(out)")
+        guard case .success(let r) = await first.value else {
+            Issue.record("approved call failed: \(await first.value)")
+            return
+        }
+        #expect(content(r.body) == "Echo: refund one")
+
+        // 2. Denied.
+        let second = waitingCall("refund two")
+        #expect(try await waitUntil { ids.count == 2 })
+        let (denied, _) = try await cli(["deny", ids.all[1], "--reason", "not this one"])
+        #expect(denied == 0)
+        guard case .failure(let e2) = await second.value else {
+            Issue.record("denied call succeeded")
+            return
+        }
+        #expect(e2.code == .approvalDenied && e2.message.contains("not this one"))
+
+        // 3. Expired (approval_timeout 2s).
+        let third = waitingCall("refund three")
+        #expect(try await waitUntil { ids.count == 3 })
+        guard case .failure(let e3) = await third.value else {
+            Issue.record("unapproved call succeeded")
+            return
+        }
+        #expect(e3.code == .approvalExpired)
+        #expect(d.fake.stats().requests == 1, "only the approved call reached the provider")
+        print("governance approvals: approved → answered, denied → APPROVAL_DENIED, expired → APPROVAL_EXPIRED")
+    }
+}
+
+final class IDBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ids: [String] = []
+    func add(_ id: String) { lock.lock(); ids.append(id); lock.unlock() }
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return ids }
+    var count: Int { all.count }
+}
