@@ -51,6 +51,8 @@ final class CallDriver {
     private var admittedAgent: String?
     private var approvalID: String?
     private var approvalTimer: Scheduled<Void>?
+    /// The budget hold of the attempt in flight.
+    private var budgetHold: Reservation?
 
     init(streamID: StreamID, requestID: String, chat: ChatRequest, stream: Bool, chain: [ResolvedTarget],
          fallback: FallbackPolicy, deadline: Instant, shared: DaemonContext, eventLoop: any EventLoop,
@@ -165,6 +167,13 @@ final class CallDriver {
         connection?.write(frames, streamID: streamID, final: true)
     }
 
+    /// Settles the attempt's budget hold with the usage the provider reported, or frees it.
+    private func settleBudget(usage: Providers.Usage?) {
+        guard let hold = budgetHold else { return }
+        budgetHold = nil
+        shared.governance?.settleBudget(hold, promptTokens: usage?.promptTokens, completionTokens: usage?.completionTokens)
+    }
+
     private func releaseSlot() {
         if let agent = admittedAgent {
             admittedAgent = nil
@@ -190,6 +199,7 @@ final class CallDriver {
             shared.resilience.settleKey(current.target.provider, index: currentKey, reserved: reservedTokens,
                                         actual: 0, info: RateLimitInfo(), rateLimited: false)
         }
+        settleBudget(usage: nil)
         current = nil
     }
 
@@ -280,11 +290,26 @@ final class CallDriver {
         case .key(let index, _):
             keyIndex = index
         }
+        if let governance = shared.governance, let access {
+            switch governance.reserveBudget(agent: access.principal.agent, tenant: access.tenant, model: target.model,
+                                            maxTokens: chat.maxTokens, promptTokensEstimate: chat.bytes.count / 4) {
+            case .reserved(let hold):
+                budgetHold = hold
+            case let refusal:
+                attempts.append(AttemptRecord(target: target.label, what: "refused by budget: \(refusal)"))
+                lastFailure = (.budgetExceeded, nil, target.provider.name)
+                if probe { shared.resilience.releaseProbe(target) }
+                shared.resilience.settleKey(target.provider, index: keyIndex, reserved: tokens, actual: 0,
+                                            info: RateLimitInfo(), rateLimited: false)
+                return .skipped
+            }
+        }
         let http: ProviderHTTPRequest
         do {
             http = try target.provider.adapter.makeRequest(chat, model: target.model,
                                                            apiKey: target.provider.apiKeys[keyIndex].value)
         } catch {
+            settleBudget(usage: nil)
             attempts.append(AttemptRecord(target: target.label, what: "request not translatable: \(error.message)"))
             lastFailure = (.badRequest, nil, target.provider.name)
             if probe { shared.resilience.releaseProbe(target) }
@@ -334,6 +359,7 @@ final class CallDriver {
         shared.resilience.settleKey(target.provider, index: currentKey, reserved: reservedTokens,
                                     actual: result.usage?.totalTokens, info: result.rateLimit,
                                     rateLimited: classification?.kind == .rateLimited)
+        settleBudget(usage: result.usage)
         guard let classification else { return end(result.frames) }
         attempts.append(AttemptRecord(target: target.label, what: result.reason))
         lastFailure = (Self.code(for: result.outcome), result.upstreamStatus, target.provider.name)

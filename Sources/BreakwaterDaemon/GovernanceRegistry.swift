@@ -15,6 +15,7 @@ final class GovernanceRegistry: Sendable {
     private struct State {
         var gate: Gate
         var approvals: ApprovalQueue
+        var ledger: BudgetLedger
         var waiters: [String: @Sendable (ApprovalOutcome) -> Void] = [:]
     }
 
@@ -25,7 +26,7 @@ final class GovernanceRegistry: Sendable {
         self.clock = clock
         var queue = ApprovalQueue()
         queue.allowSelfApproval = policy.allowSelfApproval
-        state = Mutex(State(gate: Gate(policy: policy), approvals: queue))
+        state = Mutex(State(gate: Gate(policy: policy), approvals: queue, ledger: BudgetLedger(policy: policy)))
     }
 
     static var wallNow: Double { Date().timeIntervalSince1970 }
@@ -39,6 +40,28 @@ final class GovernanceRegistry: Sendable {
         let now = clock.now()
         let wall = Self.wallNow
         return state.withLock { $0.gate.authorize(request, now: now, wallNow: wall) }
+    }
+
+    /// Holds an attempt's worst-case tokens and cost against the agent's and tenant's budgets, so concurrent calls
+    /// cannot overshoot.
+    func reserveBudget(agent: String, tenant: String?, model: String, maxTokens: Int?,
+                       promptTokensEstimate: Int) -> BudgetDecision {
+        let wall = Self.wallNow
+        return state.withLock {
+            $0.ledger.reserve(agent: agent, tenant: tenant, model: model, maxTokens: maxTokens,
+                              promptTokensEstimate: promptTokensEstimate, wallNow: wall)
+        }
+    }
+
+    /// Replaces a hold with the real usage (or frees it when the attempt used nothing).
+    func settleBudget(_ reservation: Reservation, promptTokens: Int?, completionTokens: Int?) {
+        state.withLock { s in
+            if let p = promptTokens, let c = completionTokens {
+                _ = s.ledger.settle(reservation, promptTokens: p, completionTokens: c)
+            } else {
+                s.ledger.release(reservation)
+            }
+        }
     }
 
     /// Frees the in-flight slot an admitted call held.

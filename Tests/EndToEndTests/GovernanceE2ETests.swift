@@ -16,6 +16,7 @@ import Glibc
     static let exportToken = "test-export-token-0123456789abcdef"
     static let stepUpToken = "test-step-up-token-0123456789abcdef"
     static let wrongUidToken = "test-wrong-uid-token-0123456789abcdef"
+    static let budgetToken = "test-budget-token-0123456789abcdef"
 
     static func policy(approvalTimeout: String = "20s") -> String {
         func h(_ t: String) -> String { CredentialDigest.policyValue(forToken: t) }
@@ -45,6 +46,12 @@ import Glibc
                   step_up_credentials: [{name: s1, token_sha256: \(h(stepUpToken)), issued_at: \(now)}]
                 scopes: {actions: [user.export], routes: ["*"], models: ["*"]}
                 relationships: [{agent_to_tenant: "*"}]
+              budget-agent:
+                agent_identity:
+                  credentials: [{name: t1, token_sha256: \(h(budgetToken)), issued_at: \(now), validity_window: 1h}]
+                scopes: {actions: ["*"], routes: ["*"], models: ["*"]}
+                relationships: [{agent_to_tenant: "*"}]
+                budgets: {daily: {tokens: 300}}
               other-uid-agent:
                 agent_identity:
                   credentials: [{name: t1, token_sha256: \(h(wrongUidToken)), issued_at: \(now), validity_window: 1h}]
@@ -175,6 +182,39 @@ import Glibc
         #expect(e3.code == .approvalExpired)
         #expect(d.fake.stats().requests == 1, "only the approved call reached the provider")
         print("governance approvals: approved → answered, denied → APPROVAL_DENIED, expired → APPROVAL_EXPIRED")
+    }
+
+    /// Budgets: tokens are held up front from max_tokens, so two concurrent calls cannot both take the last of a
+    /// budget; afterwards the hold is settled to the real usage.
+    @Test func budgetsHoldUpFrontAndSettleToRealUsage() async throws {
+        let d = try await DaemonUnderTest.start(policy: Self.policy())
+        defer { d.stop() }
+        let c = client(d, Self.budgetToken)
+        func body(_ text: String, maxTokens: Int) -> [UInt8] {
+            Array(try! JSONSerialization.data(withJSONObject: [
+                "messages": [["role": "user", "content": text]], "max_tokens": maxTokens,
+            ]))
+        }
+        // Two calls that each may use 200 tokens, in flight together, against a 300-token daily budget.
+        d.fake.script([FaultStep(delayFirstByteMs: 500), FaultStep(delayFirstByteMs: 500)])
+        func attempt(_ text: String) async -> Result<BreakwaterResponse, BreakwaterError> {
+            do {
+                return .success(try await c.send(route: "default", body: body(text, maxTokens: 200)))
+            } catch {
+                return .failure(error)
+            }
+        }
+        async let a = attempt("a")
+        async let b = attempt("b")
+        let results = await [a, b]
+        let refused = results.filter { if case .failure(let e) = $0 { e.code == .budgetExceeded } else { false } }
+        #expect(results.count - refused.count == 1 && refused.count == 1, "\(results)")
+        // The winner used a handful of tokens, not 200: a small call still fits.
+        let small = try await c.send(route: "default", body: body("small", maxTokens: 50))
+        #expect(content(small.body) == "Echo: small")
+        await #expect { _ = try await c.send(route: "default", body: body("big", maxTokens: 290)) } throws: {
+            ($0 as? BreakwaterError)?.code == .budgetExceeded
+        }
     }
 }
 
