@@ -60,7 +60,9 @@ enum AdminCommands {
                 return .failure(ErrorMessage(code: .forbidden, message: "\(command) \(id): \(error.reason)"))
             }
         default:  // policy-check
-            guard isAdmin else { return .failure(ErrorMessage(code: .forbidden, message: "policy check is for admins")) }
+            guard isAdmin else {
+                return .failure(ErrorMessage(code: .forbidden, message: "policy check is for admins"))
+            }
             guard let agent = args["agent"] as? String, let route = args["route"] as? String else {
                 return .failure(ErrorMessage(code: .badRequest, message: "policy-check needs agent and route"))
             }

@@ -125,7 +125,8 @@ final class CallDriver {
         approvalID = id
         let ms = UInt32(clamping: timeout.nanoseconds / 1_000_000)
         connection?.write([CallNotice(kind: CallNotice.pendingApproval, approvalID: id,
-                                      message: "\(access.action ?? "the call") needs an approval: breakwater approve \(id)",
+                                      message: "\(access.action ?? "the call") needs an approval: "
+                                          + "breakwater approve \(id)",
                                       timeoutMs: ms).frame(streamID: streamID)],
                           streamID: streamID, final: false)
         shared.logger.notice("approval requested", metadata: [
@@ -171,7 +172,8 @@ final class CallDriver {
     private func settleBudget(usage: Providers.Usage?) {
         guard let hold = budgetHold else { return }
         budgetHold = nil
-        shared.governance?.settleBudget(hold, promptTokens: usage?.promptTokens, completionTokens: usage?.completionTokens)
+        shared.governance?.settleBudget(hold, promptTokens: usage?.promptTokens,
+                                        completionTokens: usage?.completionTokens)
     }
 
     private func releaseSlot() {

@@ -63,7 +63,8 @@ public struct FrameHeader: Sendable, Hashable {
     /// Checks everything that can be checked from the header alone, in the order the spec gives.
     public func validate(limits: Limits) throws(WireError) {
         if length > limits.maxFramePayload {
-            throw WireError(.frameTooLarge, "frame payload of \(length) bytes exceeds the limit of \(limits.maxFramePayload)")
+            throw WireError(.frameTooLarge,
+                            "frame payload of \(length) bytes exceeds the limit of \(limits.maxFramePayload)")
         }
         guard let type else {
             throw WireError(.unknownFrameType, "unknown frame type 0x\(String(rawType, radix: 16))")

@@ -292,7 +292,8 @@ public struct CallTrailers: Sendable, Hashable {
         let r = try FieldReader(frame.payload, what: .trailers)
         let outcome = try r.uint8(Tag.outcome.rawValue, .trailers) ?? 0
         if outcome != 0 {
-            error = ErrorCode(rawValue: try r.uint16(Tag.errorCode.rawValue, .trailers) ?? ErrorCode.internalError.rawValue)
+            let code = try r.uint16(Tag.errorCode.rawValue, .trailers)
+            error = ErrorCode(rawValue: code ?? ErrorCode.internalError.rawValue)
         }
         message = try r.string(Tag.message.rawValue, .trailers)
         promptTokens = try r.uint32(Tag.promptTokens.rawValue, .trailers)

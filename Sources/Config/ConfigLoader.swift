@@ -85,7 +85,8 @@ struct NodeReader {
                 continue
             }
             if let allowed, !allowed.contains(key) {
-                issue(k, "\(what): unknown key \"\(key)\" (expected one of: \(allowed.sorted().joined(separator: ", ")))")
+                let expected = allowed.sorted().joined(separator: ", ")
+                issue(k, "\(what): unknown key \"\(key)\" (expected one of: \(expected))")
                 continue
             }
             out.append((key, k, v))
@@ -94,7 +95,8 @@ struct NodeReader {
     }
 
     mutating func readRoot(_ root: Node, into config: inout BreakwaterConfig) {
-        for (key, _, value) in entries(root, "config", allowed: ["socket", "limits", "providers", "routes", "admins", "policy"]) {
+        let rootKeys: Set = ["socket", "limits", "providers", "routes", "admins", "policy"]
+        for (key, _, value) in entries(root, "config", allowed: rootKeys) {
             switch key {
             case "policy":
                 config.policyPath = string(value, "policy")

@@ -145,7 +145,8 @@ public struct CircuitBreaker: Sendable {
             if failures >= policy.failureThreshold {
                 state = .open(until: now + policy.timeoutPeriod)
                 return [transition(.closed, .open,
-                                   "\(failures) failures within \(policy.rollingWindow) (threshold \(policy.failureThreshold))",
+                                   "\(failures) failures within \(policy.rollingWindow) "
+                                       + "(threshold \(policy.failureThreshold))",
                                    now)]
             }
             if calls >= policy.minimumCalls, Double(failures) / Double(calls) >= policy.failureRateThreshold {

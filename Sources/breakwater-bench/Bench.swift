@@ -83,7 +83,8 @@ struct Bench: AsyncParsableCommand {
                       HTTPHeader(name: "Authorization", value: "Bearer bench-key")],
             body: directBody, httpVersion: .http1_1)
 
-        print("\n== provider latency \(latencyMs) ms" + (latencyMs == 0 ? " (saturation: throughput and CPU cost)" : ""))
+        print("\n== provider latency \(latencyMs) ms"
+            + (latencyMs == 0 ? " (saturation: throughput and CPU cost)" : ""))
         var directTotal = Result.empty
         var sidecarTotal = Result.empty
         var peakAnon = 0

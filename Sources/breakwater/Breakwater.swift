@@ -198,7 +198,8 @@ struct Policy: AsyncParsableCommand {
 
     struct Check: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Dry run: the decision the running daemon's policy makes, and the rule, without calling anything.")
+            abstract: "Dry run: the decision the running daemon's policy makes, and the rule, without calling "
+                + "anything.")
         @OptionGroup var socketOptions: SocketOptions
         @Option(help: "Agent id.") var agent: String
         @Option(help: "Action, e.g. refund.issue.") var action: String?
