@@ -6,9 +6,14 @@ set -euo pipefail
 need=()
 pkg-config --exists libcurl 2>/dev/null || need+=(libcurl4-openssl-dev)
 pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev)
+pkg-config --exists sqlite3 2>/dev/null || need+=(libsqlite3-dev)   # GRDB: the daemon's state store
 command -v pkg-config >/dev/null || need+=(pkg-config)
-# systemd-socket-activate and systemd-analyze (socket-activation test), journald for later tests.
+# systemd-socket-activate and systemd-analyze (socket-activation test); systemd-journald and journalctl for the
+# audit tests (JournalTestKit runs a private journald; it also uses unshare, nsenter and setpriv from util-linux).
 command -v systemd-socket-activate >/dev/null || need+=(systemd)
+{ [ -x /lib/systemd/systemd-journald ] || [ -x /usr/lib/systemd/systemd-journald ]; } || need+=(systemd)
+command -v journalctl >/dev/null || need+=(systemd)
+command -v nsenter >/dev/null && command -v setpriv >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
 # nghttpx: a real HTTP/2 server for the h2c upstream test.
 command -v openssl >/dev/null || need+=(openssl)

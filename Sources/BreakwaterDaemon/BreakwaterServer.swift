@@ -29,12 +29,15 @@ public final class BreakwaterServer: Service, Sendable {
     private let logger: Logger
     private let group: any EventLoopGroup
     private let policy: GovernancePolicy?
+    private let stateDirectory: String?
 
     /// `policy` nil: no runtime enforcement (every local caller may use every route), logged at start-up.
+    /// `stateDirectory` nil: nothing survives a restart.
     public init(router: Router, address: ListenAddress, logger: Logger, policy: GovernancePolicy? = nil,
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+                stateDirectory: String? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.router = router
         self.policy = policy
+        self.stateDirectory = stateDirectory
         self.address = address
         self.logger = logger
         self.group = group
@@ -44,9 +47,12 @@ public final class BreakwaterServer: Service, Sendable {
         let engine = try CurlEngine()
         defer { engine.shutdown() }
         let clock = SystemClock()
+        let store = try stateDirectory.map { try StateStore(directory: $0, logger: logger) }
+        defer { store?.flush() }
+        let governance = try policy.map { try GovernanceRegistry(policy: $0, clock: clock, store: store) }
         let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger,
                                    resilience: ResilienceRegistry(clock: clock, logger: logger),
-                                   governance: policy.map { GovernanceRegistry(policy: $0, clock: clock) })
+                                   governance: governance)
         let quiesce = ServerQuiescingHelper(group: group)
         let limits = shared.limits
         let bootstrap = ServerBootstrap(group: group)

@@ -21,12 +21,17 @@ final class GovernanceRegistry: Sendable {
 
     let clock: any ResilienceClock
     private let state: Mutex<State>
+    private let store: StateStore?
 
-    init(policy: GovernancePolicy, clock: any ResilienceClock) {
+    /// `store`: where budget usage survives restarts; what it holds is loaded into the ledger here.
+    init(policy: GovernancePolicy, clock: any ResilienceClock, store: StateStore? = nil) throws {
         self.clock = clock
+        self.store = store
         var queue = ApprovalQueue()
         queue.allowSelfApproval = policy.allowSelfApproval
-        state = Mutex(State(gate: Gate(policy: policy), approvals: queue, ledger: BudgetLedger(policy: policy)))
+        var ledger = BudgetLedger(policy: policy)
+        if let store { _ = ledger.restore(try store.loadBudgets()) }
+        state = Mutex(State(gate: Gate(policy: policy), approvals: queue, ledger: ledger))
     }
 
     static var wallNow: Double { Date().timeIntervalSince1970 }
@@ -55,13 +60,14 @@ final class GovernanceRegistry: Sendable {
 
     /// Replaces a hold with the real usage (or frees it when the attempt used nothing).
     func settleBudget(_ reservation: Reservation, promptTokens: Int?, completionTokens: Int?) {
-        state.withLock { s in
+        let updated = state.withLock { s -> [BudgetSnapshot.Entry] in
             if let p = promptTokens, let c = completionTokens {
-                _ = s.ledger.settle(reservation, promptTokens: p, completionTokens: c)
-            } else {
-                s.ledger.release(reservation)
+                return s.ledger.settle(reservation, promptTokens: p, completionTokens: c)?.updated ?? []
             }
+            s.ledger.release(reservation)
+            return []
         }
+        store?.saveBudgets(updated)
     }
 
     /// Frees the in-flight slot an admitted call held.

@@ -29,6 +29,10 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Policy file (runtime enforcement); overrides the config's `policy:`.")
     var policy: String?
 
+    @Option(name: .customLong("state-dir"),
+            help: "Where state that outlives a restart is kept (default: $STATE_DIRECTORY, set by systemd).")
+    var stateDir: String?
+
     @Option(name: .long, help: "Event-loop threads serving app connections (libcurl has its own thread).")
     var threads = 1
 
@@ -91,8 +95,11 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
         }
         let router = Router(config: loaded, environment: ProcessInfo.processInfo.environment)
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        // systemd's StateDirectory= may list several paths, separated by colons: the first is ours.
+        let state = stateDir ?? ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?
+            .split(separator: ":").first.map(String.init)
         let server = BreakwaterServer(router: router, address: address, logger: logger, policy: governance,
-                                      group: eventLoops)
+                                      stateDirectory: state, group: eventLoops)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: server)],
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -216,6 +216,38 @@ import Glibc
             ($0 as? BreakwaterError)?.code == .budgetExceeded
         }
     }
+
+    /// Budget usage survives a daemon restart (SQLite in the state directory).
+    @Test func budgetUsageSurvivesARestart() async throws {
+        let state = makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let d = try await DaemonUnderTest.start(policy: Self.policy(), extraArguments: ["--state-dir", state])
+        defer { d.stop() }
+        func body(maxTokens: Int) -> [UInt8] {
+            Array(try! JSONSerialization.data(withJSONObject: [
+                "messages": [["role": "user", "content": "spend"]], "max_tokens": maxTokens,
+            ]))
+        }
+        // About 200 completion tokens of the 300-token daily budget.
+        d.fake.script([FaultStep(content: Array(repeating: "word", count: 200).joined(separator: " "))])
+        let first = try await client(d, Self.budgetToken).send(route: "default", body: body(maxTokens: 250))
+        let used = Int(first.trailers.totalTokens ?? 0)
+        #expect(used >= 200)
+
+        d.daemon.signal(SIGTERM)
+        #expect(try await d.daemon.waitForExit() == 0)
+        let again = try ChildProcess(binDir + "/breakwaterd", [
+            "--config", d.dir + "/breakwater.yaml", "--socket", d.socket, "--policy", d.dir + "/policy.yaml",
+            "--state-dir", state,
+        ], environment: ["BW_TEST_KEY": DaemonUnderTest.apiKey], logPath: d.dir + "/daemon2.log")
+        defer { again.stop() }
+        #expect(try await waitUntil { (try? RawConnection(path: d.socket)) != nil })
+        // 150 more would fit a fresh budget, but not after the restored usage.
+        await #expect { _ = try await client(d, Self.budgetToken).send(route: "default", body: body(maxTokens: 150)) }
+            throws: { ($0 as? BreakwaterError)?.code == .budgetExceeded }
+        let small = try await client(d, Self.budgetToken).send(route: "default", body: body(maxTokens: 20))
+        #expect(content(small.body) == "Echo: spend")
+    }
 }
 
 final class IDBox: @unchecked Sendable {

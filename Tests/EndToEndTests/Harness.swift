@@ -90,7 +90,8 @@ final class DaemonUnderTest: @unchecked Sendable {
     /// `extraConfig` is appended to the generated YAML (e.g. a `limits:` block).
     static func start(fakePersonality: Personality = .healthy, extraConfig: String = "",
                       routes: String? = nil, withKey: Bool = true,
-                      providerBlock: String? = nil, policy: String? = nil) async throws -> DaemonUnderTest {
+                      providerBlock: String? = nil, policy: String? = nil,
+                      extraArguments: [String] = []) async throws -> DaemonUnderTest {
         let dir = makeTempDir()
         let fake = try await FakeProvider.start(personality: fakePersonality)
         let config = dir + "/breakwater.yaml"
@@ -121,7 +122,7 @@ final class DaemonUnderTest: @unchecked Sendable {
             try policy.write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
             policyArgs = ["--policy", dir + "/policy.yaml"]
         }
-        let daemon = try ChildProcess(binDir + "/breakwaterd", ["--config", config, "--socket", socket] + policyArgs,
+        let daemon = try ChildProcess(binDir + "/breakwaterd", ["--config", config, "--socket", socket] + policyArgs + extraArguments,
                                       environment: withKey ? ["BW_TEST_KEY": apiKey] : ["BW_TEST_KEY": ""], logPath: dir + "/daemon.log")
         let d = DaemonUnderTest(dir: dir, socket: socket, fake: fake, daemon: daemon)
         let up = try await waitUntil(timeout: .seconds(30)) {
