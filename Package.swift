@@ -25,6 +25,9 @@ let package = Package(
         .executable(name: "breakwater", targets: ["breakwater"]),
         .executable(name: "fake-provider", targets: ["fake-provider"]),
         .executable(name: "breakwater-bench", targets: ["breakwater-bench"]),
+        .executable(name: "breakwater-journal-bench", targets: ["breakwater-journal-bench"]),
+        // A private systemd-journald per test, and a reader for what landed in it.
+        .library(name: "JournalTestKit", targets: ["JournalTestKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -43,6 +46,8 @@ let package = Package(
         // typed `static inline` functions (the GRDBSQLite pattern).
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // unshare(2) for JournalTestKit: glibc declares it only under _GNU_SOURCE, which Swift's Glibc lacks.
+        .systemLibrary(name: "CLinuxNamespace"),
 
         // The wire protocol: frames, messages, codec, limits. No dependencies at all.
         .target(name: "BreakwaterWire", swiftSettings: strict),
@@ -55,8 +60,10 @@ let package = Package(
         .target(name: "Providers", swiftSettings: strict),
         // libcurl multi engine on its own thread.
         .target(name: "CurlTransport", dependencies: ["CCurl"], swiftSettings: strict),
-        // sd_listen_fds, sd_notify (and, later, the journal).
+        // sd_listen_fds, sd_notify, and the audit trail written with sd_journal_sendv.
         .target(name: "Systemd", dependencies: ["CSystemd"], swiftSettings: strict),
+        // A private systemd-journald in its own mount namespace, for tests and the journal benchmark.
+        .target(name: "JournalTestKit", dependencies: ["CLinuxNamespace"], swiftSettings: strict),
         // Agent identity, scopes, tenants, conditional controls, approvals and budgets: pure decisions over an
         // injected clock.
         .target(
@@ -126,7 +133,18 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // How many audit entries a second the writer gets into a real journald.
+        .executableTarget(
+            name: "breakwater-journal-bench",
+            dependencies: [
+                "Systemd", "JournalTestKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
         .testTarget(name: "BreakwaterWireTests", dependencies: ["BreakwaterWire"], swiftSettings: strict),
+        .testTarget(name: "SystemdTests", dependencies: ["Systemd", "JournalTestKit"], swiftSettings: strict),
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: strict),
         .testTarget(name: "ResilienceTests", dependencies: ["Resilience"], swiftSettings: strict),
         .testTarget(name: "GovernanceTests", dependencies: ["Governance", "Resilience"], swiftSettings: strict),

@@ -1,0 +1,355 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A private `systemd-journald` for one test, and a reader for what lands in it.
+///
+/// libsystemd always writes to `/run/systemd/journal/socket`, so the harness gives that path a private meaning:
+/// it starts a thread with its own mount namespace (`unshare(CLONE_NEWNS)` on that thread only), mounts empty
+/// tmpfs on `/run/systemd/journal` and `/run/log` there, and starts journald from that thread with a config of
+/// its own (volatile storage, no rate limit, nothing forwarded). Whatever runs on the harness's thread, the threads
+/// it creates, and the processes it spawns log into that journald; the rest of the machine, and other tests
+/// with harnesses of their own running in parallel, see nothing of it. Needs root on Linux, as CI runs.
+///
+/// ```swift
+/// let journal = try JournalHarness.start()
+/// defer { journal.stop() }
+/// let writer = try journal.run { try JournalAuditWriter() }   // its thread is born in the namespace
+/// writer.record(event)
+/// let entries = try await journal.waitForEntries(count: 1, matching: ["MESSAGE_ID": id])
+/// ```
+///
+/// A daemon started as a child process logs into the harness when it is spawned from `run` (the child inherits
+/// the thread's namespace), or when its command line is wrapped with `command(_:_:)` (`nsenter` into the
+/// journald's namespace).
+public final class JournalHarness: Sendable {
+    /// What is listening on `/run/systemd/journal/socket` in the harness's namespace.
+    public enum Listener: Sendable {
+        /// A private systemd-journald.
+        case journald
+        /// Nothing: the socket does not exist (libsystemd then reports success and drops the entry).
+        case missingSocket
+        /// A socket file nobody listens on, as a crashed journald leaves it (sends fail with ECONNREFUSED).
+        case staleSocket
+    }
+
+    /// How to start the harness.
+    public struct Options: Sendable {
+        /// What listens on the journal socket.
+        public var listener: Listener
+        /// Lines added to the `[Journal]` section of the private journald's config, after the harness's own
+        /// (e.g. `MaxLevelStore=notice` to see what an admin's filter keeps).
+        public var extraConfiguration: [String]
+        /// How long to wait for journald's socket to appear.
+        public var startTimeout: Duration
+
+        /// Defaults: a journald, no extra configuration, 10 s to start.
+        public init(listener: Listener = .journald, extraConfiguration: [String] = [],
+                    startTimeout: Duration = .seconds(10)) {
+            self.listener = listener
+            self.extraConfiguration = extraConfiguration
+            self.startTimeout = startTimeout
+        }
+    }
+
+    /// The journald's pid, when there is one.
+    public let journaldPID: pid_t?
+    /// A temporary directory holding the journald config and journald's own log (`journald.log`).
+    public let directory: String
+
+    private let thread: MountNamespaceThread
+    private let stopped = Mutex(false)
+
+    /// The config the private journald runs with.
+    public static let baseConfiguration = [
+        "Storage=volatile",
+        "RateLimitIntervalSec=0",
+        "RateLimitBurst=0",
+        "RuntimeMaxUse=2G",
+        "RuntimeKeepFree=0",
+        "ForwardToSyslog=no",
+        "ForwardToKMsg=no",
+        "ForwardToConsole=no",
+        "ForwardToWall=no",
+        "ReadKMsg=no",
+        "Seal=no",
+    ]
+
+    /// Where systemd-journald is installed on Debian and most other distributions.
+    public static let journaldCandidates = ["/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald"]
+
+    private static let setpriv = "/usr/bin/setpriv"
+
+    /// Starts a harness (by default with a private journald, waiting until its socket exists).
+    public static func start(_ options: Options = Options()) throws -> JournalHarness {
+        try JournalHarness(options: options)
+    }
+
+    /// Starts a harness, runs `body` with it, and stops it whatever happens.
+    public static func withHarness<T>(_ options: Options = Options(),
+                                      _ body: (JournalHarness) async throws -> T) async throws -> T {
+        let harness = try start(options)
+        defer { harness.stop() }
+        return try await body(harness)
+    }
+
+    private init(options: Options) throws {
+        let directory = try makeTemporaryDirectory()
+        self.directory = directory
+        let journald: String?
+        if options.listener == .journald {
+            guard let found = Self.journaldCandidates.first(where: { access($0, X_OK) == 0 }) else {
+                throw JournalHarnessError("systemd-journald is not installed (looked at "
+                    + Self.journaldCandidates.joined(separator: ", ") + "); scripts/setup.sh installs systemd")
+            }
+            journald = found
+            let config = "[Journal]\n" + (Self.baseConfiguration + options.extraConfiguration).joined(separator: "\n")
+            try (config + "\n").write(toFile: directory + "/journald.conf", atomically: true, encoding: .utf8)
+        } else {
+            journald = nil
+        }
+        // Mount points must exist before the namespace copies the mount table; on the host they stay empty.
+        for path in ["/run/systemd/journal", "/run/log"] {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        }
+        let pid = Mutex<pid_t?>(nil)
+        let listener = options.listener
+        do {
+            thread = try MountNamespaceThread {
+                try Self.mountPrivateJournalPaths(configuration: journald == nil ? nil : directory + "/journald.conf")
+                switch listener {
+                case .journald:
+                    // setpriv --pdeathsig: journald gets SIGTERM when this thread dies, so a crashed test process
+                    // leaves no journald behind (stop() ends journald before the thread in the normal case).
+                    let (executable, arguments) = access(Self.setpriv, X_OK) == 0
+                        ? (Self.setpriv, ["--pdeathsig", "SIGTERM", "--", journald!]) : (journald!, [])
+                    let child = try spawn(executable, arguments: arguments, logPath: directory + "/journald.log",
+                                          environment: ["SYSTEMD_LOG_TARGET=console", "SYSTEMD_LOG_LEVEL=info"])
+                    pid.withLock { $0 = child }
+                case .missingSocket:
+                    break
+                case .staleSocket:
+                    try leaveStaleSocket(at: "/run/systemd/journal/socket")
+                }
+            }
+        } catch {
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+        journaldPID = pid.withLock { $0 }
+        if let journaldPID {
+            // Ready once it listens and has created the runtime journal (it binds the socket first).
+            let socket = "/proc/\(journaldPID)/root/run/systemd/journal/socket"
+            let journal = "/proc/\(journaldPID)/root/run/log/journal"
+            let deadline = ContinuousClock.now + options.startTimeout
+            while access(socket, F_OK) != 0 || access(journal, F_OK) != 0 {
+                if ContinuousClock.now >= deadline || kill(journaldPID, 0) != 0 {
+                    let log = (try? String(contentsOfFile: directory + "/journald.log", encoding: .utf8)) ?? ""
+                    stop()
+                    throw JournalHarnessError("systemd-journald did not start:\n\(log)")
+                }
+                usleep(5_000)
+            }
+        }
+    }
+
+    deinit {
+        stop()
+    }
+
+    /// Runs `body` on the harness's thread, inside its mount namespace, and returns its result. Threads and
+    /// processes `body` starts are in the namespace too: create the audit writer here, or spawn the daemon.
+    public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
+        try thread.run(body)
+    }
+
+    /// `executable arguments` rewritten to run inside the harness's journald namespace via `nsenter`, keeping
+    /// the current directory; for launchers that cannot spawn from `run`. Needs a running journald.
+    public func command(_ executable: String, _ arguments: [String]) -> (executable: String, arguments: [String]) {
+        guard let journaldPID else { preconditionFailure("command(_:_:) needs a harness with a journald") }
+        let cwd = FileManager.default.currentDirectoryPath
+        return ("/usr/bin/nsenter", ["--mount=/proc/\(journaldPID)/ns/mnt", "--wd=\(cwd)", "--", executable]
+            + arguments)
+    }
+
+    /// The private journal's directory as seen from outside the namespace (through journald's `/proc` root);
+    /// `journalctl -D` reads it. Nil without a journald.
+    public var journalDirectory: String? {
+        journaldPID.map { "/proc/\($0)/root/run/log/journal" }
+    }
+
+    /// Entries matching every `NAME=value` in `matching` (all entries when empty), oldest first.
+    public func entries(matching: [String: String] = [:]) throws -> [JournalEntry] {
+        let output = try journalctl(["-o", "json", "--all"], matching: matching)
+        return output.split(separator: "\n").compactMap { JournalEntry(jsonLine: $0) }
+    }
+
+    /// How many entries match, without parsing them (cheap enough for hundreds of thousands).
+    public func count(matching: [String: String] = [:]) throws -> Int {
+        let output = try journalctl(["-o", "cat", "--output-fields=_BOOT_ID"], matching: matching)
+        return output.utf8.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
+    }
+
+    /// Polls until at least `count` entries match or `timeout` passes (journald takes entries asynchronously),
+    /// then returns the matching entries, however many there are: the caller asserts the count.
+    public func waitForEntries(count: Int, matching: [String: String] = [:], timeout: Duration = .seconds(10),
+                               interval: Duration = .milliseconds(25)) async throws -> [JournalEntry] {
+        let deadline = ContinuousClock.now + timeout
+        while try self.count(matching: matching) < count, ContinuousClock.now < deadline {
+            try await Task.sleep(for: interval)
+        }
+        return try entries(matching: matching)
+    }
+
+    /// journald's own output (its start-up lines, and errors if it failed).
+    public var journaldLog: String {
+        (try? String(contentsOfFile: directory + "/journald.log", encoding: .utf8)) ?? ""
+    }
+
+    /// Stops journald (SIGTERM, then SIGKILL after 5 s; by its pid, never by name), ends the namespace thread
+    /// and removes the temporary directory (kept when `BW_KEEP_TEST_DIRS` is set). Safe to call twice.
+    public func stop() {
+        let first = stopped.withLock { s -> Bool in
+            defer { s = true }
+            return !s
+        }
+        guard first else { return }
+        if let journaldPID { terminate(journaldPID) }
+        thread.stop()
+        if ProcessInfo.processInfo.environment["BW_KEEP_TEST_DIRS"] == nil {
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    private func journalctl(_ format: [String], matching: [String: String]) throws -> String {
+        guard let journalDirectory else { return "" }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/journalctl")
+        process.arguments = ["-D", journalDirectory, "--no-pager", "-q"] + format
+            + matching.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+        let errors = Mutex(Data())
+        let drained = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            let data = stderr.fileHandleForReading.readDataToEndOfFile()
+            errors.withLock { $0 = data }
+            drained.signal()
+        }
+        let data = stdout.fileHandleForReading.readDataToEndOfFile()
+        drained.wait()
+        process.waitUntilExit()
+        let errorText = errors.withLock { String(decoding: $0, as: UTF8.self) }
+        // journalctl exits 1 with "No entries" or "No journal files were found" before journald wrote a file.
+        guard process.terminationStatus == 0 || errorText.isEmpty || errorText.contains("No journal files")
+        else {
+            throw JournalHarnessError("journalctl failed (\(process.terminationStatus)): \(errorText)")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    private static func mountPrivateJournalPaths(configuration: String?) throws {
+        try mountTmpfs("/run/systemd/journal")
+        try mountTmpfs("/run/log")
+        // A journald that found the host's persistent journal would write there: hide it, and any drop-ins.
+        for path in ["/var/log/journal", "/etc/systemd/journald.conf.d", "/run/systemd/journald.conf.d"]
+        where access(path, F_OK) == 0 {
+            try mountTmpfs(path)
+        }
+        if let configuration {
+            guard mount(configuration, "/etc/systemd/journald.conf", nil, UInt(MS_BIND), nil) == 0 else {
+                throw JournalHarnessError("could not bind the test journald.conf: " + String(cString: strerror(errno)))
+            }
+        }
+    }
+
+    private static func mountTmpfs(_ path: String) throws {
+        guard mount("tmpfs", path, "tmpfs", 0, "mode=0755") == 0 else {
+            throw JournalHarnessError("could not mount a tmpfs on \(path): " + String(cString: strerror(errno)))
+        }
+    }
+}
+
+/// Something the harness could not do; the text says what and why.
+public struct JournalHarnessError: Error, CustomStringConvertible {
+    /// What went wrong.
+    public let description: String
+
+    init(_ description: String) {
+        self.description = description
+    }
+}
+
+private func makeTemporaryDirectory() throws -> String {
+    var template = Array("/tmp/bw-journal-XXXXXX".utf8CString)
+    guard let path = mkdtemp(&template) else {
+        throw JournalHarnessError("mkdtemp failed: " + String(cString: strerror(errno)))
+    }
+    return String(cString: path)
+}
+
+/// posix_spawn from the calling thread (so the child inherits that thread's mount namespace), stdin from
+/// /dev/null and output to `logPath`.
+private func spawn(_ executable: String, arguments: [String], logPath: String, environment: [String]) throws
+    -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    let envp = (environment + ["PATH=\(path)"]).map { strdup($0) } + [nil]
+    defer {
+        argv.forEach { free($0) }
+        envp.forEach { free($0) }
+    }
+    var pid: pid_t = 0
+    let result = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+    guard result == 0 else {
+        throw JournalHarnessError("could not start \(executable): " + String(cString: strerror(result)))
+    }
+    return pid
+}
+
+/// Binds a Unix datagram socket at `path` and closes it: the file stays, with nobody behind it.
+private func leaveStaleSocket(at path: String) throws {
+    let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+    guard fd >= 0 else { throw JournalHarnessError("socket failed: " + String(cString: strerror(errno))) }
+    defer { close(fd) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        let bytes = Array(path.utf8)
+        raw.copyBytes(from: bytes)
+        raw[bytes.count] = 0
+    }
+    let result = withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        }
+    }
+    guard result == 0 else { throw JournalHarnessError("bind \(path) failed: " + String(cString: strerror(errno))) }
+}
+
+/// SIGTERM `pid`, then SIGKILL if it has not exited within 5 s; reaps it either way, never waiting unbounded.
+private func terminate(_ pid: pid_t) {
+    kill(pid, SIGTERM)
+    var status: Int32 = 0
+    let deadline = ContinuousClock.now + .seconds(5)
+    while waitpid(pid, &status, WNOHANG) == 0 {
+        if ContinuousClock.now >= deadline {
+            kill(pid, SIGKILL)
+            _ = waitpid(pid, &status, 0)
+            return
+        }
+        usleep(5_000)
+    }
+}

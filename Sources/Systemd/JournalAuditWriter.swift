@@ -1,0 +1,297 @@
+import Dispatch
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes audit events to the systemd journal, off the caller's thread, and counts everything it could not write.
+///
+/// `record(_:)` only appends to a bounded in-memory queue (a lock held for the length of an append), so the
+/// daemon's event loop never waits on journald. One thread drains the queue with `sd_journal_sendv`; when journald
+/// is slow that thread blocks, the queue fills, and what no longer fits is dropped and counted. Entries journald
+/// did not take are counted as unwritten: a negative return from `sd_journal_sendv`, and also entries sent while
+/// `/run/systemd/journal/socket` is missing, for which libsystemd returns success although nothing was written.
+/// Both counts appear in `statistics` for the daemon's status, and once something was lost the writer adds an
+/// `auditLoss` entry (priority `err`, at most one a second, also when no further events come) as soon as
+/// journald's socket is back.
+public final class JournalAuditWriter: Sendable {
+    /// How the writer is set up.
+    public struct Configuration: Sendable {
+        /// Events the queue holds before new ones are dropped (and counted).
+        public var queueCapacity: Int
+        /// `SYSLOG_IDENTIFIER` of every entry.
+        public var syslogIdentifier: String
+        /// The socket `sd_journal_sendv` writes to. The writer only checks that it exists (libsystemd reports
+        /// success when it does not); it cannot redirect libsystemd elsewhere.
+        public var socketPath: String
+
+        /// The defaults: 16,384 queued events, `breakwaterd`, `/run/systemd/journal/socket`.
+        public init(queueCapacity: Int = 16_384, syslogIdentifier: String = "breakwaterd",
+                    socketPath: String = "/run/systemd/journal/socket") {
+            precondition(queueCapacity > 0, "the audit queue needs room for at least one event")
+            self.queueCapacity = queueCapacity
+            self.syslogIdentifier = syslogIdentifier
+            self.socketPath = socketPath
+        }
+    }
+
+    /// What the writer has done since it started.
+    public struct Statistics: Sendable, Equatable, CustomStringConvertible {
+        /// Entries journald took.
+        public var written: Int
+        /// Entries sent but not taken: `sd_journal_sendv` failed, or the journal socket was missing.
+        public var unwritten: Int
+        /// Entries dropped before sending because the queue was full (or the writer was shut down).
+        public var dropped: Int
+        /// Entries waiting in the queue or being sent now.
+        public var pending: Int
+        /// The errno of the most recent failed send, 0 if none failed.
+        public var lastErrorNumber: Int32
+
+        /// Counts as given.
+        public init(written: Int, unwritten: Int, dropped: Int, pending: Int, lastErrorNumber: Int32) {
+            self.written = written
+            self.unwritten = unwritten
+            self.dropped = dropped
+            self.pending = pending
+            self.lastErrorNumber = lastErrorNumber
+        }
+
+        /// Every entry that was recorded but is not in the journal and never will be.
+        public var lost: Int { unwritten + dropped }
+
+        /// `audit: written 10, unwritten 0, dropped 0, pending 0`, for a STATUS= line.
+        public var description: String {
+            "audit: written \(written), unwritten \(unwritten), dropped \(dropped), pending \(pending)"
+        }
+    }
+
+    private let core: Core
+
+    /// Starts the writer thread. Throws `JournalWriterError` if the thread cannot be created.
+    public init(configuration: Configuration = Configuration()) throws(JournalWriterError) {
+        core = Core(configuration: configuration)
+        let core = self.core
+        try WriterThread.spawn { core.drain() }
+    }
+
+    deinit {
+        core.close()
+    }
+
+    /// Queues `event` for the journal and returns at once. If the queue is full the event is dropped and
+    /// counted in `droppedCount`; nothing is lost without being counted.
+    public func record(_ event: AuditEvent) {
+        core.record(event)
+    }
+
+    /// Entries `sd_journal_sendv` failed to send, or sent while the journal socket was missing.
+    public var unwrittenCount: Int { core.unwritten.load(ordering: .relaxed) }
+
+    /// Entries dropped because the queue was full.
+    public var droppedCount: Int { core.dropped.load(ordering: .relaxed) }
+
+    /// Entries journald took.
+    public var writtenCount: Int { core.written.load(ordering: .relaxed) }
+
+    /// All the counts at once.
+    public var statistics: Statistics { core.statistics }
+
+    /// Waits until every event recorded before the call has been sent (or counted as not written), at most
+    /// `timeout`. Returns whether it got there. For tests and for shutdown; never call it on an event loop.
+    @discardableResult
+    public func flush(timeout: Duration = .seconds(5)) -> Bool {
+        core.waitUntilIdle(timeout: timeout)
+    }
+
+    /// Stops taking events, sends what is queued (waiting at most `timeout`) and lets the thread end. Events
+    /// recorded afterwards are counted as dropped. Returns whether the queue was empty in time.
+    @discardableResult
+    public func shutdown(timeout: Duration = .seconds(5)) -> Bool {
+        core.close()
+        return core.waitUntilIdle(timeout: timeout)
+    }
+}
+
+/// Raised when the writer cannot start.
+public struct JournalWriterError: Error, CustomStringConvertible {
+    /// What went wrong.
+    public let description: String
+}
+
+extension JournalAuditWriter {
+    /// The queue, the counters and the drain loop; shared by the writer and its thread, so that releasing the
+    /// writer lets the thread finish the queue and end.
+    final class Core: Sendable {
+        private struct Queue {
+            var events: [AuditEvent] = []
+            var sending = 0
+            var drainerWaiting = false
+            var closed = false
+        }
+
+        let configuration: JournalAuditWriter.Configuration
+        private let queue = Mutex(Queue())
+        private let wakeup = DispatchSemaphore(value: 0)
+        let written = Atomic<Int>(0)
+        let unwritten = Atomic<Int>(0)
+        let dropped = Atomic<Int>(0)
+        let lastErrorNumber = Atomic<Int32>(0)
+
+        init(configuration: JournalAuditWriter.Configuration) {
+            self.configuration = configuration
+        }
+
+        func record(_ event: AuditEvent) {
+            let wake = queue.withLock { q -> Bool? in
+                guard !q.closed, q.events.count < configuration.queueCapacity else { return nil }
+                q.events.append(event)
+                guard q.drainerWaiting else { return false }
+                q.drainerWaiting = false
+                return true
+            }
+            switch wake {
+            case nil: dropped.add(1, ordering: .relaxed)
+            case true?: wakeup.signal()
+            case false?: break
+            }
+        }
+
+        func close() {
+            let wake = queue.withLock { q -> Bool in
+                q.closed = true
+                defer { q.drainerWaiting = false }
+                return q.drainerWaiting
+            }
+            if wake { wakeup.signal() }
+        }
+
+        var statistics: JournalAuditWriter.Statistics {
+            let pending = queue.withLock { $0.events.count + $0.sending }
+            return Statistics(
+                written: written.load(ordering: .relaxed), unwritten: unwritten.load(ordering: .relaxed),
+                dropped: dropped.load(ordering: .relaxed), pending: pending,
+                lastErrorNumber: lastErrorNumber.load(ordering: .relaxed)
+            )
+        }
+
+        func waitUntilIdle(timeout: Duration) -> Bool {
+            let clock = ContinuousClock()
+            let deadline = clock.now + timeout
+            while true {
+                let idle = queue.withLock { $0.events.isEmpty && $0.sending == 0 }
+                if idle { return true }
+                if clock.now >= deadline { return false }
+                usleep(1_000)
+            }
+        }
+
+        /// The writer thread's loop: take everything queued, send it, repeat; sleep while there is nothing.
+        func drain() {
+            var encoder = JournalEntryEncoder(syslogIdentifier: configuration.syslogIdentifier)
+            var batch: [AuditEvent] = []
+            var loss = LossReporter()
+            while true {
+                enum Next { case send, wait, stop }
+                let next = queue.withLock { q -> Next in
+                    if q.events.isEmpty {
+                        if q.closed { return .stop }
+                        q.drainerWaiting = true
+                        return .wait
+                    }
+                    swap(&batch, &q.events)
+                    q.sending = batch.count
+                    return .send
+                }
+                switch next {
+                case .stop:
+                    loss.reportIfDue(self, encoder: &encoder, force: true)
+                    return
+                case .wait:
+                    // With a loss not yet in the journal, wake up in time to report it even if nothing comes.
+                    if loss.isPending(self) {
+                        if wakeup.wait(timeout: .now() + .seconds(1)) == .timedOut {
+                            queue.withLock { $0.drainerWaiting = false }
+                            loss.reportIfDue(self, encoder: &encoder)
+                        }
+                    } else {
+                        wakeup.wait()
+                    }
+                    continue
+                case .send:
+                    break
+                }
+
+                let socketPresent = journalSocketExists()
+                for event in batch {
+                    let result = socketPresent ? encoder.send(event) : -ENOENT
+                    if result < 0 {
+                        unwritten.add(1, ordering: .relaxed)
+                        lastErrorNumber.store(-result, ordering: .relaxed)
+                    } else {
+                        written.add(1, ordering: .relaxed)
+                    }
+                }
+                batch.removeAll(keepingCapacity: true)
+                loss.reportIfDue(self, encoder: &encoder)
+                queue.withLock { $0.sending = 0 }
+            }
+        }
+
+        /// Writes an `auditLoss` entry when entries were dropped or unwritten since the last one: at most once a
+        /// second, and only when journald's socket is there to take it.
+        private struct LossReporter {
+            private var reported = 0
+            private var lastReport: ContinuousClock.Instant?
+
+            func isPending(_ core: Core) -> Bool { core.lost > reported }
+
+            mutating func reportIfDue(_ core: Core, encoder: inout JournalEntryEncoder, force: Bool = false) {
+                let lost = core.lost
+                guard lost > reported else { return }
+                if !force, let lastReport, ContinuousClock.now - lastReport < .seconds(1) { return }
+                lastReport = ContinuousClock.now
+                guard core.journalSocketExists() else { return }
+                var report = AuditEvent(.auditLoss)
+                report.set(.droppedCount, core.dropped.load(ordering: .relaxed))
+                report.set(.unwrittenCount, core.unwritten.load(ordering: .relaxed))
+                if encoder.send(report) >= 0 { reported = lost }
+            }
+        }
+
+        private var lost: Int { dropped.load(ordering: .relaxed) + unwritten.load(ordering: .relaxed) }
+
+        /// Whether the journal socket exists: `sd_journal_sendv` returns 0 for a missing socket (ENOENT), so an
+        /// entry sent then would vanish without a trace.
+        fileprivate func journalSocketExists() -> Bool {
+            var info = stat()
+            guard stat(configuration.socketPath, &info) == 0 else { return false }
+            return (info.st_mode & S_IFMT) == S_IFSOCK
+        }
+    }
+}
+
+/// The writer's detached POSIX thread. Foundation's `Thread` is avoided so the Systemd target does not pull in
+/// Foundation; the thread ends by itself once the writer is closed and its queue is empty.
+enum WriterThread {
+    private final class Body {
+        let run: @Sendable () -> Void
+        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
+    }
+
+    static func spawn(_ body: @escaping @Sendable () -> Void) throws(JournalWriterError) {
+        let context = Unmanaged.passRetained(Body(body)).toOpaque()
+        var handle = pthread_t()
+        let result = pthread_create(&handle, nil, { context in
+            guard let context else { return nil }
+            Unmanaged<Body>.fromOpaque(context).takeRetainedValue().run()
+            return nil
+        }, context)
+        guard result == 0 else {
+            Unmanaged<Body>.fromOpaque(context).release()
+            throw JournalWriterError(description: "could not start the audit writer thread (error \(result))")
+        }
+        pthread_detach(handle)
+    }
+}
