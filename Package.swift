@@ -157,7 +157,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "BreakwaterClient", "BreakwaterWire", "FakeProviderKit", "Governance",
+                "BreakwaterClient", "BreakwaterWire", "FakeProviderKit", "Governance", "JournalTestKit",
                 // Listed so `swift test` builds the binaries the end-to-end tests start as real processes.
                 "breakwaterd", "fake-provider", "breakwater",
             ],

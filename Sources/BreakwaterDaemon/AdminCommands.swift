@@ -4,6 +4,7 @@ import Foundation
 import Governance
 import Resilience
 import Synchronization
+import Systemd
 
 /// The admin commands the `breakwater` CLI sends over the daemon's own socket. Only callers the config names as
 /// admins (by uid or gid from SO_PEERCRED) may run them; the answer is a JSON document.
@@ -83,6 +84,10 @@ enum AdminCommands {
             "calls_failed": s.callsFailed.load(ordering: .relaxed),
             "protocol_errors": s.protocolErrors.load(ordering: .relaxed),
             "pending_approvals": shared.governance?.pending.count ?? 0,
+            "audit": shared.auditWriter.map { w -> [String: Any] in
+                let a = w.statistics
+                return ["written": a.written, "unwritten": a.unwritten, "dropped": a.dropped, "pending": a.pending]
+            } ?? ["enabled": false],
             "open_breakers": shared.resilience.openBreakers.map { target, reopens in
                 ["target": target, "reopens_in_ms": reopens.map { max(0, ($0 - now).nanoseconds / 1_000_000) } ?? 0]
                     as [String: Any]

@@ -50,9 +50,17 @@ public final class BreakwaterServer: Service, Sendable {
         let store = try stateDirectory.map { try StateStore(directory: $0, logger: logger) }
         defer { store?.flush() }
         let governance = try policy.map { try GovernanceRegistry(policy: $0, clock: clock, store: store) }
+        var auditWriter: JournalAuditWriter?
+        do {
+            auditWriter = try JournalAuditWriter()
+        } catch {
+            logger.error("the journal audit writer did not start; decisions will not be audited",
+                         metadata: ["error": "\(error)"])
+        }
+        defer { _ = auditWriter?.shutdown(timeout: .seconds(5)) }
         let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger,
-                                   resilience: ResilienceRegistry(clock: clock, logger: logger),
-                                   governance: governance)
+                                   resilience: ResilienceRegistry(clock: clock, logger: logger, audit: auditWriter),
+                                   governance: governance, auditWriter: auditWriter)
         let quiesce = ServerQuiescingHelper(group: group)
         let limits = shared.limits
         let bootstrap = ServerBootstrap(group: group)

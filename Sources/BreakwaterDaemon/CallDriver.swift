@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import Providers
 import Resilience
+import Systemd
 
 /// One call's walk along its route: each target in order, retries with backoff on transient failures, skipping
 /// targets whose breaker is open, until an answer reaches the app or every target has failed.
@@ -53,11 +54,15 @@ final class CallDriver {
     private var approvalTimer: Scheduled<Void>?
     /// The budget hold of the attempt in flight.
     private var budgetHold: Reservation?
+    /// Stamped on every audit event of this call.
+    private let subject: AuditSubject
+    private let startedAt = ContinuousClock.now
 
     init(streamID: StreamID, requestID: String, chat: ChatRequest, stream: Bool, chain: [ResolvedTarget],
          fallback: FallbackPolicy, deadline: Instant, shared: DaemonContext, eventLoop: any EventLoop,
-         connection: ConnectionHandler, access: AccessRequest? = nil) {
+         connection: ConnectionHandler, access: AccessRequest? = nil, subject: AuditSubject) {
         self.access = access
+        self.subject = subject
         self.streamID = streamID
         self.requestID = requestID
         self.chat = chat
@@ -83,6 +88,9 @@ final class CallDriver {
     private func handle(_ decision: Decision, governance: GovernanceRegistry, afterApproval: Bool) {
         guard !finished, let access else { return }
         let action = access.action ?? "the call"
+        if case .requireApproval = decision {} else {
+            shared.auditDecision(decision, subject, model: access.model)
+        }
         switch decision {
         case .allow:
             admittedAgent = access.principal.agent
@@ -129,6 +137,12 @@ final class CallDriver {
                                           + "breakwater approve \(id)",
                                       timeoutMs: ms).frame(streamID: streamID)],
                           streamID: streamID, final: false)
+        shared.audit(.approvalRequested, subject) { e in
+            e.decision = .pending
+            e.rule = rule
+            e[.approvalID] = id
+            e.set(.timeoutMilliseconds, timeout.nanoseconds / 1_000_000)
+        }
         shared.logger.notice("approval requested", metadata: [
             "approval_id": "\(id)", "agent": "\(access.principal.agent)", "action": "\(access.action ?? "-")",
             "rule": "\(rule)",
@@ -144,6 +158,22 @@ final class CallDriver {
         approvalTimer = nil
         approvalID = nil
         governance.forget(id)
+        let waited = ContinuousClock.now - startedAt
+        shared.audit(outcome.auditKind, subject) { e in
+            e[.approvalID] = id
+            e.set(.waitedMilliseconds, waited.nanoseconds / 1_000_000)
+            switch outcome {
+            case .approved(let by):
+                e.decision = .allow
+                e.set(.approverUID, by.uid)
+            case .denied(let reason):
+                e.decision = .deny
+                e.reason = reason
+            case .expired:
+                e.decision = .deny
+                e.reason = "approval timeout passed"
+            }
+        }
         switch outcome {
         case .approved:
             access.pass = .afterApproval
@@ -165,6 +195,7 @@ final class CallDriver {
     private func end(_ frames: [Frame]) {
         finished = true
         releaseSlot()
+        auditCompletion(frames)
         connection?.write(frames, streamID: streamID, final: true)
     }
 
@@ -174,6 +205,23 @@ final class CallDriver {
         budgetHold = nil
         shared.governance?.settleBudget(hold, promptTokens: usage?.promptTokens,
                                         completionTokens: usage?.completionTokens)
+    }
+
+    private func auditCompletion(_ frames: [Frame]) {
+        let last = frames.last
+        let trailers = last?.type == .trailers ? try? CallTrailers(frame: last!) : nil
+        let error = last?.type == .error ? try? ErrorMessage(frame: last!) : nil
+        let elapsed = ContinuousClock.now - startedAt
+        shared.audit(.callCompleted, subject) { e in
+            e.outcome = trailers?.succeeded == true ? .ok : .error
+            e.set(.attempts, attemptCount)
+            e.errorClass = error?.code.name ?? trailers?.error?.name
+            if let t = trailers {
+                if let p = t.promptTokens { e.set(.inputTokens, p) }
+                if let c = t.completionTokens { e.set(.outputTokens, c) }
+            }
+            e.set(.latencyMilliseconds, elapsed.nanoseconds / 1_000_000)
+        }
     }
 
     private func releaseSlot() {
@@ -188,6 +236,10 @@ final class CallDriver {
         guard !finished else { return }
         finished = true
         releaseSlot()
+        shared.audit(.callCompleted, subject) { e in
+            e.outcome = .cancelled
+            e.set(.attempts, attemptCount)
+        }
         if let id = approvalID {
             shared.governance?.withdraw(id)
             approvalTimer?.cancel()
@@ -298,6 +350,7 @@ final class CallDriver {
             case .reserved(let hold):
                 budgetHold = hold
             case let refusal:
+                shared.auditDecision(refusal.decision, subject, model: target.model)
                 attempts.append(AttemptRecord(target: target.label, what: "refused by budget: \(refusal)"))
                 lastFailure = (.budgetExceeded, nil, target.provider.name)
                 if probe { shared.resilience.releaseProbe(target) }
@@ -362,6 +415,16 @@ final class CallDriver {
                                     actual: result.usage?.totalTokens, info: result.rateLimit,
                                     rateLimited: classification?.kind == .rateLimited)
         settleBudget(usage: result.usage)
+        shared.audit(.upstreamAttempt, subject) { e in
+            e.provider = target.provider.name
+            e.model = target.model
+            e.set(.attempt, attemptCount)
+            if let status = result.upstreamStatus { e.set(.status, status) }
+            e.set(.latencyMilliseconds, result.duration.nanoseconds / 1_000_000)
+            e.outcome = classification == nil ? .ok : .error
+            e.errorClass = classification.map { "\($0.kind)" }
+            if classification != nil { e.reason = result.reason }
+        }
         guard let classification else { return end(result.frames) }
         attempts.append(AttemptRecord(target: target.label, what: result.reason))
         lastFailure = (Self.code(for: result.outcome), result.upstreamStatus, target.provider.name)
@@ -386,9 +449,23 @@ final class CallDriver {
         switch step {
         case .retry(let wait):
             retriesOnTarget += 1
+            shared.audit(.retry, subject) { e in
+                e.provider = target.provider.name
+                e.model = target.model
+                e.set(.attempt, attemptCount)
+                e.set(.delayMilliseconds, wait.nanoseconds / 1_000_000)
+                e.errorClass = "\(classification.kind)"
+            }
             schedule(after: wait, target)
         case .nextTarget(let reason):
             attempts[attempts.count - 1].what += "; moving on: " + reason
+            let next = targetIndex + 1 < chain.count ? chain[targetIndex + 1].label : nil
+            shared.audit(.fallback, subject) { e in
+                e[.fallbackFrom] = target.label
+                e[.fallbackTo] = next
+                e.reason = reason
+                e.errorClass = "\(classification.kind)"
+            }
             advanceTarget()
             tryNextTarget()
         case .fail(let reason):
@@ -422,4 +499,14 @@ final class CallDriver {
 
 extension ResolvedTarget {
     var label: String { provider.name + "/" + model }
+}
+
+extension GovernanceRegistry.ApprovalOutcome {
+    var auditKind: AuditEventKind {
+        switch self {
+        case .approved: .approvalGranted
+        case .denied: .approvalDenied
+        case .expired: .approvalExpired
+        }
+    }
 }

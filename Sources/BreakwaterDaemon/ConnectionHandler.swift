@@ -8,6 +8,7 @@ import NIOExtras
 import Providers
 import Resilience
 import Synchronization
+import Systemd
 
 /// Everything a connection needs from the daemon; shared by all connections.
 final class DaemonContext: Sendable {
@@ -21,9 +22,12 @@ final class DaemonContext: Sendable {
     let resilience: ResilienceRegistry
     /// Nil when no policy is configured: every local caller may use every route.
     let governance: GovernanceRegistry?
+    /// The journal audit trail; nil if the writer could not start (logged).
+    let auditWriter: JournalAuditWriter?
 
     init(router: Router, engine: CurlEngine, stats: DaemonStats, logger: Logger, resilience: ResilienceRegistry,
-         governance: GovernanceRegistry?) {
+         governance: GovernanceRegistry?, auditWriter: JournalAuditWriter?) {
+        self.auditWriter = auditWriter
         self.router = router
         self.engine = engine
         let l = router.config.limits
@@ -70,6 +74,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// The agent the HELLO credential proved, when a policy is in force.
     private var principal: Principal?
+    private var clientName: String?
 
     init(shared: DaemonContext, peer: PeerCredentials?) {
         self.shared = shared
@@ -115,18 +120,31 @@ final class ConnectionHandler: ChannelInboundHandler {
                 throw WireError(.unsupportedVersion, "client speaks versions \(hello.minVersion ?? 0)-"
                     + "\(hello.maxVersion ?? 0); this daemon speaks \(ProtocolVersion.supported)")
             }
+            clientName = hello.clientName
             if let governance = shared.governance {
                 // Unknown peers (not a Unix socket) match no uid or gid rule.
                 let who = peer ?? PeerCredentials(uid: .max, gid: .max, pid: 0)
+                let subject = AuditSubject(requestID: "", peer: who, clientName: hello.clientName)
                 switch governance.authenticate(token: hello.credential, peer: who) {
-                case .authenticated(let p, _):
+                case .authenticated(let p, let rule):
                     principal = p
+                    shared.audit(.identityCheck, subject) { e in
+                        e.agent = p.agent
+                        e.decision = .allow
+                        e.rule = rule
+                    }
                 case .refused(let refusal) where hello.credential == nil:
                     // No credential at all: the connection may still carry admin commands (judged by SO_PEERCRED),
                     // but every call on it is refused.
                     _ = refusal
                 case .refused(let refusal):
                     // The reason names the check that failed, never the token.
+                    shared.audit(.identityCheck, subject) { e in
+                        e.agent = refusal.agent
+                        e.decision = .deny
+                        e.rule = refusal.rule
+                        e.reason = refusal.code.rawValue
+                    }
                     shared.logger.notice("credential refused", metadata: [
                         "code": "\(refusal.code.rawValue)", "peer": "\(who)",
                     ])
@@ -267,10 +285,12 @@ final class ConnectionHandler: ChannelInboundHandler {
                                    route: request.route, model: route.chain.first?.model,
                                    stepUpToken: request.stepUpToken.map(PresentedToken.init), pass: .admission)
         }
+        let subject = AuditSubject(requestID: requestID, agent: principal?.agent, tenant: request.tenant,
+                                   action: request.action, route: request.route, peer: peer, clientName: clientName)
         let driver = CallDriver(
             streamID: id, requestID: requestID, chat: chat, stream: request.stream, chain: route.chain,
             fallback: route.fallback, deadline: shared.resilience.clock.now() + timeout, shared: shared,
-            eventLoop: context.eventLoop, connection: self, access: access)
+            eventLoop: context.eventLoop, connection: self, access: access, subject: subject)
         running[id] = driver
         shared.stats.callsStarted.add(1, ordering: .relaxed)
         shared.stats.callsInFlight.add(1, ordering: .relaxed)

@@ -2,6 +2,7 @@ import Config
 import Logging
 import Resilience
 import Synchronization
+import Systemd
 
 /// The host-wide resilience state every connection shares: a circuit breaker per (provider, model) and a retry
 /// budget per provider. Each is a small state machine behind one lock; transitions are logged after the lock is
@@ -22,10 +23,12 @@ final class ResilienceRegistry: Sendable {
     let clock: any ResilienceClock
     private let state = Mutex(State())
     private let logger: Logger
+    private let audit: JournalAuditWriter?
 
-    init(clock: any ResilienceClock = SystemClock(), logger: Logger) {
+    init(clock: any ResilienceClock = SystemClock(), logger: Logger, audit: JournalAuditWriter? = nil) {
         self.clock = clock
         self.logger = logger
+        self.audit = audit
     }
 
     /// May an attempt go to `target` now?
@@ -121,6 +124,14 @@ final class ResilienceRegistry: Sendable {
             logger.log(level: t.to == .open ? .warning : .notice, "circuit breaker \(t.from) → \(t.to)", metadata: [
                 "target": "\(key.description)", "reason": "\(t.reason)",
             ])
+            var e = AuditEvent(.breakerTransition)
+            e.provider = key.provider
+            e.model = key.model
+            e[.breaker] = key.description
+            e.breakerFrom = AuditBreakerState(rawValue: t.from.rawValue)
+            e.breakerTo = AuditBreakerState(rawValue: t.to.rawValue)
+            e.reason = t.reason
+            audit?.record(e)
         }
     }
 }

@@ -91,7 +91,9 @@ final class DaemonUnderTest: @unchecked Sendable {
     static func start(fakePersonality: Personality = .healthy, extraConfig: String = "",
                       routes: String? = nil, withKey: Bool = true,
                       providerBlock: String? = nil, policy: String? = nil,
-                      extraArguments: [String] = []) async throws -> DaemonUnderTest {
+                      extraArguments: [String] = [],
+                      wrap: (@Sendable (String, [String]) -> (String, [String]))? = nil)
+        async throws -> DaemonUnderTest {
         let dir = makeTempDir()
         let fake = try await FakeProvider.start(personality: fakePersonality)
         let config = dir + "/breakwater.yaml"
@@ -122,7 +124,9 @@ final class DaemonUnderTest: @unchecked Sendable {
             try policy.write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
             policyArgs = ["--policy", dir + "/policy.yaml"]
         }
-        let daemon = try ChildProcess(binDir + "/breakwaterd", ["--config", config, "--socket", socket] + policyArgs + extraArguments,
+        let command = (wrap ?? { ($0, $1) })(binDir + "/breakwaterd",
+                                              ["--config", config, "--socket", socket] + policyArgs + extraArguments)
+        let daemon = try ChildProcess(command.0, command.1,
                                       environment: withKey ? ["BW_TEST_KEY": apiKey] : ["BW_TEST_KEY": ""], logPath: dir + "/daemon.log")
         let d = DaemonUnderTest(dir: dir, socket: socket, fake: fake, daemon: daemon)
         let up = try await waitUntil(timeout: .seconds(30)) {

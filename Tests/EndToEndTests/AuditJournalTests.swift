@@ -1,0 +1,83 @@
+import BreakwaterClient
+import FakeProviderKit
+import Foundation
+import JournalTestKit
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The audit trail in a real systemd-journald: calls that hit each decision kind, read back with
+/// `journalctl -o json`, checked by MESSAGE_ID and fields — and no token, key, prompt or completion anywhere.
+@Suite(.serialized, .timeLimit(.minutes(3))) struct AuditJournalTests {
+    static let ids: [String: String] = [
+        "identity_check": "74dd06e1e3784b888107e7c15a87f4f9", "policy_decision": "34340cbcb98844868ddc65a13a700ff8",
+        "approval_requested": "8353bc8d838348eaa049b1ef2df0b64a", "approval_expired": "fb11bb6745ff40ef8bdc4deebf928cbc",
+        "step_up_demanded": "0332ccb51bfb445f857f870367c5df99", "rate_limit_refused": "5a01b30b36674301be457c7b6dc79cc7",
+        "budget_refused": "df98f06572684cca89710f4ce720605e", "upstream_attempt": "e50044f9b4c545e2a09b4927ea5b02eb",
+        "retry": "ed4ebe4b38dd46f8b08fe465ab9d1d0d", "call_completed": "f91d955ff15343e4b82e60d0aa363d11",
+    ]
+    static let secretPrompt = "the-secret-prompt-text-4711"
+
+    @Test func everyDecisionKindIsInTheJournalWithItsFields() async throws {
+        try await JournalHarness.withHarness { journal in
+            let d = try await DaemonUnderTest.start(policy: GovernanceE2ETests.policy(approvalTimeout: "1s"),
+                                                    wrap: { journal.command($0, $1) })
+            defer { d.stop() }
+            func client(_ token: String) -> BreakwaterClient {
+                var c = BreakwaterClient.Configuration(socketPath: d.socket, credential: Array(token.utf8))
+                c.reconnectAttempts = 1
+                return BreakwaterClient(configuration: c)
+            }
+            let prompt = chat(Self.secretPrompt)
+            // Identity refused; allowed call (with one retry upstream); out of scope; step-up demanded;
+            // rate limit; approval expired; budget refused.
+            _ = try? await client("wrong-token").send(route: "default", body: prompt)
+            d.fake.script([FaultStep(status: 503)])
+            let invoice = client(GovernanceE2ETests.invoiceToken)
+            _ = try await invoice.send(route: "default", body: prompt, action: "invoice.create", tenant: "acme")
+            _ = try? await invoice.send(route: "default", body: prompt, action: "refund.issue", tenant: "acme")
+            let export = client(GovernanceE2ETests.exportToken)
+            _ = try? await export.send(route: "default", body: prompt, action: "user.export")
+            _ = try await export.send(route: "default", body: prompt, action: "user.export",
+                                      stepUpToken: GovernanceE2ETests.stepUpToken)
+            _ = try? await export.send(route: "default", body: prompt, action: "user.export",
+                                       stepUpToken: GovernanceE2ETests.stepUpToken)
+            _ = try? await client(GovernanceE2ETests.refundToken).send(route: "default", body: prompt,
+                                                                       action: "refund.issue", tenant: "acme")
+            let big = Array(try JSONSerialization.data(withJSONObject: [
+                "messages": [["role": "user", "content": Self.secretPrompt]], "max_tokens": 1000,
+            ]))
+            _ = try? await client(GovernanceE2ETests.budgetToken).send(route: "default", body: big)
+
+            for (kind, id) in Self.ids {
+                let found = try await journal.waitForEntries(count: 1, matching: ["MESSAGE_ID": id])
+                #expect(!found.isEmpty, "no \(kind) entry")
+            }
+            let refusedIdentity = try journal.entries(matching: ["MESSAGE_ID": Self.ids["identity_check"]!,
+                                                                 "DECISION": "deny"])
+            #expect(refusedIdentity.first?["REASON"] == "unknown_credential")
+            #expect(refusedIdentity.first?["PEER_UID"] == "\(getuid())")
+            let denied = try journal.entries(matching: ["MESSAGE_ID": Self.ids["policy_decision"]!, "DECISION": "deny"])
+            #expect(denied.contains { $0["AGENT"] == "invoice-agent" && $0["ACTION"] == "refund.issue"
+                && $0["TENANT"] == "acme" && ($0["RULE"] ?? "").isEmpty == false && $0["REQUEST_ID"] != nil })
+            #expect(denied.allSatisfy { ($0.priority ?? 9) <= 5 }, "denials are at notice priority or higher")
+            let limited = try journal.entries(matching: ["MESSAGE_ID": Self.ids["rate_limit_refused"]!])
+            #expect(Int(limited.first?["RETRY_AFTER_MS"] ?? "0") ?? 0 > 1000)
+            let attempts = try journal.entries(matching: ["MESSAGE_ID": Self.ids["upstream_attempt"]!])
+            #expect(attempts.contains { $0["STATUS"] == "503" && $0["PROVIDER"] == "fake" })
+            #expect(attempts.contains { $0["STATUS"] == "200" && $0["MODEL"] == "gpt-4o-mini" })
+
+            // Nothing secret, anywhere in the journal.
+            let everything = try journal.entries()
+            let text = everything.map { "\($0)" }.joined(separator: "\n")
+            for secret in [GovernanceE2ETests.invoiceToken, GovernanceE2ETests.exportToken,
+                           GovernanceE2ETests.stepUpToken, GovernanceE2ETests.refundToken, DaemonUnderTest.apiKey,
+                           Self.secretPrompt, "Echo: "] {
+                #expect(!text.contains(secret), "\(secret) reached the journal")
+            }
+            print("audit journal: \(everything.count) entries, every decision kind present, no secrets")
+        }
+    }
+}
