@@ -17,12 +17,13 @@ import Glibc
         "step_up_demanded": "0332ccb51bfb445f857f870367c5df99", "rate_limit_refused": "5a01b30b36674301be457c7b6dc79cc7",
         "budget_refused": "df98f06572684cca89710f4ce720605e", "upstream_attempt": "e50044f9b4c545e2a09b4927ea5b02eb",
         "retry": "ed4ebe4b38dd46f8b08fe465ab9d1d0d", "call_completed": "f91d955ff15343e4b82e60d0aa363d11",
+        "approval_granted": "2475c642fa3c431085a41a37f0e0a365", "approval_denied": "4e77d9c54fb04d4cb9bf18eecbf0d97c",
     ]
     static let secretPrompt = "the-secret-prompt-text-4711"
 
     @Test func everyDecisionKindIsInTheJournalWithItsFields() async throws {
         try await JournalHarness.withHarness { journal in
-            let d = try await DaemonUnderTest.start(policy: GovernanceE2ETests.policy(approvalTimeout: "1s"),
+            let d = try await DaemonUnderTest.start(policy: GovernanceE2ETests.policy(approvalTimeout: "3s"),
                                                     wrap: { journal.command($0, $1) })
             defer { d.stop() }
             func client(_ token: String) -> BreakwaterClient {
@@ -44,8 +45,22 @@ import Glibc
                                       stepUpToken: GovernanceE2ETests.stepUpToken)
             _ = try? await export.send(route: "default", body: prompt, action: "user.export",
                                        stepUpToken: GovernanceE2ETests.stepUpToken)
-            _ = try? await client(GovernanceE2ETests.refundToken).send(route: "default", body: prompt,
-                                                                       action: "refund.issue", tenant: "acme")
+            // Approvals: one granted and one denied from the CLI in another process, one left to expire.
+            let refund = client(GovernanceE2ETests.refundToken)
+            for verdict in ["approve", "deny", "expire"] {
+                let ids = IDBox()
+                let call = Task {
+                    try? await refund.send(route: "default", body: prompt, action: "refund.issue", tenant: "acme",
+                                           onNotice: { ids.add($0.approvalID ?? "") })
+                }
+                #expect(try await waitUntil { ids.count == 1 })
+                if verdict != "expire" {
+                    let cli = try ChildProcess(binDir + "/breakwater", [verdict, ids.all[0], "--socket", d.socket],
+                                               logPath: d.dir + "/\(verdict).log")
+                    #expect(try await cli.waitForExit() == 0, "\(cli.output)")
+                }
+                _ = await call.value
+            }
             let big = Array(try JSONSerialization.data(withJSONObject: [
                 "messages": [["role": "user", "content": Self.secretPrompt]], "max_tokens": 1000,
             ]))
@@ -63,6 +78,8 @@ import Glibc
             #expect(denied.contains { $0["AGENT"] == "invoice-agent" && $0["ACTION"] == "refund.issue"
                 && $0["TENANT"] == "acme" && ($0["RULE"] ?? "").isEmpty == false && $0["REQUEST_ID"] != nil })
             #expect(denied.allSatisfy { ($0.priority ?? 9) <= 5 }, "denials are at notice priority or higher")
+            let granted = try journal.entries(matching: ["MESSAGE_ID": Self.ids["approval_granted"]!])
+            #expect(granted.first?["APPROVER_UID"] == "\(getuid())" && granted.first?["APPROVAL_ID"] != nil)
             let limited = try journal.entries(matching: ["MESSAGE_ID": Self.ids["rate_limit_refused"]!])
             #expect(Int(limited.first?["RETRY_AFTER_MS"] ?? "0") ?? 0 > 1000)
             let attempts = try journal.entries(matching: ["MESSAGE_ID": Self.ids["upstream_attempt"]!])
