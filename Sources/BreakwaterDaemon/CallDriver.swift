@@ -262,10 +262,24 @@ final class CallDriver {
     /// Starts an attempt at the current target or, when it is skipped, at the next ones; fails when none is left.
     private func tryNextTarget() {
         while targetIndex < chain.count {
-            if begin(chain[targetIndex]) != .skipped { return }
+            let target = chain[targetIndex]
+            if begin(target) != .skipped { return }
+            auditFallback(from: target, reason: attempts.last?.what ?? "skipped", errorClass: nil)
             advanceTarget()
         }
         fail()
+    }
+
+    /// A move along the chain, audited: after a failure, or because a target was skipped (breaker open, policy,
+    /// budget, rate limits).
+    private func auditFallback(from target: ResolvedTarget, reason: String, errorClass: String?) {
+        let next = targetIndex + 1 < chain.count ? chain[targetIndex + 1].label : nil
+        shared.audit(.fallback, subject) { e in
+            e[.fallbackFrom] = target.label
+            e[.fallbackTo] = next
+            e.reason = reason
+            e.errorClass = errorClass
+        }
     }
 
     private func advanceTarget() {
@@ -279,6 +293,7 @@ final class CallDriver {
         retryTimer = nil
         guard !finished else { return }
         if begin(target) == .skipped {
+            auditFallback(from: target, reason: attempts.last?.what ?? "skipped", errorClass: nil)
             advanceTarget()
             tryNextTarget()
         }
@@ -459,13 +474,7 @@ final class CallDriver {
             schedule(after: wait, target)
         case .nextTarget(let reason):
             attempts[attempts.count - 1].what += "; moving on: " + reason
-            let next = targetIndex + 1 < chain.count ? chain[targetIndex + 1].label : nil
-            shared.audit(.fallback, subject) { e in
-                e[.fallbackFrom] = target.label
-                e[.fallbackTo] = next
-                e.reason = reason
-                e.errorClass = "\(classification.kind)"
-            }
+            auditFallback(from: target, reason: reason, errorClass: "\(classification.kind)")
             advanceTarget()
             tryNextTarget()
         case .fail(let reason):

@@ -240,7 +240,8 @@ struct CurlEngineTests {
         let elapsed = ContinuousClock.now - started
         #expect(error.kind == .timedOut(.total))
         #expect(error.curlCode == 28)
-        #expect(elapsed >= .milliseconds(400))
+        // libcurl times the limit on its own clock, in whole milliseconds: it may fire a hair before 400 ms by ours.
+        #expect(elapsed >= .milliseconds(390))
         #expect(elapsed < .seconds(3))
         #expect(delegate.snapshot.body.count >= 5)
     }

@@ -18,13 +18,19 @@ import Glibc
         "budget_refused": "df98f06572684cca89710f4ce720605e", "upstream_attempt": "e50044f9b4c545e2a09b4927ea5b02eb",
         "retry": "ed4ebe4b38dd46f8b08fe465ab9d1d0d", "call_completed": "f91d955ff15343e4b82e60d0aa363d11",
         "approval_granted": "2475c642fa3c431085a41a37f0e0a365", "approval_denied": "4e77d9c54fb04d4cb9bf18eecbf0d97c",
+        "concurrency_limit_refused": "b143d4138c6f4bf5b45c70448b9347be",
+        "fallback": "b61db148d5d040ea81f43714100575bf", "breaker_transition": "1f979a8598b64c5588d8a5ef26f7152d",
     ]
     static let secretPrompt = "the-secret-prompt-text-4711"
 
     @Test func everyDecisionKindIsInTheJournalWithItsFields() async throws {
         try await JournalHarness.withHarness { journal in
-            let d = try await DaemonUnderTest.start(policy: GovernanceE2ETests.policy(approvalTimeout: "3s"),
-                                                    wrap: { journal.command($0, $1) })
+            // Two targets on the fake: a primary whose breaker opens after 2 failures, and a fallback model.
+            let d = try await DaemonUnderTest.start(
+                routes: "  default:\n    - {provider: fake, model: gpt-4o-mini}\n"
+                    + "  chain:\n    - {provider: fake, model: gpt-4o}\n    - {provider: fake, model: gpt-4o-mini}",
+                policy: GovernanceE2ETests.policy(approvalTimeout: "3s"),
+                providerOptions: "    circuit_breaker: {failure_threshold: 2}", wrap: { journal.command($0, $1) })
             defer { d.stop() }
             func client(_ token: String) -> BreakwaterClient {
                 var c = BreakwaterClient.Configuration(socketPath: d.socket, credential: Array(token.utf8))
@@ -61,6 +67,17 @@ import Glibc
                 }
                 _ = await call.value
             }
+            // Fallback and a breaker opening: the primary (gpt-4o) answers 503 twice; the first is retried, the
+            // second opens its breaker (failure_threshold 2), so the next retry skips it and the call falls back.
+            let ops = client(GovernanceE2ETests.opsToken)
+            d.fake.script([FaultStep(status: 503), FaultStep(status: 503)])
+            _ = try await ops.send(route: "chain", body: prompt, action: "ops.check")
+            // Concurrency: ops-agent may have one call in flight.
+            d.fake.script([FaultStep(delayFirstByteMs: 1500)])
+            let slow = Task { try? await ops.send(route: "default", body: prompt, action: "ops.check") }
+            #expect(try await waitUntil { d.fake.stats().inFlight == 1 })
+            _ = try? await ops.send(route: "default", body: prompt, action: "ops.check")
+            _ = await slow.value
             let big = Array(try JSONSerialization.data(withJSONObject: [
                 "messages": [["role": "user", "content": Self.secretPrompt]], "max_tokens": 1000,
             ]))
@@ -80,6 +97,10 @@ import Glibc
             #expect(denied.allSatisfy { ($0.priority ?? 9) <= 5 }, "denials are at notice priority or higher")
             let granted = try journal.entries(matching: ["MESSAGE_ID": Self.ids["approval_granted"]!])
             #expect(granted.first?["APPROVER_UID"] == "\(getuid())" && granted.first?["APPROVAL_ID"] != nil)
+            let opened = try journal.entries(matching: ["MESSAGE_ID": Self.ids["breaker_transition"]!,
+                                                        "BREAKER_TO": "open"])
+            #expect(opened.first?["BREAKER"] == "fake/gpt-4o" && (opened.first?.priority ?? 9) <= 4,
+                    "breaker openings are at warning priority or higher")
             let limited = try journal.entries(matching: ["MESSAGE_ID": Self.ids["rate_limit_refused"]!])
             #expect(Int(limited.first?["RETRY_AFTER_MS"] ?? "0") ?? 0 > 1000)
             let attempts = try journal.entries(matching: ["MESSAGE_ID": Self.ids["upstream_attempt"]!])

@@ -17,6 +17,7 @@ import Glibc
     static let stepUpToken = "test-step-up-token-0123456789abcdef"
     static let wrongUidToken = "test-wrong-uid-token-0123456789abcdef"
     static let budgetToken = "test-budget-token-0123456789abcdef"
+    static let opsToken = "test-ops-token-0123456789abcdef"
 
     static func policy(approvalTimeout: String = "20s") -> String {
         func h(_ t: String) -> String { CredentialDigest.policyValue(forToken: t) }
@@ -46,6 +47,12 @@ import Glibc
                   step_up_credentials: [{name: s1, token_sha256: \(h(stepUpToken)), issued_at: \(now)}]
                 scopes: {actions: [user.export], routes: ["*"], models: ["*"]}
                 relationships: [{agent_to_tenant: "*"}]
+              ops-agent:
+                agent_identity:
+                  credentials: [{name: t1, token_sha256: \(h(opsToken)), issued_at: \(now), validity_window: 1h}]
+                scopes: {actions: ["*"], routes: ["*"], models: ["*"]}
+                relationships: [{agent_to_tenant: "*"}]
+                max_concurrent_calls: 1
               budget-agent:
                 agent_identity:
                   credentials: [{name: t1, token_sha256: \(h(budgetToken)), issued_at: \(now), validity_window: 1h}]

@@ -91,7 +91,7 @@ final class DaemonUnderTest: @unchecked Sendable {
     static func start(fakePersonality: Personality = .healthy, extraConfig: String = "",
                       routes: String? = nil, withKey: Bool = true,
                       providerBlock: String? = nil, policy: String? = nil,
-                      extraArguments: [String] = [],
+                      extraArguments: [String] = [], providerOptions: String = "",
                       wrap: (@Sendable (String, [String]) -> (String, [String]))? = nil)
         async throws -> DaemonUnderTest {
         let dir = makeTempDir()
@@ -113,6 +113,7 @@ final class DaemonUnderTest: @unchecked Sendable {
                 retry_config:
                   retry_count: 2
                   backoff_base: 10ms
+            \(providerOptions)
             """)
         routes:
         \(routes ?? "  default:\n    - provider: fake\n      model: gpt-4o-mini")
