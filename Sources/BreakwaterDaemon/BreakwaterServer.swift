@@ -11,6 +11,7 @@ import Resilience
 import ServiceLifecycle
 import Synchronization
 import Systemd
+import UnixSignals
 
 /// Where the daemon listens.
 public enum ListenAddress: Sendable, Equatable {
@@ -30,12 +31,16 @@ public final class BreakwaterServer: Service, Sendable {
     private let group: any EventLoopGroup
     private let policy: GovernancePolicy?
     private let stateDirectory: String?
+    /// Re-read on SIGHUP.
+    private let policyPath: String?
 
     /// `policy` nil: no runtime enforcement (every local caller may use every route), logged at start-up.
     /// `stateDirectory` nil: nothing survives a restart.
     public init(router: Router, address: ListenAddress, logger: Logger, policy: GovernancePolicy? = nil,
-                stateDirectory: String? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+                policyPath: String? = nil, stateDirectory: String? = nil,
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.router = router
+        self.policyPath = policyPath
         self.policy = policy
         self.stateDirectory = stateDirectory
         self.address = address
@@ -105,6 +110,26 @@ public final class BreakwaterServer: Service, Sendable {
             logger.warning("provider has no API key; calls to it will fail", metadata: ["provider": "\(name)"])
         }
         Systemd.notify("READY=1\nSTATUS=serving; " + stats.statusLine)
+
+        // SIGHUP re-reads the policy: credentials rotate and are revoked without a restart. A policy with errors is
+        // refused (each error logged with its line) and the running one stays.
+        let reloader = Task { [policyPath, logger] in
+            guard let governance, let policyPath else { return }
+            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                do {
+                    governance.replacePolicy(try PolicyLoader.load(file: policyPath))
+                    logger.notice("policy reloaded", metadata: ["file": "\(policyPath)"])
+                } catch let error as ConfigError {
+                    for issue in error.issues {
+                        logger.error("policy reload refused; keeping the running policy",
+                                     metadata: ["error": "\(issue)"])
+                    }
+                } catch {
+                    logger.error("policy reload refused; keeping the running policy")
+                }
+            }
+        }
+        defer { reloader.cancel() }
 
         // Wait for SIGTERM/SIGINT (delivered by ServiceGroup as graceful shutdown), or for cancellation.
         try? await gracefulShutdown()

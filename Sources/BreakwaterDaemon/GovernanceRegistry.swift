@@ -70,6 +70,16 @@ final class GovernanceRegistry: Sendable {
         store?.saveBudgets(updated)
     }
 
+    /// A new policy (SIGHUP): new and revoked credentials, scopes and limits apply to the next decision; calls in
+    /// flight keep what they were admitted with. Rate-limit history survives where the limit is unchanged.
+    func replacePolicy(_ policy: GovernancePolicy) {
+        state.withLock { s in
+            s.gate.replacePolicy(policy)
+            s.ledger.replacePolicy(policy)
+            s.approvals.allowSelfApproval = policy.allowSelfApproval
+        }
+    }
+
     /// Frees the in-flight slot an admitted call held.
     func release(agent: String) {
         state.withLock { $0.gate.release(agent: agent) }

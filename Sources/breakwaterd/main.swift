@@ -99,7 +99,8 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
         let state = stateDir ?? ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?
             .split(separator: ":").first.map(String.init)
         let server = BreakwaterServer(router: router, address: address, logger: logger, policy: governance,
-                                      stateDirectory: state, group: eventLoops)
+                                      policyPath: policy ?? loaded.policyPath, stateDirectory: state,
+                                      group: eventLoops)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: server)],
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -255,6 +255,58 @@ import Glibc
         let small = try await client(d, Self.budgetToken).send(route: "default", body: body(maxTokens: 20))
         #expect(content(small.body) == "Echo: spend")
     }
+
+    /// Tokens rotate and are revoked without a restart: SIGHUP re-reads the policy; a broken policy is refused and
+    /// the running one stays.
+    @Test func tokensRotateAndAreRevokedOnReload() async throws {
+        let fresh = "test-rotated-token-0123456789abcdef"
+        let base = Self.policy()
+        let d = try await DaemonUnderTest.start(policy: base)
+        defer { d.stop() }
+        let policyFile = d.dir + "/policy.yaml"
+        func call(_ token: String) async -> ErrorCode? {
+            do {
+                _ = try await client(d, token).send(route: "default", body: chat("x"), action: "invoice.create",
+                                                    tenant: "acme")
+                return nil
+            } catch {
+                return error.code ?? .internalError
+            }
+        }
+        func reload(_ text: String, expect line: String, count: Int) async throws {
+            try text.write(toFile: policyFile, atomically: true, encoding: .utf8)
+            d.daemon.signal(SIGHUP)
+            #expect(try await waitUntil {
+                d.daemon.output.components(separatedBy: line).count - 1 >= count
+            }, "no \(line) in \(d.daemon.output)")
+        }
+        #expect(await call(fresh) == .unauthenticated)
+        // Add a second credential for invoice-agent: the new token works, the old one still does.
+        let digest = CredentialDigest.policyValue(forToken: fresh)
+        let now = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-60))
+        let rotated = base.replacingOccurrences(
+            of: "uids: [0]\n    scopes: {actions: [invoice.create]",
+            with: "uids: [0]\n    scopes: {actions: [invoice.create]")
+            .replacingOccurrences(
+                of: "validity_window: 1h}]\n      uids: [0]",
+                with: "validity_window: 1h}, {name: t2, token_sha256: \(digest), issued_at: \(now), "
+                    + "validity_window: 1h}]\n      uids: [0]")
+        #expect(rotated != base)
+        try await reload(rotated, expect: "policy reloaded", count: 1)
+        #expect(await call(fresh) == nil)
+        #expect(await call(Self.invoiceToken) == nil)
+        // A broken policy is refused; the running one stays.
+        try await reload(rotated + "\nagents: [not, a, mapping]\n", expect: "policy reload refused", count: 1)
+        #expect(await call(fresh) == nil)
+        // Revoke the old token.
+        let old = CredentialDigest.policyValue(forToken: Self.invoiceToken)
+        let revoked = rotated.replacingOccurrences(of: "token_sha256: \(old), issued_at:",
+                                                   with: "token_sha256: \(old), revoked: true, issued_at:")
+        #expect(revoked != rotated)
+        try await reload(revoked, expect: "policy reloaded", count: 2)
+        #expect(await call(Self.invoiceToken) == .unauthenticated)
+        #expect(await call(fresh) == nil)
+    }
 }
 
 final class IDBox: @unchecked Sendable {
