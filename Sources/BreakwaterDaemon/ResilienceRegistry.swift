@@ -1,4 +1,5 @@
 import Config
+import Foundation
 import Logging
 import Resilience
 import Synchronization
@@ -18,6 +19,8 @@ final class ResilienceRegistry: Sendable {
         var breakers: [BreakerKey: CircuitBreaker] = [:]
         var budgets: [String: RetryBudget] = [:]
         var keyPools: [String: KeyPool] = [:]
+        /// When each target last raised a failure-rate alert (at most one per rolling window).
+        var lastAlert: [BreakerKey: Instant] = [:]
     }
 
     let clock: any ResilienceClock
@@ -48,12 +51,35 @@ final class ResilienceRegistry: Sendable {
     func record(_ target: ResolvedTarget, failed: Bool, duration: Duration, isProbe: Bool) {
         let key = BreakerKey(provider: target.provider.name, model: target.model)
         let now = clock.now()
-        let transitions = state.withLock { s in
+        let (transitions, alert) = state.withLock { s -> ([BreakerTransition], (Int, Int)?) in
             var breaker = s.breakers[key] ?? CircuitBreaker(policy: target.provider.breaker)
             defer { s.breakers[key] = breaker }
-            return breaker.record(failed: failed, duration: duration, isProbe: isProbe, now: now)
+            let t = breaker.record(failed: failed, duration: duration, isProbe: isProbe, now: now)
+            // A failure rate over the alert threshold, while the breaker is still closed: warn once per window.
+            let policy = breaker.policy
+            guard failed, t.isEmpty, breaker.stateName == .closed, let threshold = policy.alertFailureRate
+            else { return (t, nil) }
+            let (calls, failures) = breaker.windowCounts(now: now)
+            guard calls >= policy.minimumCalls, Double(failures) / Double(calls) >= threshold,
+                  s.lastAlert[key].map({ now - $0 >= policy.rollingWindow }) ?? true else { return (t, nil) }
+            s.lastAlert[key] = now
+            return (t, (calls, failures))
         }
         log(transitions, key)
+        if let (calls, failures) = alert {
+            let threshold = target.provider.breaker.alertFailureRate ?? 0
+            logger.warning("failure rate over the alert threshold", metadata: [
+                "target": "\(key.description)", "failures": "\(failures)", "calls": "\(calls)",
+            ])
+            var e = AuditEvent(.failureRateAlert)
+            e.provider = key.provider
+            e.model = key.model
+            e[.breaker] = key.description
+            e[.failureRate] = String(format: "%.3f", Double(failures) / Double(calls))
+            e[.failureRateThreshold] = String(format: "%.3f", threshold)
+            e.set(.sampleCount, calls)
+            audit?.record(e)
+        }
     }
 
     /// A probe ended without a verdict (cancelled): free its half-open slot.

@@ -373,7 +373,8 @@ struct NodeReader {
 
     mutating func readBreaker(_ node: Node, into b: inout BreakerPolicy, name: String) {
         let keys: Set = ["failure_threshold", "rolling_window", "failure_rate_threshold", "minimum_calls",
-                         "timeout_period", "half_open_max_calls", "success_threshold", "slow_call_threshold"]
+                         "timeout_period", "half_open_max_calls", "success_threshold", "slow_call_threshold",
+                         "alert_failure_rate"]
         for (key, _, v) in entries(node, "provider \"\(name)\" circuit_breaker", allowed: keys) {
             switch key {
             case "failure_threshold": if let n = count(v, key, min: 1) { b.failureThreshold = Int(n) }
@@ -384,6 +385,7 @@ struct NodeReader {
             case "half_open_max_calls": if let n = count(v, key, min: 1) { b.halfOpenMaxCalls = Int(n) }
             case "success_threshold": if let n = count(v, key, min: 1) { b.successThreshold = Int(n) }
             case "slow_call_threshold": if let d = duration(v, key) { b.slowCallThreshold = d }
+            case "alert_failure_rate": if let r = fraction(v, key) { b.alertFailureRate = r }
             default: break
             }
         }

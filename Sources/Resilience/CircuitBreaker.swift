@@ -17,10 +17,13 @@ public struct BreakerPolicy: Sendable, Hashable {
     public var successThreshold: Int
     /// A call slower than this counts as a failure (`slow_call_threshold`); nil: speed never counts.
     public var slowCallThreshold: Duration?
+    /// A failure share (with `minimumCalls` calls in the window) that raises a warning-level alert, below the
+    /// share that opens the breaker (`alert_failure_rate`); nil: no alert.
+    public var alertFailureRate: Double?
 
     public init(failureThreshold: Int = 5, rollingWindow: Duration = .seconds(30), failureRateThreshold: Double = 0.5,
                 minimumCalls: Int = 20, timeoutPeriod: Duration = .seconds(30), halfOpenMaxCalls: Int = 1,
-                successThreshold: Int = 2, slowCallThreshold: Duration? = nil) {
+                successThreshold: Int = 2, slowCallThreshold: Duration? = nil, alertFailureRate: Double? = 0.25) {
         self.failureThreshold = failureThreshold
         self.rollingWindow = rollingWindow
         self.failureRateThreshold = failureRateThreshold
@@ -29,6 +32,7 @@ public struct BreakerPolicy: Sendable, Hashable {
         self.halfOpenMaxCalls = halfOpenMaxCalls
         self.successThreshold = successThreshold
         self.slowCallThreshold = slowCallThreshold
+        self.alertFailureRate = alertFailureRate
     }
 }
 
@@ -87,6 +91,11 @@ public struct CircuitBreaker: Sendable {
     public var reopensAt: Instant? {
         if case .open(let until) = state { return until }
         return nil
+    }
+
+    /// Calls and failures in the current window.
+    public func windowCounts(now: Instant) -> (calls: Int, failures: Int) {
+        window.counts(now: now)
     }
 
     /// The failure share in the current window, for status displays.

@@ -118,4 +118,25 @@ import Glibc
             print("audit journal: \(everything.count) entries, every decision kind present, no secrets")
         }
     }
+
+    /// A failure rate over `alert_failure_rate` (while the breaker stays closed) raises one warning-level entry.
+    @Test func failureRateAlertAtWarningPriority() async throws {
+        try await JournalHarness.withHarness { journal in
+            let d = try await DaemonUnderTest.start(
+                providerOptions: "    circuit_breaker: {failure_threshold: 1000, minimum_calls: 8, "
+                    + "failure_rate_threshold: 0.9, alert_failure_rate: 0.25}",
+                wrap: { journal.command($0, $1) })
+            defer { d.stop() }
+            let c = d.client()
+            for i in 0..<5 { _ = try await c.send(route: "default", body: chat("ok \(i)")) }
+            // One call whose three attempts (two retries) all fail: 3 failures in 8 calls = 37.5%.
+            d.fake.script([FaultStep(status: 503), FaultStep(status: 503), FaultStep(status: 503)])
+            _ = try? await c.send(route: "default", body: chat("fails"))
+            let alerts = try await journal.waitForEntries(count: 1, matching: ["MESSAGE_ID": "374e785366e546d7aba94dc3f85592b5"])
+            #expect(alerts.count == 1)
+            #expect((alerts.first?.priority ?? 9) <= 4)
+            #expect(alerts.first?["BREAKER"] == "fake/gpt-4o-mini")
+            #expect(alerts.first?["FAILURE_RATE"] == "0.375")
+        }
+    }
 }
