@@ -48,6 +48,24 @@ public final class BreakwaterServer: Service, Sendable {
         self.group = group
     }
 
+    /// From the serving event loop itself: STATUS= with live figures every 2 s and, when systemd asked for a
+    /// watchdog, WATCHDOG=1 at half its interval — so a wedged loop stops the pings and systemd restarts us.
+    private func startHeartbeat(shared: DaemonContext, loop: any EventLoop) -> RepeatedTask {
+        let watchdog = Systemd.watchdogInterval()
+        let period = watchdog.map { min(.seconds(2), $0 / 2) } ?? .seconds(2)
+        let stats = self.stats
+        return loop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(period.nanoseconds)) { _ in
+            var line = watchdog != nil ? "WATCHDOG=1\n" : ""
+            line += "STATUS=serving; " + stats.statusLine
+            line += ", open breakers: \(shared.resilience.openBreakers.count)"
+            line += ", pending approvals: \(shared.governance?.pending.count ?? 0)"
+            if let audit = shared.auditWriter?.statistics {
+                line += ", unwritten audit entries: \(audit.unwritten + audit.dropped)"
+            }
+            Systemd.notify(line)
+        }
+    }
+
     public func run() async throws {
         let engine = try CurlEngine()
         defer { engine.shutdown() }
@@ -110,6 +128,8 @@ public final class BreakwaterServer: Service, Sendable {
             logger.warning("provider has no API key; calls to it will fail", metadata: ["provider": "\(name)"])
         }
         Systemd.notify("READY=1\nSTATUS=serving; " + stats.statusLine)
+        let heartbeat = startHeartbeat(shared: shared, loop: channel.eventLoop)
+        defer { heartbeat.cancel() }
 
         // SIGHUP re-reads the policy: credentials rotate and are revoked without a restart. A policy with errors is
         // refused (each error logged with its line) and the running one stays.

@@ -92,6 +92,7 @@ final class DaemonUnderTest: @unchecked Sendable {
                       routes: String? = nil, withKey: Bool = true,
                       providerBlock: String? = nil, policy: String? = nil,
                       extraArguments: [String] = [], providerOptions: String = "",
+                      environment: [String: String] = [:],
                       wrap: (@Sendable (String, [String]) -> (String, [String]))? = nil)
         async throws -> DaemonUnderTest {
         let dir = makeTempDir()
@@ -128,7 +129,8 @@ final class DaemonUnderTest: @unchecked Sendable {
         let command = (wrap ?? { ($0, $1) })(binDir + "/breakwaterd",
                                               ["--config", config, "--socket", socket] + policyArgs + extraArguments)
         let daemon = try ChildProcess(command.0, command.1,
-                                      environment: withKey ? ["BW_TEST_KEY": apiKey] : ["BW_TEST_KEY": ""], logPath: dir + "/daemon.log")
+                                      environment: environment.merging(["BW_TEST_KEY": withKey ? apiKey : ""]) { $1 },
+                                      logPath: dir + "/daemon.log")
         let d = DaemonUnderTest(dir: dir, socket: socket, fake: fake, daemon: daemon)
         let up = try await waitUntil(timeout: .seconds(30)) {
             FileManager.default.fileExists(atPath: socket) && (try? RawConnection(path: socket)) != nil
