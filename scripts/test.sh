@@ -15,6 +15,13 @@ diff -r --exclude=generate.py --exclude=__pycache__ "$tmp" protocol/vectors
 echo "== build"
 swift build --build-tests 2>&1 | tail -n 3
 
+echo "== systemd units: syntax and hardening"
+# verify needs ExecStart's binary to exist: check a copy pointing at the one just built.
+cp systemd/breakwater.socket "$tmp/"
+sed "s|/usr/local/bin/breakwaterd|$PWD/.build/debug/breakwaterd|" systemd/breakwater.service > "$tmp/breakwater.service"
+systemd-analyze verify "$tmp/breakwater.socket" "$tmp/breakwater.service"
+systemd-analyze security --offline=yes --threshold=20 systemd/breakwater.service | tail -n 1
+
 echo "== tests"
 swift test --skip-build --no-parallel 2>&1 | tee "$tmp/test.log" | grep -E '^(✘|✔ Suite|✔ Test run|✘ Test run)' || true
 if ! grep -q '^✔ Test run with' "$tmp/test.log"; then
