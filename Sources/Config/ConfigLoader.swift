@@ -22,25 +22,11 @@ public struct ConfigError: Error, Sendable, CustomStringConvertible {
 /// and so all errors in a file are reported at once rather than the first one only.
 public enum ConfigLoader {
     public static func load(file path: String) throws(ConfigError) -> BreakwaterConfig {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigError(issues: [ConfigIssue(file: path, line: 0, column: 0, message: "cannot read file")])
-        }
-        return try parse(text, file: path)
+        try parse(NodeReader.readFile(path), file: path)
     }
 
     public static func parse(_ yaml: String, file: String = "<config>") throws(ConfigError) -> BreakwaterConfig {
-        var reader = NodeReader(file: file)
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: yaml)
-        } catch let error as YamlError {
-            throw ConfigError(issues: [reader.syntaxIssue(error)])
-        } catch {
-            throw ConfigError(issues: [ConfigIssue(file: file, line: 0, column: 0, message: "YAML could not be read")])
-        }
+        var (reader, root) = try NodeReader.compose(yaml, file: file)
         var config = BreakwaterConfig.defaults
         if let root { reader.readRoot(root, into: &config) }
         if !reader.issues.isEmpty { throw ConfigError(issues: reader.issues) }
@@ -53,6 +39,28 @@ struct NodeReader {
     var issues: [ConfigIssue] = []
 
     init(file: String) { self.file = file }
+
+    /// A config or policy file's text; an unreadable file is one issue at line 0.
+    static func readFile(_ path: String) throws(ConfigError) -> String {
+        do {
+            return try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(issues: [ConfigIssue(file: path, line: 0, column: 0, message: "cannot read file")])
+        }
+    }
+
+    /// Yams' node tree for `yaml` (nil for an empty document) and a reader for its issues; a syntax error is one
+    /// issue with its line and column.
+    static func compose(_ yaml: String, file: String) throws(ConfigError) -> (NodeReader, Node?) {
+        let reader = NodeReader(file: file)
+        do {
+            return (reader, try Yams.compose(yaml: yaml))
+        } catch let error as YamlError {
+            throw ConfigError(issues: [reader.syntaxIssue(error)])
+        } catch {
+            throw ConfigError(issues: [ConfigIssue(file: file, line: 0, column: 0, message: "YAML could not be read")])
+        }
+    }
 
     mutating func issue(_ node: Node?, _ message: String) {
         let mark = node?.mark

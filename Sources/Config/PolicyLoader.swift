@@ -9,26 +9,12 @@ import Yams
 /// error ever echoes a value that could be one.
 public enum PolicyLoader {
     public static func load(file path: String) throws(ConfigError) -> GovernancePolicy {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigError(issues: [ConfigIssue(file: path, line: 0, column: 0, message: "cannot read file")])
-        }
-        return try parse(text, file: path)
+        try parse(NodeReader.readFile(path), file: path)
     }
 
     /// Parses a policy. An empty file is a policy that allows nothing (default deny).
     public static func parse(_ yaml: String, file: String = "<policy>") throws(ConfigError) -> GovernancePolicy {
-        var reader = NodeReader(file: file)
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: yaml)
-        } catch let error as YamlError {
-            throw ConfigError(issues: [reader.syntaxIssue(error)])
-        } catch {
-            throw ConfigError(issues: [ConfigIssue(file: file, line: 0, column: 0, message: "YAML could not be read")])
-        }
+        var (reader, root) = try NodeReader.compose(yaml, file: file)
         var policy = GovernancePolicy()
         if let root { reader.readPolicy(root, into: &policy) }
         if !reader.issues.isEmpty { throw ConfigError(issues: reader.issues) }
