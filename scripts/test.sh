@@ -22,6 +22,14 @@ sed "s|/usr/local/bin/breakwaterd|$PWD/.build/debug/breakwaterd|" systemd/breakw
 systemd-analyze verify "$tmp/breakwater.socket" "$tmp/breakwater.service"
 systemd-analyze security --offline=yes --threshold=20 systemd/breakwater.service | tail -n 1
 
+echo "== demo (README command one)"
+if ! .build/debug/breakwater demo > "$tmp/demo.log" 2>&1; then
+    cat "$tmp/demo.log"
+    echo "demo FAILED"
+    exit 1
+fi
+tail -n 1 "$tmp/demo.log"
+
 echo "== tests"
 swift test --skip-build --no-parallel 2>&1 | tee "$tmp/test.log" | grep -E '^(✘|✔ Suite|✔ Test run|✘ Test run)' || true
 if ! grep -q '^✔ Test run with' "$tmp/test.log"; then

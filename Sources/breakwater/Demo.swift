@@ -96,14 +96,19 @@ struct Demo: AsyncParsableCommand {
         print("  \(results)/100 answered correctly in \(ms(since: clock)) ms")
         check(results == 100, "every concurrent call got its own answer")
 
-        print("\n4. A provider error reaches the app as a typed error")
+        print("\n4. A provider that fails once is retried; one that keeps failing is a typed error")
         try await scriptFake(port: port, [["status": 503]])
+        let retried = try await client.send(route: "default", body: chatBody("worth a retry"))
+        print("  answered after \(retried.head.attempts) attempts: \(assistantText(retried.body) ?? "?")")
+        check(retried.head.attempts == 2, "the 503 was retried and the call succeeded")
+        try await scriptFake(port: port, [["status": 503], ["status": 503], ["status": 503]])
         do {
             _ = try await client.send(route: "default", body: chatBody("this one fails"))
-            check(false, "the 503 was reported")
+            check(false, "three 503s in a row were reported")
         } catch {
             print("  \(error)")
-            check(error.code == .upstreamError && error.upstreamStatus == 503, "the 503 was reported as UPSTREAM_ERROR")
+            check(error.code == .upstreamError && error.upstreamStatus == 503,
+                  "three 503s in a row were reported as UPSTREAM_ERROR, listing every attempt")
         }
 
         print("\n5. Cancelling a slow call stops it upstream")
