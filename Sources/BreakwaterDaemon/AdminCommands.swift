@@ -23,6 +23,24 @@ enum AdminCommands {
         case "status":
             guard isAdmin else { return forbidden("admin commands are for the uids/gids in the config's admins") }
             return .success(json(status(shared)))
+        case "breakers":
+            guard isAdmin else { return forbidden("admin commands are for the uids/gids in the config's admins") }
+            let list: [[String: Any]] = shared.resilience.breakerReport().map { b in
+                var o: [String: Any] = ["target": b.target, "state": b.state, "calls": b.calls,
+                                        "failure_rate": (b.failureRate * 1000).rounded() / 1000]
+                if let r = b.reopensInMs { o["reopens_in_ms"] = r }
+                return o
+            }
+            return .success(json(["breakers": list]))
+        case "breaker-reset":
+            guard isAdmin else { return forbidden("admin commands are for the uids/gids in the config's admins") }
+            guard let target = args["target"] as? String else {
+                return .failure(ErrorMessage(code: .badRequest, message: "breaker-reset needs a target"))
+            }
+            guard shared.resilience.resetBreaker(target) else {
+                return .failure(ErrorMessage(code: .badRequest, message: "no breaker for \"\(target)\""))
+            }
+            return .success(json(["target": target, "state": "closed"]))
         case "approvals", "approve", "deny", "policy-check":
             guard let governance = shared.governance else {
                 return .failure(ErrorMessage(code: .badRequest, message: "no policy is configured"))

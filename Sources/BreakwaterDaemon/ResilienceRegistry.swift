@@ -137,6 +137,29 @@ final class ResilienceRegistry: Sendable {
         }
     }
 
+    /// Every breaker that has seen a call: state, failure rate in the window, and when an open one lets probes in.
+    func breakerReport() -> [(target: String, state: String, failureRate: Double, calls: Int, reopensInMs: Int64?)] {
+        let now = clock.now()
+        return state.withLock { s in
+            s.breakers.map { key, b in
+                (key.description, b.stateName.rawValue, b.failureRate(now: now), b.windowCounts(now: now).calls,
+                 b.reopensAt.map { max(0, ($0 - now).nanoseconds / 1_000_000) })
+            }.sorted { $0.target < $1.target }
+        }
+    }
+
+    /// An admin reset: the breaker for "provider/model" closes with its counts cleared. False if there is none.
+    func resetBreaker(_ target: String) -> Bool {
+        let now = clock.now()
+        let result = state.withLock { s -> (BreakerKey, [BreakerTransition])? in
+            guard let key = s.breakers.keys.first(where: { $0.description == target }) else { return nil }
+            return (key, s.breakers[key]!.reset(now: now))
+        }
+        guard let (key, transitions) = result else { return false }
+        log(transitions, key)
+        return true
+    }
+
     /// Open breakers, for status displays.
     var openBreakers: [(String, Instant?)] {
         state.withLock { s in

@@ -8,7 +8,8 @@ struct Breakwater: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "breakwater",
         abstract: "Talk to breakwaterd: send calls, run the demo.",
-        subcommands: [Call.self, Status.self, Approvals.self, Approve.self, Deny.self, Policy.self, Demo.self]
+        subcommands: [Call.self, Status.self, Breakers.self, Breaker.self, Approvals.self, Approve.self, Deny.self,
+                      Policy.self, Demo.self]
     )
 }
 
@@ -218,6 +219,46 @@ struct Policy: AsyncParsableCommand {
             print("decision: \(answer["decision"] ?? "?")")
             print("rule: \(answer["rule"] ?? "?")")
             for line in answer["trace"] as? [String] ?? [] { print("  \(line)") }
+        }
+    }
+}
+
+struct Breakers: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Circuit breakers: state, failure rate and reopen time per target (admins only).")
+    @OptionGroup var socketOptions: SocketOptions
+    @Flag(help: "Print the JSON answer as it is.") var json = false
+
+    func run() async throws {
+        let answer = try await adminCall(socketOptions.path, "breakers")
+        if json { return printJSON(answer) }
+        let list = answer["breakers"] as? [[String: Any]] ?? []
+        if list.isEmpty { return print("no breaker has seen a call yet") }
+        print("TARGET".padding(toLength: 36, withPad: " ", startingAt: 0) + "STATE".padding(toLength: 11,
+              withPad: " ", startingAt: 0) + "FAILURES  CALLS  REOPENS IN")
+        for b in list {
+            let rate = (b["failure_rate"] as? Double).map { String(format: "%5.1f%%", $0 * 100) } ?? "-"
+            let reopens = (b["reopens_in_ms"] as? Int).map { "\($0) ms" } ?? "-"
+            print("\(b["target"] ?? "?")".padding(toLength: 36, withPad: " ", startingAt: 0)
+                + "\(b["state"] ?? "?")".padding(toLength: 11, withPad: " ", startingAt: 0)
+                + rate.padding(toLength: 10, withPad: " ", startingAt: 0)
+                + "\(b["calls"] ?? 0)".padding(toLength: 7, withPad: " ", startingAt: 0) + reopens)
+        }
+    }
+}
+
+struct Breaker: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Act on one circuit breaker.",
+                                                    subcommands: [Reset.self])
+
+    struct Reset: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Close a breaker now (admins only).")
+        @OptionGroup var socketOptions: SocketOptions
+        @Argument(help: "The target, provider/model (see `breakwater breakers`).") var target: String
+
+        func run() async throws {
+            let answer = try await adminCall(socketOptions.path, "breaker-reset", ["target": target])
+            print("\(answer["target"] ?? target): \(answer["state"] ?? "?")")
         }
     }
 }
