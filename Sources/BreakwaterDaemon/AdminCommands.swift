@@ -14,7 +14,7 @@ enum AdminCommands {
         guard let peer else {
             return .failure(ErrorMessage(code: .forbidden, message: "the caller's identity is unknown"))
         }
-        let isAdmin = shared.router.config.admins.allows(uid: peer.uid, gid: peer.gid)
+        let isAdmin = shared.router.config.admins.contains(peer)
         let args = (try? JSONSerialization.jsonObject(with: Data(arguments)) as? [String: Any]) ?? [:]
         func forbidden(_ what: String) -> Result<[UInt8], ErrorMessage> {
             .failure(ErrorMessage(code: .forbidden, message: what))

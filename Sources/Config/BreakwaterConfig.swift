@@ -1,3 +1,4 @@
+import Governance
 import Resilience
 
 /// The daemon's whole configuration. Every field has a built-in default, so the daemon runs with no file at all.
@@ -10,7 +11,7 @@ public struct BreakwaterConfig: Sendable, Equatable {
     /// The policy file (runtime enforcement); nil: none, every local caller may use every route.
     public var policyPath: String?
     /// Who may run admin commands (`admins: {uids: [...], gids: [...]}`); root and the daemon's own user by default.
-    public var admins = AdminAccess()
+    public var admins = PeerSet(uids: [0])
 
     public init(socketPath: String? = nil, limits: LimitsConfig = LimitsConfig(),
                 providers: [String: ProviderConfig], routes: [String: RouteConfig]) {
@@ -114,21 +115,6 @@ public struct TimeoutsConfig: Sendable, Equatable {
     public var total: Duration = .seconds(600)
 
     public init() {}
-}
-
-/// Unix users and groups allowed to run admin commands, checked against SO_PEERCRED.
-public struct AdminAccess: Sendable, Equatable {
-    public var uids: Set<UInt32>
-    public var gids: Set<UInt32>
-
-    public init(uids: Set<UInt32> = [0], gids: Set<UInt32> = []) {
-        self.uids = uids
-        self.gids = gids
-    }
-
-    public func allows(uid: UInt32, gid: UInt32) -> Bool {
-        uids.contains(uid) || gids.contains(gid)
-    }
 }
 
 /// Where one API key comes from: a systemd credential name, else an environment variable.

@@ -109,13 +109,7 @@ struct NodeReader {
             case "policy":
                 config.policyPath = string(value, "policy")
             case "admins":
-                var access = AdminAccess(uids: [], gids: [])
-                for (k, _, v) in entries(value, "admins", allowed: ["uids", "gids"]) {
-                    let ids = Set((v.sequence ?? []).compactMap { $0.int }.filter { $0 >= 0 }.map { UInt32($0) })
-                    if v.sequence == nil { issue(v, "admins.\(k) must be a list of numeric ids") }
-                    if k == "uids" { access.uids = ids } else { access.gids = ids }
-                }
-                config.admins = access
+                config.admins = peerSet(value, "admins")
             case "socket":
                 config.socketPath = string(value, "socket")
             case "limits":
