@@ -88,13 +88,17 @@ final class ResilienceRegistry: Sendable {
         state.withLock { s in s.breakers[key]?.releaseProbe() }
     }
 
+    private static func budget(for provider: ProviderRuntime) -> RetryBudget {
+        let settings = provider.retryBudget
+        return RetryBudget(ratio: settings.ratio, minRetriesPerSecond: settings.minRetriesPerSecond,
+                           window: settings.window)
+    }
+
     /// Counts a call's first attempt at a provider in the provider's retry budget.
     func recordCall(_ provider: ProviderRuntime) {
         let now = clock.now()
         state.withLock { s in
-            var b = s.budgets[provider.name] ?? RetryBudget(
-                ratio: provider.retryBudget.ratio, minRetriesPerSecond: provider.retryBudget.minRetriesPerSecond,
-                window: provider.retryBudget.window)
+            var b = s.budgets[provider.name] ?? Self.budget(for: provider)
             b.recordCall(now: now)
             s.budgets[provider.name] = b
         }
@@ -104,9 +108,7 @@ final class ResilienceRegistry: Sendable {
     func tryRetry(_ provider: ProviderRuntime) -> Bool {
         let now = clock.now()
         return state.withLock { s in
-            var b = s.budgets[provider.name] ?? RetryBudget(
-                ratio: provider.retryBudget.ratio, minRetriesPerSecond: provider.retryBudget.minRetriesPerSecond,
-                window: provider.retryBudget.window)
+            var b = s.budgets[provider.name] ?? Self.budget(for: provider)
             defer { s.budgets[provider.name] = b }
             return b.tryRetry(now: now)
         }
