@@ -159,6 +159,8 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "BreakwaterClient", "BreakwaterWire", "FakeProviderKit", "Governance", "JournalTestKit",
+                // To read the daemon's state store (wait for a write before a crash).
+                .product(name: "GRDB", package: "GRDB.swift"),
                 // Listed so `swift test` builds the binaries the end-to-end tests start as real processes.
                 "breakwaterd", "fake-provider", "breakwater",
             ],

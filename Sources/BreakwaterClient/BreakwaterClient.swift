@@ -12,6 +12,12 @@ public struct BreakwaterResponse: Sendable {
 ///
 /// Connects lazily, and again after the daemon restarts (up to `reconnectAttempts` tries with a short backoff).
 /// Cancelling the Swift task that awaits a call sends CANCEL, which stops the call and its upstream request.
+///
+/// Across a daemon restart (crash, `systemctl restart`, drain): the shim asks the daemon for STARTED before each
+/// call's first upstream request, and sends again, on a new connection, every call that never got one — so a
+/// restart fails no call that had not reached a provider. A call that had fails with `.daemonRestarted` at once
+/// rather than hanging. Each call carries a request id (the app's, or one the shim makes), kept when it is sent
+/// again, so the audit trail shows one call.
 public final class BreakwaterClient: Sendable {
     public struct Configuration: Sendable {
         public var socketPath: String
@@ -22,6 +28,8 @@ public final class BreakwaterClient: Sendable {
         /// Connection attempts before giving up with `.daemonUnavailable` (covers a daemon restart).
         public var reconnectAttempts: Int = 5
         public var reconnectBackoffMs: Int = 100
+        /// How many times one call is sent again after the daemon went away before starting it upstream.
+        public var resendAttempts: Int = 3
 
         public init(socketPath: String, credential: [UInt8]? = nil, clientName: String? = nil) {
             self.socketPath = socketPath
@@ -67,18 +75,28 @@ public final class BreakwaterClient: Sendable {
                      action: String? = nil, tenant: String? = nil, stepUpToken: String? = nil,
                      onNotice: (@Sendable (CallNotice) -> Void)? = nil) async throws(BreakwaterError)
         -> BreakwaterResponse {
-        let request = CallRequest(route: route, stream: false, timeoutMs: timeoutMs, requestID: requestID,
-                                  action: action, tenant: tenant, stepUpToken: stepUpToken.map { Array($0.utf8) })
-        let call = UnaryCall(onNotice: onNotice)
-        let (conn, id) = try await open(request, body: body) { call.receive($0) }
-        return try await withTaskCancellationHandler {
-            await call.result()
-        } onCancel: {
-            if call.cancel() {
-                conn.forget(id)
-                try? conn.send([.cancel(streamID: id)])
+        let request = CallRequest(route: route, stream: false, timeoutMs: timeoutMs,
+                                  requestID: requestID ?? RequestID.make(), action: action, tenant: tenant,
+                                  stepUpToken: stepUpToken.map { Array($0.utf8) })
+        var resends = 0
+        while true {
+            let call = UnaryCall(onNotice: onNotice)
+            let (conn, id) = try await open(request, body: body) { call.receive($0) }
+            let result = await withTaskCancellationHandler {
+                await call.result()
+            } onCancel: {
+                if call.cancel() {
+                    conn.forget(id)
+                    try? conn.send([.cancel(streamID: id)])
+                }
             }
-        }.get()
+            if case .failure(let e) = result, e.isNotStarted, resends < configuration.resendAttempts,
+               !Task.isCancelled {
+                resends += 1
+                continue
+            }
+            return try result.get()
+        }
     }
 
     /// Opens a streamed call. Returns once the daemon has sent the answer's head, so errors before the first
@@ -87,8 +105,22 @@ public final class BreakwaterClient: Sendable {
                        action: String? = nil, tenant: String? = nil, stepUpToken: String? = nil,
                        onNotice: (@Sendable (CallNotice) -> Void)? = nil) async throws(BreakwaterError)
         -> BreakwaterStream {
-        let request = CallRequest(route: route, stream: true, timeoutMs: timeoutMs, requestID: requestID,
-                                  action: action, tenant: tenant, stepUpToken: stepUpToken.map { Array($0.utf8) })
+        let request = CallRequest(route: route, stream: true, timeoutMs: timeoutMs,
+                                  requestID: requestID ?? RequestID.make(), action: action, tenant: tenant,
+                                  stepUpToken: stepUpToken.map { Array($0.utf8) })
+        var resends = 0
+        while true {
+            do {
+                return try await openStream(request, body: body, onNotice: onNotice)
+            } catch where error.isNotStarted && resends < configuration.resendAttempts && !Task.isCancelled {
+                resends += 1
+            }
+        }
+    }
+
+    private func openStream(_ request: CallRequest, body: [UInt8],
+                            onNotice: (@Sendable (CallNotice) -> Void)?) async throws(BreakwaterError)
+        -> BreakwaterStream {
         let (events, continuation) = AsyncThrowingStream<CallEvent, any Error>.makeStream()
         let (conn, id) = try await open(request, body: body) { event in
             continuation.yield(event)
@@ -169,7 +201,8 @@ public final class BreakwaterClient: Sendable {
                     if let existing = c, existing.isUsable { return existing }
                     let fresh = try Connection(
                         path: configuration.socketPath,
-                        hello: .client(credential: configuration.credential, clientName: configuration.clientName),
+                        hello: .client(credential: configuration.credential, clientName: configuration.clientName,
+                                       startedNotices: true),
                         helloTimeoutMs: configuration.helloTimeoutMs
                     )
                     c = fresh

@@ -15,6 +15,12 @@ public struct BreakwaterError: Error, Sendable, Hashable, CustomStringConvertibl
         case connection
         /// The task was cancelled; CANCEL was sent.
         case cancelled
+        /// The daemon stopped or restarted (crash, `systemctl restart`) while the call was in flight upstream. It
+        /// may have reached the provider, so the shim does not send it again.
+        case daemonRestarted
+        /// The call never reached a provider: the daemon was draining or went away first. The shim sends such
+        /// calls again by itself (`Configuration.resendAttempts`); a caller sees this only when that ran out.
+        case notStarted
     }
 
     public var kind: Kind
@@ -41,6 +47,9 @@ public struct BreakwaterError: Error, Sendable, Hashable, CustomStringConvertibl
         self.init(connection ? .connection : .call, code: m.code, m.message, upstreamStatus: m.upstreamStatus,
                   provider: m.provider, retryAfterMs: m.retryAfterMs)
     }
+
+    /// Safe to send again: the daemon never started the call upstream.
+    var isNotStarted: Bool { kind == .notStarted || code == .notAccepted }
 
     public var description: String {
         if let code { return "\(code.name): \(message)" }

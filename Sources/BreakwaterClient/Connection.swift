@@ -21,14 +21,20 @@ enum CallEvent: Sendable {
 /// One connection to the daemon: HELLO done at creation, a reader thread that routes frames to calls by stream id.
 ///
 /// Calls register a sink before their REQUEST is written, so no answer can arrive for an unknown call. When the
-/// connection breaks, every open call gets `.failed(.connectionLost)` and the client makes a new connection for
-/// the next call.
+/// connection breaks, every open call fails and the client makes a new connection for the next call: with
+/// `.notStarted` when the daemon never said STARTED for it (it may be sent again), else `.daemonRestarted`.
 final class Connection: Sendable {
     typealias Sink = @Sendable (CallEvent) -> Void
 
+    private struct OpenCall {
+        var sink: Sink
+        /// The daemon said STARTED: the call's first upstream request may have gone out.
+        var started = false
+    }
+
     private struct State {
         var nextStreamID: StreamID = 1
-        var sinks: [StreamID: Sink] = [:]
+        var sinks: [StreamID: OpenCall] = [:]
         var closed = false
         /// Set by GOAWAY: no new calls here.
         var draining = false
@@ -36,6 +42,8 @@ final class Connection: Sendable {
 
     let fd: Int32
     let serverLimits: Limits
+    /// The daemon agreed to send STARTED before each call's first upstream request.
+    let startedNotices: Bool
     private let state = Mutex(State())
     /// Serialises writers so frames from concurrent calls never interleave mid-frame.
     private let writeLock = Mutex(())
@@ -70,6 +78,7 @@ final class Connection: Sendable {
                 throw BreakwaterError(.protocolViolation, "daemon HELLO has no usable version or limits")
             }
             self.serverLimits = limits
+            self.startedNotices = serverHello.startedNotices
             decoder.limits = limits
         } catch let e as BreakwaterError {
             Socket.closeFD(fd)
@@ -101,7 +110,7 @@ final class Connection: Sendable {
                     guard !s.closed, !s.draining, s.nextStreamID < 0x7FFF_FFFF else { return nil }
                     let id = s.nextStreamID
                     s.nextStreamID += 2
-                    s.sinks[id] = sink
+                    s.sinks[id] = OpenCall(sink: sink)
                     return id
                 }
                 guard let id = allocated else { return nil }
@@ -145,11 +154,14 @@ final class Connection: Sendable {
         var decoder = start
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var reason = BreakwaterError(.connectionLost, "daemon closed the connection")
+        /// The socket ended (EOF or reset) rather than the daemon saying why: it stopped or restarted.
+        var ended = true
         loop: while true {
             do {
                 while let frame = try decoder.next() {
                     if let stop = dispatch(frame) {
                         reason = stop
+                        ended = false
                         break loop
                     }
                 }
@@ -158,18 +170,28 @@ final class Connection: Sendable {
                 decoder.feed(buffer[0..<n])
             } catch let e as WireError {
                 reason = BreakwaterError(.protocolViolation, e.description)
+                ended = false
                 break
             } catch {
                 reason = BreakwaterError(.connectionLost, "connection to the daemon broke")
                 break
             }
         }
-        let sinks = state.withLock { s in
+        let calls = state.withLock { s in
             s.closed = true
             defer { s.sinks.removeAll() }
             return s.sinks
         }
-        for sink in sinks.values { sink(.failed(reason)) }
+        for call in calls.values {
+            if ended, startedNotices, !call.started {
+                call.sink(.failed(BreakwaterError(.notStarted, "the daemon went away before the call reached a provider")))
+            } else if ended, startedNotices {
+                call.sink(.failed(BreakwaterError(.daemonRestarted, "the daemon stopped or restarted while the call "
+                    + "was in flight upstream; it may have reached the provider, so it was not sent again")))
+            } else {
+                call.sink(.failed(reason))
+            }
+        }
         Socket.closeFD(fd)
     }
 
@@ -193,15 +215,17 @@ final class Connection: Sendable {
                 let refused = state.withLock { s in
                     s.draining = true
                     let ids = s.sinks.keys.filter { $0 > g.lastStreamID }
-                    return ids.compactMap { s.sinks.removeValue(forKey: $0) }
+                    return ids.compactMap { s.sinks.removeValue(forKey: $0)?.sink }
                 }
                 for sink in refused {
-                    sink(.failed(BreakwaterError(.call, code: .notAccepted, "daemon is draining; call not started")))
+                    sink(.failed(BreakwaterError(.notStarted, code: .notAccepted, "daemon is draining; call not started")))
                 }
             case .ping:
                 try send([frame.pong()])
             case .notice:
                 deliver(frame.streamID, .notice(try CallNotice(frame: frame)), final: false)
+            case .started:
+                state.withLock { s in s.sinks[frame.streamID]?.started = true }
             case .pong, .hello, .request, .cancel, .admin:
                 break
             }
@@ -214,7 +238,7 @@ final class Connection: Sendable {
     }
 
     private func deliver(_ id: StreamID, _ event: CallEvent, final: Bool) {
-        let sink = state.withLock { s in final ? s.sinks.removeValue(forKey: id) : s.sinks[id] }
-        sink?(event)
+        let call = state.withLock { s in final ? s.sinks.removeValue(forKey: id) : s.sinks[id] }
+        call?.sink(event)
     }
 }

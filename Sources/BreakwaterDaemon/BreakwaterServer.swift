@@ -25,26 +25,27 @@ public enum ListenAddress: Sendable, Equatable {
 /// every connection and waits for in-flight calls to drain.
 public final class BreakwaterServer: Service, Sendable {
     public let stats = DaemonStats()
-    private let router: Router
+    private let settings: DaemonSettings
+    private let sources: DaemonSettings.Sources
     private let address: ListenAddress
     private let logger: Logger
     private let group: any EventLoopGroup
-    private let policy: GovernancePolicy?
     private let stateDirectory: String?
-    /// Re-read on SIGHUP.
-    private let policyPath: String?
+    private let environment: [String: String]
+    private let faults: TestFaults
 
-    /// `policy` nil: no runtime enforcement (every local caller may use every route), logged at start-up.
-    /// `stateDirectory` nil: nothing survives a restart.
-    public init(router: Router, address: ListenAddress, logger: Logger, policy: GovernancePolicy? = nil,
-                policyPath: String? = nil, stateDirectory: String? = nil,
+    /// `settings.policy` nil: no runtime enforcement (every local caller may use every route), logged at start-up.
+    /// `sources`: where SIGHUP re-reads the settings from. `stateDirectory` nil: nothing survives a restart.
+    public init(settings: DaemonSettings, sources: DaemonSettings.Sources, address: ListenAddress, logger: Logger,
+                stateDirectory: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
-        self.router = router
-        self.policyPath = policyPath
-        self.policy = policy
+        self.settings = settings
+        self.sources = sources
         self.stateDirectory = stateDirectory
         self.address = address
         self.logger = logger
+        self.environment = environment
+        self.faults = TestFaults(environment: environment)
         self.group = group
     }
 
@@ -54,16 +55,24 @@ public final class BreakwaterServer: Service, Sendable {
         let watchdog = Systemd.watchdogInterval()
         let period = watchdog.map { min(.seconds(2), $0 / 2) } ?? .seconds(2)
         let stats = self.stats
+        let rate = Mutex(CallRate())  // touched every 2 s only
         return loop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(period.nanoseconds)) { _ in
             var line = watchdog != nil ? "WATCHDOG=1\n" : ""
-            line += "STATUS=serving; " + stats.statusLine
-            line += ", open breakers: \(shared.resilience.openBreakers.count)"
-            line += ", pending approvals: \(shared.governance?.pending.count ?? 0)"
-            if let audit = shared.auditWriter?.statistics {
-                line += ", unwritten audit entries: \(audit.unwritten + audit.dropped)"
-            }
+            line += "STATUS=serving; " + Self.statusFigures(shared, callsPerSecond: rate.withLock { $0.sample(stats) })
             Systemd.notify(line)
         }
+    }
+
+    /// The live figures STATUS= shows (and `breakwater status` shows in detail).
+    static func statusFigures(_ shared: DaemonContext, callsPerSecond: Double?) -> String {
+        var line = shared.stats.statusLine
+        if let callsPerSecond { line += ", calls/s: " + String(format: "%.1f", callsPerSecond) }
+        line += ", open breakers: \(shared.resilience.openBreakers.count)"
+        line += ", pending approvals: \(shared.governance?.pending.count ?? 0)"
+        if let audit = shared.auditWriter?.statistics {
+            line += ", unwritten audit entries: \(audit.unwritten + audit.dropped)"
+        }
+        return line
     }
 
     public func run() async throws {
@@ -72,7 +81,9 @@ public final class BreakwaterServer: Service, Sendable {
         let clock = SystemClock()
         let store = try stateDirectory.map { try StateStore(directory: $0, logger: logger) }
         defer { store?.flush() }
-        let governance = try policy.map { try GovernanceRegistry(policy: $0, clock: clock, store: store) }
+        let governance = try settings.policy.map {
+            try GovernanceRegistry(policy: $0, clock: clock, store: store)
+        }
         var auditWriter: JournalAuditWriter?
         do {
             auditWriter = try JournalAuditWriter()
@@ -81,9 +92,11 @@ public final class BreakwaterServer: Service, Sendable {
                          metadata: ["error": "\(error)"])
         }
         defer { _ = auditWriter?.shutdown(timeout: .seconds(5)) }
+        let router = Router(config: settings.config, environment: environment)
+        let resilience = ResilienceRegistry(clock: clock, logger: logger, audit: auditWriter, store: store)
+        resilience.restoreBreakers(router: router)
         let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger,
-                                   resilience: ResilienceRegistry(clock: clock, logger: logger, audit: auditWriter),
-                                   governance: governance, auditWriter: auditWriter)
+                                   resilience: resilience, governance: governance, auditWriter: auditWriter)
         let quiesce = ServerQuiescingHelper(group: group)
         let limits = shared.limits
         let bootstrap = ServerBootstrap(group: group)
@@ -121,35 +134,27 @@ public final class BreakwaterServer: Service, Sendable {
         logger.info("breakwaterd serving", metadata: [
             "listen": "\(where_)", "routes": "\(router.routes.keys.sorted().joined(separator: ","))",
         ])
-        if policy == nil {
+        if settings.policy == nil {
             logger.warning("no policy file: runtime enforcement is off, every local caller may use every route")
         }
-        for name in router.providersWithoutKey {
-            logger.warning("provider has no API key; calls to it will fail", metadata: ["provider": "\(name)"])
-        }
+        warnAboutMissingKeys(router)
         Systemd.notify("READY=1\nSTATUS=serving; " + stats.statusLine)
         let heartbeat = startHeartbeat(shared: shared, loop: channel.eventLoop)
         defer { heartbeat.cancel() }
 
-        // SIGHUP re-reads the policy: credentials rotate and are revoked without a restart. A policy with errors is
-        // refused (each error logged with its line) and the running one stays.
-        let reloader = Task { [policyPath, logger] in
-            guard let governance, let policyPath else { return }
+        let reloader = Task {
             for await _ in await UnixSignalsSequence(trapping: .sighup) {
-                do {
-                    governance.replacePolicy(try PolicyLoader.load(file: policyPath))
-                    logger.notice("policy reloaded", metadata: ["file": "\(policyPath)"])
-                } catch let error as ConfigError {
-                    for issue in error.issues {
-                        logger.error("policy reload refused; keeping the running policy",
-                                     metadata: ["error": "\(issue)"])
-                    }
-                } catch {
-                    logger.error("policy reload refused; keeping the running policy")
-                }
+                reload(shared)
             }
         }
         defer { reloader.cancel() }
+        let wedger = faults.wedgeOnSIGUSR2 ? Task { [logger] in
+            for await _ in await UnixSignalsSequence(trapping: .sigusr2) {
+                logger.critical("test fault: wedging the serving event loop (BREAKWATER_TEST_FAULTS)")
+                channel.eventLoop.execute { TestFaults.wedgeForever() }
+            }
+        } : nil
+        defer { wedger?.cancel() }
 
         // Wait for SIGTERM/SIGINT (delivered by ServiceGroup as graceful shutdown), or for cancellation.
         try? await gracefulShutdown()
@@ -161,5 +166,83 @@ public final class BreakwaterServer: Service, Sendable {
         try? await drained.futureResult.get()
         _ = channel
         logger.info("stopped")
+    }
+
+    /// SIGHUP: re-reads the config, the policy and the provider keys, between RELOADING=1 and READY=1. Settings
+    /// with any error are refused whole (each error logged with its file and line) and the running ones stay.
+    /// Calls already running keep the route they started with; the next call uses the new one.
+    private func reload(_ shared: DaemonContext) {
+        Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Systemd.monotonicMicroseconds())\nSTATUS=reloading")
+        defer { Systemd.notify("READY=1\nSTATUS=serving; " + stats.statusLine) }
+        let fresh: DaemonSettings
+        do {
+            fresh = try sources.load()
+        } catch {
+            for issue in error.issues {
+                logger.error("reload refused; keeping the running config and policy", metadata: ["error": "\(issue)"])
+            }
+            return
+        }
+        switch (shared.governance, fresh.policy) {
+        case (nil, .some):
+            logger.error("reload refused: turning runtime enforcement on needs a restart")
+            return
+        case (.some, nil):
+            logger.error("reload refused: the new settings name no policy; turning enforcement off needs a restart")
+            return
+        case (.some(let governance), .some(let policy)):
+            governance.replacePolicy(policy)
+        case (nil, nil):
+            break
+        }
+        let old = shared.router.config
+        if fresh.config.limits != old.limits || fresh.config.socketPath != old.socketPath {
+            logger.notice("limits and socket_path changes take effect at the next restart")
+        }
+        let router = Router(config: fresh.config, environment: environment)
+        shared.routes.replace(router)
+        warnAboutMissingKeys(router)
+        logger.notice("reloaded", metadata: [
+            "config": "\(sources.configPath ?? "built-in defaults")", "policy": "\(fresh.policyPath ?? "none")",
+            "routes": "\(router.routes.keys.sorted().joined(separator: ","))",
+        ])
+    }
+
+    private func warnAboutMissingKeys(_ router: Router) {
+        for name in router.providersWithoutKey {
+            logger.warning("provider has no API key; calls to it will fail", metadata: ["provider": "\(name)"])
+        }
+    }
+}
+
+/// Calls per second between two heartbeats.
+private struct CallRate {
+    var last: (calls: Int, at: ContinuousClock.Instant)?
+
+    mutating func sample(_ stats: DaemonStats) -> Double? {
+        let now = ContinuousClock.now
+        let calls = stats.callsStarted.load(ordering: .relaxed)
+        defer { last = (calls, now) }
+        guard let last else { return nil }
+        let seconds = Double((now - last.at).components.attoseconds) / 1e18 + Double((now - last.at).components.seconds)
+        return seconds > 0 ? Double(calls - last.calls) / seconds : nil
+    }
+}
+
+/// Faults a test can switch on through `BREAKWATER_TEST_FAULTS` (a comma-separated list). Off unless named, so
+/// they cannot be triggered in a deployment that does not set the variable.
+struct TestFaults: Sendable {
+    /// `wedge-on-sigusr2`: SIGUSR2 blocks the serving event loop for good, as a deadlock would. The watchdog
+    /// pings come from that loop, so they stop and systemd restarts the daemon.
+    var wedgeOnSIGUSR2 = false
+
+    init(environment: [String: String]) {
+        let names = (environment["BREAKWATER_TEST_FAULTS"] ?? "").split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        wedgeOnSIGUSR2 = names.contains("wedge-on-sigusr2")
+    }
+
+    static func wedgeForever() -> Never {
+        while true { sleep(3600) }
     }
 }

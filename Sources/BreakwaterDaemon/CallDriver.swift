@@ -118,20 +118,24 @@ final class CallDriver {
                                  governance: GovernanceRegistry) {
         guard let access else { return }
         var rng = SystemRandomNumberGenerator()
-        let id = "apr-" + String(rng.next() as UInt64, radix: 36)
+        let fresh = "apr-" + String(rng.next() as UInt64, radix: 36)
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         let loop = eventLoop
+        let queued: (id: String, deadline: Instant)
         do {
-            _ = try governance.requestApproval(
-                id: id, request: access, requester: connection?.peer ?? PeerCredentials(uid: .max, gid: .max, pid: 0),
+            queued = try governance.requestApproval(
+                id: fresh, requestID: requestID, request: access,
+                requester: connection?.peer ?? PeerCredentials(uid: .max, gid: .max, pid: 0),
                 rule: rule, approvers: approvers, timeout: timeout) { outcome in
                     loop.execute { bound.value.approvalDecided(outcome) }
                 }
         } catch {
             return refuse(.internalError, "could not queue the approval: \(error.code.rawValue)")
         }
+        let id = queued.id
+        let remaining = max(.zero, queued.deadline - governance.clock.now())
         approvalID = id
-        let ms = UInt32(clamping: timeout.nanoseconds / 1_000_000)
+        let ms = UInt32(clamping: remaining.nanoseconds / 1_000_000)
         connection?.write([CallNotice(kind: CallNotice.pendingApproval, approvalID: id,
                                       message: "\(access.action ?? "the call") needs an approval: "
                                           + "breakwater approve \(id)",
@@ -141,13 +145,13 @@ final class CallDriver {
             e.decision = .pending
             e.rule = rule
             e[.approvalID] = id
-            e.set(.timeoutMilliseconds, timeout.nanoseconds / 1_000_000)
+            e.set(.timeoutMilliseconds, remaining.nanoseconds / 1_000_000)
         }
         shared.logger.notice("approval requested", metadata: [
             "approval_id": "\(id)", "agent": "\(access.principal.agent)", "action": "\(access.action ?? "-")",
             "rule": "\(rule)",
         ])
-        approvalTimer = eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds) + .milliseconds(5)) {
+        approvalTimer = eventLoop.scheduleTask(in: .nanoseconds(remaining.nanoseconds) + .milliseconds(5)) {
             governance.expireDue()
         }
     }
@@ -247,8 +251,9 @@ final class CallDriver {
         }
         retryTimer?.cancel()
         retryTimer = nil
-        if let current, let id = current.transferID {
-            shared.engine.cancel(id)
+        if let current {
+            // No transfer id yet: cancelled while STARTED was being written, before the request went out.
+            if let id = current.transferID { shared.engine.cancel(id) }
             if currentIsProbe { shared.resilience.releaseProbe(current.target) }
             shared.resilience.settleKey(current.target.provider, index: currentKey, reserved: reservedTokens,
                                         actual: 0, info: RateLimitInfo(), rateLimited: false)
@@ -399,16 +404,22 @@ final class CallDriver {
         current = call
         let t = target.provider.config.timeouts
         let remaining = deadline - now
-        call.transferID = shared.engine.start(
-            HTTPRequest(
-                method: "POST", url: http.url, headers: http.headers.map { HTTPHeader(name: $0.name, value: $0.value) },
-                body: http.body,
-                timeouts: TransferTimeouts(connect: min(t.connect, remaining), firstByte: t.firstByte, idle: t.idle,
-                                           total: min(t.total, remaining)),
-                httpVersion: target.provider.httpVersion, caFile: target.provider.config.caFile
-            ),
-            delegate: call
+        let request = HTTPRequest(
+            method: "POST", url: http.url, headers: http.headers.map { HTTPHeader(name: $0.name, value: $0.value) },
+            body: http.body,
+            timeouts: TransferTimeouts(connect: min(t.connect, remaining), firstByte: t.firstByte, idle: t.idle,
+                                       total: min(t.total, remaining)),
+            httpVersion: target.provider.httpVersion, caFile: target.provider.config.caFile
         )
+        let send = { [self] in
+            guard !finished, current === call else { return }  // cancelled while STARTED was being written
+            call.transferID = shared.engine.start(request, delegate: call)
+        }
+        if attemptCount == 1, let connection {
+            connection.announceStarted(streamID, then: send)
+        } else {
+            send()
+        }
         return .started
     }
 

@@ -12,7 +12,9 @@ import Systemd
 
 /// Everything a connection needs from the daemon; shared by all connections.
 final class DaemonContext: Sendable {
-    let router: Router
+    /// The routes and config in force; replaced whole by a reload.
+    let routes: RouterBox
+    var router: Router { routes.router }
     let engine: CurlEngine
     let limits: Limits
     let stats: DaemonStats
@@ -28,8 +30,9 @@ final class DaemonContext: Sendable {
     init(router: Router, engine: CurlEngine, stats: DaemonStats, logger: Logger, resilience: ResilienceRegistry,
          governance: GovernanceRegistry?, auditWriter: JournalAuditWriter?) {
         self.auditWriter = auditWriter
-        self.router = router
+        self.routes = RouterBox(router)
         self.engine = engine
+        // Frame and body limits are promised in every HELLO, so they stay as started until a restart.
         let l = router.config.limits
         self.limits = Limits(maxFramePayload: l.maxFrameBytes, maxBody: l.maxBodyBytes,
                              maxConcurrentCalls: l.maxConcurrentCalls)
@@ -75,6 +78,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// The agent the HELLO credential proved, when a policy is in force.
     private var principal: Principal?
     private var clientName: String?
+    /// The client asked for STARTED before each call's first upstream request (so it can re-send the calls that
+    /// never got one if this daemon dies).
+    private var startedNotices = false
 
     init(shared: DaemonContext, peer: PeerCredentials?) {
         self.shared = shared
@@ -121,6 +127,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                     + "\(hello.maxVersion ?? 0); this daemon speaks \(ProtocolVersion.supported)")
             }
             clientName = hello.clientName
+            startedNotices = hello.startedNotices
             if let governance = shared.governance {
                 // Unknown peers (not a Unix socket) match no uid or gid rule.
                 let who = peer ?? PeerCredentials(uid: .max, gid: .max, pid: 0)
@@ -153,7 +160,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
             phase = .open
             context.writeAndFlush(wrapOutboundOut(
-                Hello.server(version: version, limits: shared.limits, serverName: "breakwaterd").frame()
+                Hello.server(version: version, limits: shared.limits, serverName: "breakwaterd",
+                             startedNotices: startedNotices).frame()
             ), promise: nil)
             return
         }
@@ -174,7 +182,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             if frame.streamID == 0 { context.close(promise: nil) } else { cancel(frame.streamID, context: context) }
         case .hello:
             throw WireError(.protocolError, "HELLO was already exchanged on this connection")
-        case .response, .trailers, .goAway, .notice:
+        case .response, .trailers, .goAway, .notice, .started:
             throw WireError(.protocolError, "clients do not send \(frame.type) frames")
         }
     }
@@ -310,6 +318,17 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
             closeIfIdle(context: context)
         }
+    }
+
+    /// Before a call's first upstream request: STARTED to a client that asked for it, and `go` (the request) only
+    /// once those bytes are in the socket. So if this process dies, every call the client saw no STARTED for had
+    /// not reached a provider, and the client may send it again without doubling it.
+    func announceStarted(_ id: StreamID, then go: @escaping () -> Void) {
+        guard startedNotices, let context else { return go() }
+        guard running[id] != nil else { return }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.assumeIsolated().whenSuccess { go() }
+        context.writeAndFlush(wrapOutboundOut(Frame(streamID: id, type: .started)), promise: written)
     }
 
     private func cancel(_ id: StreamID, context: ChannelHandlerContext) {

@@ -17,6 +17,9 @@ final class GovernanceRegistry: Sendable {
         var approvals: ApprovalQueue
         var ledger: BudgetLedger
         var waiters: [String: @Sendable (ApprovalOutcome) -> Void] = [:]
+        /// Approvals restored from the state store, by the request id of the call that waited on them: the same
+        /// call sent again after a restart waits on its old approval instead of queueing a second one.
+        var restored: [String: String] = [:]
     }
 
     let clock: any ResilienceClock
@@ -30,8 +33,17 @@ final class GovernanceRegistry: Sendable {
         var queue = ApprovalQueue()
         queue.allowSelfApproval = policy.allowSelfApproval
         var ledger = BudgetLedger(policy: policy)
-        if let store { _ = ledger.restore(try store.loadBudgets()) }
-        state = Mutex(State(gate: Gate(policy: policy), approvals: queue, ledger: ledger))
+        var restored: [String: String] = [:]
+        if let store {
+            _ = ledger.restore(try store.loadBudgets())
+            let saved = try store.loadApprovals()
+            let expired = queue.restore(saved.map(\.snapshot), now: clock.now(), wallNow: Self.wallNow)
+            for t in expired { store.removeApproval(t.id) }
+            for (snapshot, requestID) in saved where queue[snapshot.id]?.state == .pending {
+                if let requestID { restored[requestID] = snapshot.id }
+            }
+        }
+        state = Mutex(State(gate: Gate(policy: policy), approvals: queue, ledger: ledger, restored: restored))
     }
 
     static var wallNow: Double { Date().timeIntervalSince1970 }
@@ -95,18 +107,36 @@ final class GovernanceRegistry: Sendable {
     }
 
     /// Queues a call for approval; `onOutcome` runs once, outside the lock, when it is approved, denied or expires.
-    func requestApproval(id: String, request: AccessRequest, requester: PeerCredentials, rule: String,
-                         approvers: PeerSet, timeout: Duration,
+    /// The approval is in the state store when this returns, so the caller may be told "pending". A call sent
+    /// again after a restart (same request id and agent) waits on the approval it had: returned are the id and
+    /// deadline in force.
+    func requestApproval(id: String, requestID: String, request: AccessRequest, requester: PeerCredentials,
+                         rule: String, approvers: PeerSet, timeout: Duration,
                          onOutcome: @escaping @Sendable (ApprovalOutcome) -> Void)
-        throws(ApprovalRefusal) -> ApprovalTransition {
+        throws(ApprovalRefusal) -> (id: String, deadline: Instant) {
         let now = clock.now()
         let wall = Self.wallNow
-        return try state.withLock { (s: inout State) throws(ApprovalRefusal) -> ApprovalTransition in
-            let t = try s.approvals.request(id: id, request: request, requester: requester, rule: rule,
-                                            approvers: approvers, timeout: timeout, now: now, wallNow: wall)
+        let (used, deadline, snapshot) = try state.withLock {
+            (s: inout State) throws(ApprovalRefusal) -> (String, Instant, ApprovalSnapshot?) in
+            if let old = s.restored.removeValue(forKey: requestID), let entry = s.approvals[old],
+               entry.state == .pending, entry.agent == request.principal.agent, s.waiters[old] == nil {
+                s.waiters[old] = onOutcome
+                return (old, entry.deadline, nil)
+            }
+            _ = try s.approvals.request(id: id, request: request, requester: requester, rule: rule,
+                                        approvers: approvers, timeout: timeout, now: now, wallNow: wall)
             s.waiters[id] = onOutcome
-            return t
+            return (id, now + timeout, s.approvals.snapshot(now: now, wallNow: wall).first { $0.id == id })
         }
+        if let snapshot, let store {
+            do {
+                try store.saveApprovalNow(snapshot, requestID: requestID)
+            } catch {
+                // It still works in memory; only a restart would lose it.
+                store.logError("could not write a pending approval to the state store", error)
+            }
+        }
+        return (used, deadline)
     }
 
     func approve(_ id: String, by peer: PeerCredentials) throws(ApprovalRefusal) -> ApprovalTransition {
@@ -116,6 +146,7 @@ final class GovernanceRegistry: Sendable {
             let t = try s.approvals.approve(id, by: peer, now: now)
             return (t, s.waiters.removeValue(forKey: id))
         }
+        store?.removeApproval(id)
         waiter?(.approved(by: peer))
         return t
     }
@@ -127,6 +158,7 @@ final class GovernanceRegistry: Sendable {
             let t = try s.approvals.deny(id, by: peer, reason: reason, now: now)
             return (t, s.waiters.removeValue(forKey: id))
         }
+        store?.removeApproval(id)
         waiter?(.denied(reason: reason))
         return t
     }
@@ -139,6 +171,7 @@ final class GovernanceRegistry: Sendable {
             let t = s.approvals.expire(now: now)
             return (t, t.compactMap { s.waiters.removeValue(forKey: $0.id) })
         }
+        for t in expired { store?.removeApproval(t.id) }
         for w in waiters { w(.expired) }
         return expired
     }
@@ -150,6 +183,7 @@ final class GovernanceRegistry: Sendable {
             _ = s.approvals.withdraw(id, now: now)
             s.waiters[id] = nil
         }
+        store?.removeApproval(id)
     }
 
     /// Drops a decided approval once its caller has been told.

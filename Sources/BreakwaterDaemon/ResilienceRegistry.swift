@@ -27,11 +27,50 @@ final class ResilienceRegistry: Sendable {
     private let state = Mutex(State())
     private let logger: Logger
     private let audit: JournalAuditWriter?
+    /// Where open breakers are kept across restarts.
+    private let store: StateStore?
 
-    init(clock: any ResilienceClock = SystemClock(), logger: Logger, audit: JournalAuditWriter? = nil) {
+    init(clock: any ResilienceClock = SystemClock(), logger: Logger, audit: JournalAuditWriter? = nil,
+         store: StateStore? = nil) {
         self.clock = clock
         self.logger = logger
         self.audit = audit
+        self.store = store
+    }
+
+    /// At start-up: breakers that were open when the daemon stopped (or crashed) open again with the reopen time
+    /// they had, so a dead provider is not hit again just because the daemon restarted. One whose reopen time
+    /// passed meanwhile lets a probe in on the next call. Targets no longer configured are dropped.
+    func restoreBreakers(router: Router) {
+        guard let store else { return }
+        let rows: [StateStore.BreakerRow]
+        do {
+            rows = try store.loadBreakers()
+        } catch {
+            logger.error("could not read open breakers from the state store", metadata: ["error": "\(error)"])
+            return
+        }
+        let targets = Dictionary(router.routes.values.flatMap(\.chain).map {
+            (BreakerKey(provider: $0.provider.name, model: $0.model), $0)
+        }, uniquingKeysWith: { a, _ in a })
+        let now = clock.now()
+        let wall = Date().timeIntervalSince1970
+        for row in rows {
+            let key = BreakerKey(provider: row.provider, model: row.model)
+            guard let target = targets[key] else {
+                store.saveBreaker(target: key.description, nil)
+                continue
+            }
+            let until = now + .milliseconds(Int64(((row.reopensAt - wall) * 1000).rounded()))
+            state.withLock { s in
+                var breaker = CircuitBreaker(policy: target.provider.breaker)
+                breaker.restoreOpen(until: until)
+                s.breakers[key] = breaker
+            }
+            logger.warning("circuit breaker restored open from the state store", metadata: [
+                "target": "\(key.description)", "reopens_in_ms": "\(max(0, Int64((row.reopensAt - wall) * 1000)))",
+            ])
+        }
     }
 
     /// May an attempt go to `target` now?
@@ -170,6 +209,8 @@ final class ResilienceRegistry: Sendable {
     }
 
     private func log(_ transitions: [BreakerTransition], _ key: BreakerKey) {
+        guard !transitions.isEmpty else { return }
+        persist(key)
         for t in transitions {
             // Openings are warnings, so an alert can hang off them.
             logger.log(level: t.to == .open ? .warning : .notice, "circuit breaker \(t.from) → \(t.to)", metadata: [
@@ -183,6 +224,28 @@ final class ResilienceRegistry: Sendable {
             e.breakerTo = AuditBreakerState(rawValue: t.to.rawValue)
             e.reason = t.reason
             audit?.record(e)
+        }
+    }
+
+    /// Queues the breaker's state for the state store: open with its reopen time, or gone once closed. Half-open
+    /// keeps the stored row, so a crash mid-probe comes back open with its (past) reopen time and probes again.
+    private func persist(_ key: BreakerKey) {
+        guard let store else { return }
+        let now = clock.now()
+        let wallNow = Date().timeIntervalSince1970
+        // Read and queued under the registry's lock, so two quick transitions are queued in the order they made.
+        state.withLock { s in
+            switch s.breakers[key]?.stateName {
+            case .open:
+                guard let reopens = s.breakers[key]?.reopensAt else { return }
+                let wall = wallNow + Double((reopens - now).nanoseconds) / 1e9
+                store.saveBreaker(target: key.description,
+                                  StateStore.BreakerRow(provider: key.provider, model: key.model, reopensAt: wall))
+            case .closed, nil:
+                store.saveBreaker(target: key.description, nil)
+            case .halfOpen:
+                break
+            }
         }
     }
 }

@@ -5,13 +5,30 @@ import Logging
 import Synchronization
 
 /// What must outlive a restart, in an embedded SQLite database under the state directory
-/// (`$STATE_DIRECTORY`, /var/lib/breakwater under systemd): budget usage per agent and tenant and window.
+/// (`$STATE_DIRECTORY`, /var/lib/breakwater under systemd): budget usage per agent and tenant and window, open
+/// circuit breakers with their reopen time, and calls waiting for an approval.
 ///
-/// Writes stay off the request path: settled rows are queued and written in one transaction at most once a
-/// second by a background queue, so a crash loses at most the last second of budget usage.
+/// Writes stay off the request path: budget and breaker changes are queued and written in one transaction at most
+/// once a second by a background queue, so a crash loses at most the last second of them. Approvals are the
+/// exception: one is written before its caller is told "pending" (they are rare and wait for a person anyway).
 final class StateStore: Sendable {
+    /// An open breaker as stored: when it lets probes in, in Unix seconds.
+    struct BreakerRow: Sendable, Equatable {
+        var provider: String
+        var model: String
+        var reopensAt: Double
+    }
+
+    private struct Pending {
+        var budgets: [BudgetSnapshot.Entry] = []
+        /// By "provider/model"; nil deletes the row (the breaker closed).
+        var breakers: [String: BreakerRow?] = [:]
+        var approvalsGone: Set<String> = []
+        var isEmpty: Bool { budgets.isEmpty && breakers.isEmpty && approvalsGone.isEmpty }
+    }
+
     private let db: DatabaseQueue
-    private let pending = Mutex<[BudgetSnapshot.Entry]>([])
+    private let pending = Mutex(Pending())
     private let flushing = Mutex(false)
     private let logger: Logger
     private let queue = DispatchQueue(label: "breakwater.state-store")
@@ -34,7 +51,62 @@ final class StateStore: Sendable {
                 t.primaryKey(["subject", "name", "window", "period"])
             }
         }
+        migrator.registerMigration("v2-breakers-approvals") { db in
+            try db.create(table: "open_breakers") { t in
+                t.primaryKey("target", .text)
+                t.column("provider", .text).notNull()
+                t.column("model", .text).notNull()
+                t.column("reopens_at", .double).notNull()
+            }
+            try db.create(table: "pending_approvals") { t in
+                t.primaryKey("id", .text)
+                t.column("request_id", .text)
+                t.column("snapshot", .blob).notNull()
+            }
+        }
         try migrator.migrate(db)
+    }
+
+    func logError(_ message: String, _ error: any Error) {
+        logger.error("\(message)", metadata: ["error": "\(error)"])
+    }
+
+    func loadBreakers() throws -> [BreakerRow] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT provider, model, reopens_at FROM open_breakers").map {
+                BreakerRow(provider: $0["provider"], model: $0["model"], reopensAt: $0["reopens_at"])
+            }
+        }
+    }
+
+    /// Queues a breaker's new state for the next flush: a row while it is open, none once it closed.
+    func saveBreaker(target: String, _ row: BreakerRow?) {
+        enqueue { $0.breakers[target] = .some(row) }
+    }
+
+    /// Pending approvals with the request id of the call waiting on each.
+    func loadApprovals() throws -> [(snapshot: ApprovalSnapshot, requestID: String?)] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT request_id, snapshot FROM pending_approvals").compactMap { row in
+                let data: Data = row["snapshot"]
+                guard let s = try? JSONDecoder().decode(ApprovalSnapshot.self, from: data) else { return nil }
+                return (s, row["request_id"])
+            }
+        }
+    }
+
+    /// Writes a new pending approval now, before its caller hears "pending".
+    func saveApprovalNow(_ snapshot: ApprovalSnapshot, requestID: String?) throws {
+        let data = try JSONEncoder().encode(snapshot)
+        try db.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO pending_approvals (id, request_id, snapshot) VALUES (?, ?, ?)",
+                           arguments: [snapshot.id, requestID, data])
+        }
+    }
+
+    /// Queues the removal of an approval that was decided, expired or withdrawn.
+    func removeApproval(_ id: String) {
+        enqueue { $0.approvalsGone.insert(id) }
     }
 
     /// Everything recorded, for the ledger at start-up.
@@ -52,7 +124,11 @@ final class StateStore: Sendable {
     /// Queues rows (each the new total of one budget period) for the next flush.
     func saveBudgets(_ entries: [BudgetSnapshot.Entry]) {
         guard !entries.isEmpty else { return }
-        pending.withLock { $0.append(contentsOf: entries) }
+        enqueue { $0.budgets.append(contentsOf: entries) }
+    }
+
+    private func enqueue(_ change: (inout Pending) -> Void) {
+        pending.withLock { change(&$0) }
         let start = flushing.withLock { busy -> Bool in
             if busy { return false }
             busy = true
@@ -65,15 +141,15 @@ final class StateStore: Sendable {
 
     /// Writes what is queued now (also called at shutdown).
     func flush() {
-        let rows = pending.withLock { p -> [BudgetSnapshot.Entry] in
-            defer { p.removeAll() }
+        let changes = pending.withLock { p -> Pending in
+            defer { p = Pending() }
             return p
         }
         flushing.withLock { $0 = false }
-        guard !rows.isEmpty else { return }
+        guard !changes.isEmpty else { return }
         // Later rows for the same period carry newer totals: keep the last.
         var latest: [String: BudgetSnapshot.Entry] = [:]
-        for r in rows { latest[[r.subject, r.name, r.window, r.period].joined(separator: "\u{1F}")] = r }
+        for r in changes.budgets { latest[[r.subject, r.name, r.window, r.period].joined(separator: "\u{1F}")] = r }
         do {
             try db.write { db in
                 for r in latest.values {
@@ -84,9 +160,22 @@ final class StateStore: Sendable {
                             tokens = excluded.tokens, micro_usd = excluded.micro_usd
                         """, arguments: [r.subject, r.name, r.window, r.period, r.tokens, r.microUSD])
                 }
+                for (target, row) in changes.breakers {
+                    if let row {
+                        try db.execute(sql: """
+                            INSERT OR REPLACE INTO open_breakers (target, provider, model, reopens_at)
+                            VALUES (?, ?, ?, ?)
+                            """, arguments: [target, row.provider, row.model, row.reopensAt])
+                    } else {
+                        try db.execute(sql: "DELETE FROM open_breakers WHERE target = ?", arguments: [target])
+                    }
+                }
+                for id in changes.approvalsGone {
+                    try db.execute(sql: "DELETE FROM pending_approvals WHERE id = ?", arguments: [id])
+                }
             }
         } catch {
-            logger.error("could not write budget usage to the state store", metadata: ["error": "\(error)"])
+            logger.error("could not write to the state store", metadata: ["error": "\(error)"])
         }
     }
 }

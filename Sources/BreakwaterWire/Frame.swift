@@ -14,6 +14,8 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case notice = 0x0B
     /// Client → daemon: an admin command on a new call stream; its JSON arguments follow in DATA frames.
     case admin = 0x0C
+    /// The call's first upstream request is about to go out (only to clients that asked in HELLO).
+    case started = 0x0D
 }
 
 /// Frame flags. Only `endStream` is defined in v1; other bits must be zero.
@@ -78,7 +80,7 @@ public struct FrameHeader: Sendable, Hashable {
         switch type {
         case .hello, .ping, .pong, .goAway:
             if streamID != 0 { throw WireError(.protocolError, "\(type) frame must be on stream 0") }
-        case .request, .data, .response, .trailers, .cancel, .notice, .admin:
+        case .request, .data, .response, .trailers, .cancel, .notice, .admin, .started:
             if streamID == 0 { throw WireError(.invalidStreamID, "\(type) frame must not be on stream 0") }
         case .error:
             break

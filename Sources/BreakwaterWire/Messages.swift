@@ -6,6 +6,7 @@ public struct Hello: Sendable, Hashable {
     enum Tag: UInt16 {
         case minVersion = 1, maxVersion = 2, credential = 3, clientName = 4
         case version = 5, maxFramePayload = 6, maxBody = 7, maxConcurrentCalls = 8, serverName = 9
+        case startedNotices = 10
     }
 
     // Client → daemon.
@@ -18,12 +19,17 @@ public struct Hello: Sendable, Hashable {
     public var version: UInt16?
     public var limits: Limits?
     public var serverName: String?
+    /// Client: "send STARTED before each call's first upstream request". Daemon: "I will". With it a client knows,
+    /// when the daemon dies, which calls never reached a provider and may be sent again.
+    public var startedNotices = false
 
     public init() {}
 
     public static func client(credential: [UInt8]? = nil, clientName: String? = nil,
-                              versions: ClosedRange<UInt16> = ProtocolVersion.supported) -> Hello {
+                              versions: ClosedRange<UInt16> = ProtocolVersion.supported,
+                              startedNotices: Bool = false) -> Hello {
         var h = Hello()
+        h.startedNotices = startedNotices
         h.minVersion = versions.lowerBound
         h.maxVersion = versions.upperBound
         h.credential = credential
@@ -31,8 +37,10 @@ public struct Hello: Sendable, Hashable {
         return h
     }
 
-    public static func server(version: UInt16, limits: Limits, serverName: String) -> Hello {
+    public static func server(version: UInt16, limits: Limits, serverName: String,
+                              startedNotices: Bool = false) -> Hello {
         var h = Hello()
+        h.startedNotices = startedNotices
         h.version = version
         h.limits = limits
         h.serverName = serverName
@@ -52,6 +60,7 @@ public struct Hello: Sendable, Hashable {
             w.uint32(Tag.maxConcurrentCalls.rawValue, limits.maxConcurrentCalls)
         }
         w.string(Tag.serverName.rawValue, serverName)
+        if startedNotices { w.uint8(Tag.startedNotices.rawValue, 1) }
         return Frame(streamID: 0, type: .hello, payload: Hello.magic + w.bytes)
     }
 
@@ -72,6 +81,7 @@ public struct Hello: Sendable, Hashable {
             limits = Limits(maxFramePayload: frameMax, maxBody: body, maxConcurrentCalls: calls)
         }
         serverName = try r.string(Tag.serverName.rawValue, .hello)
+        startedNotices = (try r.uint8(Tag.startedNotices.rawValue, .hello) ?? 0) != 0
     }
 
     /// The daemon's choice: the highest version both sides speak, or nil when the ranges do not meet.

@@ -1,5 +1,9 @@
 import CSystemd
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The parts of libsystemd's sd-daemon API the daemon uses: socket activation and the notify protocol.
 public enum Systemd {
     /// The first fd systemd passes (`SD_LISTEN_FDS_START`).
@@ -30,5 +34,13 @@ public enum Systemd {
         var usec: UInt64 = 0
         guard sd_watchdog_enabled(0, &usec) > 0, usec > 0 else { return nil }
         return .microseconds(Int64(usec))
+    }
+
+    /// CLOCK_MONOTONIC in microseconds, for `MONOTONIC_USEC=` next to `RELOADING=1` (systemd 253+ matches the
+    /// reload to the signal with it; older managers ignore it).
+    public static func monotonicMicroseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
     }
 }

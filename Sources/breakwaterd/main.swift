@@ -63,44 +63,27 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "breakwaterd")
 
-        var loaded: BreakwaterConfig
-        if let file = config {
-            do {
-                loaded = try ConfigLoader.load(file: file)
-            } catch {
-                FileHandle.standardError.write(Data((error.description + "\n").utf8))
-                throw ExitCode(1)
-            }
-        } else {
-            loaded = .defaults
+        let sources = DaemonSettings.Sources(configPath: config, policyOverride: policy)
+        let settings: DaemonSettings
+        do {
+            settings = try sources.load()
+        } catch {
+            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            throw ExitCode(1)
         }
-
-        // The daemon's own user may always administer it: it could stop or restart it anyway.
-        loaded.admins.uids.insert(getuid())
 
         let address: ListenAddress
         if let fd = Systemd.listenFDs().first {
             address = .inheritedFD(fd)
         } else {
-            address = .path(socket ?? loaded.socketPath ?? Self.defaultSocketPath())
+            address = .path(socket ?? settings.config.socketPath ?? Self.defaultSocketPath())
         }
-        var governance: GovernancePolicy?
-        if let path = policy ?? loaded.policyPath {
-            do {
-                governance = try PolicyLoader.load(file: path)
-            } catch {
-                FileHandle.standardError.write(Data((error.description + "\n").utf8))
-                throw ExitCode(1)
-            }
-        }
-        let router = Router(config: loaded, environment: ProcessInfo.processInfo.environment)
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         // systemd's StateDirectory= may list several paths, separated by colons: the first is ours.
         let state = stateDir ?? ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?
             .split(separator: ":").first.map(String.init)
-        let server = BreakwaterServer(router: router, address: address, logger: logger, policy: governance,
-                                      policyPath: policy ?? loaded.policyPath, stateDirectory: state,
-                                      group: eventLoops)
+        let server = BreakwaterServer(settings: settings, sources: sources, address: address, logger: logger,
+                                      stateDirectory: state, group: eventLoops)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: server)],
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -66,7 +66,7 @@ func reencode(_ frame: Frame) throws(WireError) -> Frame {
     case .notice: return try CallNotice(frame: frame).frame(streamID: frame.streamID)
     case .admin: return try AdminRequest(frame: frame).frame(streamID: frame.streamID,
                                                               endStream: frame.flags.contains(.endStream))
-    case .data, .cancel, .ping, .pong: return frame
+    case .data, .cancel, .ping, .pong, .started: return frame
     }
 }
 

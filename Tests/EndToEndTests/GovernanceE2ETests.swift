@@ -292,18 +292,18 @@ import Glibc
                 with: "validity_window: 1h}, {name: t2, token_sha256: \(digest), issued_at: \(now), "
                     + "validity_window: 1h}]\n      uids: [0]")
         #expect(rotated != base)
-        try await reload(rotated, expect: "policy reloaded", count: 1)
+        try await reload(rotated, expect: "reloaded", count: 1)
         #expect(await call(fresh) == nil)
         #expect(await call(Self.invoiceToken) == nil)
         // A broken policy is refused; the running one stays.
-        try await reload(rotated + "\nagents: [not, a, mapping]\n", expect: "policy reload refused", count: 1)
+        try await reload(rotated + "\nagents: [not, a, mapping]\n", expect: "reload refused", count: 1)
         #expect(await call(fresh) == nil)
         // Revoke the old token.
         let old = CredentialDigest.policyValue(forToken: Self.invoiceToken)
         let revoked = rotated.replacingOccurrences(of: "token_sha256: \(old), issued_at:",
                                                    with: "token_sha256: \(old), revoked: true, issued_at:")
         #expect(revoked != rotated)
-        try await reload(revoked, expect: "policy reloaded", count: 2)
+        try await reload(revoked, expect: "reloaded", count: 2)
         #expect(await call(Self.invoiceToken) == .unauthenticated)
         #expect(await call(fresh) == nil)
     }

@@ -85,14 +85,19 @@ final class DaemonUnderTest: @unchecked Sendable {
     let dir: String
     let socket: String
     let fake: FakeProvider
-    let daemon: ChildProcess
+    /// The running daemon; `respawn()` replaces it.
+    private(set) var daemon: ChildProcess
+    /// How the daemon was started, so `respawn()` starts it the same way.
+    private let command: (String, [String])
+    private let environment: [String: String]
+    private var generation = 0
 
     /// `extraConfig` is appended to the generated YAML (e.g. a `limits:` block).
     static func start(fakePersonality: Personality = .healthy, extraConfig: String = "",
                       routes: String? = nil, withKey: Bool = true,
                       providerBlock: String? = nil, policy: String? = nil,
                       extraArguments: [String] = [], providerOptions: String = "",
-                      environment: [String: String] = [:],
+                      environment: [String: String] = [:], withStateDirectory: Bool = false,
                       wrap: (@Sendable (String, [String]) -> (String, [String]))? = nil)
         async throws -> DaemonUnderTest {
         let dir = makeTempDir()
@@ -126,12 +131,13 @@ final class DaemonUnderTest: @unchecked Sendable {
             try policy.write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
             policyArgs = ["--policy", dir + "/policy.yaml"]
         }
-        let command = (wrap ?? { ($0, $1) })(binDir + "/breakwaterd",
-                                              ["--config", config, "--socket", socket] + policyArgs + extraArguments)
-        let daemon = try ChildProcess(command.0, command.1,
-                                      environment: environment.merging(["BW_TEST_KEY": withKey ? apiKey : ""]) { $1 },
-                                      logPath: dir + "/daemon.log")
-        let d = DaemonUnderTest(dir: dir, socket: socket, fake: fake, daemon: daemon)
+        let stateArgs = withStateDirectory ? ["--state-dir", dir + "/state"] : []
+        let command = (wrap ?? { ($0, $1) })(binDir + "/breakwaterd", ["--config", config, "--socket", socket]
+                                                 + policyArgs + stateArgs + extraArguments)
+        let env = environment.merging(["BW_TEST_KEY": withKey ? apiKey : ""]) { $1 }
+        let daemon = try ChildProcess(command.0, command.1, environment: env, logPath: dir + "/daemon.log")
+        let d = DaemonUnderTest(dir: dir, socket: socket, fake: fake, daemon: daemon, command: command,
+                                environment: env)
         let up = try await waitUntil(timeout: .seconds(30)) {
             FileManager.default.fileExists(atPath: socket) && (try? RawConnection(path: socket)) != nil
         }
@@ -142,11 +148,22 @@ final class DaemonUnderTest: @unchecked Sendable {
         return d
     }
 
-    private init(dir: String, socket: String, fake: FakeProvider, daemon: ChildProcess) {
+    private init(dir: String, socket: String, fake: FakeProvider, daemon: ChildProcess, command: (String, [String]),
+                 environment: [String: String]) {
         self.dir = dir
         self.socket = socket
         self.fake = fake
         self.daemon = daemon
+        self.command = command
+        self.environment = environment
+    }
+
+    /// Starts the daemon again, the same way, after the last one exited (or was killed); its log goes to
+    /// `daemon-N.log`. Does not wait for it to serve.
+    func respawn() throws {
+        generation += 1
+        daemon = try ChildProcess(command.0, command.1, environment: environment,
+                                  logPath: dir + "/daemon-\(generation).log")
     }
 
     func client(name: String = "e2e") -> BreakwaterClient {

@@ -49,6 +49,19 @@ import Glibc
         #expect(seen, "\(messages)")
         #expect(messages.first?.contains("READY=1") == true, "READY=1 comes first: \(messages.first ?? "")")
         #expect(messages.joined().contains("STATUS=serving; connections:"))
+        #expect(messages.joined().contains("calls/s: "), "STATUS= shows the call rate: \(messages)")
+
+        // Reload (SIGHUP): RELOADING=1 with MONOTONIC_USEC, then READY=1 again once the new config is in force.
+        let beforeReload = messages.count
+        d.daemon.signal(SIGHUP)
+        let reloaded = try await waitUntil {
+            drain()
+            let after = messages.dropFirst(beforeReload)
+            guard let r = after.firstIndex(where: { $0.contains("RELOADING=1") }) else { return false }
+            return after[r...].dropFirst().contains { $0.contains("READY=1") }
+        }
+        #expect(reloaded, "\(messages.dropFirst(beforeReload))")
+        #expect(messages.contains { $0.contains("RELOADING=1") && $0.contains("MONOTONIC_USEC=") })
         d.daemon.signal(SIGTERM)
         #expect(try await d.daemon.waitForExit() == 0)
         drain()

@@ -10,7 +10,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TYPES = {"HELLO": 1, "REQUEST": 2, "DATA": 3, "RESPONSE": 4, "TRAILERS": 5, "ERROR": 6,
-         "CANCEL": 7, "PING": 8, "PONG": 9, "GOAWAY": 10, "NOTICE": 11, "ADMIN": 12}
+         "CANCEL": 7, "PING": 8, "PONG": 9, "GOAWAY": 10, "NOTICE": 11, "ADMIN": 12,
+         "STARTED": 13}
 CODES = {"PROTOCOL_ERROR": 0x0001, "FRAME_TOO_LARGE": 0x0002, "UNKNOWN_FRAME_TYPE": 0x0003,
          "INVALID_STREAM_ID": 0x0007, "UPSTREAM_ERROR": 0x0104, "STREAM_INTERRUPTED": 0x010A,
          "SHUTTING_DOWN": 0x0009, "FORBIDDEN": 0x010C, "STEP_UP_REQUIRED": 0x010F}
@@ -97,12 +98,18 @@ vector("29-admin-approvals", "ADMIN on stream 15: list pending approvals; no arg
 vector("30-error-step-up", "ERROR on stream 11: the action needs step-up authentication.",
        "ERROR", 11, 0, fields((1, u16(CODES["STEP_UP_REQUIRED"])),
                               (2, b"refund.issue needs step-up authentication")))
+vector("32-hello-client-started-notices", "Client HELLO asking for STARTED frames (tag 10 = 1), as the shim sends.",
+       "HELLO", 0, 0, MAGIC + fields((1, u16(1)), (2, u16(1)), (4, b"billing-worker"), (10, u8(1))))
+vector("33-started", "STARTED on stream 5: the call's first upstream request is about to go out.",
+       "STARTED", 5, 0, b"")
 # Refusals.
 vector("19-frame-too-large", "DATA header announcing 2 MiB: refused from the header alone.",
        "DATA", 1, 0, b"", expect="FRAME_TOO_LARGE", length=2 << 20)
 vector("20-unknown-type", "A frame of type 0x42.", "", 0, 0, b"", expect="UNKNOWN_FRAME_TYPE", raw_type=0x42)
 vector("31-notice-on-stream-0", "NOTICE on stream 0 (it belongs to a call).", "NOTICE", 0, 0,
        fields((1, b"pending_approval")), expect="INVALID_STREAM_ID")
+vector("34-started-on-stream-0", "STARTED on stream 0 (it belongs to a call).", "STARTED", 0, 0, b"",
+       expect="INVALID_STREAM_ID")
 vector("21-reserved-bit", "PING with the stream id's reserved top bit set.",
        "PING", 0x80000000, 0, bytes(8), expect="PROTOCOL_ERROR")
 vector("22-undefined-flag", "DATA with flag bit 0x80, which v1 does not define.",

@@ -1,15 +1,16 @@
 import Synchronization
 
-/// Request ids for calls whose app gave none: `bw-`, 8 hex digits drawn once per process, and a counter, so
-/// ids are unique across restarts without a random-number syscall per call.
-enum RequestID {
+/// Request ids for calls whose app gave none (made by the client shim, so a call sent again after a daemon restart
+/// keeps its id; or by the daemon for clients that send none): `bw-`, 8 hex digits drawn once per process, and a
+/// counter, so ids are unique across processes and restarts without a random-number syscall per call.
+public enum RequestID {
     private static let prefix: String = {
         var rng = SystemRandomNumberGenerator()
         return hex(UInt64(truncatingIfNeeded: rng.next() as UInt32), digits: 8)
     }()
     private static let counter = Atomic<UInt64>(0)
 
-    static func make() -> String {
+    public static func make() -> String {
         let n = counter.add(1, ordering: .relaxed).newValue
         return "bw-" + prefix + hex(n, digits: 8)
     }

@@ -1,0 +1,53 @@
+import Config
+import Foundation
+import Governance
+import Synchronization
+
+/// Everything the daemon reads from files at start-up and again on SIGHUP: the config, the policy it names (or
+/// the one given with `--policy`), and — through `Router` — the provider keys from `$CREDENTIALS_DIRECTORY` and
+/// the environment.
+public struct DaemonSettings: Sendable {
+    public var config: BreakwaterConfig
+    public var policy: GovernancePolicy?
+    public var policyPath: String?
+
+    /// Where the settings come from; kept so a reload reads the same files.
+    public struct Sources: Sendable {
+        /// Nil: built-in defaults.
+        public var configPath: String?
+        /// `--policy`, which overrides the config's `policy:`.
+        public var policyOverride: String?
+
+        public init(configPath: String?, policyOverride: String?) {
+            self.configPath = configPath
+            self.policyOverride = policyOverride
+        }
+
+        /// Reads and checks every file; the first file with errors throws all of its errors.
+        public func load() throws(ConfigError) -> DaemonSettings {
+            var config = try configPath.map { path throws(ConfigError) in try ConfigLoader.load(file: path) }
+                ?? .defaults
+            // The daemon's own user may always administer it: it could stop or restart it anyway.
+            config.admins.uids.insert(getuid())
+            let policyPath = policyOverride ?? config.policyPath
+            let policy = try policyPath.map { path throws(ConfigError) in try PolicyLoader.load(file: path) }
+            return DaemonSettings(config: config, policy: policy, policyPath: policyPath)
+        }
+    }
+}
+
+/// The routes in force, swapped whole on reload. A call reads the router once when it starts and keeps that
+/// route (targets, keys, fallback policy) to its end, so a reload never changes a call mid-way.
+final class RouterBox: Sendable {
+    private let current: Mutex<Router>
+
+    init(_ router: Router) {
+        current = Mutex(router)
+    }
+
+    var router: Router { current.withLock { $0 } }
+
+    func replace(_ router: Router) {
+        current.withLock { $0 = router }
+    }
+}

@@ -1,0 +1,150 @@
+import BreakwaterClient
+import FakeProviderKit
+import Foundation
+import GRDB
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A daemon that dies (SIGKILL, as a crash would) and comes back: calls that had not reached a provider are sent
+/// again by the client shim and succeed; calls that had fail at once with `.daemonRestarted`; open breakers and
+/// pending approvals come back from the state store.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct RestartTests {
+    /// A client that keeps trying to reconnect for a few seconds, long enough for a daemon to come back.
+    static func patientClient(_ d: DaemonUnderTest, credential: String? = nil) -> BreakwaterClient {
+        var c = BreakwaterClient.Configuration(socketPath: d.socket, credential: credential.map { Array($0.utf8) },
+                                               clientName: "restart-test")
+        c.reconnectAttempts = 12
+        c.reconnectBackoffMs = 50
+        return BreakwaterClient(configuration: c)
+    }
+
+    static func result(_ work: @escaping @Sendable () async throws -> BreakwaterResponse)
+        -> Task<Result<BreakwaterResponse, BreakwaterError>, Never> {
+        Task {
+            do { return .success(try await work()) } catch let e as BreakwaterError { return .failure(e) } catch {
+                return .failure(BreakwaterError(.protocolViolation, "\(error)"))
+            }
+        }
+    }
+
+    /// Waits until the daemon's state store holds a row that `sql` counts (the store writes within a second).
+    static func waitForRow(_ d: DaemonUnderTest, _ sql: String) async throws -> Bool {
+        try await waitUntil(timeout: .seconds(5)) {
+            guard FileManager.default.fileExists(atPath: d.dir + "/state/breakwater.sqlite") else { return false }
+            let db = try DatabaseQueue(path: d.dir + "/state/breakwater.sqlite")
+            return try await db.read { try Int.fetchOne($0, sql: sql) ?? 0 } > 0
+        }
+    }
+
+    @Test func aCrashFailsNoCallThatHadNotStartedUpstream() async throws {
+        // One request a minute: the second call waits inside the daemon, paced, without reaching the provider.
+        let d = try await DaemonUnderTest.start(providerOptions: """
+                  max_retry_wait: 300s
+                rate_limits: {rpm: 1}
+            """)
+        defer { d.stop() }
+        let client = Self.patientClient(d)
+        d.fake.script([FaultStep(delayFirstByteMs: 60_000)])
+        let inFlight = Self.result { try await client.send(route: "default", body: chat("in flight"), timeoutMs: 90_000) }
+        #expect(try await waitUntil { d.fake.stats().requests == 1 })
+        let paced = Self.result { try await client.send(route: "default", body: chat("paced"), timeoutMs: 90_000) }
+        let admin = d.client(name: "admin")
+        #expect(try await waitUntil {
+            let status = try JSONSerialization.jsonObject(with: Data(try await admin.admin("status"))) as? [String: Any]
+            return status?["calls_in_flight"] as? Int == 2
+        }, "both calls are in the daemon")
+
+        d.daemon.signal(SIGKILL)
+        _ = try await d.daemon.waitForExit()
+        let killedAt = ContinuousClock.now
+        // The call that was upstream fails at once, saying why; it is not sent again (it may have reached the
+        // provider).
+        guard case .failure(let e) = await inFlight.value else {
+            Issue.record("the in-flight call cannot have succeeded")
+            return
+        }
+        #expect(e.kind == .daemonRestarted, "\(e)")
+        #expect(ContinuousClock.now - killedAt < .seconds(5))
+
+        try d.respawn()
+        // The paced call never reached the provider: the shim sends it again to the new daemon, and it succeeds.
+        guard case .success(let r) = await paced.value else {
+            Issue.record("the paced call failed: \(await paced.value)")
+            return
+        }
+        #expect(content(r.body) == "Echo: paced")
+        #expect(d.fake.stats().requests == 2, "each call reached the provider once")
+    }
+
+    @Test func anOpenBreakerIsStillOpenAfterACrash() async throws {
+        let d = try await DaemonUnderTest.start(
+            providerOptions: "    circuit_breaker: {failure_threshold: 2, timeout_period: 60s}", withStateDirectory: true)
+        defer { d.stop() }
+        d.fake.script([FaultStep(status: 503), FaultStep(status: 503), FaultStep(status: 503)])
+        _ = try? await d.client().send(route: "default", body: chat("opens the breaker"))
+        #expect(try await Self.waitForRow(d, "SELECT COUNT(*) FROM open_breakers WHERE target = 'fake/gpt-4o-mini'"))
+
+        d.daemon.signal(SIGKILL)
+        _ = try await d.daemon.waitForExit()
+        try d.respawn()
+        let client = Self.patientClient(d)
+        let answer = try await client.admin("breakers")
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any])
+        let breaker = try #require((o["breakers"] as? [[String: Any]])?.first, "\(o)")
+        #expect(breaker["state"] as? String == "open")
+        #expect((breaker["reopens_in_ms"] as? Int ?? 0) > 45_000, "\(breaker)")
+        // Calls still skip the dead target without touching it.
+        let before = d.fake.stats().requests
+        await #expect { _ = try await client.send(route: "default", body: chat("x")) } throws: { e in
+            (e as? BreakwaterError)?.code == .upstreamUnavailable
+        }
+        #expect(d.fake.stats().requests == before)
+        #expect(d.daemon.output.contains("restored open"), "\(d.daemon.output)")
+    }
+
+    /// An approval is in the state store before the caller hears "pending"; after a crash the shim sends the call
+    /// again (it never reached a provider) with the same request id, and it waits on the same approval.
+    @Test func aPendingApprovalSurvivesACrash() async throws {
+        let d = try await DaemonUnderTest.start(policy: GovernanceE2ETests.policy(approvalTimeout: "60s"),
+                                                withStateDirectory: true)
+        defer { d.stop() }
+        let client = Self.patientClient(d, credential: GovernanceE2ETests.refundToken)
+        let ids = IDBox()
+        let call = Self.result {
+            try await client.send(route: "default", body: chat("refund"), action: "refund.issue", tenant: "acme",
+                                  onNotice: { ids.add($0.approvalID ?? "") })
+        }
+        #expect(try await waitUntil { ids.count == 1 })
+        let id = ids.all[0]
+        // Written before the NOTICE went out: no waiting needed.
+        let db = try DatabaseQueue(path: d.dir + "/state/breakwater.sqlite")
+        let stored = try await db.read {
+            try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM pending_approvals WHERE id = ?", arguments: [id])
+        }
+        #expect(stored == 1)
+
+        d.daemon.signal(SIGKILL)
+        _ = try await d.daemon.waitForExit()
+        try d.respawn()
+        // The call came back to the same approval (a second NOTICE with the same id), and an approver sees it.
+        #expect(try await waitUntil { ids.count == 2 })
+        #expect(ids.all[1] == id)
+        let cli = try ChildProcess(binDir + "/breakwater", ["approvals", "--json", "--socket", d.socket],
+                                   logPath: d.dir + "/approvals.log")
+        #expect(try await cli.waitForExit() == 0)
+        #expect(cli.output.contains(id), "\(cli.output)")
+        let approve = try ChildProcess(binDir + "/breakwater", ["approve", id, "--socket", d.socket],
+                                       logPath: d.dir + "/approve.log")
+        #expect(try await approve.waitForExit() == 0, "\(approve.output)")
+        guard case .success(let r) = await call.value else {
+            Issue.record("the approved call failed: \(await call.value)")
+            return
+        }
+        #expect(content(r.body) == "Echo: refund")
+        #expect(d.fake.stats().requests == 1)
+    }
+}
+
