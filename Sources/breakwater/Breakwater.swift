@@ -7,9 +7,9 @@ import Foundation
 struct Breakwater: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "breakwater",
-        abstract: "Talk to breakwaterd: send calls, run the demo.",
+        abstract: "Talk to breakwaterd: send calls, administer it, check its config, run the demo.",
         subcommands: [Call.self, Status.self, Breakers.self, Breaker.self, Approvals.self, Approve.self, Deny.self,
-                      Policy.self, Demo.self]
+                      Policy.self, ConfigCommand.self, Demo.self]
     )
 }
 
@@ -146,7 +146,8 @@ func adminCall(_ socket: String, _ command: String, _ arguments: [String: Any] =
 }
 
 func printJSON(_ object: [String: Any]) {
-    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+        ?? Data()
     print(String(decoding: data, as: UTF8.self))
 }
 
