@@ -137,7 +137,7 @@ extension Status {
         var out = counters.map { "\(label($0)): \(o[$0] ?? "-")" }
         let audit = o["audit"] as? [String: Any] ?? [:]
         if audit["enabled"] as? Bool == false {
-            out.append("audit: off (no journal)")
+            out.append("audit: off (the journal writer did not start; see the daemon log)")
         } else {
             out.append("audit: " + ["written", "unwritten", "dropped", "pending"]
                 .map { "\(audit[$0] ?? "-") \($0)" }.joined(separator: ", "))
