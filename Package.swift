@@ -119,7 +119,8 @@ let package = Package(
         .executableTarget(
             name: "breakwater",
             dependencies: [
-                "BreakwaterClient",
+                // Config and Governance for `breakwater config check`: the daemon's own loaders, run locally.
+                "BreakwaterClient", "Config", "Governance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

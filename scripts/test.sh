@@ -31,11 +31,13 @@ fi
 tail -n 1 "$tmp/demo.log"
 
 echo "== tests"
-swift test --skip-build --no-parallel 2>&1 | tee "$tmp/test.log" | grep -E '^(✘|✔ Suite|✔ Test run|✘ Test run)' || true
-if ! grep -q '^✔ Test run with' "$tmp/test.log"; then
+# A run that passes with known issues (withKnownIssue: a gap recorded until it is fixed) starts its lines with ━.
+swift test --skip-build --no-parallel 2>&1 | tee "$tmp/test.log" \
+    | grep -E '^(✘|[✔━] Suite|[✔━] Test run|✘ Test run|━ Test .* known issue at)' || true
+if ! grep -qE '^[✔━] Test run with [0-9]+ tests? .*passed' "$tmp/test.log"; then
     grep -E '✘|error|Fatal' "$tmp/test.log" | head -50
     echo "tests FAILED"
     exit 1
 fi
-passed=$(sed -n 's/^✔ Test run with \([0-9]*\) tests.*/\1/p' "$tmp/test.log")
+passed=$(sed -n 's/^[✔━] Test run with \([0-9]*\) tests\{0,1\} .*/\1/p' "$tmp/test.log")
 echo "$passed passed, 0 failed"

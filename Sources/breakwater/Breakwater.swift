@@ -7,9 +7,9 @@ import Foundation
 struct Breakwater: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "breakwater",
-        abstract: "Talk to breakwaterd: send calls, run the demo.",
+        abstract: "Talk to breakwaterd: send calls, administer it, check its config, run the demo.",
         subcommands: [Call.self, Status.self, Breakers.self, Breaker.self, Approvals.self, Approve.self, Deny.self,
-                      Policy.self, Demo.self]
+                      Policy.self, ConfigCommand.self, Demo.self]
     )
 }
 
@@ -119,16 +119,36 @@ struct Status: AsyncParsableCommand {
                 return
             }
             let o = (try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any]) ?? [:]
-            for key in ["connections", "calls_in_flight", "calls", "calls_failed", "protocol_errors"] {
-                print("\(key.replacingOccurrences(of: "_", with: " ")): \(o[key] ?? "-")")
-            }
-            let open = o["open_breakers"] as? [[String: Any]] ?? []
-            print("open breakers: \(open.isEmpty ? "none" : "")")
-            for b in open { print("  \(b["target"] ?? "?")  reopens in \(b["reopens_in_ms"] ?? "?") ms") }
+            for line in Self.lines(o) { print(line) }
         } catch {
             FileHandle.standardError.write(Data("breakwater: \(error)\n".utf8))
             throw ExitCode(2)
         }
+    }
+}
+
+extension Status {
+    /// The human form of the `status` answer: every field the daemon sends, known ones first in a fixed order,
+    /// then any the daemon has grown since (so none is silently left out).
+    static func lines(_ o: [String: Any]) -> [String] {
+        func label(_ key: String) -> String { key.replacingOccurrences(of: "_", with: " ") }
+        let counters = ["connections", "calls_in_flight", "calls", "calls_failed", "protocol_errors",
+                        "pending_approvals"]
+        var out = counters.map { "\(label($0)): \(o[$0] ?? "-")" }
+        let audit = o["audit"] as? [String: Any] ?? [:]
+        if audit["enabled"] as? Bool == false {
+            out.append("audit: off (the journal writer did not start; see the daemon log)")
+        } else {
+            out.append("audit: " + ["written", "unwritten", "dropped", "pending"]
+                .map { "\(audit[$0] ?? "-") \($0)" }.joined(separator: ", "))
+        }
+        let open = o["open_breakers"] as? [[String: Any]] ?? []
+        out.append("open breakers: \(open.isEmpty ? "none" : "\(open.count)")")
+        for b in open { out.append("  \(b["target"] ?? "?")  reopens in \(b["reopens_in_ms"] ?? "?") ms") }
+        for key in o.keys.sorted() where !counters.contains(key) && key != "audit" && key != "open_breakers" {
+            out.append("\(label(key)): \(o[key] ?? "-")")
+        }
+        return out
     }
 }
 
@@ -146,7 +166,8 @@ func adminCall(_ socket: String, _ command: String, _ arguments: [String: Any] =
 }
 
 func printJSON(_ object: [String: Any]) {
-    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+        ?? Data()
     print(String(decoding: data, as: UTF8.self))
 }
 
@@ -175,9 +196,11 @@ struct Approve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Approve a waiting call (policy approvers only).")
     @OptionGroup var socketOptions: SocketOptions
     @Argument(help: "The approval id (from `breakwater approvals`).") var id: String
+    @Flag(help: "Print the JSON answer as it is.") var json = false
 
     func run() async throws {
         let answer = try await adminCall(socketOptions.path, "approve", ["id": id])
+        if json { return printJSON(answer) }
         print("\(answer["id"] ?? id): \(answer["state"] ?? "?")")
     }
 }
@@ -187,9 +210,11 @@ struct Deny: AsyncParsableCommand {
     @OptionGroup var socketOptions: SocketOptions
     @Argument(help: "The approval id (from `breakwater approvals`).") var id: String
     @Option(help: "Why; the app sees it.") var reason = "denied by an approver"
+    @Flag(help: "Print the JSON answer as it is.") var json = false
 
     func run() async throws {
         let answer = try await adminCall(socketOptions.path, "deny", ["id": id, "reason": reason])
+        if json { return printJSON(answer) }
         print("\(answer["id"] ?? id): \(answer["state"] ?? "?")")
     }
 }
@@ -255,9 +280,11 @@ struct Breaker: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Close a breaker now (admins only).")
         @OptionGroup var socketOptions: SocketOptions
         @Argument(help: "The target, provider/model (see `breakwater breakers`).") var target: String
+        @Flag(help: "Print the JSON answer as it is.") var json = false
 
         func run() async throws {
             let answer = try await adminCall(socketOptions.path, "breaker-reset", ["target": target])
+            if json { return printJSON(answer) }
             print("\(answer["target"] ?? target): \(answer["state"] ?? "?")")
         }
     }
