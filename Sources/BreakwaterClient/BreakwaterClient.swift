@@ -183,8 +183,8 @@ public final class BreakwaterClient: Sendable {
             return frames
         })
         guard let id = opened else {
-            // This connection is draining or spent its ids: start a fresh one.
-            close()
+            // This connection is closed, draining or out of ids (so no longer "usable"): the next try makes a fresh
+            // one. It is not shut down: calls still running on a draining connection finish there.
             return try await open(request, body: body, sink: sink)
         }
         return (conn, id)

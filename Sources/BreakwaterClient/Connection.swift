@@ -38,6 +38,9 @@ final class Connection: Sendable {
         var closed = false
         /// Set by GOAWAY: no new calls here.
         var draining = false
+        /// The socket is open. It is closed only by the reader, under both locks, so no write or shutdown can
+        /// reach an fd number the process has since given to another file.
+        var fdOpen = true
     }
 
     let fd: Int32
@@ -98,7 +101,7 @@ final class Connection: Sendable {
         Socket.spawnThread { [self] in self.readLoop(decoder: leftover) }
     }
 
-    var isUsable: Bool { state.withLock { !$0.closed && !$0.draining } }
+    var isUsable: Bool { state.withLock { !$0.closed && !$0.draining && $0.nextStreamID < 0x7FFF_FFFF } }
 
     /// Registers a call, then writes the frames `makeFrames` builds for its stream id. Returns the id, or nil when
     /// this connection takes no new calls. Id allocation and the write happen under one lock: ids must reach the
@@ -107,7 +110,7 @@ final class Connection: Sendable {
         do {
             return try writeLock.withLock { _ throws(Socket.Failure) -> StreamID? in
                 let allocated: StreamID? = state.withLock { s in
-                    guard !s.closed, !s.draining, s.nextStreamID < 0x7FFF_FFFF else { return nil }
+                    guard !s.closed, s.fdOpen, !s.draining, s.nextStreamID < 0x7FFF_FFFF else { return nil }
                     let id = s.nextStreamID
                     s.nextStreamID += 2
                     s.sinks[id] = OpenCall(sink: sink)
@@ -139,15 +142,19 @@ final class Connection: Sendable {
         var bytes: [UInt8] = []
         for f in frames { f.encode(into: &bytes) }
         do {
-            try writeLock.withLock { _ throws(Socket.Failure) in try Socket.writeAll(fd, bytes) }
+            try writeLock.withLock { _ throws(Socket.Failure) in
+                guard state.withLock({ $0.fdOpen }) else { throw Socket.Failure(call: "write", errno: EPIPE) }
+                try Socket.writeAll(fd, bytes)
+            }
         } catch {
             shutdown()
             throw BreakwaterError(.connectionLost, "cannot write to the daemon: \(error.message)")
         }
     }
 
+    /// Ends the connection: the reader sees EOF and fails the calls still open.
     func shutdown() {
-        Socket.shutdownBoth(fd)
+        state.withLock { s in if s.fdOpen { Socket.shutdownBoth(fd) } }
     }
 
     private func readLoop(decoder start: FrameDecoder) {
@@ -192,7 +199,12 @@ final class Connection: Sendable {
                 call.sink(.failed(reason))
             }
         }
-        Socket.closeFD(fd)
+        writeLock.withLock { _ in
+            state.withLock { s in
+                s.fdOpen = false
+                Socket.closeFD(fd)
+            }
+        }
     }
 
     /// Routes one frame; returns an error when the connection must end.

@@ -57,7 +57,14 @@ enum AdminCommands {
         switch command {
         case "approvals":
             governance.expireDue()
-            let list: [[String: Any]] = governance.pending.map { r in
+            // Admins see every waiting call; an approver only the calls they may decide. Anyone else is refused:
+            // the list names agents, actions, tenants and requesters.
+            let visible = governance.pending.filter { isAdmin || $0.approvers.contains(peer) }
+            guard isAdmin || !visible.isEmpty else {
+                return .failure(ErrorMessage(code: .forbidden,
+                                             message: "approvals are for admins and the policy's approvers"))
+            }
+            let list: [[String: Any]] = visible.map { r in
                 var o: [String: Any] = ["id": r.id, "agent": r.agent, "route": r.route, "rule": r.rule,
                                         "requester_uid": r.requester.uid, "requester_pid": r.requester.pid]
                 if let a = r.action { o["action"] = a }

@@ -144,12 +144,9 @@ import Glibc
             let (refused, out) = try await asNobody(d, command)
             #expect(refused == 2 && out.contains("FORBIDDEN"), "\(command): \(out)")
         }
-        // The daemon answers `approvals` to any local user (AdminCommands.governed): pending calls' agents,
-        // actions, tenants and requester uids leak. Recorded here until the daemon limits it to admins and approvers.
+        // Pending approvals name agents, actions, tenants and requesters: only admins and approvers see them.
         let (listedByNobody, nobodysList) = try await asNobody(d, ["approvals"])
-        withKnownIssue("breakwaterd lists pending approvals to any local user") {
-            #expect(listedByNobody == 2 && nobodysList.contains("FORBIDDEN"), "\(nobodysList)")
-        }
+        #expect(listedByNobody == 2 && nobodysList.contains("FORBIDDEN"), "\(nobodysList)")
         d.assertNoSecretsInLog()
     }
 
