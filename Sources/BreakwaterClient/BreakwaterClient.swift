@@ -30,6 +30,10 @@ public final class BreakwaterClient: Sendable {
         public var reconnectBackoffMs: Int = 100
         /// How many times one call is sent again after the daemon went away before starting it upstream.
         public var resendAttempts: Int = 3
+        /// Ask the daemon for STARTED before each call's first upstream request, so calls it never started are
+        /// sent again across a restart and the others fail with `.daemonRestarted`. Off: one frame fewer per call;
+        /// a restart fails every open call with `.connectionLost`.
+        public var resendUnstartedCalls = true
 
         public init(socketPath: String, credential: [UInt8]? = nil, clientName: String? = nil) {
             self.socketPath = socketPath
@@ -202,7 +206,7 @@ public final class BreakwaterClient: Sendable {
                     let fresh = try Connection(
                         path: configuration.socketPath,
                         hello: .client(credential: configuration.credential, clientName: configuration.clientName,
-                                       startedNotices: true),
+                                       startedNotices: configuration.resendUnstartedCalls),
                         helloTimeoutMs: configuration.helloTimeoutMs
                     )
                     c = fresh

@@ -57,6 +57,8 @@ public final class BreakwaterServer: Service, Sendable {
         let stats = self.stats
         let rate = Mutex(CallRate())  // touched every 2 s only
         return loop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(period.nanoseconds)) { _ in
+            // Approvals restored after a restart have no waiting call to expire them; this does.
+            shared.governance?.expireDue()
             var line = watchdog != nil ? "WATCHDOG=1\n" : ""
             line += "STATUS=serving; " + Self.statusFigures(shared, callsPerSecond: rate.withLock { $0.sample(stats) })
             Systemd.notify(line)

@@ -81,6 +81,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// The client asked for STARTED before each call's first upstream request (so it can re-send the calls that
     /// never got one if this daemon dies).
     private var startedNotices = false
+    private var startedFlushScheduled = false
 
     init(shared: DaemonContext, peer: PeerCredentials?) {
         self.shared = shared
@@ -323,12 +324,22 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Before a call's first upstream request: STARTED to a client that asked for it, and `go` (the request) only
     /// once those bytes are in the socket. So if this process dies, every call the client saw no STARTED for had
     /// not reached a provider, and the client may send it again without doubling it.
+    ///
+    /// The STARTED frames of the calls that begin in one event-loop tick go out in one flush (one syscall for a
+    /// burst of calls, not one each); each call's request follows as soon as its frame is written.
     func announceStarted(_ id: StreamID, then go: @escaping () -> Void) {
         guard startedNotices, let context else { return go() }
         guard running[id] != nil else { return }
         let written = context.eventLoop.makePromise(of: Void.self)
         written.futureResult.assumeIsolated().whenSuccess { go() }
-        context.writeAndFlush(wrapOutboundOut(Frame(streamID: id, type: .started)), promise: written)
+        context.write(wrapOutboundOut(Frame(streamID: id, type: .started)), promise: written)
+        guard !startedFlushScheduled else { return }
+        startedFlushScheduled = true
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            bound.value.startedFlushScheduled = false
+            bound.value.context?.flush()
+        }
     }
 
     private func cancel(_ id: StreamID, context: ChannelHandlerContext) {

@@ -9,6 +9,11 @@ import Systemd
 /// budget per provider. Each is a small state machine behind one lock; transitions are logged after the lock is
 /// released.
 final class ResilienceRegistry: Sendable {
+    struct KeyPoolShape: Hashable {
+        var keys: Int
+        var limits: KeyPool.Limits
+    }
+
     struct BreakerKey: Hashable, Sendable {
         var provider: String
         var model: String
@@ -19,6 +24,8 @@ final class ResilienceRegistry: Sendable {
         var breakers: [BreakerKey: CircuitBreaker] = [:]
         var budgets: [String: RetryBudget] = [:]
         var keyPools: [String: KeyPool] = [:]
+        /// What each pool was built for; a reload that changes a provider's keys or limits gets a fresh pool.
+        var keyPoolShapes: [String: KeyPoolShape] = [:]
         /// When each target last raised a failure-rate alert (at most one per rolling window).
         var lastAlert: [BreakerKey: Instant] = [:]
     }
@@ -78,7 +85,7 @@ final class ResilienceRegistry: Sendable {
         let key = BreakerKey(provider: target.provider.name, model: target.model)
         let now = clock.now()
         let (permit, transitions) = state.withLock { s in
-            var breaker = s.breakers[key] ?? CircuitBreaker(policy: target.provider.breaker)
+            var breaker = Self.breaker(s.breakers[key], policy: target.provider.breaker)
             defer { s.breakers[key] = breaker }
             return breaker.acquire(now: now)
         }
@@ -91,7 +98,7 @@ final class ResilienceRegistry: Sendable {
         let key = BreakerKey(provider: target.provider.name, model: target.model)
         let now = clock.now()
         let (transitions, alert) = state.withLock { s -> ([BreakerTransition], (Int, Int)?) in
-            var breaker = s.breakers[key] ?? CircuitBreaker(policy: target.provider.breaker)
+            var breaker = Self.breaker(s.breakers[key], policy: target.provider.breaker)
             defer { s.breakers[key] = breaker }
             let t = breaker.record(failed: failed, duration: duration, isProbe: isProbe, now: now)
             // A failure rate over the alert threshold, while the breaker is still closed: warn once per window.
@@ -119,6 +126,16 @@ final class ResilienceRegistry: Sendable {
             e.set(.sampleCount, calls)
             audit?.record(e)
         }
+    }
+
+    /// The target's breaker under `policy`. After a reload changed the policy, a fresh breaker with the new
+    /// thresholds takes over; an open one stays open until the time it had.
+    private static func breaker(_ existing: CircuitBreaker?, policy: BreakerPolicy) -> CircuitBreaker {
+        guard let existing else { return CircuitBreaker(policy: policy) }
+        if existing.policy == policy { return existing }
+        var fresh = CircuitBreaker(policy: policy)
+        if let until = existing.reopensAt { fresh.restoreOpen(until: until) }
+        return fresh
     }
 
     /// A probe ended without a verdict (cancelled): free its half-open slot.
@@ -157,8 +174,11 @@ final class ResilienceRegistry: Sendable {
     func acquireKey(_ provider: ProviderRuntime, tokens: Int) -> KeyPool.Grant {
         let now = clock.now()
         return state.withLock { s in
-            var pool = s.keyPools[provider.name]
-                ?? KeyPool(keyCount: provider.apiKeys.count, limits: provider.config.rateLimits)
+            let shape = KeyPoolShape(keys: provider.apiKeys.count, limits: provider.config.rateLimits)
+            var pool = s.keyPoolShapes[provider.name] == shape ? s.keyPools[provider.name]! : {
+                s.keyPoolShapes[provider.name] = shape
+                return KeyPool(keyCount: shape.keys, limits: shape.limits)
+            }()
             defer { s.keyPools[provider.name] = pool }
             return pool.acquire(tokens: tokens, now: now)
         }
@@ -170,7 +190,7 @@ final class ResilienceRegistry: Sendable {
                    rateLimited: Bool) {
         let now = clock.now()
         state.withLock { s in
-            guard var pool = s.keyPools[provider.name] else { return }
+            guard var pool = s.keyPools[provider.name], index < pool.keyCount else { return }
             pool.settle(index: index, reservedTokens: reserved, actualTokens: actual ?? reserved, now: now)
             pool.learn(index: index, from: info, now: now)
             if rateLimited { pool.rest(index: index, until: now + (info.suggestedWait ?? .seconds(1))) }

@@ -113,4 +113,29 @@ import Glibc
         #expect(content(r.body) == "Echo: with key")
         #expect(!d.daemon.output.contains("sk-rotated-key"))
     }
+
+    /// A reload that takes keys away (and changes the rate limits) gets a fresh key pool: no call picks a key
+    /// that no longer exists.
+    @Test func reloadWithFewerKeys() async throws {
+        let d = try await DaemonUnderTest.start(providerOptions: """
+                rate_limits: {rpm: 6000}
+                api_keys:
+                  - {env: BW_KEY_2}
+                  - {env: BW_KEY_3}
+            """, environment: ["BW_KEY_2": "sk-second-key-0123456789", "BW_KEY_3": "sk-third-key-0123456789"])
+        defer { d.stop() }
+        let client = d.client()
+        for i in 0..<5 { _ = try await client.send(route: "default", body: chat("three keys \(i)")) }
+        let config = d.dir + "/breakwater.yaml"
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        let oneKey = text.split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { !$0.contains("api_keys") && !$0.contains("BW_KEY_") && !$0.contains("rate_limits") }
+            .joined(separator: "\n")
+        try await Self.reload(d, raw: oneKey)
+        for i in 0..<5 {
+            let r = try await client.send(route: "default", body: chat("one key \(i)"))
+            #expect(content(r.body) == "Echo: one key \(i)")
+        }
+        #expect(d.daemon.process.isRunning)
+    }
 }
