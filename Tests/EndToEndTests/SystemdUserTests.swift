@@ -244,6 +244,40 @@ final class UserManager: @unchecked Sendable {
         return BreakwaterClient(configuration: c)
     }
 
+    /// Four workers sending calls one after another until `outcomes.stopped`.
+    static func steadyLoad(_ client: BreakwaterClient, _ outcomes: LoadTally) -> Task<Void, Never> {
+        Task {
+            await withTaskGroup(of: Void.self) { group in
+                for worker in 0..<4 {
+                    group.addTask {
+                        var n = 0
+                        outcomes.workerStarted()
+                        defer { outcomes.workerEnded() }
+                        while !outcomes.stopped.load(ordering: .relaxed) {
+                            n += 1
+                            do {
+                                let r = try await client.send(route: "default", body: chat("load \(worker)-\(n)"),
+                                                              timeoutMs: 20_000)
+                                outcomes.record(content(r.body) == "Echo: load \(worker)-\(n)" ? nil : "wrong")
+                            } catch {
+                                let kind = (error as? BreakwaterError)?.kind
+                                outcomes.record(kind == .daemonRestarted ? "daemonRestarted" : "\(error)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    static func stop(_ load: Task<Void, Never>, _ outcomes: LoadTally) async throws {
+        outcomes.stopped.store(true, ordering: .relaxed)
+        let ended = try await waitUntil(timeout: .seconds(30)) { outcomes.running == 0 }
+        #expect(ended, "every load call ended: \(outcomes.running) still waiting")
+        if !ended { load.cancel() }
+        await load.value
+    }
+
     @Test func underARealUserManager() async throws {
         guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/lib/systemd/systemd") else {
             Issue.record("needs root and systemd installed (scripts/setup.sh)")
@@ -307,28 +341,7 @@ final class UserManager: @unchecked Sendable {
             // 5. kill -9 under a steady load: systemd restarts the daemon; no call that had not started upstream
             // fails (the shim sends those again); those in flight upstream fail at once with daemonRestarted.
             let outcomes = LoadTally()
-            let load = Task {
-                await withTaskGroup(of: Void.self) { group in
-                    for worker in 0..<4 {
-                        group.addTask {
-                            var n = 0
-                            outcomes.workerStarted()
-                            defer { outcomes.workerEnded() }
-                            while !outcomes.stopped.load(ordering: .relaxed) {
-                                n += 1
-                                do {
-                                    let r = try await client.send(route: "default", body: chat("load \(worker)-\(n)"),
-                                                                  timeoutMs: 20_000)
-                                    outcomes.record(content(r.body) == "Echo: load \(worker)-\(n)" ? nil : "wrong")
-                                } catch {
-                                    let kind = (error as? BreakwaterError)?.kind
-                                    outcomes.record(kind == .daemonRestarted ? "daemonRestarted" : "\(error)")
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let load = Self.steadyLoad(client, outcomes)
             #expect(try await waitUntil { outcomes.total >= 200 }, "load is flowing")
             let (killed, killOut) = try await m.systemctl(["kill", "--signal=SIGKILL", "--kill-who=main",
                                                            "breakwater.service"])
@@ -341,11 +354,7 @@ final class UserManager: @unchecked Sendable {
             }
             #expect(restarted, "systemd restarted the daemon:\n\(m.managerOutput)")
             #expect(try await waitUntil { outcomes.total >= atKill + 200 }, "load flows again after the restart")
-            outcomes.stopped.store(true, ordering: .relaxed)
-            let loadEnded = try await waitUntil(timeout: .seconds(30)) { outcomes.running == 0 }
-            #expect(loadEnded, "every load call ended: \(outcomes.running) still waiting")
-            if !loadEnded { load.cancel() }
-            await load.value
+            try await Self.stop(load, outcomes)
             let secondPID = try await m.show("breakwater.service", "MainPID")
             #expect(try await m.show("breakwater.service", "NRestarts") == "1")
             let failures = outcomes.failures
@@ -372,7 +381,25 @@ final class UserManager: @unchecked Sendable {
             print("systemd --user: journal has \(before.count) call_completed entries from the first process and "
                 + "\(after.count) from the restarted one")
 
-            // 8. A wedged serving loop stops the watchdog pings: systemd kills and restarts the daemon.
+            // 8. `systemctl --user restart` under load: the daemon drains (calls in flight finish), calls sent
+            // meanwhile wait in the socket's queue or are sent again by the shim: not one fails.
+            let calm = LoadTally()
+            let calmLoad = Self.steadyLoad(client, calm)
+            #expect(try await waitUntil { calm.total >= 100 }, "load is flowing")
+            let (restartedByHand, restartOut) = try await m.systemctl(["restart", "breakwater.service"])
+            #expect(restartedByHand == 0, "\(restartOut)")
+            let atRestart = calm.total
+            #expect(try await waitUntil { calm.total >= atRestart + 100 }, "load flows again after the restart")
+            try await Self.stop(calmLoad, calm)
+            let thirdPID = try await m.show("breakwater.service", "MainPID")
+            #expect(thirdPID != secondPID && thirdPID != "0")
+            #expect(calm.failures.isEmpty, "a graceful restart fails no call: \(calm.failures)")
+            print("systemd --user: systemctl restart under load: \(calm.total) calls, \(calm.successes) answered, "
+                + "\(calm.failures.values.reduce(0, +)) failed; pid \(secondPID) → \(thirdPID)")
+
+            // 9. A wedged serving loop stops the watchdog pings: systemd kills and restarts the daemon. (A manual
+            // restart starts NRestarts, the count of automatic ones, from 0 again.)
+            let restartsBefore = Int(try await m.show("breakwater.service", "NRestarts")) ?? -1
             let (wedged, wedgeOut) = try await m.systemctl(["kill", "--signal=SIGUSR2", "--kill-who=main",
                                                             "breakwater.service"])
             #expect(wedged == 0, "\(wedgeOut)")
@@ -380,7 +407,7 @@ final class UserManager: @unchecked Sendable {
             let watchdogRestart = try await waitUntil(timeout: .seconds(40)) {
                 let pid = try await m.show("breakwater.service", "MainPID")
                 let restarts = try await m.show("breakwater.service", "NRestarts")
-                return pid != "0" && pid != secondPID && restarts == "2"
+                return pid != "0" && pid != thirdPID && Int(restarts) == restartsBefore + 1
             }
             #expect(watchdogRestart, "systemd restarted the wedged daemon:\n\(m.managerOutput)")
             // The manager (started with --log-target=journal) says why it killed the daemon.
