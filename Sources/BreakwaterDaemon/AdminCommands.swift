@@ -108,6 +108,9 @@ enum AdminCommands {
             "calls": s.callsStarted.load(ordering: .relaxed),
             "calls_failed": s.callsFailed.load(ordering: .relaxed),
             "protocol_errors": s.protocolErrors.load(ordering: .relaxed),
+            "calls_per_second": (s.callsPerSecond * 10).rounded() / 10,
+            "uptime_seconds": (ContinuousClock.now - s.startedAt).components.seconds,
+            "policy_enforced": shared.governance != nil,
             "pending_approvals": shared.governance?.pending.count ?? 0,
             "audit": shared.auditWriter.map { w -> [String: Any] in
                 let a = w.statistics

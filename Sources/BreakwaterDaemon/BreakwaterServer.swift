@@ -60,7 +60,9 @@ public final class BreakwaterServer: Service, Sendable {
             // Approvals restored after a restart have no waiting call to expire them; this does.
             shared.governance?.expireDue()
             var line = watchdog != nil ? "WATCHDOG=1\n" : ""
-            line += "STATUS=serving; " + Self.statusFigures(shared, callsPerSecond: rate.withLock { $0.sample(stats) })
+            let perSecond = rate.withLock { $0.sample(stats) }
+            if let perSecond { stats.callsPerSecondMilli.store(Int(perSecond * 1000), ordering: .relaxed) }
+            line += "STATUS=serving; " + Self.statusFigures(shared, callsPerSecond: perSecond)
             Systemd.notify(line)
         }
     }

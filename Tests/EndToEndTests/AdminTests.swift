@@ -19,6 +19,15 @@ import Glibc
         let json = try #require(try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any])
         #expect(json["calls"] as? Int == 1)
         #expect(json["calls_in_flight"] as? Int == 0)
+        #expect(json["calls_per_second"] is Double || json["calls_per_second"] is Int, "\(json)")
+        #expect(json["uptime_seconds"] as? Int ?? -1 >= 0, "\(json)")
+        #expect(json["policy_enforced"] as? Bool == false, "\(json)")
+        // The table shows every field, the call rate among them.
+        let table = try ChildProcess(binDir + "/breakwater", ["status", "--socket", d.socket],
+                                     logPath: d.dir + "/status-table.log")
+        #expect(try await table.waitForExit() == 0)
+        #expect(table.output.contains("calls per second: ") && table.output.contains("uptime seconds: "),
+                "\(table.output)")
 
         // Another user may reach the socket but not administer the daemon. The CLI is copied next to the socket so
         // that user can run it wherever the build tree lives.
