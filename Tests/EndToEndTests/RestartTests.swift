@@ -79,6 +79,33 @@ import Glibc
         #expect(d.fake.stats().requests == 2, "each call reached the provider once")
     }
 
+    /// The same for a streamed call: one that had not started is opened again on the new daemon and streams.
+    @Test func aStreamNotStartedIsSentAgain() async throws {
+        let d = try await DaemonUnderTest.start(providerOptions: """
+                  max_retry_wait: 300s
+                rate_limits: {rpm: 1}
+            """)
+        defer { d.stop() }
+        let client = Self.patientClient(d)
+        _ = try await client.send(route: "default", body: chat("takes the minute's only slot"))
+        let streamed = Task { () throws -> String in
+            let s = try await client.stream(route: "default", body: chat("paced stream"), timeoutMs: 90_000)
+            var text = ""
+            for try await chunk in s { text += content(chunk) ?? "" }
+            return text
+        }
+        let admin = d.client(name: "admin")
+        #expect(try await waitUntil {
+            let status = try JSONSerialization.jsonObject(with: Data(try await admin.admin("status"))) as? [String: Any]
+            return status?["calls_in_flight"] as? Int == 1
+        }, "the stream waits in the daemon")
+        d.daemon.signal(SIGKILL)
+        _ = try await d.daemon.waitForExit()
+        try d.respawn()
+        #expect(try await streamed.value == "Echo: paced stream")
+        #expect(d.fake.stats().requests == 2)
+    }
+
     @Test func anOpenBreakerIsStillOpenAfterACrash() async throws {
         let d = try await DaemonUnderTest.start(
             providerOptions: "    circuit_breaker: {failure_threshold: 2, timeout_period: 60s}", withStateDirectory: true)
