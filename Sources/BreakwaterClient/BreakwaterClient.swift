@@ -85,14 +85,19 @@ public final class BreakwaterClient: Sendable {
         var resends = 0
         while true {
             let call = UnaryCall(onNotice: onNotice)
-            let (conn, id) = try await open(request, body: body) { call.receive($0) }
-            let result = await withTaskCancellationHandler {
-                await call.result()
-            } onCancel: {
-                if call.cancel() {
-                    conn.forget(id)
-                    try? conn.send([.cancel(streamID: id)])
+            let result: Result<BreakwaterResponse, BreakwaterError>
+            do {
+                let (conn, id) = try await open(request, body: body) { call.receive($0) }
+                result = await withTaskCancellationHandler {
+                    await call.result()
+                } onCancel: {
+                    if call.cancel() {
+                        conn.forget(id)
+                        try? conn.send([.cancel(streamID: id)])
+                    }
                 }
+            } catch {
+                result = .failure(error)
             }
             if case .failure(let e) = result, e.isNotStarted, resends < configuration.resendAttempts,
                !Task.isCancelled {

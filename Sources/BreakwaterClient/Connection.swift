@@ -41,6 +41,9 @@ final class Connection: Sendable {
         /// The socket is open. It is closed only by the reader, under both locks, so no write or shutdown can
         /// reach an fd number the process has since given to another file.
         var fdOpen = true
+        /// This side ended the connection (`BreakwaterClient.close()`): its calls fail with `.connectionLost`
+        /// rather than being sent again.
+        var closedByClient = false
     }
 
     let fd: Int32
@@ -128,8 +131,9 @@ final class Connection: Sendable {
                 return id
             }
         } catch {
-            shutdown()
-            throw BreakwaterError(.connectionLost, "cannot write to the daemon: \(error.message)")
+            // The call's frames did not all reach the daemon, so it never started: safe to send again.
+            shutdown(byClient: false)
+            throw BreakwaterError(.notStarted, "cannot write to the daemon: \(error.message)")
         }
     }
 
@@ -147,14 +151,18 @@ final class Connection: Sendable {
                 try Socket.writeAll(fd, bytes)
             }
         } catch {
-            shutdown()
+            shutdown(byClient: false)
             throw BreakwaterError(.connectionLost, "cannot write to the daemon: \(error.message)")
         }
     }
 
-    /// Ends the connection: the reader sees EOF and fails the calls still open.
-    func shutdown() {
-        state.withLock { s in if s.fdOpen { Socket.shutdownBoth(fd) } }
+    /// Ends the connection: the reader sees EOF and fails the calls still open. `byClient`: the app closed it (its
+    /// calls fail with `.connectionLost`); false: a write found the daemon gone (its calls are judged by STARTED).
+    func shutdown(byClient: Bool = true) {
+        state.withLock { s in
+            if byClient { s.closedByClient = true }
+            if s.fdOpen { Socket.shutdownBoth(fd) }
+        }
     }
 
     private func readLoop(decoder start: FrameDecoder) {
@@ -184,11 +192,12 @@ final class Connection: Sendable {
                 break
             }
         }
-        let calls = state.withLock { s in
+        let (calls, byClient) = state.withLock { s in
             s.closed = true
             defer { s.sinks.removeAll() }
-            return s.sinks
+            return (s.sinks, s.closedByClient)
         }
+        if byClient { ended = false }
         for call in calls.values {
             if ended, startedNotices, !call.started {
                 call.sink(.failed(BreakwaterError(.notStarted, "the daemon went away before the call reached a provider")))

@@ -45,6 +45,8 @@ final class CallDriver {
     /// Bytes of this call reached the app: no retry or fallback from here on.
     private var committed = false
     private var finished = false
+    /// The first upstream request went out: from here the call may have reached a provider.
+    private(set) var startedUpstream = false
     private var lastFailure: (code: ErrorCode, status: Int?, provider: String?)?
     /// What policy checks for this call; nil when no policy is in force.
     private let access: AccessRequest?
@@ -238,14 +240,32 @@ final class CallDriver {
     /// CANCEL or a closed connection: stop the attempt in flight and any sleeping retry, at once.
     func cancel() {
         guard !finished else { return }
+        stop(reason: nil, withdrawApproval: true)
+    }
+
+    /// At a graceful stop (GOAWAY): a call whose first upstream request has not gone out goes back to the client
+    /// with NOT_ACCEPTED — it never started, so the shim sends it to the next daemon — instead of holding the drain
+    /// open while it waits for an approval, a rate-limit slot or a backoff. An approval it waits for stays in the
+    /// state store, for the next daemon and the same call sent again. False: the call started; it finishes here.
+    func handBack() -> Bool {
+        guard !finished, !startedUpstream else { return false }
+        stop(reason: "handed back at shutdown before it started", withdrawApproval: false)
+        connection?.write([ErrorMessage(code: .notAccepted, message: "daemon is restarting; the call had not "
+                              + "started, send it again").frame(streamID: streamID)],
+                          streamID: streamID, final: true)
+        return true
+    }
+
+    private func stop(reason: String?, withdrawApproval: Bool) {
         finished = true
         releaseSlot()
         shared.audit(.callCompleted, subject) { e in
             e.outcome = .cancelled
             e.set(.attempts, attemptCount)
+            if let reason { e.reason = reason }
         }
         if let id = approvalID {
-            shared.governance?.withdraw(id)
+            if withdrawApproval { shared.governance?.withdraw(id) } else { shared.governance?.detach(id) }
             approvalTimer?.cancel()
             approvalID = nil
         }
@@ -413,6 +433,7 @@ final class CallDriver {
         )
         let send = { [self] in
             guard !finished, current === call else { return }  // cancelled while STARTED was being written
+            startedUpstream = true
             call.transferID = shared.engine.start(request, delegate: call)
         }
         if attemptCount == 1, let connection {

@@ -422,6 +422,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         phase = .draining
         context.writeAndFlush(wrapOutboundOut(GoAway(lastStreamID: highestStreamID).frame()), promise: nil)
+        // Calls that have not gone upstream yet go back to the client to be sent to the next daemon.
+        for id in running.keys.sorted() { _ = running[id]?.handBack() }
         closeIfIdle(context: context)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let timeout = TimeAmount.nanoseconds(Int64(shared.drainTimeout.components.seconds) * 1_000_000_000

@@ -116,18 +116,36 @@ final class GovernanceRegistry: Sendable {
         throws(ApprovalRefusal) -> (id: String, deadline: Instant) {
         let now = clock.now()
         let wall = Self.wallNow
-        let (used, deadline, snapshot) = try state.withLock {
-            (s: inout State) throws(ApprovalRefusal) -> (String, Instant, ApprovalSnapshot?) in
-            if let old = s.restored.removeValue(forKey: requestID), let entry = s.approvals[old],
-               entry.state == .pending, entry.agent == request.principal.agent, s.waiters[old] == nil {
-                s.waiters[old] = onOutcome
-                return (old, entry.deadline, nil)
+        let (used, deadline, snapshot, decided) = try state.withLock {
+            (s: inout State) throws(ApprovalRefusal) -> (String, Instant, ApprovalSnapshot?, ApprovalOutcome?) in
+            // The request id is the client's: the whole request must match, so an agent cannot re-use an approval
+            // given for one action, tenant or route for another.
+            if let old = s.restored[requestID], let entry = s.approvals[old], s.waiters[old] == nil,
+               entry.agent == request.principal.agent, entry.action == request.action,
+               entry.tenant == request.tenant, entry.route == request.route, entry.model == request.model,
+               entry.rule == rule {
+                s.restored[requestID] = nil
+                switch entry.state {
+                case .pending:
+                    s.waiters[old] = onOutcome
+                    return (old, entry.deadline, nil, nil)
+                // Decided while the call was away (the daemon restarted): it learns the outcome at once.
+                case .approved(let by):
+                    return (old, entry.deadline, nil, .approved(by: by))
+                case .denied(_, let reason):
+                    return (old, entry.deadline, nil, .denied(reason: reason))
+                case .expired:
+                    return (old, entry.deadline, nil, .expired)
+                case .withdrawn:
+                    break
+                }
             }
             _ = try s.approvals.request(id: id, request: request, requester: requester, rule: rule,
                                         approvers: approvers, timeout: timeout, now: now, wallNow: wall)
             s.waiters[id] = onOutcome
-            return (id, now + timeout, s.approvals.snapshot(now: now, wallNow: wall).first { $0.id == id })
+            return (id, now + timeout, s.approvals.snapshot(now: now, wallNow: wall).first { $0.id == id }, nil)
         }
+        if let decided { onOutcome(decided) }
         if let snapshot, let store {
             do {
                 try store.saveApprovalNow(snapshot, requestID: requestID)
@@ -184,6 +202,14 @@ final class GovernanceRegistry: Sendable {
             s.waiters[id] = nil
         }
         store?.removeApproval(id)
+    }
+
+    /// The call stops waiting (the daemon is shutting down) but the approval stays pending, here and in the state
+    /// store, for the next daemon: the same call sent again finds it there.
+    func detach(_ id: String) {
+        state.withLock { s in
+            s.waiters[id] = nil
+        }
     }
 
     /// Drops a decided approval once its caller has been told.

@@ -37,7 +37,10 @@ final class StateStore: Sendable {
 
     init(directory: String, logger: Logger) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        db = try DatabaseQueue(path: directory + "/breakwater.sqlite")
+        var configuration = Configuration()
+        // Someone reading the file (sqlite3, a backup) must not make a write fail at once.
+        configuration.busyMode = .timeout(5)
+        db = try DatabaseQueue(path: directory + "/breakwater.sqlite", configuration: configuration)
         self.logger = logger
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-budget-usage") { db in
@@ -135,12 +138,19 @@ final class StateStore: Sendable {
             return true
         }
         if start {
-            queue.asyncAfter(deadline: .now() + Self.flushInterval) { [self] in flush() }
+            queue.asyncAfter(deadline: .now() + Self.flushInterval) { [self] in write() }
         }
     }
 
-    /// Writes what is queued now (also called at shutdown).
+    /// Writes what is queued now (at shutdown), after any write already under way: writes never overlap or
+    /// reorder.
     func flush() {
+        queue.sync { write() }
+    }
+
+    /// On the store's queue: one transaction with everything queued. If it fails, the changes go back in the
+    /// queue (behind any newer change to the same row) for the next flush.
+    private func write() {
         let changes = pending.withLock { p -> Pending in
             defer { p = Pending() }
             return p
@@ -175,7 +185,14 @@ final class StateStore: Sendable {
                 }
             }
         } catch {
-            logger.error("could not write to the state store", metadata: ["error": "\(error)"])
+            logger.error("could not write to the state store; will try again", metadata: ["error": "\(error)"])
+            enqueue { newer in
+                var merged = changes
+                merged.budgets.append(contentsOf: newer.budgets)  // later rows win when written
+                merged.breakers.merge(newer.breakers) { _, new in new }
+                merged.approvalsGone.formUnion(newer.approvalsGone)
+                newer = merged
+            }
         }
     }
 }

@@ -55,6 +55,9 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
             }
         }
 
+        // SIGHUP's default action ends the process: ignored from the start, so a `systemctl reload` that arrives
+        // before the reload handler is installed (just after start-up) is dropped instead of killing the daemon.
+        signal(SIGHUP, SIG_IGN)
         let level = logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

@@ -34,7 +34,7 @@ import Glibc
     static func waitForRow(_ d: DaemonUnderTest, _ sql: String) async throws -> Bool {
         try await waitUntil(timeout: .seconds(5)) {
             guard FileManager.default.fileExists(atPath: d.dir + "/state/breakwater.sqlite") else { return false }
-            let db = try DatabaseQueue(path: d.dir + "/state/breakwater.sqlite")
+            let db = try stateDatabase(d.dir + "/state/breakwater.sqlite")
             return try await db.read { try Int.fetchOne($0, sql: sql) ?? 0 } > 0
         }
     }
@@ -132,9 +132,11 @@ import Glibc
         #expect(d.daemon.output.contains("restored open"), "\(d.daemon.output)")
     }
 
-    /// An approval is in the state store before the caller hears "pending"; after a crash the shim sends the call
-    /// again (it never reached a provider) with the same request id, and it waits on the same approval.
-    @Test func aPendingApprovalSurvivesACrash() async throws {
+    /// An approval is in the state store before the caller hears "pending"; after a crash (SIGKILL) or a graceful
+    /// stop (SIGTERM: the waiting call is handed back at once instead of holding the drain open) the shim sends the
+    /// call again (it never reached a provider) with the same request id, and it waits on the same approval.
+    @Test(arguments: [SIGKILL, SIGTERM])
+    func aPendingApprovalSurvivesARestart(signal: Int32) async throws {
         let d = try await DaemonUnderTest.start(policy: GovernanceE2ETests.policy(approvalTimeout: "60s"),
                                                 withStateDirectory: true)
         defer { d.stop() }
@@ -147,14 +149,16 @@ import Glibc
         #expect(try await waitUntil { ids.count == 1 })
         let id = ids.all[0]
         // Written before the NOTICE went out: no waiting needed.
-        let db = try DatabaseQueue(path: d.dir + "/state/breakwater.sqlite")
+        let db = try stateDatabase(d.dir + "/state/breakwater.sqlite")
         let stored = try await db.read {
             try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM pending_approvals WHERE id = ?", arguments: [id])
         }
         #expect(stored == 1)
 
-        d.daemon.signal(SIGKILL)
+        d.daemon.signal(signal)
+        let stopping = ContinuousClock.now
         _ = try await d.daemon.waitForExit()
+        #expect(ContinuousClock.now - stopping < .seconds(10), "the waiting call did not hold the drain open")
         try d.respawn()
         // The call came back to the same approval (a second NOTICE with the same id), and an approver sees it.
         #expect(try await waitUntil { ids.count == 2 })
@@ -175,3 +179,12 @@ import Glibc
     }
 }
 
+
+/// The daemon's state store, read by a test while the daemon writes it: waits for the daemon's lock rather than
+/// failing at once.
+func stateDatabase(_ path: String) throws -> DatabaseQueue {
+    var configuration = Configuration()
+    configuration.busyMode = .timeout(5)
+    configuration.readonly = true
+    return try DatabaseQueue(path: path, configuration: configuration)
+}

@@ -331,7 +331,7 @@ final class UserManager: @unchecked Sendable {
             await #expect { _ = try await client.send(route: "dead", body: chat("x")) } throws: { _ in true }
             let stored = try await waitUntil(timeout: .seconds(5)) {
                 guard let file = m.stateFile else { return false }
-                let db = try DatabaseQueue(path: file)
+                let db = try stateDatabase(file)
                 return try await db.read {
                     try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM open_breakers WHERE target = 'dead/gone'") ?? 0
                 } == 1
