@@ -199,11 +199,11 @@ public final class BreakwaterServer: Service, Sendable {
         case (nil, nil):
             break
         }
-        let old = shared.router.config
-        if fresh.config.limits != old.limits || fresh.config.socketPath != old.socketPath {
+        let old = shared.router
+        if fresh.config.limits != old.config.limits || fresh.config.socketPath != old.config.socketPath {
             logger.notice("limits and socket_path changes take effect at the next restart")
         }
-        let router = Router(config: fresh.config, environment: environment)
+        let router = Router(config: fresh.config, environment: environment, generation: old.generation + 1)
         shared.routes.replace(router)
         warnAboutMissingKeys(router)
         logger.notice("reloaded", metadata: [

@@ -402,7 +402,10 @@ final class CallDriver {
         let http: ProviderHTTPRequest
         do {
             http = try target.provider.adapter.makeRequest(chat, model: target.model,
-                                                           apiKey: target.provider.apiKeys[keyIndex].value)
+                                                           // A pool built for a reloaded config may
+                                                           // count more keys than this call's config had.
+                                                           apiKey: target.provider.apiKeys[keyIndex
+                                                               % target.provider.apiKeys.count].value)
         } catch {
             settleBudget(usage: nil)
             attempts.append(AttemptRecord(target: target.label, what: "request not translatable: \(error.message)"))

@@ -12,6 +12,8 @@ final class ResilienceRegistry: Sendable {
     struct KeyPoolShape: Hashable {
         var keys: Int
         var limits: KeyPool.Limits
+        /// The config generation the pool was built for.
+        var generation: Int
     }
 
     struct BreakerKey: Hashable, Sendable {
@@ -26,6 +28,8 @@ final class ResilienceRegistry: Sendable {
         var keyPools: [String: KeyPool] = [:]
         /// What each pool was built for; a reload that changes a provider's keys or limits gets a fresh pool.
         var keyPoolShapes: [String: KeyPoolShape] = [:]
+        /// The config generation each breaker's policy comes from.
+        var breakerGenerations: [BreakerKey: Int] = [:]
         /// When each target last raised a failure-rate alert (at most one per rolling window).
         var lastAlert: [BreakerKey: Instant] = [:]
     }
@@ -85,7 +89,7 @@ final class ResilienceRegistry: Sendable {
         let key = BreakerKey(provider: target.provider.name, model: target.model)
         let now = clock.now()
         let (permit, transitions) = state.withLock { s in
-            var breaker = Self.breaker(s.breakers[key], policy: target.provider.breaker)
+            var breaker = Self.breaker(key, target.provider, in: &s)
             defer { s.breakers[key] = breaker }
             return breaker.acquire(now: now)
         }
@@ -98,7 +102,7 @@ final class ResilienceRegistry: Sendable {
         let key = BreakerKey(provider: target.provider.name, model: target.model)
         let now = clock.now()
         let (transitions, alert) = state.withLock { s -> ([BreakerTransition], (Int, Int)?) in
-            var breaker = Self.breaker(s.breakers[key], policy: target.provider.breaker)
+            var breaker = Self.breaker(key, target.provider, in: &s)
             defer { s.breakers[key] = breaker }
             let t = breaker.record(failed: failed, duration: duration, isProbe: isProbe, now: now)
             // A failure rate over the alert threshold, while the breaker is still closed: warn once per window.
@@ -128,14 +132,24 @@ final class ResilienceRegistry: Sendable {
         }
     }
 
-    /// The target's breaker under `policy`. After a reload changed the policy, a fresh breaker with the new
-    /// thresholds takes over; an open one stays open until the time it had.
-    private static func breaker(_ existing: CircuitBreaker?, policy: BreakerPolicy) -> CircuitBreaker {
-        guard let existing else { return CircuitBreaker(policy: policy) }
-        if existing.policy == policy { return existing }
-        var fresh = CircuitBreaker(policy: policy)
-        if let until = existing.reopensAt { fresh.restoreOpen(until: until) }
-        return fresh
+    /// The target's breaker. After a reload changed its thresholds, the first call on the new config gives it
+    /// a fresh breaker with them — once it is closed: an open or half-open one keeps its state (and reopen time)
+    /// under the old thresholds until it closes. Calls still on the old config never switch it back.
+    private static func breaker(_ key: BreakerKey, _ provider: ProviderRuntime,
+                                in s: inout State) -> CircuitBreaker {
+        guard let existing = s.breakers[key] else {
+            s.breakerGenerations[key] = provider.generation
+            return CircuitBreaker(policy: provider.breaker)
+        }
+        let built = s.breakerGenerations[key] ?? 0
+        guard provider.generation > built else { return existing }
+        if existing.policy == provider.breaker {
+            s.breakerGenerations[key] = provider.generation
+            return existing
+        }
+        guard existing.stateName == .closed else { return existing }
+        s.breakerGenerations[key] = provider.generation
+        return CircuitBreaker(policy: provider.breaker)
     }
 
     /// A probe ended without a verdict (cancelled): free its half-open slot.
@@ -174,11 +188,19 @@ final class ResilienceRegistry: Sendable {
     func acquireKey(_ provider: ProviderRuntime, tokens: Int) -> KeyPool.Grant {
         let now = clock.now()
         return state.withLock { s in
-            let shape = KeyPoolShape(keys: provider.apiKeys.count, limits: provider.config.rateLimits)
-            var pool = s.keyPoolShapes[provider.name] == shape ? s.keyPools[provider.name]! : {
+            let shape = KeyPoolShape(keys: provider.apiKeys.count, limits: provider.config.rateLimits,
+                                     generation: provider.generation)
+            var pool: KeyPool
+            if let built = s.keyPoolShapes[provider.name], let existing = s.keyPools[provider.name],
+               built.generation >= shape.generation
+                || (built.keys == shape.keys && built.limits == shape.limits) {
+                // Built for this config (or a newer one: a call still on the old config keeps the new pool).
+                pool = existing
+                if shape.generation > built.generation { s.keyPoolShapes[provider.name] = shape }
+            } else {
                 s.keyPoolShapes[provider.name] = shape
-                return KeyPool(keyCount: shape.keys, limits: shape.limits)
-            }()
+                pool = KeyPool(keyCount: shape.keys, limits: shape.limits)
+            }
             defer { s.keyPools[provider.name] = pool }
             return pool.acquire(tokens: tokens, now: now)
         }

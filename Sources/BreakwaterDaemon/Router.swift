@@ -10,6 +10,9 @@ struct ProviderRuntime: Sendable {
     let adapter: any ProviderAdapter
     /// Every key found for the provider, in order; they rotate. Empty when none could be found.
     let apiKeys: [Secret]
+    /// Which load of the config this comes from (0 at start, +1 per reload): host-wide state built for an older
+    /// config is replaced only by calls on a newer one, never flipped back by calls still running on the old.
+    let generation: Int
 
     var apiKey: Secret? { apiKeys.first }
 
@@ -43,14 +46,16 @@ struct ResolvedRoute: Sendable {
 public struct Router: Sendable {
     let routes: [String: ResolvedRoute]
     public let config: BreakwaterConfig
+    let generation: Int
 
-    public init(config: BreakwaterConfig, environment: [String: String]) {
+    public init(config: BreakwaterConfig, environment: [String: String], generation: Int = 0) {
         self.config = config
+        self.generation = generation
         var providers: [String: ProviderRuntime] = [:]
         for (name, p) in config.providers {
             providers[name] = ProviderRuntime(
                 name: name, config: p, adapter: Self.adapter(for: p),
-                apiKeys: CredentialResolver.apiKeys(for: p, environment: environment)
+                apiKeys: CredentialResolver.apiKeys(for: p, environment: environment), generation: generation
             )
         }
         var routes: [String: ResolvedRoute] = [:]
