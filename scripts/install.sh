@@ -52,9 +52,19 @@ if [ -z "$DESTDIR" ] && [ "$(id -u)" -ne 0 ]; then
 fi
 
 if [ "$build" -eq 1 ]; then
+    if ! command -v swift > /dev/null; then
+        echo "install.sh: swift is not on this PATH (sudo resets it): build first as yourself with" >&2
+        echo "  swift build -c release && sudo $0 --no-build" >&2
+        exit 1
+    fi
     echo "== swift build -c release"
-    swift build -c release --product breakwaterd
-    swift build -c release --product breakwater
+    # Under sudo, build as the user who ran it, so .build/ does not end up owned by root.
+    as_user=()
+    if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+        as_user=(runuser -u "$SUDO_USER" -- env "PATH=$PATH")
+    fi
+    "${as_user[@]}" swift build -c release --product breakwaterd
+    "${as_user[@]}" swift build -c release --product breakwater
 fi
 bin_dir=${bin_dir:-.build/release}
 for exe in breakwaterd breakwater; do
@@ -94,7 +104,7 @@ echo "/usr/lib/sysusers.d/breakwater.conf (group breakwater)"
 # The daemon runs as a dynamic user, so the config must be world-readable; it holds no secrets (the config
 # checker refuses keys in it). Keys go in credentials/, readable by root only (systemd's LoadCredential= reads them
 # as root and hands the service a private copy).
-install -d -m 0755 "$etc"
+[ -d "$etc" ] || install -d -m 0755 "$etc"   # an existing /etc/breakwater keeps its mode
 if [ -e "$etc/breakwater.yaml" ]; then
     echo "/etc/breakwater/breakwater.yaml exists: kept as it is"
 else
@@ -106,6 +116,14 @@ echo "/etc/breakwater/policy.example.yaml"
 install -d -m 0700 "$etc/credentials"
 chmod 0700 "$etc/credentials"
 echo "/etc/breakwater/credentials (mode 0700)"
+# The unit's LoadCredential= fails the service when its file is missing; an empty one lets the daemon start and say
+# which provider has no key (its calls fail with NO_CREDENTIAL) until the real key is written there.
+for cred in $(sed -n 's/^LoadCredential=\([^:]*\):.*/\1/p' systemd/breakwater.service); do
+    if [ ! -e "$etc/credentials/$cred" ]; then
+        install -m 0600 /dev/null "$etc/credentials/$cred"
+        echo "/etc/breakwater/credentials/$cred (empty: put the key in it)"
+    fi
+done
 
 install -D -m 0644 README.md "$root$PREFIX/share/doc/breakwater/README.md"
 echo "$PREFIX/share/doc/breakwater/README.md"
@@ -141,6 +159,6 @@ cat <<EOF
     printf %s "\$OPENAI_API_KEY" | install -m 0600 /dev/stdin /etc/breakwater/credentials/openai_api_key
   The unit loads openai_api_key (LoadCredential=); add a line per other provider with
   systemctl edit breakwater.service. Edit /etc/breakwater/breakwater.yaml, check it with
-  $PREFIX/bin/breakwater config check, then: systemctl restart breakwater.service
+  $PREFIX/bin/breakwater config check, then: systemctl reload breakwater.service
   Add the users whose apps may call the daemon to the breakwater group.
 EOF

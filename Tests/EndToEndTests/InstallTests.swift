@@ -51,6 +51,8 @@ let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent
             ("/etc/breakwater/breakwater.yaml", 0o644),
             ("/etc/breakwater/policy.example.yaml", 0o644),
             ("/etc/breakwater/credentials", 0o700),
+            // Empty, so LoadCredential= does not fail the service before the admin puts the key there.
+            ("/etc/breakwater/credentials/openai_api_key", 0o600),
             ("\(prefix)/share/doc/breakwater/README.md", 0o644),
         ]
         for (path, wanted) in expected {
@@ -92,12 +94,17 @@ let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         let (made, madeOut) = try await run("/usr/bin/systemd-sysusers", ["--root=" + root], in: logs)
         #expect(made == 0 && read(root + "/etc/group").contains("breakwater:"), "\(madeOut)")
 
-        // A second run keeps the user's config.
+        #expect(read(root + "/etc/breakwater/credentials/openai_api_key").isEmpty)
+
+        // A second run keeps the user's config and key.
         let mine = "# my own config\n" + read(root + "/etc/breakwater/breakwater.yaml")
         try mine.write(toFile: root + "/etc/breakwater/breakwater.yaml", atomically: true, encoding: .utf8)
+        try "sk-installed-key".write(toFile: root + "/etc/breakwater/credentials/openai_api_key", atomically: true,
+                                     encoding: .utf8)
         let (again, againOut) = try await install(into: root, prefix: prefix, logs: logs)
         #expect(again == 0, "\(againOut)")
         #expect(read(root + "/etc/breakwater/breakwater.yaml") == mine)
+        #expect(read(root + "/etc/breakwater/credentials/openai_api_key") == "sk-installed-key")
         #expect(againOut.contains("breakwater.yaml exists: kept"), "\(againOut)")
 
         // Uninstall removes the program and its units, and keeps the config and the credentials directory.
