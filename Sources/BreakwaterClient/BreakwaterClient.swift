@@ -43,7 +43,14 @@ public final class BreakwaterClient: Sendable {
     }
 
     public let configuration: Configuration
-    private let connection = Mutex<Connection?>(nil)
+    /// The connection calls share, or the one being made: tasks that need it meanwhile wait for that one.
+    private let slot = Mutex(Slot.idle)
+
+    private enum Slot {
+        case idle
+        case ready(Connection)
+        case connecting([CheckedContinuation<Result<Connection, BreakwaterError>, Never>])
+    }
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -55,14 +62,16 @@ public final class BreakwaterClient: Sendable {
     }
 
     deinit {
-        connection.withLock { $0?.shutdown() }
+        slot.withLock { s in if case .ready(let c) = s { c.shutdown() } }
     }
 
     /// Closes the connection; open calls fail with `.connectionLost`. The next call connects again.
     public func close() {
-        connection.withLock { c in
-            c?.shutdown()
-            c = nil
+        slot.withLock { s in
+            if case .ready(let c) = s {
+                c.shutdown()
+                s = .idle
+            }
         }
     }
 
@@ -205,25 +214,64 @@ public final class BreakwaterClient: Sendable {
             if attempt > 0 {
                 try? await Task.sleep(for: .milliseconds(configuration.reconnectBackoffMs << min(attempt - 1, 4)))
             }
-            do {
-                return try connection.withLock { (c: inout Connection?) throws(BreakwaterError) -> Connection in
-                    if let existing = c, existing.isUsable { return existing }
-                    let fresh = try Connection(
-                        path: configuration.socketPath,
-                        hello: .client(credential: configuration.credential, clientName: configuration.clientName,
-                                       startedNotices: configuration.resendUnstartedCalls),
-                        helloTimeoutMs: configuration.helloTimeoutMs
-                    )
-                    c = fresh
-                    return fresh
-                }
-            } catch {
+            switch await sharedConnection() {
+            case .success(let c):
+                return c
+            case .failure(let error):
                 lastError = error
                 // Refusals the daemon stated (bad version, bad credential) do not get better by retrying.
                 if error.kind == .connection { throw error }
             }
         }
         throw lastError
+    }
+
+    /// The usable connection, or a new one. Connecting (connect + HELLO, which blocks up to `helloTimeoutMs` while
+    /// a restarting daemon comes back) runs on a thread of its own, once for all the tasks that need it meanwhile,
+    /// so no task of the app's cooperative pool is blocked by it.
+    private func sharedConnection() async -> Result<Connection, BreakwaterError> {
+        // The common case, without suspending: the connection is there.
+        let ready = slot.withLock { s -> Connection? in
+            if case .ready(let c) = s, c.isUsable { return c }
+            return nil
+        }
+        if let ready { return .success(ready) }
+        return await withCheckedContinuation { (waiter: CheckedContinuation<Result<Connection, BreakwaterError>, Never>) in
+            enum Next { case use(Connection), wait, connect }
+            let next = slot.withLock { s -> Next in
+                switch s {
+                case .ready(let c) where c.isUsable:
+                    return .use(c)
+                case .connecting(var waiters):
+                    waiters.append(waiter)
+                    s = .connecting(waiters)
+                    return .wait
+                case .idle, .ready:
+                    s = .connecting([waiter])
+                    return .connect
+                }
+            }
+            switch next {
+            case .use(let c): waiter.resume(returning: .success(c))
+            case .wait: break
+            case .connect:
+                let hello = Hello.client(credential: configuration.credential, clientName: configuration.clientName,
+                                         startedNotices: configuration.resendUnstartedCalls)
+                let (path, timeout) = (configuration.socketPath, configuration.helloTimeoutMs)
+                Socket.spawnThread { [self] in
+                    let result = Result { () throws(BreakwaterError) -> Connection in
+                        try Connection(path: path, hello: hello, helloTimeoutMs: timeout)
+                    }
+                    let waiters = slot.withLock { s -> [CheckedContinuation<Result<Connection, BreakwaterError>,
+                                                                            Never>] in
+                        guard case .connecting(let waiting) = s else { return [] }
+                        if case .success(let c) = result { s = .ready(c) } else { s = .idle }
+                        return waiting
+                    }
+                    for w in waiters { w.resume(returning: result) }
+                }
+            }
+        }
     }
 }
 
