@@ -128,7 +128,8 @@ let package = Package(
         .executableTarget(
             name: "breakwater-bench",
             dependencies: [
-                "BreakwaterClient", "CurlTransport",
+                // Governance for `--policy`: the token digest the generated policy holds.
+                "BreakwaterClient", "CurlTransport", "Governance",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BreakwaterClient
 import CurlTransport
+import Governance
 import Foundation
 import Histogram
 import Synchronization
@@ -19,6 +20,10 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds of unmeasured warm-up before each phase.") var warmup = 1.0
     @Option(help: "Rounds of (direct, sidecar); alternating rounds evens out drift.") var rounds = 2
     @Flag(help: "Streamed calls instead of plain ones.") var stream = false
+    @Flag(help: """
+        Run the daemon with a policy: every call is authenticated (HELLO token), checked against scopes and \
+        tenant, held against a budget and audited to the journal, as in a governed deployment.
+        """) var policy = false
     @Option(help: """
         Provider latency scenarios, in ms, each run in full: 0 saturates the machine (throughput, CPU cost per \
         call); a realistic latency (an LLM takes 100s of ms) leaves CPU to spare and shows the latency added.
@@ -34,11 +39,35 @@ struct Bench: AsyncParsableCommand {
 
         print("breakwater-bench: \(concurrency) concurrent \(stream ? "streamed" : "plain") calls, "
             + "\(rounds) rounds × \(seconds) s per phase")
+        if policy {
+            // Without a journald the audit entries are sent to a socket nobody reads: cheaper than the real thing.
+            let journald = FileManager.default.fileExists(atPath: "/run/systemd/journal/socket")
+            print("policy: on (token, scopes, tenant, budget, audit); journald socket "
+                + (journald ? "present" : "ABSENT: audit entries go nowhere, so the audit cost is understated"))
+        }
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, "
             + "\(ProcessInfo.processInfo.physicalMemory >> 30) GiB, \(Self.cpuModel())")
         for latency in providerLatencyMs {
             try await scenario(bin: bin, dir: dir, latencyMs: latency)
         }
+    }
+
+    static let agentToken = "bench-agent-token-0123456789abcdef"
+
+    /// One agent with the scopes the benchmark's calls need and a budget they cannot exhaust.
+    static var policyText: String {
+        let now = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-60))
+        return """
+            anonymous: deny
+            agents:
+              bench-agent:
+                agent_identity:
+                  credentials: [{name: t1, token_sha256: \(CredentialDigest.policyValue(forToken: agentToken)), \
+            issued_at: \(now), validity_window: 24h}]
+                scopes: {actions: [chat.reply], routes: [default], models: [gpt-4o-mini]}
+                relationships: [{agent_to_tenant: acme}]
+                budgets: {daily: {tokens: 1000000000000}}
+            """
     }
 
     func scenario(bin: String, dir: String, latencyMs: Int) async throws {
@@ -59,10 +88,17 @@ struct Bench: AsyncParsableCommand {
           default: [{provider: fake, model: gpt-4o-mini}]
         """.write(toFile: config, atomically: true, encoding: .utf8)
         let socket = dir + "/bench-\(latencyMs).sock"
-        let daemon = try Child(bin + "/breakwaterd", ["--config", config, "--socket", socket, "--log-level", "warning"],
+        var policyArguments: [String] = []
+        if policy {
+            try Self.policyText.write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
+            policyArguments = ["--policy", dir + "/policy.yaml"]
+        }
+        let daemon = try Child(bin + "/breakwaterd", ["--config", config, "--socket", socket, "--log-level", "warning"]
+                                   + policyArguments,
                                environment: ["BENCH_KEY": "bench-key"], log: dir + "/daemon-\(latencyMs).log")
         defer { daemon.stop() }
-        let client = BreakwaterClient(socketPath: socket, clientName: "bench")
+        let client = BreakwaterClient(socketPath: socket, credential: policy ? Self.agentToken : nil,
+                                      clientName: "bench")
         defer { client.close() }
         let deadline = ContinuousClock.now + .seconds(30)
         while (try? await client.serverLimits()) == nil {
@@ -98,12 +134,13 @@ struct Bench: AsyncParsableCommand {
                 }
                 return peak
             }
+            let (action, tenant) = policy ? ("chat.reply", "acme") : (nil, nil)
             let b = try await measure { [stream] in
                 if stream {
-                    let s = try await client.stream(route: "default", body: body)
+                    let s = try await client.stream(route: "default", body: body, action: action, tenant: tenant)
                     for try await _ in s {}
                 } else {
-                    _ = try await client.send(route: "default", body: body)
+                    _ = try await client.send(route: "default", body: body, action: action, tenant: tenant)
                 }
             }
             sampler.cancel()
