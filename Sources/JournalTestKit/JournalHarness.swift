@@ -126,7 +126,7 @@ public final class JournalHarness: Sendable {
                     // leaves no journald behind (stop() ends journald before the thread in the normal case).
                     let (executable, arguments) = access(Self.setpriv, X_OK) == 0
                         ? (Self.setpriv, ["--pdeathsig", "SIGTERM", "--", journald!]) : (journald!, [])
-                    let child = try spawn(executable, arguments: arguments, logPath: directory + "/journald.log",
+                    let child = try ChildPID.spawn(executable, arguments: arguments, logPath: directory + "/journald.log",
                                           environment: ["SYSTEMD_LOG_TARGET=console", "SYSTEMD_LOG_LEVEL=info"])
                     pid.withLock { $0 = child }
                 case .missingSocket:
@@ -294,31 +294,6 @@ private func makeTemporaryDirectory() throws -> String {
     return String(cString: path)
 }
 
-/// posix_spawn from the calling thread (so the child inherits that thread's mount namespace), stdin from
-/// /dev/null and output to `logPath`.
-private func spawn(_ executable: String, arguments: [String], logPath: String, environment: [String]) throws
-    -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"
-    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-    let envp = (environment + ["PATH=\(path)"]).map { strdup($0) } + [nil]
-    defer {
-        argv.forEach { free($0) }
-        envp.forEach { free($0) }
-    }
-    var pid: pid_t = 0
-    let result = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-    guard result == 0 else {
-        throw JournalHarnessError("could not start \(executable): " + String(cString: strerror(result)))
-    }
-    return pid
-}
-
 /// Binds a Unix datagram socket at `path` and closes it: the file stays, with nobody behind it.
 private func leaveStaleSocket(at path: String) throws {
     let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
@@ -342,14 +317,5 @@ private func leaveStaleSocket(at path: String) throws {
 /// SIGTERM `pid`, then SIGKILL if it has not exited within 5 s; reaps it either way, never waiting unbounded.
 private func terminate(_ pid: pid_t) {
     kill(pid, SIGTERM)
-    var status: Int32 = 0
-    let deadline = ContinuousClock.now + .seconds(5)
-    while waitpid(pid, &status, WNOHANG) == 0 {
-        if ContinuousClock.now >= deadline {
-            kill(pid, SIGKILL)
-            _ = waitpid(pid, &status, 0)
-            return
-        }
-        usleep(5_000)
-    }
+    _ = ChildPID.wait(pid, timeout: .seconds(5))
 }

@@ -22,7 +22,7 @@ final class UserManager: @unchecked Sendable {
 
     /// Everything the test writes: unit config and state directories (XDG_CONFIG_HOME, XDG_STATE_HOME), socket.
     let work: String
-    /// The manager's pid (spawned and reaped here, not with Foundation's `Process`: see `spawn`).
+    /// The manager's pid (spawned and reaped here, not with Foundation's `Process`: see `ChildPID`).
     private var managerPID: pid_t = 0
     /// What the manager printed (it logs to the journal once that is up).
     var managerOutput: String { (try? String(contentsOfFile: work + "/manager.log", encoding: .utf8)) ?? "" }
@@ -56,8 +56,8 @@ final class UserManager: @unchecked Sendable {
         // Inside the journald's mount namespace: the manager and every service it starts log there. The manager
         // logs its own messages (unit started, watchdog timeout, ...) there too with --log-target=journal.
         let command = journal.command("/lib/systemd/systemd", ["--user", "--log-target=journal"])
-        managerPID = try Self.spawn([command.executable] + command.arguments, environment: environment,
-                                    log: work + "/manager.log")
+        managerPID = try ChildPID.spawn(command.executable, arguments: command.arguments,
+                                        logPath: work + "/manager.log", environment: Self.processEnvironment(environment))
         let up = try await waitUntil(timeout: .seconds(20)) {
             FileManager.default.fileExists(atPath: Self.runtimeDirectory + "/systemd/private")
         }
@@ -71,62 +71,25 @@ final class UserManager: @unchecked Sendable {
     @discardableResult
     func systemctl(_ arguments: [String]) async throws -> (status: Int32?, output: String) {
         let (pid, log) = try spawnSystemctl(arguments)
-        var status: Int32 = 0
+        var status: Int32?
         let exited = try await waitUntil(timeout: .seconds(30), interval: .milliseconds(10)) {
-            waitpid(pid, &status, WNOHANG) == pid
+            status = ChildPID.exitStatus(pid)
+            return status != nil
         }
-        return finish(pid, log, exited: exited, status: status)
+        if !exited { status = ChildPID.wait(pid, timeout: .zero) }
+        return (status, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
     }
 
-    /// The same, blocking the calling thread (for `stop()`, called from `defer`).
-    private func systemctlBlocking(_ arguments: [String]) -> Int32? {
-        guard let (pid, log) = try? spawnSystemctl(arguments) else { return nil }
-        var status: Int32 = 0
-        let deadline = ContinuousClock.now + .seconds(30)
-        var exited = false
-        while !exited, ContinuousClock.now < deadline {
-            exited = waitpid(pid, &status, WNOHANG) == pid
-            if !exited { usleep(10_000) }
-        }
-        return finish(pid, log, exited: exited, status: status).status
-    }
-
+    /// Not Foundation's `Process`, which cannot supervise the manager (see `ChildPID`).
     private func spawnSystemctl(_ arguments: [String]) throws -> (pid_t, String) {
         let log = work + "/systemctl-\(UUID().uuidString).log"
-        return (try Self.spawn(["/bin/systemctl", "--user", "--no-pager"] + arguments, environment: environment,
-                               log: log), log)
+        return (try ChildPID.spawn("/bin/systemctl", arguments: ["--user", "--no-pager"] + arguments, logPath: log,
+                                   environment: Self.processEnvironment(environment)), log)
     }
 
-    /// Spawns `argv` with stdout and stderr to `log`; the caller reaps it with waitpid.
-    ///
-    /// Not Foundation's `Process`: it learns that a child exited when a socket it hands the child closes, then
-    /// blocks in wait4 on its one monitor thread. `systemd --user` closes the fds it inherits at start, so that
-    /// thread blocked for good on the still-running manager and no later `Process` in the test ever finished.
-    static func spawn(_ argv: [String], environment: [String: String], log: String) throws -> pid_t {
-        let env = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0)=\($1)" }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var pid: pid_t = 0
-        let cArgv = argv.map { strdup($0) } + [nil]
-        let cEnv = env.map { strdup($0) } + [nil]
-        defer { (cArgv + cEnv).forEach { free($0) } }
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgv, cEnv)
-        guard rc == 0 else { throw TestFailure("posix_spawn \(argv[0]): \(rc)") }
-        return pid
-    }
-
-    private func finish(_ pid: pid_t, _ log: String, exited: Bool, status: Int32) -> (status: Int32?, output: String) {
-        if !exited {
-            kill(pid, SIGKILL)
-            var ignored: Int32 = 0
-            waitpid(pid, &ignored, 0)
-        }
-        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        return (exited ? (status >> 8) & 0xFF : nil, output)
+    /// This process's environment with `overrides`, as `NAME=value` strings.
+    static func processEnvironment(_ overrides: [String: String]) -> [String] {
+        ProcessInfo.processInfo.environment.merging(overrides) { $1 }.map { "\($0)=\($1)" }
     }
 
     /// One property of a unit, e.g. `MainPID`.
@@ -136,18 +99,9 @@ final class UserManager: @unchecked Sendable {
     }
 
     func stop() {
-        _ = systemctlBlocking(["exit"])
-        var status: Int32 = 0
-        let deadline = ContinuousClock.now + .seconds(10)
-        var reaped = false
-        while !reaped, ContinuousClock.now < deadline {
-            reaped = waitpid(managerPID, &status, WNOHANG) == managerPID
-            if !reaped { usleep(20_000) }
-        }
-        if !reaped {
-            kill(managerPID, SIGKILL)
-            waitpid(managerPID, &status, 0)
-        }
+        // Blocking waits: this runs from `defer`, which cannot await.
+        if let (pid, _) = try? spawnSystemctl(["exit"]) { _ = ChildPID.wait(pid, timeout: .seconds(30)) }
+        _ = ChildPID.wait(managerPID, timeout: .seconds(10))
         if madeMarker { try? FileManager.default.removeItem(atPath: Self.marker) }
         try? FileManager.default.removeItem(atPath: Self.runtimeDirectory)
         if ProcessInfo.processInfo.environment["BW_KEEP_TEST_DIRS"] == nil {
