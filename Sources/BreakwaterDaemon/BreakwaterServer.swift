@@ -177,7 +177,7 @@ public final class BreakwaterServer: Service, Sendable {
     /// Calls already running keep the route they started with; the next call uses the new one.
     private func reload(_ shared: DaemonContext) {
         Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Systemd.monotonicMicroseconds())\nSTATUS=reloading")
-        defer { Systemd.notify("READY=1\nSTATUS=serving; " + stats.statusLine) }
+        defer { Systemd.notify("READY=1\nSTATUS=serving; " + Self.statusFigures(shared, callsPerSecond: nil)) }
         let fresh: DaemonSettings
         do {
             fresh = try sources.load()
@@ -204,7 +204,7 @@ public final class BreakwaterServer: Service, Sendable {
             logger.notice("limits and socket_path changes take effect at the next restart")
         }
         let router = Router(config: fresh.config, environment: environment, generation: old.generation + 1)
-        shared.routes.replace(router)
+        shared.replaceRouter(router)
         warnAboutMissingKeys(router)
         logger.notice("reloaded", metadata: [
             "config": "\(sources.configPath ?? "built-in defaults")", "policy": "\(fresh.policyPath ?? "none")",
@@ -228,7 +228,7 @@ private struct CallRate {
         let calls = stats.callsStarted.load(ordering: .relaxed)
         defer { last = (calls, now) }
         guard let last else { return nil }
-        let seconds = Double((now - last.at).components.attoseconds) / 1e18 + Double((now - last.at).components.seconds)
+        let seconds = (now - last.at).seconds
         return seconds > 0 ? Double(calls - last.calls) / seconds : nil
     }
 }

@@ -274,12 +274,17 @@ final class CallDriver {
         if let current {
             // No transfer id yet: cancelled while STARTED was being written, before the request went out.
             if let id = current.transferID { shared.engine.cancel(id) }
-            if currentIsProbe { shared.resilience.releaseProbe(current.target) }
-            shared.resilience.settleKey(current.target.provider, index: currentKey, reserved: reservedTokens,
-                                        actual: 0, info: RateLimitInfo(), rateLimited: false)
+            giveBack(current.target, probe: currentIsProbe, key: currentKey, tokens: reservedTokens)
         }
         settleBudget(usage: nil)
         current = nil
+    }
+
+    /// An attempt that took a probe slot and a key reservation but sent nothing (or was stopped): both go back.
+    private func giveBack(_ target: ResolvedTarget, probe: Bool, key: Int, tokens: Int) {
+        if probe { shared.resilience.releaseProbe(target) }
+        shared.resilience.settleKey(target.provider, index: key, reserved: tokens, actual: 0, info: RateLimitInfo(),
+                                    rateLimited: false)
     }
 
     private enum Begin { case started, scheduled, skipped }
@@ -393,26 +398,20 @@ final class CallDriver {
                 shared.auditDecision(refusal.decision, subject, model: target.model)
                 attempts.append(AttemptRecord(target: target.label, what: "refused by budget: \(refusal)"))
                 lastFailure = (.budgetExceeded, nil, target.provider.name)
-                if probe { shared.resilience.releaseProbe(target) }
-                shared.resilience.settleKey(target.provider, index: keyIndex, reserved: tokens, actual: 0,
-                                            info: RateLimitInfo(), rateLimited: false)
+                giveBack(target, probe: probe, key: keyIndex, tokens: tokens)
                 return .skipped
             }
         }
+        // A pool built for a reloaded config may count more keys than this call's config had.
+        let apiKey = target.provider.apiKeys[keyIndex % target.provider.apiKeys.count]
         let http: ProviderHTTPRequest
         do {
-            http = try target.provider.adapter.makeRequest(chat, model: target.model,
-                                                           // A pool built for a reloaded config may
-                                                           // count more keys than this call's config had.
-                                                           apiKey: target.provider.apiKeys[keyIndex
-                                                               % target.provider.apiKeys.count].value)
+            http = try target.provider.adapter.makeRequest(chat, model: target.model, apiKey: apiKey.value)
         } catch {
             settleBudget(usage: nil)
             attempts.append(AttemptRecord(target: target.label, what: "request not translatable: \(error.message)"))
             lastFailure = (.badRequest, nil, target.provider.name)
-            if probe { shared.resilience.releaseProbe(target) }
-            shared.resilience.settleKey(target.provider, index: keyIndex, reserved: tokens, actual: 0,
-                                        info: RateLimitInfo(), rateLimited: false)
+            giveBack(target, probe: probe, key: keyIndex, tokens: tokens)
             return .skipped
         }
         if retriesOnTarget == 0 { shared.resilience.recordCall(target.provider) }

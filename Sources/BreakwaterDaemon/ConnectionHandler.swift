@@ -12,9 +12,14 @@ import Systemd
 
 /// Everything a connection needs from the daemon; shared by all connections.
 final class DaemonContext: Sendable {
-    /// The routes and config in force; replaced whole by a reload.
-    let routes: RouterBox
-    var router: Router { routes.router }
+    /// The routes and config in force, replaced whole by a reload. A call reads the router once when it starts and
+    /// keeps that route (targets, keys, fallback policy) to its end, so a reload never changes a call mid-way.
+    private let current: Mutex<Router>
+    var router: Router { current.withLock { $0 } }
+
+    func replaceRouter(_ router: Router) {
+        current.withLock { $0 = router }
+    }
     let engine: CurlEngine
     let limits: Limits
     let stats: DaemonStats
@@ -30,7 +35,7 @@ final class DaemonContext: Sendable {
     init(router: Router, engine: CurlEngine, stats: DaemonStats, logger: Logger, resilience: ResilienceRegistry,
          governance: GovernanceRegistry?, auditWriter: JournalAuditWriter?) {
         self.auditWriter = auditWriter
-        self.routes = RouterBox(router)
+        self.current = Mutex(router)
         self.engine = engine
         // Frame and body limits are promised in every HELLO, so they stay as started until a restart.
         let l = router.config.limits
@@ -426,8 +431,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         for id in running.keys.sorted() { _ = running[id]?.handBack() }
         closeIfIdle(context: context)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let timeout = TimeAmount.nanoseconds(Int64(shared.drainTimeout.components.seconds) * 1_000_000_000
-            + shared.drainTimeout.components.attoseconds / 1_000_000_000)
+        let timeout = TimeAmount.nanoseconds(shared.drainTimeout.nanoseconds)
         context.eventLoop.scheduleTask(in: timeout) {
             loopBound.value.forceClose()
         }

@@ -1,7 +1,6 @@
 import Config
 import Foundation
 import Governance
-import Synchronization
 
 /// Everything the daemon reads from files at start-up and again on SIGHUP: the config, the policy it names (or
 /// the one given with `--policy`), and — through `Router` — the provider keys from `$CREDENTIALS_DIRECTORY` and
@@ -33,21 +32,5 @@ public struct DaemonSettings: Sendable {
             let policy = try policyPath.map { path throws(ConfigError) in try PolicyLoader.load(file: path) }
             return DaemonSettings(config: config, policy: policy, policyPath: policyPath)
         }
-    }
-}
-
-/// The routes in force, swapped whole on reload. A call reads the router once when it starts and keeps that
-/// route (targets, keys, fallback policy) to its end, so a reload never changes a call mid-way.
-final class RouterBox: Sendable {
-    private let current: Mutex<Router>
-
-    init(_ router: Router) {
-        current = Mutex(router)
-    }
-
-    var router: Router { current.withLock { $0 } }
-
-    func replace(_ router: Router) {
-        current.withLock { $0 = router }
     }
 }

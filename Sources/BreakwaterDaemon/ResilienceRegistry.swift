@@ -72,7 +72,7 @@ final class ResilienceRegistry: Sendable {
                 store.saveBreaker(target: key.description, nil)
                 continue
             }
-            let until = now + .milliseconds(Int64(((row.reopensAt - wall) * 1000).rounded()))
+            let until = now + .seconds(row.reopensAt - wall)
             state.withLock { s in
                 var breaker = CircuitBreaker(policy: target.provider.breaker)
                 breaker.restoreOpen(until: until)
@@ -280,7 +280,7 @@ final class ResilienceRegistry: Sendable {
             switch s.breakers[key]?.stateName {
             case .open:
                 guard let reopens = s.breakers[key]?.reopensAt else { return }
-                let wall = wallNow + Double((reopens - now).nanoseconds) / 1e9
+                let wall = wallNow + (reopens - now).seconds
                 store.saveBreaker(target: key.description,
                                   StateStore.BreakerRow(provider: key.provider, model: key.model, reopensAt: wall))
             case .closed, nil:
