@@ -91,29 +91,17 @@ public final class BreakwaterClient: Sendable {
         let request = CallRequest(route: route, stream: false, timeoutMs: timeoutMs,
                                   requestID: requestID ?? RequestID.make(), action: action, tenant: tenant,
                                   stepUpToken: stepUpToken.map { Array($0.utf8) })
-        var resends = 0
-        while true {
+        return try await resendingUnstarted { () async throws(BreakwaterError) -> BreakwaterResponse in
             let call = UnaryCall(onNotice: onNotice)
-            let result: Result<BreakwaterResponse, BreakwaterError>
-            do {
-                let (conn, id) = try await open(request, body: body) { call.receive($0) }
-                result = await withTaskCancellationHandler {
-                    await call.result()
-                } onCancel: {
-                    if call.cancel() {
-                        conn.forget(id)
-                        try? conn.send([.cancel(streamID: id)])
-                    }
+            let (conn, id) = try await open(request, body: body) { call.receive($0) }
+            return try await withTaskCancellationHandler {
+                await call.result()
+            } onCancel: {
+                if call.cancel() {
+                    conn.forget(id)
+                    try? conn.send([.cancel(streamID: id)])
                 }
-            } catch {
-                result = .failure(error)
-            }
-            if case .failure(let e) = result, e.isNotStarted, resends < configuration.resendAttempts,
-               !Task.isCancelled {
-                resends += 1
-                continue
-            }
-            return try result.get()
+            }.get()
         }
     }
 
@@ -126,10 +114,19 @@ public final class BreakwaterClient: Sendable {
         let request = CallRequest(route: route, stream: true, timeoutMs: timeoutMs,
                                   requestID: requestID ?? RequestID.make(), action: action, tenant: tenant,
                                   stepUpToken: stepUpToken.map { Array($0.utf8) })
+        return try await resendingUnstarted { () async throws(BreakwaterError) -> BreakwaterStream in
+            try await openStream(request, body: body, onNotice: onNotice)
+        }
+    }
+
+    /// Runs `attempt` again, up to `resendAttempts` times, while it fails because the daemon never started the
+    /// call (it went away or was draining first): the one place the shim decides that a call is sent again.
+    private func resendingUnstarted<T>(_ attempt: () async throws(BreakwaterError) -> T)
+        async throws(BreakwaterError) -> T {
         var resends = 0
         while true {
             do {
-                return try await openStream(request, body: body, onNotice: onNotice)
+                return try await attempt()
             } catch where error.isNotStarted && resends < configuration.resendAttempts && !Task.isCancelled {
                 resends += 1
             }
