@@ -30,6 +30,24 @@ import Glibc
         }
     }
 
+    /// A daemon whose provider allows one request a minute, and calls may wait for it (up to 300 s): a call after
+    /// the first waits inside the daemon, paced, without reaching the provider.
+    static func pacedDaemon() async throws -> DaemonUnderTest {
+        try await DaemonUnderTest.start(providerOptions: """
+                  max_retry_wait: 300s
+                rate_limits: {rpm: 1}
+            """)
+    }
+
+    /// Waits until the daemon's `status` says `count` calls are in flight.
+    static func callsInFlight(_ d: DaemonUnderTest, _ count: Int) async throws -> Bool {
+        let admin = d.client(name: "admin")
+        return try await waitUntil {
+            let status = try JSONSerialization.jsonObject(with: Data(try await admin.admin("status"))) as? [String: Any]
+            return status?["calls_in_flight"] as? Int == count
+        }
+    }
+
     /// Waits until the daemon's state store holds a row that `sql` counts (the store writes within a second).
     static func waitForRow(_ d: DaemonUnderTest, _ sql: String) async throws -> Bool {
         try await waitUntil(timeout: .seconds(5)) {
@@ -41,21 +59,14 @@ import Glibc
 
     @Test func aCrashFailsNoCallThatHadNotStartedUpstream() async throws {
         // One request a minute: the second call waits inside the daemon, paced, without reaching the provider.
-        let d = try await DaemonUnderTest.start(providerOptions: """
-                  max_retry_wait: 300s
-                rate_limits: {rpm: 1}
-            """)
+        let d = try await Self.pacedDaemon()
         defer { d.stop() }
         let client = Self.patientClient(d)
         d.fake.script([FaultStep(delayFirstByteMs: 60_000)])
         let inFlight = Self.result { try await client.send(route: "default", body: chat("in flight"), timeoutMs: 90_000) }
         #expect(try await waitUntil { d.fake.stats().requests == 1 })
         let paced = Self.result { try await client.send(route: "default", body: chat("paced"), timeoutMs: 90_000) }
-        let admin = d.client(name: "admin")
-        #expect(try await waitUntil {
-            let status = try JSONSerialization.jsonObject(with: Data(try await admin.admin("status"))) as? [String: Any]
-            return status?["calls_in_flight"] as? Int == 2
-        }, "both calls are in the daemon")
+        #expect(try await Self.callsInFlight(d, 2), "both calls are in the daemon")
 
         d.daemon.signal(SIGKILL)
         _ = try await d.daemon.waitForExit()
@@ -81,10 +92,7 @@ import Glibc
 
     /// The same for a streamed call: one that had not started is opened again on the new daemon and streams.
     @Test func aStreamNotStartedIsSentAgain() async throws {
-        let d = try await DaemonUnderTest.start(providerOptions: """
-                  max_retry_wait: 300s
-                rate_limits: {rpm: 1}
-            """)
+        let d = try await Self.pacedDaemon()
         defer { d.stop() }
         let client = Self.patientClient(d)
         _ = try await client.send(route: "default", body: chat("takes the minute's only slot"))
@@ -94,11 +102,7 @@ import Glibc
             for try await chunk in s { text += content(chunk) ?? "" }
             return text
         }
-        let admin = d.client(name: "admin")
-        #expect(try await waitUntil {
-            let status = try JSONSerialization.jsonObject(with: Data(try await admin.admin("status"))) as? [String: Any]
-            return status?["calls_in_flight"] as? Int == 1
-        }, "the stream waits in the daemon")
+        #expect(try await Self.callsInFlight(d, 1), "the stream waits in the daemon")
         d.daemon.signal(SIGKILL)
         _ = try await d.daemon.waitForExit()
         try d.respawn()
