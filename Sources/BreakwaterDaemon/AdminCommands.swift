@@ -116,6 +116,10 @@ enum AdminCommands {
                 let a = w.statistics
                 return ["written": a.written, "unwritten": a.unwritten, "dropped": a.dropped, "pending": a.pending]
             } ?? ["enabled": false],
+            "resilience": shared.resilience.counterReport().map { provider, c -> [String: Any] in
+                ["provider": provider, "first_attempts": c.firstAttempts, "retries": c.retries,
+                 "retries_refused_by_budget": c.retriesRefused, "breaker_openings": c.breakerOpenings]
+            },
             "open_breakers": shared.resilience.openBreakers.map { target, reopens in
                 ["target": target, "reopens_in_ms": reopens.map { max(0, ($0 - now).nanoseconds / 1_000_000) } ?? 0]
                     as [String: Any]

@@ -33,13 +33,19 @@ final class CallDriver {
 
     private var targetIndex = 0
     private var retriesOnTarget = 0
+    /// Re-attempts after a wait a rate-limiting provider asked for: pacing, not bounded by retry_count.
+    private var pacedRetriesOnTarget = 0
     private var attemptCount = 0
     private var attempts: [AttemptRecord] = []
     private var current: UpstreamCall?
     private var currentIsProbe = false
     private var currentKey = 0
-    /// Time spent waiting for a free key on the current target; with retry waits, bounded by max_retry_wait.
+    /// Time spent waiting for a free key on the current target; bounded by max_retry_wait while another target
+    /// could take the call, by the deadline otherwise.
     private var pacedOnTarget: Duration = .zero
+    /// A key reserved for later (the call's place in the queue for the provider's rate limit), used when the
+    /// call wakes instead of asking for a key again.
+    private var queuedKey: (index: Int, tokens: Int)?
     private var reservedTokens = 0
     private var retryTimer: Scheduled<Void>?
     /// Bytes of this call reached the app: no retry or fallback from here on.
@@ -47,7 +53,7 @@ final class CallDriver {
     private var finished = false
     /// The first upstream request went out: from here the call may have reached a provider.
     private(set) var startedUpstream = false
-    private var lastFailure: (code: ErrorCode, status: Int?, provider: String?)?
+    private var lastFailure: (code: ErrorCode, status: Int?, provider: String?, retryAfter: Duration?)?
     /// What policy checks for this call; nil when no policy is in force.
     private let access: AccessRequest?
     /// The agent whose in-flight slot this call holds, released exactly once when it ends.
@@ -276,6 +282,10 @@ final class CallDriver {
             if let id = current.transferID { shared.engine.cancel(id) }
             giveBack(current.target, probe: currentIsProbe, key: currentKey, tokens: reservedTokens)
         }
+        if let queued = queuedKey, targetIndex < chain.count {
+            giveBack(chain[targetIndex], probe: false, key: queued.index, tokens: queued.tokens)
+        }
+        queuedKey = nil
         settleBudget(usage: nil)
         current = nil
     }
@@ -315,7 +325,16 @@ final class CallDriver {
     private func advanceTarget() {
         targetIndex += 1
         retriesOnTarget = 0
+        pacedRetriesOnTarget = 0
         pacedOnTarget = .zero
+    }
+
+    /// The tokens an attempt reserves against the key's TPM limit: the most the answer may use plus the prompt.
+    private var tokenEstimate: Int { (chat.maxTokens ?? 1024) + chat.bytes.count / 4 }
+
+    /// Whether a later target of the chain could take the call now: only then is moving on better than waiting.
+    private func laterTargetReady() -> Bool {
+        chain[(targetIndex + 1)...].contains { shared.resilience.isReady($0, tokens: tokenEstimate) }
     }
 
     /// After a retry wait or a pacing wait: try the same target again, or move on if it is now skipped.
@@ -340,7 +359,7 @@ final class CallDriver {
         let now = shared.resilience.clock.now()
         guard now < deadline else {
             attempts.append(AttemptRecord(target: target.label, what: "not tried: the call's deadline passed"))
-            lastFailure = (.timeout, nil, target.provider.name)
+            lastFailure = (.timeout, nil, target.provider.name, nil)
             targetIndex = chain.count
             return .skipped
         }
@@ -350,7 +369,7 @@ final class CallDriver {
             pass.model = target.model
             if case .deny(let rule, _, let reason) = governance.authorize(pass) {
                 attempts.append(AttemptRecord(target: target.label, what: "skipped by policy: \(reason) (\(rule))"))
-                lastFailure = lastFailure ?? (.forbidden, nil, target.provider.name)
+                lastFailure = lastFailure ?? (.forbidden, nil, target.provider.name, nil)
                 return .skipped
             }
         }
@@ -358,7 +377,7 @@ final class CallDriver {
         switch shared.resilience.acquire(target) {
         case .rejected:
             attempts.append(AttemptRecord(target: target.label, what: "skipped: circuit breaker open"))
-            lastFailure = lastFailure ?? (.upstreamUnavailable, nil, target.provider.name)
+            lastFailure = lastFailure ?? (.upstreamUnavailable, nil, target.provider.name, nil)
             return .skipped
         case .probe:
             probe = true
@@ -367,27 +386,23 @@ final class CallDriver {
         }
         guard !target.provider.apiKeys.isEmpty else {
             attempts.append(AttemptRecord(target: target.label, what: "no API key configured"))
-            lastFailure = (.noCredential, nil, target.provider.name)
+            lastFailure = (.noCredential, nil, target.provider.name, nil)
             if probe { shared.resilience.releaseProbe(target) }
             return .skipped
         }
-        let tokens = (chat.maxTokens ?? 1024) + chat.bytes.count / 4
+        let tokens = tokenEstimate
         let keyIndex: Int
-        switch shared.resilience.acquireKey(target.provider, tokens: tokens) {
-        case .wait(let until):
-            if probe { shared.resilience.releaseProbe(target) }
-            let wait = until - now
-            if pacedOnTarget + wait <= target.provider.retry.maxRetryWait, now + wait < deadline {
-                pacedOnTarget += wait
-                schedule(after: wait, target)  // pace under the provider's limits
-                return .scheduled
+        if let queued = queuedKey {
+            queuedKey = nil
+            keyIndex = queued.index
+        } else {
+            switch shared.resilience.acquireKey(target.provider, tokens: tokens) {
+            case .key(let index, _):
+                keyIndex = index
+            case .wait(let until):
+                if probe { shared.resilience.releaseProbe(target) }
+                return queueForKey(target, wait: until - now, tokens: tokens, now: now)
             }
-            attempts.append(AttemptRecord(target: target.label,
-                                          what: "rate limits: every key is busy for \(RetryPlanner.format(wait))"))
-            lastFailure = (.upstreamUnavailable, nil, target.provider.name)
-            return .skipped
-        case .key(let index, _):
-            keyIndex = index
         }
         if let governance = shared.governance, let access {
             switch governance.reserveBudget(agent: access.principal.agent, tenant: access.tenant, model: target.model,
@@ -397,7 +412,7 @@ final class CallDriver {
             case let refusal:
                 shared.auditDecision(refusal.decision, subject, model: target.model)
                 attempts.append(AttemptRecord(target: target.label, what: "refused by budget: \(refusal)"))
-                lastFailure = (.budgetExceeded, nil, target.provider.name)
+                lastFailure = (.budgetExceeded, nil, target.provider.name, nil)
                 giveBack(target, probe: probe, key: keyIndex, tokens: tokens)
                 return .skipped
             }
@@ -410,11 +425,11 @@ final class CallDriver {
         } catch {
             settleBudget(usage: nil)
             attempts.append(AttemptRecord(target: target.label, what: "request not translatable: \(error.message)"))
-            lastFailure = (.badRequest, nil, target.provider.name)
+            lastFailure = (.badRequest, nil, target.provider.name, nil)
             giveBack(target, probe: probe, key: keyIndex, tokens: tokens)
             return .skipped
         }
-        if retriesOnTarget == 0 { shared.resilience.recordCall(target.provider) }
+        if retriesOnTarget == 0 && pacedRetriesOnTarget == 0 { shared.resilience.recordFirstAttempt(target.provider) }
         attemptCount += 1
         currentIsProbe = probe
         currentKey = keyIndex
@@ -446,6 +461,30 @@ final class CallDriver {
         return .started
     }
 
+    /// Every key of `target` is busy for `wait`. With another target ready to take the call, a wait longer than
+    /// max_retry_wait moves on; otherwise the call takes its place in the queue for the key, within its deadline
+    /// — or fails with RATE_LIMITED when even the deadline comes first.
+    private func queueForKey(_ target: ResolvedTarget, wait: Duration, tokens: Int, now: Instant) -> Begin {
+        let maxWait = target.provider.retry.maxRetryWait
+        if pacedOnTarget + wait > maxWait, laterTargetReady() {
+            attempts.append(AttemptRecord(target: target.label, what: "rate limits: every key is busy for "
+                                              + RetryPlanner.format(wait) + ", longer than max_retry_wait"))
+            lastFailure = (.rateLimited, nil, target.provider.name, wait)
+            return .skipped
+        }
+        guard let (index, at) = shared.resilience.reserveKey(target.provider, tokens: tokens,
+                                                             notAfter: deadline - .milliseconds(1)) else {
+            attempts.append(AttemptRecord(target: target.label, what: "rate limits: every key is busy for "
+                                              + RetryPlanner.format(wait) + ", past the call's deadline"))
+            lastFailure = (.rateLimited, nil, target.provider.name, wait)
+            return .skipped
+        }
+        queuedKey = (index, tokens)
+        pacedOnTarget += at - now
+        schedule(after: at - now, target)  // pace under the provider's limits
+        return .scheduled
+    }
+
     /// Streamed frames of the attempt in flight: from here on, the call is committed to it.
     func attemptProgress(_ frames: [Frame]) {
         guard !finished, current != nil else { return }
@@ -458,8 +497,8 @@ final class CallDriver {
         current = nil
         let target = call.target
         let classification = target.provider.classifier.classify(result.outcome)
-        shared.resilience.record(target, failed: classification?.kind.countsAgainstBreaker ?? false,
-                                 duration: result.duration, isProbe: currentIsProbe)
+        let counted = shared.resilience.record(target, failed: classification?.kind.countsAgainstBreaker ?? false,
+                                               duration: result.duration, isProbe: currentIsProbe)
         shared.resilience.settleKey(target.provider, index: currentKey, reserved: reservedTokens,
                                     actual: result.usage?.totalTokens, info: result.rateLimit,
                                     rateLimited: classification?.kind == .rateLimited)
@@ -474,30 +513,50 @@ final class CallDriver {
             e.errorClass = classification.map { "\($0.kind)" }
             if classification != nil { e.reason = result.reason }
         }
-        guard let classification else { return end(result.frames) }
+        guard let classification else {
+            if !currentIsProbe { shared.resilience.recordCallOutcome(target, failed: counted) }
+            return end(result.frames)
+        }
         attempts.append(AttemptRecord(target: target.label, what: result.reason))
-        lastFailure = (Self.code(for: result.outcome), result.upstreamStatus, target.provider.name)
-        shared.logger.notice("upstream attempt failed", metadata: [
-            "request_id": "\(requestID)", "target": "\(target.label)", "attempt": "\(attemptCount)",
-            "failure": "\(classification.kind)", "reason": "\(result.reason)",
-        ])
+        lastFailure = (Self.code(for: classification.kind, result.outcome), result.upstreamStatus,
+                       target.provider.name, result.rateLimit.suggestedWait)
+        if classification.kind == .configuration {
+            // Not the provider's fault: nothing is retried or counted against it; the admin has something to fix.
+            shared.logger.error("configuration error: the request to a provider could not be made", metadata: [
+                "request_id": "\(requestID)", "target": "\(target.label)", "reason": "\(result.reason)",
+            ])
+        } else {
+            shared.logger.notice("upstream attempt failed", metadata: [
+                "request_id": "\(requestID)", "target": "\(target.label)", "attempt": "\(attemptCount)",
+                "failure": "\(classification.kind)", "reason": "\(result.reason)",
+            ])
+        }
         if committed {
             // Bytes already reached the app: no transparent retry, an explicit error instead.
             return end(result.frames)
         }
+        let hasNextTarget = targetIndex + 1 < chain.count
         var input = RetryPlanner.Input(
-            classification: classification, retriesDone: retriesOnTarget,
-            hasNextTarget: targetIndex + 1 < chain.count, now: shared.resilience.clock.now(), deadline: deadline,
-            providerWait: result.rateLimit.suggestedWait, budgetAllows: true, unit: Double.random(in: 0..<1))
+            classification: classification, retriesDone: retriesOnTarget, hasNextTarget: hasNextTarget,
+            nextTargetReady: hasNextTarget && laterTargetReady(), now: shared.resilience.clock.now(),
+            deadline: deadline, providerWait: result.rateLimit.suggestedWait, budgetAllows: true,
+            unit: Double.random(in: 0..<1))
         var step = RetryPlanner.decide(input, retry: target.provider.retry, fallback: fallback)
         // The host-wide budget is asked only for a retry that would really happen, so it counts real retries.
         if case .retry = step, !shared.resilience.tryRetry(target.provider) {
             input.budgetAllows = false
             step = RetryPlanner.decide(input, retry: target.provider.retry, fallback: fallback)
         }
+        if case .retry = step {} else if counted, !currentIsProbe {
+            shared.resilience.recordCallOutcome(target, failed: true)
+        }
         switch step {
         case .retry(let wait):
-            retriesOnTarget += 1
+            if RetryPlanner.isPaced(input, retry: target.provider.retry) {
+                pacedRetriesOnTarget += 1
+            } else {
+                retriesOnTarget += 1
+            }
             shared.audit(.retry, subject) { e in
                 e.provider = target.provider.name
                 e.model = target.model
@@ -520,16 +579,25 @@ final class CallDriver {
     /// Every target failed (or was skipped): one error that lists every attempt.
     private func fail() {
         guard !finished else { return }
-        let failure = lastFailure ?? (.upstreamUnavailable, nil, nil)
+        let failure = lastFailure ?? (.upstreamUnavailable, nil, nil, nil)
         let list = attempts.enumerated().map { "\($0.offset + 1). \($0.element.target): \($0.element.what)" }
         let message = "all \(chain.count) target(s) of the route failed: " + list.joined(separator: " | ")
         let status = failure.status.flatMap { (200..<300).contains($0) ? nil : UInt16(clamping: $0) }
-        end([ErrorMessage(code: failure.code, message: message, upstreamStatus: status,
-                          provider: failure.provider).frame(streamID: streamID)])
+        let retryAfterMs = failure.code == .rateLimited
+            ? failure.retryAfter.map { UInt32(clamping: max(1, $0.nanoseconds / 1_000_000)) } : nil
+        end([ErrorMessage(code: failure.code, message: message, upstreamStatus: status, provider: failure.provider,
+                          retryAfterMs: retryAfterMs).frame(streamID: streamID)])
     }
 
-    static func code(for outcome: AttemptOutcome) -> ErrorCode {
-        switch outcome {
+    /// The code the app gets when this failure is the call's last: a provider's rate limit is RATE_LIMITED (with
+    /// the wait), never a raw 429; a local configuration problem is CONFIGURATION_ERROR.
+    static func code(for kind: FailureKind, _ outcome: AttemptOutcome) -> ErrorCode {
+        switch kind {
+        case .rateLimited: return .rateLimited
+        case .configuration: return .configurationError
+        default: break
+        }
+        return switch outcome {
         case .success: .internalError
         case .status: .upstreamError
         case .streamError: .upstreamError

@@ -32,6 +32,16 @@ final class ResilienceRegistry: Sendable {
         var breakerGenerations: [BreakerKey: Int] = [:]
         /// When each target last raised a failure-rate alert (at most one per rolling window).
         var lastAlert: [BreakerKey: Instant] = [:]
+        /// What the engine did per provider since start, for `breakwater status` and benchmarks.
+        var counters: [String: ProviderCounters] = [:]
+    }
+
+    /// Per-provider counts since start: first attempts, retries made, retries the budget refused, breaker openings.
+    struct ProviderCounters: Sendable {
+        var firstAttempts = 0
+        var retries = 0
+        var retriesRefused = 0
+        var breakerOpenings = 0
     }
 
     let clock: any ResilienceClock
@@ -97,23 +107,40 @@ final class ResilienceRegistry: Sendable {
         return permit
     }
 
-    /// Reports an attempt's outcome to the target's breaker.
-    func record(_ target: ResolvedTarget, failed: Bool, duration: Duration, isProbe: Bool) {
+    /// Whether `target` could take a call of `tokens` now: its breaker would let it through and one of its keys
+    /// is free. Takes nothing; for deciding between waiting here and moving on.
+    func isReady(_ target: ResolvedTarget, tokens: Int) -> Bool {
+        guard !target.provider.apiKeys.isEmpty else { return false }
         let key = BreakerKey(provider: target.provider.name, model: target.model)
         let now = clock.now()
-        let (transitions, alert) = state.withLock { s -> ([BreakerTransition], (Int, Int)?) in
+        return state.withLock { s in
+            guard s.breakers[key]?.wouldAllow(now: now) ?? true else { return false }
+            guard let pool = s.keyPools[target.provider.name] else { return true }
+            return pool.earliest(tokens: tokens, now: now) <= now
+        }
+    }
+
+    /// Reports an attempt's outcome to the target's breaker; returns whether it counted as a failure there
+    /// (a failure that says the provider is unhealthy, or a slow call).
+    @discardableResult
+    func record(_ target: ResolvedTarget, failed: Bool, duration: Duration, isProbe: Bool) -> Bool {
+        let key = BreakerKey(provider: target.provider.name, model: target.model)
+        let now = clock.now()
+        let (transitions, alert, counted) = state.withLock { s -> ([BreakerTransition], (Int, Int)?, Bool) in
             var breaker = Self.breaker(key, target.provider, in: &s)
             defer { s.breakers[key] = breaker }
+            let counted = breaker.countsAsFailure(failed: failed, duration: duration)
             let t = breaker.record(failed: failed, duration: duration, isProbe: isProbe, now: now)
+            Self.countOpenings(t, key, in: &s)
             // A failure rate over the alert threshold, while the breaker is still closed: warn once per window.
             let policy = breaker.policy
-            guard failed, t.isEmpty, breaker.stateName == .closed, let threshold = policy.alertFailureRate
-            else { return (t, nil) }
+            guard counted, t.isEmpty, breaker.stateName == .closed, let threshold = policy.alertFailureRate
+            else { return (t, nil, counted) }
             let (calls, failures) = breaker.windowCounts(now: now)
             guard calls >= policy.minimumCalls, Double(failures) / Double(calls) >= threshold,
-                  s.lastAlert[key].map({ now - $0 >= policy.rollingWindow }) ?? true else { return (t, nil) }
+                  s.lastAlert[key].map({ now - $0 >= policy.rollingWindow }) ?? true else { return (t, nil, counted) }
             s.lastAlert[key] = now
-            return (t, (calls, failures))
+            return (t, (calls, failures), counted)
         }
         log(transitions, key)
         if let (calls, failures) = alert {
@@ -130,6 +157,32 @@ final class ResilienceRegistry: Sendable {
             e.set(.sampleCount, calls)
             audit?.record(e)
         }
+        return counted
+    }
+
+    /// Reports how a call left `target` after its retries there (see `CircuitBreaker.recordCall`): `failed` when
+    /// its last attempt counted as a failure, false when it got its answer.
+    func recordCallOutcome(_ target: ResolvedTarget, failed: Bool) {
+        let key = BreakerKey(provider: target.provider.name, model: target.model)
+        let now = clock.now()
+        let transitions = state.withLock { s in
+            var breaker = Self.breaker(key, target.provider, in: &s)
+            defer { s.breakers[key] = breaker }
+            let t = breaker.recordCall(failed: failed, now: now)
+            Self.countOpenings(t, key, in: &s)
+            return t
+        }
+        log(transitions, key)
+    }
+
+    private static func countOpenings(_ transitions: [BreakerTransition], _ key: BreakerKey, in s: inout State) {
+        let opened = transitions.filter { $0.to == .open }.count
+        if opened > 0 { s.counters[key.provider, default: ProviderCounters()].breakerOpenings += opened }
+    }
+
+    /// The engine's counts per provider since start, sorted by provider.
+    func counterReport() -> [(provider: String, counters: ProviderCounters)] {
+        state.withLock { s in s.counters.map { ($0.key, $0.value) }.sorted { $0.provider < $1.provider } }
     }
 
     /// The target's breaker. After a reload changed its thresholds, the first call on the new config gives it
@@ -165,12 +218,13 @@ final class ResilienceRegistry: Sendable {
     }
 
     /// Counts a call's first attempt at a provider in the provider's retry budget.
-    func recordCall(_ provider: ProviderRuntime) {
+    func recordFirstAttempt(_ provider: ProviderRuntime) {
         let now = clock.now()
         state.withLock { s in
             var b = s.budgets[provider.name] ?? Self.budget(for: provider)
             b.recordCall(now: now)
             s.budgets[provider.name] = b
+            s.counters[provider.name, default: ProviderCounters()].firstAttempts += 1
         }
     }
 
@@ -180,14 +234,31 @@ final class ResilienceRegistry: Sendable {
         return state.withLock { s in
             var b = s.budgets[provider.name] ?? Self.budget(for: provider)
             defer { s.budgets[provider.name] = b }
-            return b.tryRetry(now: now)
+            let allowed = b.tryRetry(now: now)
+            if allowed {
+                s.counters[provider.name, default: ProviderCounters()].retries += 1
+            } else {
+                s.counters[provider.name, default: ProviderCounters()].retriesRefused += 1
+            }
+            return allowed
         }
     }
 
     /// Picks the provider key for an attempt, under the key's RPM/TPM limits.
     func acquireKey(_ provider: ProviderRuntime, tokens: Int) -> KeyPool.Grant {
         let now = clock.now()
-        return state.withLock { s in
+        return withKeyPool(provider) { $0.acquire(tokens: tokens, now: now) }
+    }
+
+    /// Reserves the provider key that is free soonest, at the earliest time its limits allow, if no later than
+    /// `notAfter`: the call's place in the queue for the provider's rate limit.
+    func reserveKey(_ provider: ProviderRuntime, tokens: Int, notAfter: Instant) -> (index: Int, at: Instant)? {
+        let now = clock.now()
+        return withKeyPool(provider) { $0.reserve(tokens: tokens, now: now, notAfter: notAfter) }
+    }
+
+    private func withKeyPool<T>(_ provider: ProviderRuntime, _ body: (inout KeyPool) -> T) -> T {
+        state.withLock { s in
             let shape = KeyPoolShape(keys: provider.apiKeys.count, limits: provider.config.rateLimits,
                                      generation: provider.generation)
             var pool: KeyPool
@@ -202,12 +273,12 @@ final class ResilienceRegistry: Sendable {
                 pool = KeyPool(keyCount: shape.keys, limits: shape.limits)
             }
             defer { s.keyPools[provider.name] = pool }
-            return pool.acquire(tokens: tokens, now: now)
+            return body(&pool)
         }
     }
 
     /// After an attempt: corrects the token reservation, learns from the rate-limit headers, and rests a key the
-    /// provider rate-limited.
+    /// provider rate-limited without saying how much quota is left (`KeyPool.shouldRest`).
     func settleKey(_ provider: ProviderRuntime, index: Int, reserved: Int, actual: Int?, info: RateLimitInfo,
                    rateLimited: Bool) {
         let now = clock.now()
@@ -215,7 +286,9 @@ final class ResilienceRegistry: Sendable {
             guard var pool = s.keyPools[provider.name], index < pool.keyCount else { return }
             pool.settle(index: index, reservedTokens: reserved, actualTokens: actual ?? reserved, now: now)
             pool.learn(index: index, from: info, now: now)
-            if rateLimited { pool.rest(index: index, until: now + (info.suggestedWait ?? .seconds(1))) }
+            if rateLimited, KeyPool.shouldRest(after: info) {
+                pool.rest(index: index, until: now + (info.suggestedWait ?? .seconds(1)))
+            }
             s.keyPools[provider.name] = pool
         }
     }

@@ -131,7 +131,7 @@ public struct KeySource: Sendable, Equatable {
 /// `retry_budget:` settings.
 public struct RetryBudgetSettings: Sendable, Equatable {
     /// Retries may be at most this share of live calls (`ratio`).
-    public var ratio: Double = 0.2
+    public var ratio: Double = 0.5
     /// Retries always allowed per second, so a quiet host can still retry (`min_retries_per_second`).
     public var minRetriesPerSecond: Double = 2
     /// The window calls and retries are counted over (`window`).

@@ -374,11 +374,12 @@ struct NodeReader {
     }
 
     mutating func readBreaker(_ node: Node, into b: inout BreakerPolicy, name: String) {
-        let keys: Set = ["failure_threshold", "rolling_window", "failure_rate_threshold", "minimum_calls",
-                         "timeout_period", "half_open_max_calls", "success_threshold", "slow_call_threshold",
-                         "alert_failure_rate"]
+        let keys: Set = ["enabled", "failure_threshold", "rolling_window", "failure_rate_threshold",
+                         "minimum_calls", "timeout_period", "half_open_max_calls", "success_threshold",
+                         "slow_call_threshold", "alert_failure_rate"]
         for (key, _, v) in entries(node, "provider \"\(name)\" circuit_breaker", allowed: keys) {
             switch key {
+            case "enabled": if let e = bool(v, key) { b.enabled = e }
             case "failure_threshold": if let n = count(v, key, min: 1) { b.failureThreshold = Int(n) }
             case "rolling_window": if let d = duration(v, key) { b.rollingWindow = d }
             case "failure_rate_threshold": if let r = fraction(v, key) { b.failureRateThreshold = r }

@@ -1,13 +1,23 @@
 /// Circuit breaker settings (`circuit_breaker:` in the config), per (provider, model).
+///
+/// The rule, in the closed state: once the rolling window holds `minimumCalls` attempts, the breaker opens when
+/// their failure share reaches `failureRateThreshold` — at volume only a rate says a provider is dead rather than
+/// flaky. While the window holds fewer attempts, a rate means little, so it opens when `failureThreshold` calls in
+/// a row fail at this target (each within `rollingWindow` of the one before). A call counts once, with the outcome
+/// it leaves the target with — after its retries there — so a flaky provider whose retries succeed never builds a
+/// streak, and a dead one opens after `failureThreshold` calls.
 public struct BreakerPolicy: Sendable, Hashable {
-    /// Failures within `rollingWindow` that open the breaker (`failure_threshold`).
+    /// False: the breaker never opens (`enabled: false`); every attempt is allowed.
+    public var enabled: Bool
+    /// Calls in a row that open the breaker while the window holds fewer than `minimumCalls` attempts
+    /// (`failure_threshold`).
     public var failureThreshold: Int
-    /// The window failures and calls are counted over (`rolling_window`).
+    /// The window attempts and failures are counted over (`rolling_window`).
     public var rollingWindow: Duration
-    /// Failure share (0...1) that opens the breaker once `minimumCalls` calls are in the window
-    /// (`failure_rate_threshold`).
+    /// Failure share (0...1) of the attempts in the window that opens the breaker once there are `minimumCalls`
+    /// of them (`failure_rate_threshold`).
     public var failureRateThreshold: Double
-    /// Calls needed in the window before the failure rate counts (`minimum_calls`).
+    /// Attempts needed in the window before the failure rate decides (`minimum_calls`).
     public var minimumCalls: Int
     /// How long the breaker stays open before letting probes through (`timeout_period`).
     public var timeoutPeriod: Duration
@@ -15,15 +25,18 @@ public struct BreakerPolicy: Sendable, Hashable {
     public var halfOpenMaxCalls: Int
     /// Probe successes needed to close again (`success_threshold`).
     public var successThreshold: Int
-    /// A call slower than this counts as a failure (`slow_call_threshold`); nil: speed never counts.
+    /// A call slower than this counts as a failure (`slow_call_threshold`), under the same rule; nil: speed never
+    /// counts.
     public var slowCallThreshold: Duration?
     /// A failure share (with `minimumCalls` calls in the window) that raises a warning-level alert, below the
     /// share that opens the breaker (`alert_failure_rate`); nil: no alert.
     public var alertFailureRate: Double?
 
-    public init(failureThreshold: Int = 5, rollingWindow: Duration = .seconds(30), failureRateThreshold: Double = 0.5,
-                minimumCalls: Int = 20, timeoutPeriod: Duration = .seconds(30), halfOpenMaxCalls: Int = 1,
-                successThreshold: Int = 2, slowCallThreshold: Duration? = nil, alertFailureRate: Double? = 0.25) {
+    public init(enabled: Bool = true, failureThreshold: Int = 5, rollingWindow: Duration = .seconds(30),
+                failureRateThreshold: Double = 0.5, minimumCalls: Int = 100, timeoutPeriod: Duration = .seconds(30),
+                halfOpenMaxCalls: Int = 1, successThreshold: Int = 2, slowCallThreshold: Duration? = nil,
+                alertFailureRate: Double? = 0.25) {
+        self.enabled = enabled
         self.failureThreshold = failureThreshold
         self.rollingWindow = rollingWindow
         self.failureRateThreshold = failureRateThreshold
@@ -55,8 +68,14 @@ public struct CircuitBreaker: Sendable {
         public var description: String { rawValue }
     }
 
+    /// Calls in a row that left this target failed, while closed: what the count rule looks at.
+    struct FailureStreak: Sendable, Hashable {
+        var calls = 0
+        var lastFailureAt: Instant?
+    }
+
     enum State: Sendable {
-        case closed
+        case closed(FailureStreak)
         case open(until: Instant)
         case halfOpen(inFlight: Int, successes: Int)
     }
@@ -71,7 +90,7 @@ public struct CircuitBreaker: Sendable {
     }
 
     public let policy: BreakerPolicy
-    private(set) var state: State = .closed
+    private(set) var state: State = .closed(FailureStreak())
     private var window: OutcomeWindow
 
     public init(policy: BreakerPolicy) {
@@ -104,8 +123,29 @@ public struct CircuitBreaker: Sendable {
         return calls == 0 ? 0 : Double(failures) / Double(calls)
     }
 
+    /// Whether `acquire` would let an attempt through now, without taking a probe slot: for choosing where a call
+    /// can go next.
+    public func wouldAllow(now: Instant) -> Bool {
+        guard policy.enabled else { return true }
+        switch state {
+        case .closed: return true
+        case .open(let until): return now >= until
+        case .halfOpen(let inFlight, _): return inFlight < policy.halfOpenMaxCalls
+        }
+    }
+
+    /// Whether an attempt's result counts as a failure: it failed in a way that says the provider is unhealthy
+    /// (`failed`, decided by the caller with `FailureKind.countsAgainstBreaker`), or it was slower than
+    /// `slowCallThreshold`.
+    public func countsAsFailure(failed: Bool, duration: Duration) -> Bool {
+        if failed { return true }
+        guard let slow = policy.slowCallThreshold else { return false }
+        return duration > slow
+    }
+
     /// Asks to make an attempt. An open breaker whose timeout has passed turns half-open here.
     public mutating func acquire(now: Instant) -> (Permit, [BreakerTransition]) {
+        guard policy.enabled else { return (.allowed, []) }
         switch state {
         case .closed:
             return (.allowed, [])
@@ -121,15 +161,13 @@ public struct CircuitBreaker: Sendable {
     }
 
     /// Reports an attempt's result. `failed` is whether it counts as a failure for the breaker (the caller
-    /// decides with `FailureKind.countsAgainstBreaker`); `duration` lets slow calls count as failures.
+    /// decides with `FailureKind.countsAgainstBreaker`); `duration` lets slow calls count as failures. In the
+    /// closed state this feeds the rate rule; the count rule hears of calls through `recordCall`.
     public mutating func record(failed: Bool, duration: Duration = .zero, isProbe: Bool,
                                 now: Instant) -> [BreakerTransition] {
-        var failure = failed
-        var why = "failure"
-        if !failure, let slow = policy.slowCallThreshold, duration > slow {
-            failure = true
-            why = "slow call (\(duration) > \(slow))"
-        }
+        guard policy.enabled else { return [] }
+        let failure = countsAsFailure(failed: failed, duration: duration)
+        let why = failed ? "failure" : "slow call (\(duration) > \(policy.slowCallThreshold ?? .zero))"
         switch state {
         case .halfOpen(let inFlight, let successes):
             guard isProbe else { return [] }  // a call admitted before the breaker opened: ignore
@@ -139,7 +177,7 @@ public struct CircuitBreaker: Sendable {
             }
             let done = successes + 1
             if done >= policy.successThreshold {
-                state = .closed
+                state = .closed(FailureStreak())
                 window.reset()
                 return [transition(.halfOpen, .closed, "\(done) probe successes", now)]
             }
@@ -151,22 +189,39 @@ public struct CircuitBreaker: Sendable {
             window.add(failure: failure, now: now)
             guard failure else { return [] }
             let (calls, failures) = window.counts(now: now)
-            if failures >= policy.failureThreshold {
-                state = .open(until: now + policy.timeoutPeriod)
-                return [transition(.closed, .open,
-                                   "\(failures) failures within \(policy.rollingWindow) "
-                                       + "(threshold \(policy.failureThreshold))",
-                                   now)]
-            }
-            if calls >= policy.minimumCalls, Double(failures) / Double(calls) >= policy.failureRateThreshold {
-                state = .open(until: now + policy.timeoutPeriod)
-                let rate = Int((Double(failures) / Double(calls) * 100).rounded())
-                return [transition(.closed, .open,
-                                   "failure rate \(rate)% over \(calls) calls (threshold "
-                                       + "\(Int(policy.failureRateThreshold * 100))%)", now)]
-            }
+            guard calls >= policy.minimumCalls, Double(failures) / Double(calls) >= policy.failureRateThreshold
+            else { return [] }
+            state = .open(until: now + policy.timeoutPeriod)
+            let rate = Int((Double(failures) / Double(calls) * 100).rounded())
+            return [transition(.closed, .open,
+                               "failure rate \(rate)% over \(calls) attempts within \(policy.rollingWindow) "
+                                   + "(threshold \(Int(policy.failureRateThreshold * 100))%)", now)]
+        }
+    }
+
+    /// Reports how a call left this target, after its retries here: `failed` when its last attempt counted as a
+    /// failure (`countsAsFailure`), false when it got its answer. Outcomes that say nothing about the provider's
+    /// health (rate limits, bad requests, cancellations) are not reported. While the window holds fewer than
+    /// `minimumCalls` attempts, `failureThreshold` failed calls in a row open the breaker; at volume the rate
+    /// decides alone.
+    public mutating func recordCall(failed: Bool, now: Instant) -> [BreakerTransition] {
+        guard policy.enabled, case .closed(var streak) = state else { return [] }
+        guard failed else {
+            state = .closed(FailureStreak())
             return []
         }
+        if let last = streak.lastFailureAt, now - last > policy.rollingWindow { streak = FailureStreak() }
+        streak.calls += 1
+        streak.lastFailureAt = now
+        let attempts = window.counts(now: now).calls
+        guard streak.calls >= policy.failureThreshold, attempts < policy.minimumCalls else {
+            state = .closed(streak)
+            return []
+        }
+        state = .open(until: now + policy.timeoutPeriod)
+        return [transition(.closed, .open,
+                           "\(streak.calls) calls in a row failed (failure_threshold \(policy.failureThreshold), "
+                               + "\(attempts) attempts in the window, fewer than minimum_calls)", now)]
     }
 
     /// A probe ended without an outcome that says anything (cancelled): free its slot.
@@ -179,7 +234,7 @@ public struct CircuitBreaker: Sendable {
     /// An admin reset: closed, counts cleared.
     public mutating func reset(now: Instant) -> [BreakerTransition] {
         let from = stateName
-        state = .closed
+        state = .closed(FailureStreak())
         window.reset()
         return from == .closed ? [] : [transition(from, .closed, "reset by an admin", now)]
     }

@@ -15,6 +15,9 @@ public enum TransportFailure: String, Sendable, Hashable {
     case connectionReset = "connection_reset"
     case timeout
     case malformedResponse = "malformed_response"
+    /// The request could not be made on this host (a bad `ca_file`, a header libcurl refuses, a failed
+    /// `setopt`): never the provider's fault.
+    case localConfiguration = "local_configuration"
 }
 
 /// What kind of failure an outcome is. Chains choose which kinds fall back; retries apply to the transient ones.
@@ -31,6 +34,9 @@ public enum FailureKind: String, Sendable, Hashable, CaseIterable, CustomStringC
     case notFound = "not_found"
     /// 400/422 and other 4xx: the request itself is refused.
     case badRequest = "bad_request"
+    /// This host's own configuration kept the request from being made (`TransportFailure.localConfiguration`):
+    /// never retried, never counted against the provider, reported as a configuration error.
+    case configuration
 
     public var description: String { rawValue }
 
@@ -69,6 +75,8 @@ public struct ErrorClassifier: Sendable, Hashable {
         switch outcome {
         case .success:
             return nil
+        case .transport(.localConfiguration):
+            return Classification(kind: .configuration, retryable: false)
         case .transport:
             return Classification(kind: .transient, retryable: true)
         case .streamError(let code):

@@ -31,6 +31,20 @@ public struct GCRALimiter: Sendable, Hashable {
         return .allowed
     }
 
+    /// The earliest time `cost` units would be allowed, reserving nothing.
+    public func earliest(cost: Int = 1, now: Instant) -> Instant {
+        let increment = Duration.nanoseconds(emissionInterval.nanoseconds * Int64(max(0, cost)))
+        return max(now, max(tat, now) + increment - tolerance)
+    }
+
+    /// The provider says `remaining` units are left now: let no more than that through (never more than this
+    /// limiter itself would allow). Keeps a learned limit in step with the provider's own count, which also holds
+    /// what other clients of the same key spent.
+    public mutating func limitRemaining(to remaining: Int, now: Instant) {
+        let left = Duration.nanoseconds(emissionInterval.nanoseconds * Int64(max(0, remaining)))
+        tat = max(tat, now + tolerance - left)
+    }
+
     /// Corrects an earlier reservation once the real cost is known: a negative delta gives units back.
     public mutating func adjust(by delta: Int, now: Instant) {
         let shift = Duration.nanoseconds(emissionInterval.nanoseconds * Int64(delta))

@@ -1,6 +1,7 @@
 /// Provider rate limits per API key (`rate_limits: {rpm, tpm}`), and rotation across several keys: each key has
-/// its own RPM and TPM GCRA limiters; a key the provider rate-limited rests while the others serve; what the
-/// provider's headers say (remaining = 0 until a reset) slows the daemon down before the provider says 429.
+/// its own RPM and TPM GCRA limiters; a key the provider rate-limited rests while the others serve; and what the
+/// provider's headers say paces the daemon before the provider has to say 429: an answer with
+/// `x-ratelimit-limit-*` teaches the key a limiter at that rate, kept in step with `x-ratelimit-remaining-*`.
 public struct KeyPool: Sendable {
     public struct Limits: Sendable, Hashable {
         /// Requests per minute per key; nil: unlimited.
@@ -14,10 +15,43 @@ public struct KeyPool: Sendable {
         }
     }
 
+    /// A limit the provider told us about, with the limiter that keeps to it.
+    struct Learned: Sendable {
+        var perMinute: Int
+        var limiter: GCRALimiter
+    }
+
     struct Key: Sendable {
         var rpm: GCRALimiter?
         var tpm: GCRALimiter?
+        var learnedRequests: Learned?
+        var learnedTokens: Learned?
         var restingUntil: Instant?
+
+        /// The earliest time this key can take a call of `tokens`, from `now` on.
+        func earliest(tokens: Int, now: Instant) -> Instant {
+            var at = max(now, restingUntil ?? now)
+            for (limiter, cost) in limiters(tokens: tokens) { at = max(at, limiter.earliest(cost: cost, now: now)) }
+            return at
+        }
+
+        /// Takes the call at `at`, which `earliest` said is allowed.
+        mutating func take(tokens: Int, at: Instant) {
+            if let until = restingUntil, until <= at { restingUntil = nil }
+            rpm.take(cost: 1, at: at)
+            tpm.take(cost: tokens, at: at)
+            learnedRequests?.limiter.take(cost: 1, at: at)
+            learnedTokens?.limiter.take(cost: tokens, at: at)
+        }
+
+        func limiters(tokens: Int) -> [(GCRALimiter, Int)] {
+            var all: [(GCRALimiter, Int)] = []
+            if let rpm { all.append((rpm, 1)) }
+            if let tpm { all.append((tpm, tokens)) }
+            if let l = learnedRequests { all.append((l.limiter, 1)) }
+            if let l = learnedTokens { all.append((l.limiter, tokens)) }
+            return all
+        }
     }
 
     public enum Grant: Sendable, Hashable {
@@ -41,49 +75,48 @@ public struct KeyPool: Sendable {
 
     /// Picks the next key, round robin, that is not resting and whose limits admit a call of `tokens` now.
     public mutating func acquire(tokens: Int, now: Instant) -> Grant {
-        var earliest: Instant?
-        for step in 0..<keys.count {
-            let i = (nextIndex + step) % keys.count
-            if let rest = keys[i].restingUntil {
-                if rest > now {
-                    earliest = min(earliest ?? rest, rest)
-                    continue
-                }
-                keys[i].restingUntil = nil
-            }
-            if let rpm = keys[i].rpm {
-                var trial = rpm
-                if case .wait(let until) = trial.reserve(cost: 1, now: now) {
-                    earliest = min(earliest ?? until, until)
-                    continue
-                }
-                if let tpm = keys[i].tpm {
-                    var tokenTrial = tpm
-                    if case .wait(let until) = tokenTrial.reserve(cost: tokens, now: now) {
-                        earliest = min(earliest ?? until, until)
-                        continue
-                    }
-                    keys[i].tpm = tokenTrial
-                }
-                keys[i].rpm = trial
-            } else if let tpm = keys[i].tpm {
-                var tokenTrial = tpm
-                if case .wait(let until) = tokenTrial.reserve(cost: tokens, now: now) {
-                    earliest = min(earliest ?? until, until)
-                    continue
-                }
-                keys[i].tpm = tokenTrial
-            }
-            nextIndex = (i + 1) % keys.count
-            return .key(index: i, tokens: tokens)
-        }
-        return .wait(until: earliest ?? now)
+        guard let (index, at) = soonest(tokens: tokens, now: now) else { return .wait(until: now) }
+        guard at <= now else { return .wait(until: at) }
+        take(index, tokens: tokens, at: now)
+        return .key(index: index, tokens: tokens)
     }
 
-    /// The call on `index` used `actualTokens` where `reservedTokens` were taken up front: correct the TPM limiter.
+    /// Reserves the key that is free soonest, at the earliest time its limits allow, if that is no later than
+    /// `notAfter`: a place in the queue, so callers waiting for a key do not all wake at once and race for it.
+    /// The call must go out at the returned time, and its tokens be settled as with `acquire`.
+    public mutating func reserve(tokens: Int, now: Instant, notAfter: Instant) -> (index: Int, at: Instant)? {
+        guard let (index, at) = soonest(tokens: tokens, now: now), at <= notAfter else { return nil }
+        take(index, tokens: tokens, at: at)
+        return (index, at)
+    }
+
+    /// When the soonest key could take a call of `tokens`; `now` if one can at once. Reserves nothing.
+    public func earliest(tokens: Int, now: Instant) -> Instant {
+        soonest(tokens: tokens, now: now)?.1 ?? now
+    }
+
+    /// The key free soonest, round robin among those free at the same time.
+    private func soonest(tokens: Int, now: Instant) -> (Int, Instant)? {
+        var best: (Int, Instant)?
+        for step in 0..<keys.count {
+            let i = (nextIndex + step) % keys.count
+            let at = keys[i].earliest(tokens: tokens, now: now)
+            if at <= now { return (i, now) }
+            if best == nil || at < best!.1 { best = (i, at) }
+        }
+        return best
+    }
+
+    private mutating func take(_ index: Int, tokens: Int, at: Instant) {
+        keys[index].take(tokens: tokens, at: at)
+        nextIndex = (index + 1) % keys.count
+    }
+
+    /// The call on `index` used `actualTokens` where `reservedTokens` were taken up front: correct the TPM limiters.
     public mutating func settle(index: Int, reservedTokens: Int, actualTokens: Int, now: Instant) {
         guard keys.indices.contains(index) else { return }
         keys[index].tpm?.adjust(by: actualTokens - reservedTokens, now: now)
+        keys[index].learnedTokens?.limiter.adjust(by: actualTokens - reservedTokens, now: now)
     }
 
     /// The provider rate-limited this key: it rests until `until` while the others serve.
@@ -92,13 +125,70 @@ public struct KeyPool: Sendable {
         keys[index].restingUntil = max(keys[index].restingUntil ?? until, until)
     }
 
-    /// Learns from an answer's headers: a spent request or token quota rests the key until its reset, before the
-    /// provider has to say 429.
+    /// Learns from an answer's headers. With `x-ratelimit-limit-*` the key gets (or keeps) a limiter at that rate,
+    /// whose burst is what the provider's bucket holds (remaining + reset × rate), held to `remaining`: the
+    /// daemon then spaces its calls as the provider refills. Without a limit, a spent quota (remaining 0) rests
+    /// the key until its reset.
     public mutating func learn(index: Int, from info: RateLimitInfo, now: Instant) {
         guard keys.indices.contains(index) else { return }
         var until: Instant?
-        if info.remainingRequests == 0, let reset = info.resetRequests { until = now + reset }
-        if info.remainingTokens == 0, let reset = info.resetTokens { until = max(until ?? now, now + reset) }
+        if let limit = info.limitRequests, limit > 0 {
+            keys[index].learnedRequests = Self.learned(keys[index].learnedRequests, limit: limit,
+                                                       remaining: info.remainingRequests, reset: info.resetRequests,
+                                                       now: now)
+        } else if info.remainingRequests == 0, let reset = info.resetRequests {
+            until = now + reset
+        }
+        if let limit = info.limitTokens, limit > 0 {
+            keys[index].learnedTokens = Self.learned(keys[index].learnedTokens, limit: limit,
+                                                     remaining: info.remainingTokens, reset: info.resetTokens,
+                                                     now: now)
+        } else if info.remainingTokens == 0, let reset = info.resetTokens {
+            until = max(until ?? now, now + reset)
+        }
         if let until, until > now { rest(index: index, until: until) }
+    }
+
+    /// After a 429 on `index`: whether the key should rest for the provider's wait. A 429 whose headers give a
+    /// limit has already been learned (the limiter knows when the next call fits); one whose headers show quota
+    /// left is an overload signal for that call alone. Only a bare 429 rests the whole key.
+    public static func shouldRest(after info: RateLimitInfo) -> Bool {
+        if info.limitRequests != nil || info.limitTokens != nil { return false }
+        if let r = info.remainingRequests, r > 0, (info.remainingTokens ?? 1) > 0 { return false }
+        return true
+    }
+
+    private static func learned(_ existing: Learned?, limit: Int, remaining: Int?, reset: Duration?,
+                                now: Instant) -> Learned {
+        var learned: Learned
+        if let existing, existing.perMinute == limit {
+            learned = existing
+        } else {
+            // The bucket's size: what is left plus what refills until it is full.
+            var burst = limit
+            if let remaining, let reset {
+                let refill = Int((reset.seconds * Double(limit) / 60).rounded())
+                burst = min(limit, max(1, remaining + refill))
+            }
+            learned = Learned(perMinute: limit, limiter: GCRALimiter(rate: limit, per: .seconds(60), burst: burst))
+        }
+        if let remaining { learned.limiter.limitRemaining(to: remaining, now: now) }
+        return learned
+    }
+}
+
+extension Optional where Wrapped == GCRALimiter {
+    /// Takes `cost` at `at` from the limiter, if there is one.
+    fileprivate mutating func take(cost: Int, at: Instant) {
+        guard var limiter = self else { return }
+        _ = limiter.reserve(cost: cost, now: at)
+        self = limiter
+    }
+}
+
+extension GCRALimiter {
+    /// Takes `cost` at `at` (which `earliest` allowed).
+    fileprivate mutating func take(cost: Int, at: Instant) {
+        _ = reserve(cost: cost, now: at)
     }
 }

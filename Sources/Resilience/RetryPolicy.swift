@@ -16,13 +16,15 @@ public struct RetryPolicy: Sendable, Hashable {
     public var jitter: Bool
     /// Honour Retry-After and the providers' rate-limit reset headers (`respect_rate_limits`).
     public var respectRateLimits: Bool
-    /// A wait longer than this moves on to the next target, when there is one, instead of sleeping
-    /// (`max_retry_wait`): a healthy fallback beats a nap.
+    /// While the chain has another target that can take the call now, the longest a call waits before retrying
+    /// here (`max_retry_wait`): a longer backoff is cut to it, and a longer wait that the provider asks for
+    /// (Retry-After, a resting key) moves the call on instead. Default 0: with somewhere else to go, never nap —
+    /// retry at once or move on. With nowhere else to go, waits are only bounded by the call's deadline.
     public var maxRetryWait: Duration
 
     public init(retryCount: Int = 2, backoffStrategy: BackoffStrategy = .exponential,
                 backoffBase: Duration = .milliseconds(250), backoffMax: Duration = .seconds(30), jitter: Bool = true,
-                respectRateLimits: Bool = true, maxRetryWait: Duration = .seconds(1)) {
+                respectRateLimits: Bool = true, maxRetryWait: Duration = .zero) {
         self.retryCount = retryCount
         self.backoffStrategy = backoffStrategy
         self.backoffBase = backoffBase
@@ -57,7 +59,9 @@ public struct RetryPolicy: Sendable, Hashable {
 public struct FallbackPolicy: Sendable, Hashable {
     public var fallbackOn: Set<FailureKind>
 
-    public static let defaultKinds: Set<FailureKind> = [.transient, .rateLimited, .quotaExhausted, .notFound]
+    public static let defaultKinds: Set<FailureKind> = [
+        .transient, .rateLimited, .quotaExhausted, .notFound, .configuration,
+    ]
 
     public init(fallbackOn: Set<FailureKind> = defaultKinds) {
         self.fallbackOn = fallbackOn
@@ -78,9 +82,13 @@ public enum NextStep: Sendable, Hashable {
 public enum RetryPlanner {
     public struct Input: Sendable {
         public var classification: Classification
-        /// Retries already made on this target.
+        /// Retries already made on this target (waits the provider asked for on a 429 are not counted).
         public var retriesDone: Int
+        /// Whether the chain has a later target to fall back to.
         public var hasNextTarget: Bool
+        /// Whether a later target can take the call now (its breaker lets it through and a key is free): only then
+        /// is moving on better than waiting here.
+        public var nextTargetReady: Bool
         public var now: Instant
         public var deadline: Instant
         /// The provider's own wait (Retry-After and friends), if it gave one.
@@ -90,11 +98,13 @@ public enum RetryPlanner {
         /// A uniform random number in [0, 1) for the jitter.
         public var unit: Double
 
-        public init(classification: Classification, retriesDone: Int, hasNextTarget: Bool, now: Instant,
-                    deadline: Instant, providerWait: Duration?, budgetAllows: Bool, unit: Double) {
+        public init(classification: Classification, retriesDone: Int, hasNextTarget: Bool,
+                    nextTargetReady: Bool? = nil, now: Instant, deadline: Instant, providerWait: Duration?,
+                    budgetAllows: Bool, unit: Double) {
             self.classification = classification
             self.retriesDone = retriesDone
             self.hasNextTarget = hasNextTarget
+            self.nextTargetReady = hasNextTarget && (nextTargetReady ?? true)
             self.now = now
             self.deadline = deadline
             self.providerWait = providerWait
@@ -103,30 +113,39 @@ public enum RetryPlanner {
         }
     }
 
+    /// Whether a failure is a rate limit the provider said how long to wait out: the call is paced, not retried,
+    /// so `retry_count` does not bound it (the deadline and the retry budget do).
+    public static func isPaced(_ input: Input, retry: RetryPolicy) -> Bool {
+        input.classification.kind == .rateLimited && retry.respectRateLimits && input.providerWait != nil
+    }
+
     public static func decide(_ input: Input, retry: RetryPolicy, fallback: FallbackPolicy) -> NextStep {
         let kind = input.classification.kind
         let canFallBack = input.hasNextTarget && fallback.fallbackOn.contains(kind)
+        let elsewhereNow = canFallBack && input.nextTargetReady
         func moveOn(_ why: String) -> NextStep {
             canFallBack ? .nextTarget(reason: why) : .fail(reason: why)
         }
         guard input.classification.retryable else {
             return moveOn("\(kind) failure is not retried")
         }
-        guard input.retriesDone < retry.retryCount else {
+        let paced = isPaced(input, retry: retry)
+        guard paced || input.retriesDone < retry.retryCount else {
             return moveOn("retries exhausted (\(retry.retryCount))")
+        }
+        let providerWait = retry.respectRateLimits ? input.providerWait : nil
+        if elsewhereNow, let providerWait, providerWait > retry.maxRetryWait {
+            return .nextTarget(reason: "the provider asked to wait \(format(providerWait)), longer than "
+                                   + "max_retry_wait")
         }
         guard input.budgetAllows else {
             return moveOn("retry budget exhausted")
         }
-        var wait = retry.backoff(retry: input.retriesDone, unit: input.unit)
-        if retry.respectRateLimits, let providerWait = input.providerWait {
-            wait = max(wait, providerWait)
-        }
+        var wait = paced ? .zero : retry.backoff(retry: input.retriesDone, unit: input.unit)
+        if let providerWait { wait = max(wait, providerWait) }
+        if elsewhereNow { wait = min(wait, retry.maxRetryWait) }
         if input.now + wait >= input.deadline {
             return moveOn("a wait of \(format(wait)) would pass the call's deadline")
-        }
-        if wait > retry.maxRetryWait, canFallBack {
-            return .nextTarget(reason: "a wait of \(format(wait)) is longer than max_retry_wait")
         }
         return .retry(after: wait)
     }

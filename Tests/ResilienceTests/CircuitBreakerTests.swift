@@ -6,12 +6,15 @@ import Testing
                                minimumCalls: 10, timeoutPeriod: .seconds(5), halfOpenMaxCalls: 1,
                                successThreshold: 2)
 
+    /// One call that failed at this target: its attempt, then how the call left.
     func fail(_ b: inout CircuitBreaker, _ clock: ManualClock, isProbe: Bool = false) -> [BreakerTransition] {
-        b.record(failed: true, isProbe: isProbe, now: clock.now())
+        let t = b.record(failed: true, isProbe: isProbe, now: clock.now())
+        return isProbe ? t : t + b.recordCall(failed: true, now: clock.now())
     }
 
     func succeed(_ b: inout CircuitBreaker, _ clock: ManualClock, isProbe: Bool = false) -> [BreakerTransition] {
-        b.record(failed: false, isProbe: isProbe, now: clock.now())
+        let t = b.record(failed: false, isProbe: isProbe, now: clock.now())
+        return isProbe ? t : t + b.recordCall(failed: false, now: clock.now())
     }
 
     @Test func closedOpensByCount() {
@@ -22,9 +25,107 @@ import Testing
         #expect(b.stateName == .closed)
         let t = fail(&b, clock)
         #expect(t.map(\.to) == [.open])
-        #expect(t.first?.reason.contains("3 failures") == true)
+        #expect(t.first?.reason.contains("3 calls in a row failed") == true)
         let r1 = b.acquire(now: clock.now())
         #expect(r1.0 == .rejected(retryAt: clock.now() + .seconds(5)))
+    }
+
+    @Test func aSuccessfulCallBreaksTheStreak() {
+        let clock = ManualClock()
+        var b = CircuitBreaker(policy: policy)
+        _ = fail(&b, clock)
+        _ = fail(&b, clock)
+        _ = succeed(&b, clock)
+        _ = fail(&b, clock)
+        _ = fail(&b, clock)
+        #expect(b.stateName == .closed, "2 failed calls since the last success, threshold 3")
+        #expect(fail(&b, clock).map(\.to) == [.open])
+    }
+
+    /// A call whose retries succeed is a successful call: a flaky provider builds no streak, however many of its
+    /// attempts fail.
+    @Test func failedAttemptsOfACallThatSucceededDoNotBuildAStreak() {
+        let clock = ManualClock()
+        var p = policy
+        p.minimumCalls = 100
+        var b = CircuitBreaker(policy: p)
+        for _ in 0..<5 {
+            for _ in 0..<3 { #expect(b.record(failed: true, isProbe: false, now: clock.now()).isEmpty) }
+            #expect(succeed(&b, clock).isEmpty)
+        }
+        #expect(b.stateName == .closed, "15 of 20 attempts failed, but below minimum_calls and every call succeeded")
+    }
+
+    /// At volume (the window holds minimum_calls attempts) the failure rate decides alone: any number of failed
+    /// calls in a row do not open the breaker while the rate stays under the threshold.
+    @Test func neverByCountAloneAtHighVolume() {
+        let clock = ManualClock()
+        var b = CircuitBreaker(policy: policy)  // minimum_calls 10, threshold 3 calls, rate 50%
+        for _ in 0..<30 { _ = succeed(&b, clock) }
+        for _ in 0..<8 { #expect(fail(&b, clock).isEmpty) }
+        #expect(b.stateName == .closed, "8 failed calls in a row, but 8 of 38 attempts (21%) at volume")
+        var transitions: [BreakerTransition] = []
+        for _ in 0..<22 { transitions += fail(&b, clock) }
+        #expect(b.stateName == .open, "30 of 60 attempts failed: 50%")
+        #expect(transitions.count == 1)
+        #expect(transitions.first?.reason.contains("failure rate 50% over 60 attempts") == true)
+    }
+
+    /// A quiet provider: calls minutes apart that all fail still open it, as long as each comes within the
+    /// rolling window of the one before.
+    @Test func aQuietDeadProviderOpensByCount() {
+        let clock = ManualClock()
+        var b = CircuitBreaker(policy: policy)  // rolling window 10 s
+        for _ in 0..<2 {
+            #expect(fail(&b, clock).isEmpty)
+            clock.advance(by: .seconds(9))
+        }
+        #expect(fail(&b, clock).map(\.to) == [.open])
+    }
+
+    @Test func aDisabledBreakerNeverOpens() {
+        let clock = ManualClock()
+        var p = policy
+        p.enabled = false
+        var b = CircuitBreaker(policy: p)
+        for _ in 0..<1000 { #expect(fail(&b, clock).isEmpty) }
+        #expect(b.acquire(now: clock.now()).0 == .allowed)
+        #expect(b.wouldAllow(now: clock.now()))
+    }
+
+    @Test func wouldAllowTakesNoProbeSlot() {
+        let clock = ManualClock()
+        var b = CircuitBreaker(policy: policy)
+        for _ in 0..<3 { _ = fail(&b, clock) }
+        #expect(!b.wouldAllow(now: clock.now()))
+        clock.advance(by: .seconds(5))
+        #expect(b.wouldAllow(now: clock.now()))
+        #expect(b.wouldAllow(now: clock.now()))
+        #expect(b.acquire(now: clock.now()).0 == .probe)
+        #expect(!b.wouldAllow(now: clock.now()), "the one probe slot is taken")
+    }
+
+    /// The defaults at load: a provider failing 10% or 30% of attempts never opens its breaker, one failing 60%
+    /// opens it, in the same virtual-time run of 500 attempts per second for a minute.
+    @Test(arguments: [(0.1, false), (0.3, false), (0.6, true)])
+    func defaultsAtVolume(failureRate: Double, opens: Bool) {
+        let clock = ManualClock()
+        var b = CircuitBreaker(policy: BreakerPolicy())
+        var rng = SeededGenerator(seed: 7)
+        var opened = false
+        for _ in 0..<30_000 {
+            clock.advance(by: .milliseconds(2))
+            guard b.acquire(now: clock.now()).0 == .allowed else { continue }
+            // A call's attempts until one succeeds, at most 4 (retry_count 3).
+            var failed = true
+            for _ in 0..<4 {
+                failed = Double.random(in: 0..<1, using: &rng) < failureRate
+                opened = opened || !b.record(failed: failed, isProbe: false, now: clock.now()).isEmpty
+                if !failed { break }
+            }
+            opened = opened || !b.recordCall(failed: failed, now: clock.now()).isEmpty
+        }
+        #expect(opened == opens)
     }
 
     @Test func failuresOutsideTheWindowDoNotCount() {
@@ -138,11 +239,29 @@ import Testing
         var p = policy
         p.slowCallThreshold = .seconds(2)
         var b = CircuitBreaker(policy: p)
-        for _ in 0..<2 { _ = b.record(failed: false, duration: .seconds(3), isProbe: false, now: clock.now()) }
+        func slowCall() -> [BreakerTransition] {
+            let t = b.record(failed: false, duration: .seconds(3), isProbe: false, now: clock.now())
+            let counted = b.countsAsFailure(failed: false, duration: .seconds(3))
+            return t + b.recordCall(failed: counted, now: clock.now())
+        }
+        #expect(!b.countsAsFailure(failed: false, duration: .seconds(1)))
+        for _ in 0..<2 { #expect(slowCall().isEmpty) }
         #expect(b.stateName == .closed)
+        #expect(slowCall().map(\.to) == [.open])
+    }
+
+    @Test func slowCallsFollowTheRateRuleAtVolume() {
+        let clock = ManualClock()
+        var p = policy
+        p.slowCallThreshold = .seconds(2)
+        p.failureThreshold = 1000
+        var b = CircuitBreaker(policy: p)
+        for _ in 0..<5 { _ = b.record(failed: false, duration: .seconds(1), isProbe: false, now: clock.now()) }
+        for _ in 0..<4 { _ = b.record(failed: false, duration: .seconds(3), isProbe: false, now: clock.now()) }
+        #expect(b.stateName == .closed, "4 slow of 9: below minimum_calls")
         let t = b.record(failed: false, duration: .seconds(3), isProbe: false, now: clock.now())
-        #expect(t.map(\.to) == [.open])
-        _ = b.record(failed: false, duration: .seconds(1), isProbe: false, now: clock.now())
+        #expect(t.map(\.to) == [.open], "5 slow of 10: 50%")
+        #expect(t.first?.reason.contains("failure rate") == true)
     }
 
     @Test func adminResetCloses() {
@@ -153,6 +272,19 @@ import Testing
         #expect(r12.map(\.to) == [.closed])
         let r13 = b.acquire(now: clock.now())
         #expect(r13.0 == .allowed)
+    }
+}
+
+/// A small deterministic generator (SplitMix64) so statistical runs give the same result every time.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
 

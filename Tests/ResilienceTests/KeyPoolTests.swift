@@ -81,4 +81,59 @@ import Testing
         let i = pool.acquire(tokens: 1, now: clock.now())
         #expect(i == .key(index: 0, tokens: 1))
     }
+    /// A provider's `x-ratelimit-limit-requests: 600` (10/s) with 4 left and the bucket full in 0.6 s: the key
+    /// learns a limiter that lets 4 calls through now, then one every 100 ms, as the provider refills.
+    @Test func aLearnedLimitPacesCallsAsTheProviderRefills() {
+        let clock = ManualClock()
+        var pool = KeyPool(keyCount: 1, limits: KeyPool.Limits())
+        var info = RateLimitInfo()
+        info.limitRequests = 600
+        info.remainingRequests = 4
+        info.resetRequests = .milliseconds(600)
+        pool.learn(index: 0, from: info, now: clock.now())
+        for _ in 0..<4 { #expect(pool.acquire(tokens: 1, now: clock.now()) == .key(index: 0, tokens: 1)) }
+        #expect(pool.acquire(tokens: 1, now: clock.now()) == .wait(until: clock.now() + .milliseconds(100)))
+        clock.advance(by: .milliseconds(100))
+        #expect(pool.acquire(tokens: 1, now: clock.now()) == .key(index: 0, tokens: 1))
+        // The provider counts calls from elsewhere too: its lower figure wins.
+        clock.advance(by: .milliseconds(500))
+        info.remainingRequests = 0
+        pool.learn(index: 0, from: info, now: clock.now())
+        #expect(pool.acquire(tokens: 1, now: clock.now()) == .wait(until: clock.now() + .milliseconds(100)))
+    }
+
+    /// Waiting callers take places in a queue: each reservation is 100 ms after the last, and none is handed
+    /// out past `notAfter`.
+    @Test func reservationsQueueAtTheLimitsRate() {
+        let clock = ManualClock()
+        var pool = KeyPool(keyCount: 1, limits: KeyPool.Limits(rpm: 600))  // 10/s, burst 600
+        var info = RateLimitInfo()
+        info.limitRequests = 600
+        info.remainingRequests = 0
+        info.resetRequests = .milliseconds(200)  // the provider's bucket holds 2
+        pool.learn(index: 0, from: info, now: clock.now())
+        let start = clock.now()
+        let places = (0..<3).compactMap { _ in pool.reserve(tokens: 1, now: start, notAfter: start + .seconds(1)) }
+        #expect(places.map(\.at) == [start + .milliseconds(100), start + .milliseconds(200),
+                                      start + .milliseconds(300)])
+        #expect(pool.reserve(tokens: 1, now: start, notAfter: start + .milliseconds(350)) == nil)
+        #expect(pool.earliest(tokens: 1, now: start) == start + .milliseconds(400))
+    }
+
+    /// Which 429s rest the whole key: only one that says nothing about the quota. One with a limit was learned;
+    /// one with quota left is an overload signal for that call.
+    @Test func onlyABare429RestsTheKey() {
+        var bare = RateLimitInfo()
+        bare.retryAfter = .seconds(1)
+        #expect(KeyPool.shouldRest(after: bare))
+        var spent = bare
+        spent.remainingRequests = 0
+        #expect(KeyPool.shouldRest(after: spent))
+        var left = bare
+        left.remainingRequests = 12
+        #expect(!KeyPool.shouldRest(after: left))
+        var limited = spent
+        limited.limitRequests = 600
+        #expect(!KeyPool.shouldRest(after: limited))
+    }
 }
