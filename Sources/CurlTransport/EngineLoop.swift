@@ -89,7 +89,9 @@ final class EngineLoop: @unchecked Sendable {
         let transfer = Transfer(id: id, delegate: delegate, timeouts: request.timeouts)
         guard let easy = freeHandles.popLast() ?? EasyHandle() else {
             shared.activeTransfers.subtract(1, ordering: .relaxed)
-            delegate.transferDidComplete(.failure(TransportError(kind: .other, detail: "curl_easy_init failed")))
+            delegate.transferDidComplete(
+                .failure(TransportError(kind: .localConfiguration, detail: "curl_easy_init failed"))
+            )
             return
         }
         transfer.easy = easy
@@ -102,9 +104,11 @@ final class EngineLoop: @unchecked Sendable {
             try RequestConfiguration.apply(request, to: easy, transfer: transfer, context: context)
             let added = curl_multi_add_handle(multi, easy.raw)
             guard added == CURLM_OK else {
+                // A CURLMcode, not a CURLcode, so it goes in the text rather than `curlCode`.
                 throw TransportError(
-                    kind: .other,
+                    kind: .localConfiguration,
                     detail: "curl_multi_add_handle failed: " + String(cString: curl_multi_strerror(added))
+                        + " (CURLM code \(added.rawValue))"
                 )
             }
             transfer.startedAt = MonotonicClock.now()
