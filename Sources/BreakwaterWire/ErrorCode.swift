@@ -37,6 +37,10 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let rateLimited = ErrorCode(rawValue: 0x0110)
     public static let budgetExceeded = ErrorCode(rawValue: 0x0111)
     public static let concurrencyLimit = ErrorCode(rawValue: 0x0112)
+    /// The daemon could not make the upstream request because of its own configuration (a bad `ca_file`, a
+    /// header libcurl refuses, ...). Not the provider's fault and not retried: sending the call again fails the
+    /// same way until the daemon's configuration is fixed, and the daemon's log says what to fix.
+    public static let configurationError = ErrorCode(rawValue: 0x0113)
 
     public var isConnectionError: Bool { rawValue < 0x0100 }
 
@@ -71,6 +75,7 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
         case .rateLimited: "RATE_LIMITED"
         case .budgetExceeded: "BUDGET_EXCEEDED"
         case .concurrencyLimit: "CONCURRENCY_LIMIT"
+        case .configurationError: "CONFIGURATION_ERROR"
         default: "UNKNOWN_0x" + String(rawValue, radix: 16)
         }
     }
