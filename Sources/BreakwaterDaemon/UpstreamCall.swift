@@ -183,6 +183,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         case .connectFailed: .connectFailed
         case .timedOut: .timeout
         case .malformedResponse: .malformedResponse
+        case .localConfiguration: .localConfiguration
         case .connectionReset, .cancelled, .other: .connectionReset
         }
     }
@@ -195,6 +196,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         case .timedOut(let phase): "timed out (\(phase))"
         case .malformedResponse: "malformed HTTP answer"
         case .cancelled: "cancelled"
+        case .localConfiguration: "the request could not be made here (\(error.detail))"
         case .other: "transport error (\(error.detail))"
         }
     }

@@ -38,7 +38,8 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let budgetExceeded = ErrorCode(rawValue: 0x0111)
     public static let concurrencyLimit = ErrorCode(rawValue: 0x0112)
     /// The daemon could not make the upstream request because of its own configuration (a bad `ca_file`, a
-    /// header libcurl refuses): not the provider's fault, never retried; the daemon's log says what to fix.
+    /// header libcurl refuses, ...). Not the provider's fault and not retried: sending the call again fails the
+    /// same way until the daemon's configuration is fixed, and the daemon's log says what to fix.
     public static let configurationError = ErrorCode(rawValue: 0x0113)
 
     public var isConnectionError: Bool { rawValue < 0x0100 }

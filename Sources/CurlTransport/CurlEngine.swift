@@ -26,7 +26,7 @@ public final class CurlEngine: Sendable {
     public init(maxHostConnections: Int = 64, maxTotalConnections: Int = 256) throws {
         try CurlGlobal.ensureInitialized()
         guard let multi = curl_multi_init() else {
-            throw TransportError(kind: .other, detail: "curl_multi_init failed")
+            throw TransportError(kind: .localConfiguration, detail: "curl_multi_init failed")
         }
         let settings: [(CURLMoption, Int, String)] = [
             (CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX), "PIPELINING"),
@@ -38,10 +38,11 @@ public final class CurlEngine: Sendable {
             let code = bw_curl_multi_setopt_long(multi, option, value)
             guard code == CURLM_OK else {
                 curl_multi_cleanup(multi)
+                // A CURLMcode, not a CURLcode, so it goes in the text rather than `curlCode`.
                 throw TransportError(
-                    kind: .other,
-                    curlCode: Int32(truncatingIfNeeded: code.rawValue),
+                    kind: .localConfiguration,
                     detail: "setting CURLMOPT_\(name) failed: " + String(cString: curl_multi_strerror(code))
+                        + " (CURLM code \(code.rawValue))"
                 )
             }
         }

@@ -10,7 +10,7 @@ enum CurlGlobal {
         let code = globalInitResult
         guard code == CURLE_OK.rawValue else {
             throw TransportError(
-                kind: .other,
+                kind: .localConfiguration,
                 curlCode: Int32(truncatingIfNeeded: code),
                 detail: "curl_global_init failed"
             )

@@ -89,7 +89,9 @@ final class EngineLoop: @unchecked Sendable {
         let transfer = Transfer(id: id, delegate: delegate, timeouts: request.timeouts)
         guard let easy = freeHandles.popLast() ?? EasyHandle() else {
             shared.activeTransfers.subtract(1, ordering: .relaxed)
-            delegate.transferDidComplete(.failure(TransportError(kind: .other, detail: "curl_easy_init failed")))
+            delegate.transferDidComplete(
+                .failure(TransportError(kind: .localConfiguration, detail: "curl_easy_init failed"))
+            )
             return
         }
         transfer.easy = easy
@@ -102,9 +104,11 @@ final class EngineLoop: @unchecked Sendable {
             try RequestConfiguration.apply(request, to: easy, transfer: transfer, context: context)
             let added = curl_multi_add_handle(multi, easy.raw)
             guard added == CURLM_OK else {
+                // A CURLMcode, not a CURLcode, so it goes in the text rather than `curlCode`.
                 throw TransportError(
-                    kind: .other,
+                    kind: .localConfiguration,
                     detail: "curl_multi_add_handle failed: " + String(cString: curl_multi_strerror(added))
+                        + " (CURLM code \(added.rawValue))"
                 )
             }
             transfer.startedAt = MonotonicClock.now()
@@ -211,10 +215,33 @@ final class EngineLoop: @unchecked Sendable {
             kind = .connectionReset
         case CURLE_WEIRD_SERVER_REPLY, CURLE_BAD_CONTENT_ENCODING:
             kind = .malformedResponse
+        case CURLE_UNSUPPORTED_PROTOCOL, CURLE_OUT_OF_MEMORY:
+            // Before the request goes out these are this host's: a scheme libcurl will not speak, or no memory.
+            // libcurl 7.88 also uses them for a reply it will not read (HTTP/0.9 or an unknown HTTP version is
+            // UNSUPPORTED_PROTOCOL, a header line over 100 KiB is OUT_OF_MEMORY), which is the provider's.
+            kind = requestWasSent(transfer) ? .malformedResponse : .localConfiguration
+        case CURLE_FAILED_INIT, CURLE_URL_MALFORMAT, CURLE_NOT_BUILT_IN, CURLE_BAD_FUNCTION_ARGUMENT,
+            CURLE_UNKNOWN_OPTION, CURLE_SETOPT_OPTION_SYNTAX, CURLE_SSL_ENGINE_NOTFOUND, CURLE_SSL_ENGINE_SETFAILED,
+            CURLE_SSL_ENGINE_INITFAILED, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER, CURLE_SSL_CACERT_BADFILE,
+            CURLE_SSL_CRL_BADFILE:
+            // What this host asked for (URL, options, its own CA file, CRL file, client certificate, cipher
+            // list or crypto engine), never the provider's answer.
+            kind = .localConfiguration
         default:
             kind = .other
         }
         return TransportError(kind: kind, curlCode: curlCode, detail: detail)
+    }
+
+    /// Whether any of the request's bytes went out (`CURLINFO_REQUEST_SIZE`), so a failure may be the reply's.
+    private func requestWasSent(_ transfer: Transfer) -> Bool {
+        var sent = 0
+        guard let easy = transfer.easy,
+            bw_curl_easy_getinfo_long(easy.raw, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK
+        else {
+            return false
+        }
+        return sent > 0
     }
 
     /// Which of libcurl's two limits (connect, total) ended the transfer.

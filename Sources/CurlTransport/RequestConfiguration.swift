@@ -3,8 +3,9 @@ import CCurl
 /// Turns an `HTTPRequest` into easy-handle options. Kept apart from the loop so the full list of options a
 /// transfer gets is in one place.
 enum RequestConfiguration {
-    /// Sets every option the transfer needs on a fresh or reset handle. Throws only for requests libcurl
-    /// cannot represent; the error never quotes header values or the body.
+    /// Sets every option the transfer needs on a fresh or reset handle. Throws a `.localConfiguration` error
+    /// for requests libcurl cannot represent and for any option libcurl refuses; the error names the option or
+    /// the header, and never quotes a header value, the body or the URL (values and queries hold API keys).
     static func apply(
         _ request: HTTPRequest,
         to easy: EasyHandle,
@@ -108,7 +109,7 @@ enum RequestConfiguration {
         let isDefaultMethod = (method == "GET" && !sendsBody) || (method == "POST" && sendsBody)
         if !isDefaultMethod {
             guard isToken(method) else {
-                throw TransportError(kind: .other, detail: "the request method is not a valid HTTP token")
+                throw TransportError(kind: .localConfiguration, detail: "the request method is not a valid HTTP token")
             }
             try check(bw_curl_easy_setopt_string(handle, CURLOPT_CUSTOMREQUEST, method), "CUSTOMREQUEST")
         }
@@ -119,26 +120,34 @@ enum RequestConfiguration {
         _ handle: UnsafeMutableRawPointer,
         _ transfer: Transfer
     ) throws {
-        // "Expect:" with no value removes libcurl's own `Expect: 100-continue`, which would cost a round
-        // trip (or a one-second wait) before every large body.
-        var list = curl_slist_append(nil, "Expect:")
-        for header in headers {
-            guard isToken(header.name), isFieldValue(header.value) else {
-                if let list {
-                    curl_slist_free_all(list)
-                }
+        // Every header is checked before libcurl sees any of them: a CR, LF or NUL would let a value end its
+        // line and smuggle in another header (or end the head), which libcurl would send as given.
+        for (index, header) in headers.enumerated() {
+            guard isToken(header.name) else {
+                // The name is not shown: one that is not a token may be a whole "Name: value" line.
                 throw TransportError(
-                    kind: .other,
-                    detail: "a request header has an invalid name or a line break in its value"
+                    kind: .localConfiguration,
+                    detail: "request header #\(index + 1) has a name that is not an HTTP token"
                 )
             }
+            guard isFieldValue(header.value) else {
+                throw TransportError(
+                    kind: .localConfiguration,
+                    detail: "the value of request header \"\(header.name)\" contains a CR, LF or NUL byte"
+                )
+            }
+        }
+        // "Expect:" with no value removes libcurl's own `Expect: 100-continue`, which would cost a round
+        // trip (or a one-second wait) before every large body.
+        guard var list = curl_slist_append(nil, "Expect:") else {
+            throw TransportError(kind: .localConfiguration, detail: "out of memory building the header list")
+        }
+        for header in headers {
             // libcurl sends "Name;" as an empty header, whereas "Name:" would remove it.
             let line = header.value.isEmpty ? header.name + ";" : header.name + ": " + header.value
             guard let appended = curl_slist_append(list, line) else {
-                if let list {
-                    curl_slist_free_all(list)
-                }
-                throw TransportError(kind: .other, detail: "out of memory building the header list")
+                curl_slist_free_all(list)
+                throw TransportError(kind: .localConfiguration, detail: "out of memory building the header list")
             }
             list = appended
         }
@@ -167,10 +176,12 @@ enum RequestConfiguration {
         !text.utf8.contains { $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\n") || $0 == 0 }
     }
 
+    /// Turns a failed `curl_easy_setopt` into a `.localConfiguration` error naming the option: whatever the
+    /// code, libcurl refused something this host asked for, and asking the provider again cannot change that.
     private static func check(_ code: CURLcode, _ option: StaticString) throws {
         guard code == CURLE_OK else {
             throw TransportError(
-                kind: .other,
+                kind: .localConfiguration,
                 curlCode: Int32(truncatingIfNeeded: code.rawValue),
                 detail: "setting CURLOPT_\(option) failed: " + String(cString: curl_easy_strerror(code))
             )

@@ -16,6 +16,12 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
         case cancelled
         /// The server's reply was not valid HTTP.
         case malformedResponse
+        /// The request could not be made on this host: this host's configuration asked for something libcurl
+        /// cannot do (an unsupported scheme or HTTP version, a malformed URL, a header name or value with a line
+        /// break, a `ca_file` that is missing or not PEM, an option libcurl would not set), or the host ran out
+        /// of memory. Never the provider's fault: a retry, or another attempt at the same provider, fails the
+        /// same way until the configuration is fixed, and `detail` says what to fix.
+        case localConfiguration
         /// Anything else; `curlCode` and `detail` say more.
         case other
     }
