@@ -497,11 +497,19 @@ final class CallDriver {
         current = nil
         let target = call.target
         let classification = target.provider.classifier.classify(result.outcome)
-        let counted = shared.resilience.record(target, failed: classification?.kind.countsAgainstBreaker ?? false,
+        let counted: Bool
+        if classification?.kind == .configuration {
+            // Nothing reached the provider: its breaker, retry budget and keys hear nothing of this attempt.
+            counted = false
+            shared.resilience.forgetFirstAttempt(target.provider, retriesOnTarget == 0 && pacedRetriesOnTarget == 0)
+            giveBack(target, probe: currentIsProbe, key: currentKey, tokens: reservedTokens)
+        } else {
+            counted = shared.resilience.record(target, failed: classification?.kind.countsAgainstBreaker ?? false,
                                                duration: result.duration, isProbe: currentIsProbe)
-        shared.resilience.settleKey(target.provider, index: currentKey, reserved: reservedTokens,
-                                    actual: result.usage?.totalTokens, info: result.rateLimit,
-                                    rateLimited: classification?.kind == .rateLimited)
+            shared.resilience.settleKey(target.provider, index: currentKey, reserved: reservedTokens,
+                                        actual: result.usage?.totalTokens, info: result.rateLimit,
+                                        rateLimited: classification?.kind == .rateLimited)
+        }
         settleBudget(usage: result.usage)
         shared.audit(.upstreamAttempt, subject) { e in
             e.provider = target.provider.name

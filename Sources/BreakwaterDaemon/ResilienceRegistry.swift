@@ -228,6 +228,17 @@ final class ResilienceRegistry: Sendable {
         }
     }
 
+    /// Takes back a first attempt counted by `recordFirstAttempt` that never reached the provider (a local
+    /// configuration error); `wasFirst` false: nothing to take back.
+    func forgetFirstAttempt(_ provider: ProviderRuntime, _ wasFirst: Bool) {
+        guard wasFirst else { return }
+        let now = clock.now()
+        state.withLock { s in
+            s.budgets[provider.name]?.forgetCall(now: now)
+            s.counters[provider.name, default: ProviderCounters()].firstAttempts -= 1
+        }
+    }
+
     /// Takes a retry from the provider's budget, if it has room.
     func tryRetry(_ provider: ProviderRuntime) -> Bool {
         let now = clock.now()

@@ -274,6 +274,14 @@ struct OutcomeWindow: Sendable {
         if failure { failures[slot] += 1 }
     }
 
+    /// Takes back one success counted in the current bucket (a call that turned out never to have been made).
+    mutating func remove(now: Instant) {
+        let epoch = now.nanoseconds / bucketLength
+        let slot = Int(epoch % Int64(Self.bucketCount))
+        guard epochs[slot] == epoch, calls[slot] > failures[slot] else { return }
+        calls[slot] -= 1
+    }
+
     func counts(now: Instant) -> (calls: Int, failures: Int) {
         let current = now.nanoseconds / bucketLength
         var c = 0

@@ -25,6 +25,11 @@ public struct RetryBudget: Sendable {
         calls.add(failure: false, now: now)
     }
 
+    /// Takes back a first attempt counted at `now` that never reached the provider.
+    public mutating func forgetCall(now: Instant) {
+        calls.remove(now: now)
+    }
+
     /// Takes one retry from the budget if it has room; false means retrying now would make a retry storm.
     public mutating func tryRetry(now: Instant) -> Bool {
         let c = calls.counts(now: now).calls

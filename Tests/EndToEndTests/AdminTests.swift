@@ -54,7 +54,8 @@ import Glibc
 
     /// `breakwater breakers` shows an open breaker with its reopen time; `breakwater breaker reset` closes it.
     @Test func breakersAndBreakerReset() async throws {
-        let d = try await DaemonUnderTest.start(providerOptions: "    circuit_breaker: {failure_threshold: 2, timeout_period: 60s}")
+        // One call whose three attempts all fail opens it (failure_threshold counts failed calls).
+        let d = try await DaemonUnderTest.start(providerOptions: "    circuit_breaker: {failure_threshold: 1, timeout_period: 60s}")
         defer { d.stop() }
         d.fake.script([FaultStep(status: 503), FaultStep(status: 503), FaultStep(status: 503)])
         _ = try? await d.client().send(route: "default", body: chat("fails"))

@@ -25,12 +25,12 @@ import Glibc
 
     @Test func everyDecisionKindIsInTheJournalWithItsFields() async throws {
         try await JournalHarness.withHarness { journal in
-            // Two targets on the fake: a primary whose breaker opens after 2 failures, and a fallback model.
+            // Two targets on the fake: a primary whose breaker opens after 1 failed call, and a fallback model.
             let d = try await DaemonUnderTest.start(
                 routes: "  default:\n    - {provider: fake, model: gpt-4o-mini}\n"
                     + "  chain:\n    - {provider: fake, model: gpt-4o}\n    - {provider: fake, model: gpt-4o-mini}",
                 policy: GovernanceE2ETests.policy(approvalTimeout: "3s"),
-                providerOptions: "    circuit_breaker: {failure_threshold: 2}", wrap: { journal.command($0, $1) })
+                providerOptions: "    circuit_breaker: {failure_threshold: 1}", wrap: { journal.command($0, $1) })
             defer { d.stop() }
             func client(_ token: String) -> BreakwaterClient {
                 var c = BreakwaterClient.Configuration(socketPath: d.socket, credential: Array(token.utf8))
@@ -67,10 +67,11 @@ import Glibc
                 }
                 _ = await call.value
             }
-            // Fallback and a breaker opening: the primary (gpt-4o) answers 503 twice; the first is retried, the
-            // second opens its breaker (failure_threshold 2), so the next retry skips it and the call falls back.
+            // Fallback and a breaker opening: the primary (gpt-4o) answers 503 three times (the first attempt and
+            // its two retries); the call leaves it failed, which opens its breaker (failure_threshold 1), and falls
+            // back to gpt-4o-mini.
             let ops = client(GovernanceE2ETests.opsToken)
-            d.fake.script([FaultStep(status: 503), FaultStep(status: 503)])
+            d.fake.script([FaultStep(status: 503), FaultStep(status: 503), FaultStep(status: 503)])
             _ = try await ops.send(route: "chain", body: prompt, action: "ops.check")
             // Concurrency: ops-agent may have one call in flight.
             d.fake.script([FaultStep(delayFirstByteMs: 1500)])

@@ -112,7 +112,7 @@ import Glibc
 
     @Test func anOpenBreakerIsStillOpenAfterACrash() async throws {
         let d = try await DaemonUnderTest.start(
-            providerOptions: "    circuit_breaker: {failure_threshold: 2, timeout_period: 60s}", withStateDirectory: true)
+            providerOptions: "    circuit_breaker: {failure_threshold: 1, timeout_period: 60s}", withStateDirectory: true)
         defer { d.stop() }
         d.fake.script([FaultStep(status: 503), FaultStep(status: 503), FaultStep(status: 503)])
         _ = try? await d.client().send(route: "default", body: chat("opens the breaker"))
