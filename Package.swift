@@ -150,6 +150,7 @@ let package = Package(
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "JournalTestKit"], swiftSettings: strict),
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: strict),
         .testTarget(name: "ResilienceTests", dependencies: ["Resilience"], swiftSettings: strict),
+        .testTarget(name: "FakeProviderKitTests", dependencies: ["FakeProviderKit"], swiftSettings: strict),
         .testTarget(name: "GovernanceTests", dependencies: ["Governance", "Resilience"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Governance", "Resilience"], swiftSettings: strict),
         .testTarget(

@@ -16,8 +16,7 @@ struct AnthropicDialect: ProviderDialect {
     /// The key is checked before the version header. It is taken from `x-api-key` or, as recent official SDKs
     /// send API keys, from `Authorization: Bearer`.
     func reject(_ headers: HTTPHeaders, requiredKey: String?) -> WireError? {
-        let key = headers.first(name: "x-api-key") ?? HeaderValue.bearerKey(headers.first(name: "authorization"))
-        switch Self.keyProblem(key, requiredKey: requiredKey) {
+        switch Self.keyProblem(apiKey(headers), requiredKey: requiredKey) {
         case .missing:
             return error(401, "authentication_error", "x-api-key header is required")
         case .wrong:
@@ -29,6 +28,10 @@ struct AnthropicDialect: ProviderDialect {
             return error(400, "invalid_request_error", "anthropic-version: header is required")
         }
         return nil
+    }
+
+    func apiKey(_ headers: HTTPHeaders) -> String? {
+        headers.first(name: "x-api-key") ?? HeaderValue.bearerKey(headers.first(name: "authorization"))
     }
 
     func parse(_ body: ByteBufferView) -> Result<ChatRequest, WireError> {
@@ -172,7 +175,10 @@ struct AnthropicError: Sendable {
             "Request exceeds the maximum allowed number of bytes."
         case "rate_limit_error":
             "This request would exceed the rate limit for your organization "
-                + "(6f2a7c1e-3b5d-4e8f-9a0b-1c2d3e4f5a6b) of \(context.rateLimitRequests) requests per minute. "
+                + "(6f2a7c1e-3b5d-4e8f-9a0b-1c2d3e4f5a6b) of "
+                + (context.exceeded.map { "\($0.limit) \($0.quantity == .tokens ? "tokens" : "requests")" }
+                    ?? "\(context.rateLimitRequests) requests")
+                + " per minute. "
                 + "For details, refer to: https://docs.claude.com/en/api/rate-limits. You can see the response "
                 + "headers for current usage. Please reduce the prompt length or the maximum tokens requested, or "
                 + "try again later. You may also contact sales at https://www.anthropic.com/contact-sales to "

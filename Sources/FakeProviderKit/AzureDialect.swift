@@ -26,8 +26,12 @@ struct AzureDialect: ProviderDialect {
     func reject(_ headers: HTTPHeaders, requiredKey: String?) -> WireError? {
         guard let apiVersion else { return AzureError.resourceNotFound }
         guard Self.isAPIVersion(apiVersion) else { return AzureError.apiVersionNotSupported }
-        let key = headers.first(name: "api-key") ?? HeaderValue.bearerKey(headers.first(name: "authorization"))
-        return Self.keyProblem(key, requiredKey: requiredKey) == nil ? nil : AzureError.accessDenied
+        return Self.keyProblem(apiKey(headers), requiredKey: requiredKey) == nil ? nil : AzureError.accessDenied
+    }
+
+    /// `api-key`, or an Entra ID token in `Authorization: Bearer`.
+    func apiKey(_ headers: HTTPHeaders) -> String? {
+        headers.first(name: "api-key") ?? HeaderValue.bearerKey(headers.first(name: "authorization"))
     }
 
     func parse(_ body: ByteBufferView) -> Result<ChatRequest, WireError> {
@@ -151,10 +155,11 @@ enum AzureError {
 
     static func rateLimited(status: Int, apiVersion: String, context: ErrorContext) -> WireError {
         let seconds = max(1, ((context.retryAfterMs ?? 1000) + 999) / 1000)
+        let which = context.exceeded?.quantity == .tokens ? "token" : "call"
         var error = gateway(
             status: status, code: "429",
             message: "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version \(apiVersion) "
-                + "have exceeded call rate limit of your current OpenAI S0 pricing tier. Please retry after "
+                + "have exceeded \(which) rate limit of your current OpenAI S0 pricing tier. Please retry after "
                 + "\(seconds) second\(seconds == 1 ? "" : "s"). Please go here: https://aka.ms/oai/quotaincrease if "
                 + "you would like to further increase the default rate limit."
         )

@@ -16,6 +16,9 @@ struct ChatRequest: Sendable {
     /// token rate limit.
     var maxTokens: Int?
 
+    /// What the request is charged against token limits: its prompt tokens plus its output cap.
+    var tokenCost: Int { promptTokens + (maxTokens ?? 0) }
+
     /// Parses an OpenAI chat-completions body, or returns the error OpenAI would answer with. Azure names the
     /// model in the path (`deployment`), so the body's `model` is then neither required nor used.
     static func parseOpenAI(

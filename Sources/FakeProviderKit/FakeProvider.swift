@@ -25,10 +25,12 @@ public final class FakeProvider: Sendable {
     public var personality: Personality { state.personality }
 
     /// Answers with `personality` from the next request on (e.g. `.down`, then `.healthy` to bring the provider
-    /// back). The fault generator is reseeded from it; the script, stats and rate-limit window are kept.
+    /// back). The fault generator is reseeded from it; the script, stats and rate-limit window are kept, and so
+    /// are the keys' token buckets unless its `tokenBucket` differs.
     ///
-    /// An invalid personality (probabilities outside 0...1 or adding up to more than 1, limits not positive) is
-    /// a mistake in the test, so it traps; `Personality(jsonData:)` checks one that comes from outside.
+    /// An invalid personality (probabilities outside 0...1 or adding up to more than 1, limits not positive, a
+    /// token bucket without a rate) is a mistake in the test, so it traps; `Personality(jsonData:)` checks one
+    /// that comes from outside.
     public func setPersonality(_ personality: Personality) {
         do {
             try personality.validate()
@@ -123,8 +125,8 @@ public final class FakeProvider: Sendable {
         state.resetStats()
     }
 
-    /// What `POST /_fake/reset` does: zero the counters, clear the script, reseed the fault generator and
-    /// empty the simulated rate-limit window.
+    /// What `POST /_fake/reset` does: zero the counters, clear the script, reseed the fault generator, empty
+    /// the simulated rate-limit window and fill every key's token bucket.
     public func reset() {
         state.resetAll()
     }

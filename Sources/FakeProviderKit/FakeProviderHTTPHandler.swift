@@ -152,8 +152,9 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     /// The answer to one chat request in `dialect`'s shape. In order: a down provider answers 503; then the
-    /// dialect's refusals (key, version); then a body too large or unreadable; then the script or personality.
-    /// The body is read first all the same, so the model asked for is counted whatever the answer.
+    /// dialect's refusals (key, version); then a body too large or unreadable; then the key's token bucket (429
+    /// when it refuses); then the script or personality. The body is read first all the same, so the model asked
+    /// for is counted whatever the answer.
     private func plan(
         _ head: HTTPRequestHead, _ dialect: some ProviderDialect, route: Route, ticket: ChatTicket,
         admission: Admission, envelope: ResponsePlan.Envelope
@@ -181,12 +182,18 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
             }
             return .error(refusal ?? dialect.bodyTooLarge, envelope: envelope, dialect: dialect)
         }
-        let decision = state.decide(
-            tokens: request.promptTokens + (request.maxTokens ?? 0), model: request.model, for: ticket
+        let verdict = state.decide(
+            tokens: request.tokenCost, model: request.model, apiKey: dialect.apiKey(head.headers) ?? "", for: ticket
         )
         var charged = envelope
-        charged.limits = decision.limits
-        return .answer(step: decision.step, request: request, envelope: charged, dialect: dialect)
+        switch verdict {
+        case .answer(let step, let limits):
+            charged.limits = limits
+            return .answer(step: step, request: request, envelope: charged, dialect: dialect)
+        case .rateLimited(let refusal, let limits):
+            charged.limits = limits
+            return .rateLimited(refusal, request: request, envelope: charged, dialect: dialect)
+        }
     }
 
     /// Walks the plan from its cursor until it has to wait, reset or end.

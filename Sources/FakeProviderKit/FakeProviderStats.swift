@@ -24,6 +24,12 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
     /// Requests per model asked for: the body's `model` (OpenAI, Anthropic), the path's model (Gemini) or the
     /// deployment (Azure). Counted once the model is known, even when the request is then refused.
     public var byModel: [String: Int]
+    /// Chat requests the personality's `token_bucket` refused with 429 (not counting scripted or rolled 429s).
+    public var rateLimited: Int
+    /// The most requests the token bucket refused in a row, whatever their keys: a request it admits, for any
+    /// key, ends a run. Requests answered before the bucket is asked (down, bad key, bad body) neither extend
+    /// nor end one. A caller that backs off as told keeps this short.
+    public var longestRateLimitedRun: Int
 
     /// Creates a snapshot; all zero by default.
     public init(
@@ -34,7 +40,9 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
         inFlight: Int = 0,
         byStatus: [String: Int] = [:],
         byAPI: [String: Int] = [:],
-        byModel: [String: Int] = [:]
+        byModel: [String: Int] = [:],
+        rateLimited: Int = 0,
+        longestRateLimitedRun: Int = 0
     ) {
         self.requests = requests
         self.completed = completed
@@ -44,6 +52,8 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
         self.byStatus = byStatus
         self.byAPI = byAPI
         self.byModel = byModel
+        self.rateLimited = rateLimited
+        self.longestRateLimitedRun = longestRateLimitedRun
     }
 
     enum CodingKeys: String, CodingKey {
@@ -52,6 +62,8 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
         case byStatus = "by_status"
         case byAPI = "by_api"
         case byModel = "by_model"
+        case rateLimited = "rate_limited"
+        case longestRateLimitedRun = "longest_rate_limited_run"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -64,7 +76,9 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
             inFlight: try container.decode(Int.self, forKey: .inFlight),
             byStatus: try container.decode([String: Int].self, forKey: .byStatus),
             byAPI: try container.decodeIfPresent([String: Int].self, forKey: .byAPI) ?? [:],
-            byModel: try container.decodeIfPresent([String: Int].self, forKey: .byModel) ?? [:]
+            byModel: try container.decodeIfPresent([String: Int].self, forKey: .byModel) ?? [:],
+            rateLimited: try container.decodeIfPresent(Int.self, forKey: .rateLimited) ?? 0,
+            longestRateLimitedRun: try container.decodeIfPresent(Int.self, forKey: .longestRateLimitedRun) ?? 0
         )
     }
 }

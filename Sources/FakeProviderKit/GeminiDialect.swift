@@ -27,8 +27,13 @@ struct GeminiDialect: ProviderDialect {
     }
 
     /// No key at all is a 403 (the caller has no identity); a key that is not the required one is a 400.
+    /// `x-goog-api-key`, else the `key` query parameter.
+    func apiKey(_ headers: HTTPHeaders) -> String? {
+        headers.first(name: "x-goog-api-key") ?? queryKey
+    }
+
     func reject(_ headers: HTTPHeaders, requiredKey: String?) -> WireError? {
-        switch Self.keyProblem(headers.first(name: "x-goog-api-key") ?? queryKey, requiredKey: requiredKey) {
+        switch Self.keyProblem(apiKey(headers), requiredKey: requiredKey) {
         case .missing:
             return GoogleError(
                 status: 403, state: "PERMISSION_DENIED",
@@ -113,7 +118,9 @@ struct GeminiDialect: ProviderDialect {
         let state = code ?? GoogleError.state(forStatus: status)
         var details: [GoogleError.Value] = []
         if state == "RESOURCE_EXHAUSTED" {
-            details = GoogleError.quotaDetails(model: model, retryAfterMs: context.retryAfterMs)
+            details = GoogleError.quotaDetails(
+                model: model, retryAfterMs: context.retryAfterMs, exceeded: context.exceeded
+            )
         }
         var error = GoogleError(
             status: status, state: state, message: message(forState: state), details: details
@@ -232,18 +239,27 @@ struct GoogleError: Sendable {
         }
     }
 
-    /// What a Gemini 429 carries: the quota that ran out, a link, and (when a wait is known) `RetryInfo`.
-    static func quotaDetails(model: String, retryAfterMs: Int?) -> [Value] {
+    /// What a Gemini 429 carries: the quota that ran out (requests or, when the token bucket says so, input
+    /// tokens per minute, with its value when known), a link, and (when a wait is known) `RetryInfo`.
+    static func quotaDetails(model: String, retryAfterMs: Int?, exceeded: ExceededLimit? = nil) -> [Value] {
+        let tokens = exceeded?.quantity == .tokens
+        var violation: [(String, Value)] = [
+            ("quotaMetric", .string(
+                "generativelanguage.googleapis.com/"
+                    + (tokens ? "generate_content_input_token_count" : "generate_content_requests")
+            )),
+            ("quotaId", .string(
+                tokens ? "GenerateContentInputTokensPerModelPerMinute" : "GenerateRequestsPerMinutePerProjectPerModel"
+            )),
+            ("quotaDimensions", .object([("location", .string("global")), ("model", .string(model))])),
+        ]
+        if let exceeded {
+            violation.append(("quotaValue", .string(String(exceeded.limit))))
+        }
         var details: [Value] = [
             .object([
                 ("@type", .string("type.googleapis.com/google.rpc.QuotaFailure")),
-                ("violations", .array([
-                    .object([
-                        ("quotaMetric", .string("generativelanguage.googleapis.com/generate_content_requests")),
-                        ("quotaId", .string("GenerateRequestsPerMinutePerProjectPerModel")),
-                        ("quotaDimensions", .object([("location", .string("global")), ("model", .string(model))])),
-                    ])
-                ])),
+                ("violations", .array([.object(violation)])),
             ]),
             .object([
                 ("@type", .string("type.googleapis.com/google.rpc.Help")),

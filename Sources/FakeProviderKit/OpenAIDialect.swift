@@ -4,9 +4,12 @@ import NIOHTTP1
 /// OpenAI's chat completions: `Authorization: Bearer` keys, `chat.completion` objects, `data:` chunks ending
 /// in `[DONE]`, `{"error": {...}}` bodies and `x-ratelimit-*` headers.
 struct OpenAIDialect: ProviderDialect {
+    func apiKey(_ headers: HTTPHeaders) -> String? {
+        HeaderValue.bearerKey(headers.first(name: "authorization"))
+    }
+
     func reject(_ headers: HTTPHeaders, requiredKey: String?) -> WireError? {
-        let key = HeaderValue.bearerKey(headers.first(name: "authorization"))
-        switch Self.keyProblem(key, requiredKey: requiredKey) {
+        switch Self.keyProblem(apiKey(headers), requiredKey: requiredKey) {
         case .missing: return OpenAIError.missingAPIKey.wire
         case .wrong: return OpenAIError.incorrectAPIKey.wire
         case nil: return nil
@@ -78,7 +81,7 @@ extension OpenAIError.Context {
     init(_ context: ErrorContext) {
         self.init(
             model: context.model, promptTokens: context.promptTokens, rateLimitRequests: context.rateLimitRequests,
-            retryAfterMs: context.retryAfterMs
+            retryAfterMs: context.retryAfterMs, exceeded: context.exceeded
         )
     }
 }

@@ -15,6 +15,8 @@ struct OpenAIError: Error, Sendable, Equatable {
         var promptTokens: Int
         var rateLimitRequests: Int
         var retryAfterMs: Int?
+        /// The token bucket's limit, which the rate-limit message then quotes.
+        var exceeded: ExceededLimit? = nil
     }
 
     // MARK: Errors the fake raises itself
@@ -162,15 +164,27 @@ struct OpenAIError: Error, Sendable, Equatable {
         }
     }
 
+    /// "Rate limit reached ... on requests per min (RPM)" (or tokens per min), quoting the token bucket's
+    /// numbers when it refused the request; "Request too large" when the request's tokens never fit.
     private static func rateLimited(status: Int, context: Context) -> OpenAIError {
         let wait = OpenAIWire.duration(milliseconds: context.retryAfterMs ?? 1000)
+        let exceeded = context.exceeded
+        let tokens = exceeded?.quantity == .tokens
+        let per = tokens ? "tokens per min (TPM)" : "requests per min (RPM)"
+        let limit = exceeded?.limit ?? context.rateLimitRequests
+        let learnMore = "Visit https://platform.openai.com/account/rate-limits to learn more."
+        let message: String
+        if let exceeded, !exceeded.fits {
+            message = "Request too large for \(context.model) in organization org-fakeprovider on \(per): "
+                + "Limit \(limit), Requested \(exceeded.requested). The input or output tokens must be reduced in "
+                + "order to run successfully. " + learnMore
+        } else {
+            message = "Rate limit reached for \(context.model) in organization org-fakeprovider on \(per): "
+                + "Limit \(limit), Used \(exceeded?.used ?? limit), Requested \(exceeded?.requested ?? 1). "
+                + "Please try again in \(wait). " + learnMore
+        }
         return OpenAIError(
-            status: status,
-            message: "Rate limit reached for \(context.model) in organization org-fakeprovider on requests per min "
-                + "(RPM): Limit \(context.rateLimitRequests), Used \(context.rateLimitRequests), Requested 1. "
-                + "Please try again in \(wait). Visit https://platform.openai.com/account/rate-limits to learn more.",
-            type: "requests",
-            code: "rate_limit_exceeded"
+            status: status, message: message, type: tokens ? "tokens" : "requests", code: "rate_limit_exceeded"
         )
     }
 

@@ -31,9 +31,15 @@ public struct ProbabilisticFault: Codable, Sendable, Equatable {
 ///
 /// Faults are rolled with a generator seeded by `seed`, so the same sequence of requests meets the same faults
 /// on every run. In JSON: `{"name", "default_step", "faults": [{"probability", "step"}], "seed", "down",
-/// "required_api_key", "ratelimit_limit_requests", "ratelimit_limit_tokens"}`, every key optional. For example
+/// "required_api_key", "ratelimit_limit_requests", "ratelimit_limit_tokens", "token_bucket":
+/// {"requests_per_minute", "tokens_per_minute", "burst_seconds"}}`, every key optional. For example
 /// `{"faults": [{"probability": 0.3, "step": {"status": 503}}, {"probability": 0.2, "step": {"status": 429,
 /// "retry_after": "1"}}]}` fails half the requests and answers the rest normally.
+///
+/// The `ratelimit_limit_*` values only fill in the rate-limit headers; `token_bucket` really limits, per API
+/// key, as providers do: `{"token_bucket": {"requests_per_minute": 600, "burst_seconds": 1}}` lets each key
+/// send 10 requests at once and then one every 100 ms, and answers the rest 429 in the API's shape with
+/// `Retry-After`, `retry-after-ms` and the key's rate-limit headers. The two cannot be given together.
 public struct Personality: Codable, Sendable, Equatable {
     /// A label for logs and reports.
     public var name: String
@@ -51,10 +57,14 @@ public struct Personality: Codable, Sendable, Equatable {
     /// When set, only this key is accepted (in whichever header or parameter the API takes it); otherwise any
     /// non-empty key is.
     public var requiredAPIKey: String?
-    /// Value of `x-ratelimit-limit-requests` (requests per minute).
+    /// Value of `x-ratelimit-limit-requests` (requests per minute), informational: never enforced.
     public var rateLimitRequests: Int
-    /// Value of `x-ratelimit-limit-tokens` (tokens per minute).
+    /// Value of `x-ratelimit-limit-tokens` (tokens per minute), informational: never enforced.
     public var rateLimitTokens: Int
+    /// Rates enforced per API key, checked after the key and the body and before the script and the faults;
+    /// nil enforces nothing. A rate it leaves out keeps the informational `rateLimitRequests` or
+    /// `rateLimitTokens` headers.
+    public var tokenBucket: TokenBucketLimits?
 
     /// Creates a personality; the defaults answer every request promptly with 200.
     public init(
@@ -65,7 +75,8 @@ public struct Personality: Codable, Sendable, Equatable {
         down: Bool = false,
         requiredAPIKey: String? = nil,
         rateLimitRequests: Int = 10_000,
-        rateLimitTokens: Int = 2_000_000
+        rateLimitTokens: Int = 2_000_000,
+        tokenBucket: TokenBucketLimits? = nil
     ) {
         self.name = name
         self.defaultStep = defaultStep
@@ -75,6 +86,7 @@ public struct Personality: Codable, Sendable, Equatable {
         self.requiredAPIKey = requiredAPIKey
         self.rateLimitRequests = rateLimitRequests
         self.rateLimitTokens = rateLimitTokens
+        self.tokenBucket = tokenBucket
     }
 
     /// Answers every request at once with 200 and the echoed completion.
@@ -116,7 +128,8 @@ public struct Personality: Codable, Sendable, Equatable {
         try self.init(jsonData: data)
     }
 
-    /// Throws when the personality cannot be served: bad probabilities or rate limits.
+    /// Throws when the personality cannot be served: bad probabilities or rate limits, or a token bucket
+    /// together with informational limits that differ from the defaults.
     public func validate() throws {
         var total = 0.0
         for fault in faults {
@@ -130,6 +143,13 @@ public struct Personality: Codable, Sendable, Equatable {
         }
         guard rateLimitRequests > 0, rateLimitTokens > 0 else {
             throw FakeProviderError.invalidPersonality("rate limits must be positive")
+        }
+        if let tokenBucket {
+            let defaults = Personality()
+            guard rateLimitRequests == defaults.rateLimitRequests, rateLimitTokens == defaults.rateLimitTokens else {
+                throw Self.bucketWithInformationalLimits
+            }
+            try tokenBucket.validate()
         }
         if let status = defaultStep.status, !(200...599).contains(status) {
             throw FakeProviderError.invalidPersonality("default_step status \(status) is not an HTTP status")
@@ -145,12 +165,40 @@ public struct Personality: Codable, Sendable, Equatable {
         case requiredAPIKey = "required_api_key"
         case rateLimitRequests = "ratelimit_limit_requests"
         case rateLimitTokens = "ratelimit_limit_tokens"
+        case tokenBucket = "token_bucket"
+    }
+
+    private static let bucketWithInformationalLimits = FakeProviderError.invalidPersonality(
+        "token_bucket cannot be combined with ratelimit_limit_requests or ratelimit_limit_tokens: "
+            + "the bucket's rates are the limits"
+    )
+
+    /// Writes every key, except the informational limits when there is a token bucket (which the decoder
+    /// would refuse beside it), so an encoded personality decodes back to itself.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(defaultStep, forKey: .defaultStep)
+        try container.encode(faults, forKey: .faults)
+        try container.encode(seed, forKey: .seed)
+        try container.encode(down, forKey: .down)
+        try container.encodeIfPresent(requiredAPIKey, forKey: .requiredAPIKey)
+        if let tokenBucket {
+            try container.encode(tokenBucket, forKey: .tokenBucket)
+        } else {
+            try container.encode(rateLimitRequests, forKey: .rateLimitRequests)
+            try container.encode(rateLimitTokens, forKey: .rateLimitTokens)
+        }
     }
 
     public init(from decoder: any Decoder) throws {
         try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.rawValue))
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let defaults = Personality()
+        let tokenBucket = try container.decodeIfPresent(TokenBucketLimits.self, forKey: .tokenBucket)
+        if tokenBucket != nil, container.contains(.rateLimitRequests) || container.contains(.rateLimitTokens) {
+            throw Self.bucketWithInformationalLimits
+        }
         self.init(
             name: try container.decodeIfPresent(String.self, forKey: .name) ?? defaults.name,
             defaultStep: try container.decodeIfPresent(FaultStep.self, forKey: .defaultStep) ?? FaultStep(),
@@ -161,7 +209,8 @@ public struct Personality: Codable, Sendable, Equatable {
             rateLimitRequests: try container.decodeIfPresent(Int.self, forKey: .rateLimitRequests)
                 ?? defaults.rateLimitRequests,
             rateLimitTokens: try container.decodeIfPresent(Int.self, forKey: .rateLimitTokens)
-                ?? defaults.rateLimitTokens
+                ?? defaults.rateLimitTokens,
+            tokenBucket: tokenBucket
         )
     }
 }

@@ -7,8 +7,24 @@ struct ErrorContext: Sendable {
     var model: String
     var promptTokens: Int
     var rateLimitRequests: Int
-    /// The wait the scripted step announces, when it announces one.
+    /// The wait the scripted step (or the token bucket) announces, when it announces one.
     var retryAfterMs: Int?
+    /// The limit the token bucket refused the request on; nil for scripted and rolled errors.
+    var exceeded: ExceededLimit? = nil
+}
+
+/// The limit a token-bucket refusal quotes, in the numbers the rate-limit headers show.
+struct ExceededLimit: Sendable {
+    /// Which bucket ran short.
+    var quantity: TokenBucket.Quantity
+    /// Its rate per minute (`x-ratelimit-limit-*`).
+    var limit: Int
+    /// The limit less what is left (`x-ratelimit-remaining-*`).
+    var used: Int
+    /// What the request needed: 1 request, or its token cost.
+    var requested: Int
+    /// False when the request needs more tokens than the bucket holds, so waiting never helps.
+    var fits: Bool
 }
 
 /// How one provider's API looks on the wire: which requests it refuses before reading them, how it reads a
@@ -17,6 +33,9 @@ struct ErrorContext: Sendable {
 protocol ProviderDialect {
     associatedtype Writer: StreamWriter
 
+    /// The API key the request presents, wherever this API takes it (header or query parameter); the token
+    /// bucket is per key. Never logged or echoed.
+    func apiKey(_ headers: HTTPHeaders) -> String?
     /// The error for a request refused before its body counts (no key, wrong key, missing version), or nil.
     func reject(_ headers: HTTPHeaders, requiredKey: String?) -> WireError?
     /// The parts of the body the fake answers from, or the error the provider sends for a bad body.

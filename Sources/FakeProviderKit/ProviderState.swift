@@ -24,6 +24,16 @@ struct RateLimitSnapshot: Sendable {
     var remainingTokens: Int
     var resetRequestsMs: Int
     var resetTokensMs: Int
+    /// The values come from the key's token bucket, so a rate-limit error does not make them up.
+    var enforced = false
+}
+
+/// What `ProviderState.decide` made of an accepted request.
+enum Verdict: Sendable {
+    /// Answer with `step` (from the script, a rolled fault or the default step).
+    case answer(step: FaultStep, limits: RateLimitSnapshot)
+    /// The key's token bucket refused it: answer 429.
+    case rateLimited(TokenBucket.Refusal, limits: RateLimitSnapshot)
 }
 
 /// What a chat request needs to know about the personality before its body is looked at.
@@ -35,8 +45,8 @@ struct Admission: Sendable {
 }
 
 /// The shared, lock-protected state of one fake provider: the personality, the script, the fault generator,
-/// the stats, the simulated rate-limit window and the open connections. Every method takes the lock once,
-/// briefly.
+/// the stats, the simulated rate-limit window, the token buckets per API key and the open connections. Every
+/// method takes the lock once, briefly.
 final class ProviderState: Sendable {
     /// Random per server, so ids from two fakes in one test never collide.
     let idPrefix: String
@@ -51,6 +61,10 @@ final class ProviderState: Sendable {
         var byStatus: [Int: Int] = [:]
         var byAPI: [ProviderAPI: Int] = [:]
         var byModel: [String: Int] = [:]
+        var rateLimited = 0
+        var longestRateLimitedRun = 0
+        /// Requests the bucket refused since it last admitted one.
+        var rateLimitedRun = 0
     }
 
     private struct State {
@@ -64,6 +78,8 @@ final class ProviderState: Sendable {
         var windowStart: NIODeadline
         var windowRequests = 0
         var windowTokens = 0
+        /// The token buckets of `personality.tokenBucket`, by API key, made full on a key's first request.
+        var buckets: [String: TokenBucket] = [:]
     }
 
     private let state: Mutex<State>
@@ -85,9 +101,13 @@ final class ProviderState: Sendable {
     }
 
     /// Answers with `personality` from the next request on, its fault generator freshly seeded; the script,
-    /// the stats and the rate-limit window are kept.
+    /// the stats and the rate-limit window are kept, and so are the token buckets if its `tokenBucket` is the
+    /// same (otherwise every key starts again with a full bucket of the new size).
     func setPersonality(_ personality: Personality) {
         state.withLock { state in
+            if personality.tokenBucket != state.personality.tokenBucket {
+                state.buckets.removeAll()
+            }
             state.personality = personality
             state.rng = SplitMix64(seed: personality.seed)
         }
@@ -139,15 +159,38 @@ final class ProviderState: Sendable {
         }
     }
 
-    /// Picks the step for an accepted request (script first, then the personality), counts its model and
-    /// charges the simulated rate-limit window with one request and `tokens` tokens.
-    func decide(
-        tokens: Int, model: String, for ticket: ChatTicket
-    ) -> (step: FaultStep, limits: RateLimitSnapshot) {
+    /// Decides an accepted request: counts its model; with a token bucket, has `apiKey`'s bucket admit it
+    /// (one request and `tokens` tokens) or refuse it; then picks its step (script first, then the personality)
+    /// and charges the simulated rate-limit window with one request and `tokens` tokens. A refused request
+    /// takes no step and charges nothing.
+    func decide(tokens: Int, model: String, apiKey: String, for ticket: ChatTicket) -> Verdict {
         state.withLock { state in
             let personality = state.personality
-            if state.generation == ticket.generation {
+            let current = state.generation == ticket.generation
+            if current {
                 state.counters.byModel[model, default: 0] += 1
+            }
+            var bucket: TokenBucket?
+            if let limits = personality.tokenBucket {
+                let now = Duration.nanoseconds(Int64(clamping: NIODeadline.now().uptimeNanoseconds))
+                var keyBucket = state.buckets[apiKey] ?? TokenBucket(limits: limits, now: now)
+                let decision = keyBucket.admit(cost: tokens, now: now)
+                state.buckets[apiKey] = keyBucket
+                bucket = keyBucket
+                if case .refused(let refusal) = decision {
+                    if current {
+                        state.counters.rateLimited += 1
+                        state.counters.rateLimitedRun += 1
+                        state.counters.longestRateLimitedRun = max(
+                            state.counters.longestRateLimitedRun, state.counters.rateLimitedRun
+                        )
+                    }
+                    Self.rollWindow(&state)
+                    return .rateLimited(refusal, limits: Self.snapshot(state, personality, bucket: keyBucket))
+                }
+                if current {
+                    state.counters.rateLimitedRun = 0
+                }
             }
             let chosen: FaultStep
             if !state.script.isEmpty {
@@ -170,7 +213,7 @@ final class ProviderState: Sendable {
             Self.rollWindow(&state)
             state.windowRequests += 1
             state.windowTokens += tokens
-            return (chosen, Self.snapshot(state, personality))
+            return .answer(step: chosen, limits: Self.snapshot(state, personality, bucket: bucket))
         }
     }
 
@@ -213,7 +256,9 @@ final class ProviderState: Sendable {
                 inFlight: state.inFlight,
                 byStatus: byStatus,
                 byAPI: byAPI,
-                byModel: state.counters.byModel
+                byModel: state.counters.byModel,
+                rateLimited: state.counters.rateLimited,
+                longestRateLimitedRun: state.counters.longestRateLimitedRun
             )
         }
     }
@@ -226,8 +271,8 @@ final class ProviderState: Sendable {
         }
     }
 
-    /// Zeroes the counters, clears the script, reseeds the fault generator and empties the rate-limit window:
-    /// as if freshly started.
+    /// Zeroes the counters, clears the script, reseeds the fault generator, empties the rate-limit window and
+    /// fills every key's token bucket: as if freshly started.
     func resetAll() {
         state.withLock { state in
             state.counters = Counters()
@@ -237,6 +282,7 @@ final class ProviderState: Sendable {
             state.windowStart = .now()
             state.windowRequests = 0
             state.windowTokens = 0
+            state.buckets.removeAll()
         }
     }
 
@@ -266,10 +312,14 @@ final class ProviderState: Sendable {
     }
 
     /// OpenAI's reset values are the time until the bucket is full again, so they grow with what was used.
-    private static func snapshot(_ state: State, _ personality: Personality) -> RateLimitSnapshot {
+    /// The quantities `bucket` limits come from it (limit per minute, whole units left, time until full); the
+    /// others from the informational window.
+    private static func snapshot(
+        _ state: State, _ personality: Personality, bucket: TokenBucket? = nil
+    ) -> RateLimitSnapshot {
         let usedRequests = min(state.windowRequests, personality.rateLimitRequests)
         let usedTokens = min(state.windowTokens, personality.rateLimitTokens)
-        return RateLimitSnapshot(
+        var snapshot = RateLimitSnapshot(
             limitRequests: personality.rateLimitRequests,
             limitTokens: personality.rateLimitTokens,
             remainingRequests: personality.rateLimitRequests - usedRequests,
@@ -277,5 +327,18 @@ final class ProviderState: Sendable {
             resetRequestsMs: usedRequests * 60_000 / personality.rateLimitRequests,
             resetTokensMs: usedTokens * 60_000 / personality.rateLimitTokens
         )
+        if let requests = bucket?.requests {
+            snapshot.limitRequests = requests.perMinute
+            snapshot.remainingRequests = requests.remaining
+            snapshot.resetRequestsMs = requests.untilFull.millisecondsRoundedUp
+            snapshot.enforced = true
+        }
+        if let tokens = bucket?.tokens {
+            snapshot.limitTokens = tokens.perMinute
+            snapshot.remainingTokens = tokens.remaining
+            snapshot.resetTokensMs = tokens.untilFull.millisecondsRoundedUp
+            snapshot.enforced = true
+        }
+        return snapshot
     }
 }

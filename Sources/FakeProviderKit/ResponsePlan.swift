@@ -38,12 +38,13 @@ struct ResponsePlan {
     }
 
     /// An answer that is an error from the start (bad key, bad body): only the timing and breakage faults of
-    /// `step` apply.
+    /// `step` apply. A rate-limit error shows an empty request bucket in its headers, unless they are a real
+    /// token bucket's.
     static func error(
         _ error: WireError, envelope: Envelope, step: FaultStep = FaultStep(), dialect: some ProviderDialect
     ) -> ResponsePlan {
         var envelope = envelope
-        if error.rateLimited {
+        if error.rateLimited, !envelope.limits.enforced {
             envelope.limits.remainingRequests = 0
             envelope.limits.resetRequestsMs = retryAfterMs(step) ?? 1000
         }
@@ -53,6 +54,29 @@ struct ResponsePlan {
             dialect: dialect, to: &actions
         )
         return ResponsePlan(actions: actions, flushEachBody: false)
+    }
+
+    /// The 429 for a request the key's token bucket refused, sent at once (a provider refuses before doing any
+    /// work): the API's rate-limit error quoting the bucket that ran short, `Retry-After` (whole seconds, rounded
+    /// up, at least 1) and `retry-after-ms` (the wait until one request and its tokens fit, rounded up to a
+    /// millisecond), and the bucket's rate-limit headers in `envelope`. A request with more tokens than the
+    /// bucket holds gets no wait: waiting would not help.
+    static func rateLimited(
+        _ refusal: TokenBucket.Refusal, request: ChatRequest, envelope: Envelope, dialect: some ProviderDialect
+    ) -> ResponsePlan {
+        let limits = envelope.limits
+        let tokens = refusal.quantity == .tokens
+        let limit = tokens ? limits.limitTokens : limits.limitRequests
+        let remaining = tokens ? limits.remainingTokens : limits.remainingRequests
+        let waitMs = refusal.wait?.millisecondsRoundedUp
+        var context = context(request: request, envelope: envelope, wait: waitMs)
+        context.exceeded = ExceededLimit(
+            quantity: refusal.quantity, limit: limit, used: max(0, limit - remaining),
+            requested: tokens ? request.tokenCost : 1, fits: refusal.wait != nil
+        )
+        let error = dialect.error(status: 429, code: nil, context: context)
+        let step = FaultStep(retryAfter: waitMs.map { String(max(1, ($0 + 999) / 1000)) }, retryAfterMs: waitMs)
+        return Self.error(error, envelope: envelope, step: step, dialect: dialect)
     }
 
     /// The answer to an accepted request, shaped by `step`.
