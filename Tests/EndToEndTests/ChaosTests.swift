@@ -418,6 +418,69 @@ func ms(_ d: Duration) -> String {
         print("chaos rate-limits: 1 key at rpm 2 → 2 calls then fallback; 2 keys → 4 calls then fallback")
     }
 
+    /// A provider with a real token bucket (20 requests/s, 1 s of burst), offered more than that: the daemon learns
+    /// the limit from its headers and paces to it. Without a fallback every call is answered (none gets a raw
+    /// 429) and the provider refuses few requests; with one, the excess goes to the fallback at once.
+    @Test func pacesToAProvidersTokenBucket() async throws {
+        let bucket = Personality(name: "bucket", tokenBucket: TokenBucketLimits(requestsPerMinute: 1200,
+                                                                                burstSeconds: 1))
+        let rig = try await ChaosRig.start(primary: bucket, routes: """
+              default:
+                - {provider: primary, model: gpt-4o}
+                - {provider: fallback, model: gpt-4o-mini}
+              solo:
+                - {provider: primary, model: gpt-4o}
+            """)
+        defer { rig.stop() }
+        let client = rig.client()
+        func run(_ route: String, calls: Int) async -> (answered: Int, errors: [String], seconds: Double) {
+            let start = ContinuousClock.now
+            let results = await withTaskGroup(of: String?.self) { group in
+                for i in 0..<calls {
+                    group.addTask {
+                        do {
+                            _ = try await client.send(route: route, body: chat("paced \(i)"), timeoutMs: 20_000)
+                            return nil
+                        } catch let error as BreakwaterError {
+                            return "\(error.code?.name ?? "?") \(error.upstreamStatus.map(String.init) ?? "")"
+                        } catch {
+                            return "\(error)"
+                        }
+                    }
+                }
+                return await group.reduce(into: [String?]()) { $0.append($1) }
+            }
+            let errors = results.compactMap { $0 }
+            return (calls - errors.count, errors, (ContinuousClock.now - start).seconds)
+        }
+        // The first answer teaches the daemon the limit (calls sent before any answer came back cannot know it).
+        _ = try await client.send(route: "solo", body: chat("learn"))
+        rig.primary.resetStats()
+        let alone = await run("solo", calls: 60)
+        let seen = rig.primary.stats()
+        print("""
+            chaos token-bucket: 60 calls at once, no fallback: \(alone.answered) answered in \(String(
+            format: "%.2f", alone.seconds)) s; the provider saw \(seen.requests) requests and refused \(
+            seen.rateLimited) (longest run \(seen.longestRateLimitedRun))
+            """)
+        #expect(alone.answered == 60, "\(alone.errors)")
+        // 20 fit in the bucket, the other 40 take 2 s at 20/s: paced, not retried after a 429.
+        #expect(alone.seconds >= 1.5, "the daemon did not pace to the provider's limit")
+        #expect(seen.rateLimited <= 6, "the daemon ran into the provider's limit instead of pacing to it")
+        rig.primary.resetStats()
+        let spread = await run("default", calls: 60)
+        let primary = rig.primary.stats()
+        let fallback = rig.fallback.stats()
+        print("""
+            chaos token-bucket: 60 calls at once with a fallback: \(spread.answered) answered in \(String(
+            format: "%.2f", spread.seconds)) s, primary \(primary.completed) (refused \(
+            primary.rateLimited)), fallback \(fallback.completed)
+            """)
+        #expect(spread.answered == 60, "\(spread.errors)")
+        #expect(fallback.completed > 0, "the excess did not go to the fallback")
+        #expect(spread.seconds < 1.5, "calls waited for the primary's limit instead of using the fallback")
+    }
+
     /// A quiet gap between chunks longer than timeouts.idle counts as a failure: after bytes reached the app the
     /// stream ends with an explicit error.
     @Test func idleGapMidStreamIsAFailure() async throws {
