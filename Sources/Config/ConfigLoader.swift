@@ -365,7 +365,7 @@ struct NodeReader {
                 }
             case "backoff_base": if let d = duration(v, key) { provider.retry.backoffBase = d }
             case "backoff_max": if let d = duration(v, key) { provider.retry.backoffMax = d }
-            case "max_retry_wait": if let d = duration(v, key) { provider.retry.maxRetryWait = d }
+            case "max_retry_wait": if let d = duration(v, key, allowZero: true) { provider.retry.maxRetryWait = d }
             case "jitter": if let b = bool(v, key) { provider.retry.jitter = b }
             case "respect_rate_limits": if let b = bool(v, key) { provider.retry.respectRateLimits = b }
             default: break
@@ -441,9 +441,11 @@ struct NodeReader {
         return UInt32(n)
     }
 
-    mutating func duration(_ node: Node, _ key: String) -> Duration? {
-        guard let s = node.string, let d = DurationParser.parse(s), d > .zero else {
-            issue(node, "\(key) must be a positive duration such as 500ms, 5s, 2m or 1h")
+    /// A duration; zero only where `allowZero` (a wait that may be none at all).
+    mutating func duration(_ node: Node, _ key: String, allowZero: Bool = false) -> Duration? {
+        guard let s = node.string, let d = DurationParser.parse(s), d > .zero || (allowZero && d == .zero) else {
+            issue(node, "\(key) must be a \(allowZero ? "" : "positive ")duration such as "
+                      + "\(allowZero ? "0s, " : "")500ms, 5s, 2m or 1h")
             return nil
         }
         return d

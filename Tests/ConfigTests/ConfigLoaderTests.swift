@@ -214,6 +214,43 @@ import Testing
         #expect(c.routes["strict"]?.fallback.fallbackOn == [.transient, .auth])
     }
 
+    /// The defaults that hold at load, and the two keys that turn things off: `max_retry_wait: 0s` (never nap
+    /// while another target is ready) and `circuit_breaker: {enabled: false}`.
+    @Test func loadDefaultsAndOffSwitches() throws {
+        let defaults = try ConfigLoader.parse("""
+            providers:
+              p: {kind: openai, base_url: "http://127.0.0.1:1/v1", api_key_env: K}
+            routes:
+              default: [{provider: p, model: m}]
+            """)
+        let d = try #require(defaults.providers["p"])
+        #expect(d.retry.maxRetryWait == .zero)
+        #expect(d.breaker.enabled && d.breaker.minimumCalls == 100 && d.breaker.failureThreshold == 5)
+        #expect(d.breaker.failureRateThreshold == 0.5 && d.breaker.rollingWindow == .seconds(30))
+        #expect(d.retryBudget.ratio == 0.5 && d.retryBudget.minRetriesPerSecond == 2)
+        let off = try ConfigLoader.parse("""
+            providers:
+              p:
+                kind: openai
+                base_url: "http://127.0.0.1:1/v1"
+                api_key_env: K
+                retry_config: {max_retry_wait: 0s}
+                circuit_breaker: {enabled: false}
+            routes:
+              default: [{provider: p, model: m}]
+            """)
+        let o = try #require(off.providers["p"])
+        #expect(o.retry.maxRetryWait == .zero && !o.breaker.enabled)
+        #expect(throws: ConfigError.self) {
+            try ConfigLoader.parse("""
+                providers:
+                  p: {kind: openai, base_url: "http://x/v1", api_key_env: K, retry_config: {backoff_base: 0s}}
+                routes:
+                  default: [{provider: p, model: m}]
+                """)
+        }
+    }
+
     @Test func resilienceErrorsHaveLines() {
         do {
             _ = try ConfigLoader.parse("""
