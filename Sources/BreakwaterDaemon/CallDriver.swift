@@ -205,6 +205,7 @@ final class CallDriver {
 
     /// The call's last frames: frees its policy slot and hands them to the connection.
     private func end(_ frames: [Frame]) {
+        releaseQueuedKey()
         finished = true
         releaseSlot()
         auditCompletion(frames)
@@ -282,10 +283,7 @@ final class CallDriver {
             if let id = current.transferID { shared.engine.cancel(id) }
             giveBack(current.target, probe: currentIsProbe, key: currentKey, tokens: reservedTokens)
         }
-        if let queued = queuedKey, targetIndex < chain.count {
-            giveBack(chain[targetIndex], probe: false, key: queued.index, tokens: queued.tokens)
-        }
-        queuedKey = nil
+        releaseQueuedKey()
         settleBudget(usage: nil)
         current = nil
     }
@@ -322,7 +320,17 @@ final class CallDriver {
         }
     }
 
+    /// A place in a key's queue the call will not use (it moves on, ends or is stopped) goes back.
+    private func releaseQueuedKey() {
+        guard let queued = queuedKey else { return }
+        queuedKey = nil
+        if targetIndex < chain.count {
+            giveBack(chain[targetIndex], probe: false, key: queued.index, tokens: queued.tokens)
+        }
+    }
+
     private func advanceTarget() {
+        releaseQueuedKey()
         targetIndex += 1
         retriesOnTarget = 0
         pacedRetriesOnTarget = 0
@@ -360,6 +368,7 @@ final class CallDriver {
         guard now < deadline else {
             attempts.append(AttemptRecord(target: target.label, what: "not tried: the call's deadline passed"))
             lastFailure = (.timeout, nil, target.provider.name, nil)
+            releaseQueuedKey()
             targetIndex = chain.count
             return .skipped
         }
