@@ -213,6 +213,10 @@ public final class BreakwaterServer: Service, Sendable {
     }
 
     private func warnAboutMissingKeys(_ router: Router) {
+        for (provider, credential) in router.unreadableCredentials(environment: environment) {
+            logger.error("configuration error: an API key credential file cannot be read (api_key_env is used if set)",
+                         metadata: ["provider": "\(provider)", "credential": "\(credential)"])
+        }
         for name in router.providersWithoutKey {
             logger.warning("provider has no API key; calls to it will fail", metadata: ["provider": "\(name)"])
         }

@@ -77,6 +77,14 @@ public struct Router: Sendable {
         }
     }
 
+    /// (provider, credential) pairs whose key file is there but unreadable, for a configuration error in the log.
+    public func unreadableCredentials(environment: [String: String]) -> [(provider: String, credential: String)] {
+        config.providers.keys.sorted().flatMap { name in
+            CredentialResolver.unreadableCredentials(for: config.providers[name]!, environment: environment)
+                .map { (name, $0) }
+        }
+    }
+
     /// Provider names that have no API key, for a start-up warning (names only, never values).
     public var providersWithoutKey: [String] {
         Set(routes.values.flatMap(\.chain).filter { $0.provider.apiKey == nil }.map(\.provider.name)).sorted()

@@ -24,6 +24,22 @@ public enum CredentialResolver {
             .compactMap { key($0, environment: environment) }
     }
 
+    /// The credential names of `provider` whose file is there but cannot be read as text (a directory, no
+    /// permission, not UTF-8): a configuration error the admin must fix, reported by name, never by content.
+    /// Such a key falls back to `api_key_env`, or counts as missing: calls then skip that provider with
+    /// NO_CREDENTIAL, and nothing is retried or counted against it.
+    public static func unreadableCredentials(for provider: ProviderConfig,
+                                             environment: [String: String] = ProcessInfo.processInfo.environment)
+        -> [String] {
+        guard let dir = environment["CREDENTIALS_DIRECTORY"] else { return [] }
+        let names = ([provider.apiKeyCredential] + provider.additionalKeys.map(\.credential)).compactMap { $0 }
+        return names.filter { name in
+            let path = dir + "/" + name
+            return FileManager.default.fileExists(atPath: path)
+                && (try? String(contentsOfFile: path, encoding: .utf8)) == nil
+        }
+    }
+
     static func key(_ source: KeySource, environment: [String: String]) -> Secret? {
         if let name = source.credential, let dir = environment["CREDENTIALS_DIRECTORY"],
            let text = try? String(contentsOfFile: dir + "/" + name, encoding: .utf8) {

@@ -149,6 +149,21 @@ import Testing
         #expect(CredentialResolver.apiKey(for: provider, environment: ["OPENAI_API_KEY": "  "]) == nil)
     }
 
+    /// A key file that is there but cannot be read (here: not UTF-8; a directory or no permission alike) is named
+    /// as unreadable, so the daemon can log a configuration error, and the key counts as missing.
+    @Test func anUnreadableKeyFileIsReportedByName() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("creds-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data([0xFF, 0xFE, 0x00, 0x41]).write(to: dir.appendingPathComponent("openai_api_key"))
+        let env = ["CREDENTIALS_DIRECTORY": dir.path]
+        #expect(CredentialResolver.unreadableCredentials(for: provider, environment: env) == ["openai_api_key"])
+        #expect(CredentialResolver.apiKey(for: provider, environment: env) == nil)
+        try "sk-ok".write(to: dir.appendingPathComponent("openai_api_key"), atomically: true, encoding: .utf8)
+        #expect(CredentialResolver.unreadableCredentials(for: provider, environment: env).isEmpty)
+        #expect(CredentialResolver.unreadableCredentials(for: provider, environment: [:]).isEmpty)
+    }
+
     @Test func secretsDoNotPrint() {
         let s = Secret("sk-very-secret")
         #expect("\(s)" == "<redacted>")
