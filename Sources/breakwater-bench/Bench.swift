@@ -45,8 +45,8 @@ struct Bench: AsyncParsableCommand {
             print("policy: on (token, scopes, tenant, budget, audit); journald socket "
                 + (journald ? "present" : "ABSENT: audit entries go nowhere, so the audit cost is understated"))
         }
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, "
-            + "\(ProcessInfo.processInfo.physicalMemory >> 30) GiB, \(Self.cpuModel())")
+        print("machine: " + Machine.line)
+        print("command: " + Machine.command)
         for latency in providerLatencyMs {
             try await scenario(bin: bin, dir: dir, latencyMs: latency)
         }
@@ -125,7 +125,7 @@ struct Bench: AsyncParsableCommand {
         var sidecarTotal = Result.empty
         var peakAnon = 0
         for round in 1...rounds {
-            let a = try await measure { try await Self.directCall(engine, direct) }
+            let a = try await measure { try await directCall(engine, direct) }
             let sampler = Task {
                 var peak = 0
                 while !Task.isCancelled {
@@ -172,158 +172,8 @@ struct Bench: AsyncParsableCommand {
         "\(Int64(b) - Int64(a)) µs"
     }
 
-    static func cpuModel() -> String {
-        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        return info.split(separator: "\n").first { $0.hasPrefix("model name") }
-            .map { String($0.split(separator: ":", maxSplits: 1)[1]).trimmingCharacters(in: .whitespaces) } ?? "?"
-    }
-
-    /// Closed loop: `concurrency` workers, each sending its next call when the last one ends.
+    /// The closed loop at this run's concurrency, warm-up and window.
     func measure(_ call: @escaping @Sendable () async throws -> Void) async throws -> Result {
-        for phase in [warmup, seconds] where phase > 0 {
-            let end = ContinuousClock.now + .milliseconds(Int64(phase * 1000))
-            let results = await withTaskGroup(of: Result.self) { group in
-                for _ in 0..<concurrency {
-                    group.addTask {
-                        var r = Result.empty
-                        while ContinuousClock.now < end {
-                            let start = ContinuousClock.now
-                            do {
-                                try await call()
-                                let d = ContinuousClock.now - start
-                                r.record(UInt64(d.components.seconds) * 1_000_000
-                                    + UInt64(d.components.attoseconds / 1_000_000_000_000))
-                            } catch {
-                                r.errors += 1
-                                if r.firstError == nil { r.firstError = "\(error)" }
-                            }
-                        }
-                        return r
-                    }
-                }
-                return await group.reduce(into: Result.empty) { $0.merge($1) }
-            }
-            if phase == seconds {
-                var r = results
-                r.seconds = seconds
-                return r
-            }
-        }
-        return .empty
-    }
-
-    static func directCall(_ engine: CurlEngine, _ request: HTTPRequest) async throws {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            engine.start(request, delegate: OneShot(c))
-        }
-    }
-}
-
-/// Completes a continuation when a direct libcurl transfer ends (body discarded, like an app that parses it).
-final class OneShot: TransferDelegate, Sendable {
-    let continuation: Mutex<CheckedContinuation<Void, any Error>?>
-    let status = Atomic<Int>(0)
-
-    init(_ c: CheckedContinuation<Void, any Error>) {
-        continuation = Mutex(c)
-    }
-
-    func transferDidReceiveHead(status: Int, headers: [HTTPHeader]) {
-        self.status.store(status, ordering: .relaxed)
-    }
-
-    func transferDidReceiveBody(_ bytes: [UInt8]) {}
-
-    func transferDidComplete(_ result: Swift.Result<Void, TransportError>) {
-        let c = continuation.withLock { c in
-            defer { c = nil }
-            return c
-        }
-        let ok = (200..<300).contains(status.load(ordering: .relaxed))
-        switch result {
-        case .success where ok: c?.resume()
-        case .success: c?.resume(throwing: ValidationError("HTTP \(status.load(ordering: .relaxed))"))
-        case .failure(let e): c?.resume(throwing: e)
-        }
-    }
-}
-
-/// Latencies in microseconds plus counts.
-struct Result: Sendable {
-    var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .four)
-    var errors = 0
-    var firstError: String?
-    var seconds = 0.0
-
-    static var empty: Result { Result() }
-
-    mutating func record(_ us: UInt64) {
-        _ = histogram.record(max(1, us))
-    }
-
-    mutating func merge(_ other: Result) {
-        histogram.add(other.histogram)
-        errors += other.errors
-        firstError = firstError ?? other.firstError
-        seconds += other.seconds
-    }
-
-    func p(_ percentile: Double) -> UInt64 { histogram.valueAtPercentile(percentile) }
-
-    var line: String {
-        let rate = seconds > 0 ? Double(histogram.totalCount) / seconds : 0
-        return String(format: "%8.0f req/s   p50 %6d µs   p90 %6d µs   p99 %6d µs   (%d calls, %d errors)",
-                      rate, p(50), p(90), p(99), histogram.totalCount, errors)
-    }
-}
-
-/// A child process whose output goes to a log file.
-final class Child: @unchecked Sendable {
-    let process = Process()
-    let log: String
-
-    init(_ path: String, _ args: [String], environment: [String: String] = [:], log: String) throws {
-        self.log = log
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = args
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardOutput = FileHandle(forWritingAtPath: log)
-        process.standardError = FileHandle(forWritingAtPath: log)
-        try process.run()
-    }
-
-    /// The port from fake-provider's start line.
-    func port() throws -> Int {
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("{") }),
-               let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-               let port = o["port"] as? Int {
-                return port
-            }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        throw ValidationError("fake-provider printed no port")
-    }
-
-    /// VmHWM: the most resident memory the process has used, in KiB (shared library pages included).
-    func peakRSSKiB() -> Int? { statusField("VmHWM:") }
-
-    /// RssAnon: the process's own (anonymous) resident memory now, in KiB: heap, stacks, buffers.
-    func anonymousRSSKiB() -> Int? { statusField("RssAnon:") }
-
-    private func statusField(_ name: String) -> Int? {
-        let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
-        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return nil }
-        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
-    }
-
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        await ClosedLoop(concurrency: concurrency, warmup: warmup, seconds: seconds).run(call)
     }
 }
