@@ -8,7 +8,7 @@ import Synchronization
 
 /// `breakwater-bench`: the same closed-loop load, in one run, (a) straight at the fake provider with libcurl and
 /// (b) through client shim → breakwaterd → fake provider. Prints req/s and latency percentiles of each, the
-/// overhead (b − a), and the daemon's peak RSS.
+/// overhead (b − a), and the daemon's peak RSS. `--chaos` runs the fault matrix instead (Chaos.swift).
 @main
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,7 +16,8 @@ struct Bench: AsyncParsableCommand {
         abstract: "Measure the sidecar's overhead against calling the provider directly.")
 
     @Option(help: "Calls in flight at once.") var concurrency = 32
-    @Option(help: "Seconds of measured load per phase and round.") var seconds = 5.0
+    @Option(help: "Seconds of measured load per phase and round (default 5); with --chaos, per cell (default 10).")
+    var seconds: Double?
     @Option(help: "Seconds of unmeasured warm-up before each phase.") var warmup = 1.0
     @Option(help: "Rounds of (direct, sidecar); alternating rounds evens out drift.") var rounds = 2
     @Flag(help: "Streamed calls instead of plain ones.") var stream = false
@@ -25,10 +26,40 @@ struct Bench: AsyncParsableCommand {
         tenant, held against a budget and audited to the journal, as in a governed deployment.
         """) var policy = false
     @Option(help: """
-        Provider latency scenarios, in ms, each run in full: 0 saturates the machine (throughput, CPU cost per \
-        call); a realistic latency (an LLM takes 100s of ms) leaves CPU to spare and shows the latency added.
-        """) var providerLatencyMs: [Int] = [20, 0]
+        Provider latency scenarios, in ms, each run in full (default: 20, then 0): 0 saturates the machine \
+        (throughput, CPU cost per call); a realistic latency (an LLM takes 100s of ms) leaves CPU to spare and \
+        shows the latency added. With --chaos: one value, L (default 20).
+        """) var providerLatencyMs: [Int] = []
     @Option(help: "Directory holding breakwaterd and fake-provider (default: beside this binary).") var binDir: String?
+
+    @Flag(help: """
+        Sustained load through a matrix of provider faults instead: for each fault row, concurrency and mode \
+        (direct, retries only, with fallback), success rate, throughput, latency and upstream attempts per call \
+        as the fake providers counted them (README, Benchmark).
+        """) var chaos = false
+    @Option(help: "With --chaos: concurrencies to run each row at, comma-separated.") var chaosConcurrency = "16,64"
+    @Option(help: "With --chaos: the rows to run, by number or name, comma-separated (e.g. 3,5 or hard-down).")
+    var rows: String?
+    @Option(help: "With --chaos: YAML lines appended to the primary provider's block in the daemon's config.")
+    var extraProviderYaml: String?
+    @Option(help: "With --chaos: also write every cell's figures to this file as JSON.") var chaosJson: String?
+
+    /// Seconds of measured load per phase (the non-chaos benchmark).
+    var phaseSeconds: Double { seconds ?? 5 }
+
+    func validate() throws {
+        if chaos {
+            guard !stream, !policy else {
+                throw ValidationError("--chaos picks streaming per row and runs without a policy")
+            }
+            guard providerLatencyMs.count <= 1 else { throw ValidationError("--chaos takes one provider latency") }
+            _ = try Chaos.parseConcurrencies(chaosConcurrency)
+            _ = try Chaos.parseRows(rows)
+        }
+        guard (seconds ?? 1) > 0, warmup >= 0, concurrency > 0, rounds > 0 else {
+            throw ValidationError("--seconds, --concurrency and --rounds must be positive, --warmup not negative")
+        }
+    }
 
     func run() async throws {
         let bin = binDir ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
@@ -37,8 +68,16 @@ struct Bench: AsyncParsableCommand {
         let dir = String(cString: mkdtemp(&template)!)
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
+        if chaos {
+            let run = try Chaos(
+                bin: bin, dir: dir, seconds: seconds ?? 10, warmup: warmup,
+                concurrencies: Chaos.parseConcurrencies(chaosConcurrency), rows: Chaos.parseRows(rows),
+                latencyMs: providerLatencyMs.first ?? 20, extraProviderYAML: extraProviderYaml, jsonPath: chaosJson)
+            try await run.run()
+            return
+        }
         print("breakwater-bench: \(concurrency) concurrent \(stream ? "streamed" : "plain") calls, "
-            + "\(rounds) rounds × \(seconds) s per phase")
+            + "\(rounds) rounds × \(phaseSeconds) s per phase")
         if policy {
             // Without a journald the audit entries are sent to a socket nobody reads: cheaper than the real thing.
             let journald = FileManager.default.fileExists(atPath: "/run/systemd/journal/socket")
@@ -47,7 +86,7 @@ struct Bench: AsyncParsableCommand {
         }
         print("machine: " + Machine.line)
         print("command: " + Machine.command)
-        for latency in providerLatencyMs {
+        for latency in providerLatencyMs.isEmpty ? [20, 0] : providerLatencyMs {
             try await scenario(bin: bin, dir: dir, latencyMs: latency)
         }
     }
@@ -174,6 +213,6 @@ struct Bench: AsyncParsableCommand {
 
     /// The closed loop at this run's concurrency, warm-up and window.
     func measure(_ call: @escaping @Sendable () async throws -> Void) async throws -> Result {
-        await ClosedLoop(concurrency: concurrency, warmup: warmup, seconds: seconds).run(call)
+        await ClosedLoop(concurrency: concurrency, warmup: warmup, seconds: phaseSeconds).run(call)
     }
 }
