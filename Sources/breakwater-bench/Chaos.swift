@@ -158,9 +158,10 @@ struct Chaos {
     var headerNotes: [String] {
         var lines = [
             "provider latency L = \(latencyMs) ms: every personality's default_step.delay_first_byte_ms (row 8 "
-                + "replaces it with 200). Error answers (503, 429, down, the token bucket's 429s) set "
-                + "delay_first_byte_ms 0 and come back at once, as providers' overload errors do; the mid-stream "
-                + "faults (rows 9, 10) start like a normal answer, after L.",
+                + "replaces it with 200). The error answers the benchmark scripts (503, 429, down) set "
+                + "delay_first_byte_ms 0 and come back at once, as providers' overload errors do (the token "
+                + "bucket's 429s come as the fake times them); the mid-stream faults (rows 9, 10) start like a "
+                + "normal answer, after L.",
             "every cell: fresh fake-provider processes and (not direct) a fresh breakwaterd without a state "
                 + "directory, so no breaker, budget or rate-limit state carries over.",
             "daemon config: each provider kind openai, http_version \"1.1\", retry_config \(Self.retryConfig), "
