@@ -8,7 +8,7 @@ import Synchronization
 
 /// `breakwater-bench`: the same closed-loop load, in one run, (a) straight at the fake provider with libcurl and
 /// (b) through client shim → breakwaterd → fake provider. Prints req/s and latency percentiles of each, the
-/// overhead (b − a), and the daemon's peak RSS.
+/// overhead (b − a), and the daemon's peak RSS. `--chaos` runs the fault matrix instead (Chaos.swift).
 @main
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,7 +16,8 @@ struct Bench: AsyncParsableCommand {
         abstract: "Measure the sidecar's overhead against calling the provider directly.")
 
     @Option(help: "Calls in flight at once.") var concurrency = 32
-    @Option(help: "Seconds of measured load per phase and round.") var seconds = 5.0
+    @Option(help: "Seconds of measured load per phase and round (default 5); with --chaos, per cell (default 10).")
+    var seconds: Double?
     @Option(help: "Seconds of unmeasured warm-up before each phase.") var warmup = 1.0
     @Option(help: "Rounds of (direct, sidecar); alternating rounds evens out drift.") var rounds = 2
     @Flag(help: "Streamed calls instead of plain ones.") var stream = false
@@ -25,10 +26,40 @@ struct Bench: AsyncParsableCommand {
         tenant, held against a budget and audited to the journal, as in a governed deployment.
         """) var policy = false
     @Option(help: """
-        Provider latency scenarios, in ms, each run in full: 0 saturates the machine (throughput, CPU cost per \
-        call); a realistic latency (an LLM takes 100s of ms) leaves CPU to spare and shows the latency added.
-        """) var providerLatencyMs: [Int] = [20, 0]
+        Provider latency scenarios, in ms, each run in full (default: 20, then 0): 0 saturates the machine \
+        (throughput, CPU cost per call); a realistic latency (an LLM takes 100s of ms) leaves CPU to spare and \
+        shows the latency added. With --chaos: one value, L (default 20).
+        """) var providerLatencyMs: [Int] = []
     @Option(help: "Directory holding breakwaterd and fake-provider (default: beside this binary).") var binDir: String?
+
+    @Flag(help: """
+        Sustained load through a matrix of provider faults instead: for each fault row, concurrency and mode \
+        (direct, retries only, with fallback), success rate, throughput, latency and upstream attempts per call \
+        as the fake providers counted them (README, Benchmark).
+        """) var chaos = false
+    @Option(help: "With --chaos: concurrencies to run each row at, comma-separated.") var chaosConcurrency = "16,64"
+    @Option(help: "With --chaos: the rows to run, by number or name, comma-separated (e.g. 3,5 or hard-down).")
+    var rows: String?
+    @Option(help: "With --chaos: YAML lines appended to the primary provider's block in the daemon's config.")
+    var extraProviderYaml: String?
+    @Option(help: "With --chaos: also write every cell's figures to this file as JSON.") var chaosJson: String?
+
+    /// Seconds of measured load per phase (the non-chaos benchmark).
+    var phaseSeconds: Double { seconds ?? 5 }
+
+    func validate() throws {
+        if chaos {
+            guard !stream, !policy else {
+                throw ValidationError("--chaos picks streaming per row and runs without a policy")
+            }
+            guard providerLatencyMs.count <= 1 else { throw ValidationError("--chaos takes one provider latency") }
+            _ = try Chaos.parseConcurrencies(chaosConcurrency)
+            _ = try Chaos.parseRows(rows)
+        }
+        guard (seconds ?? 1) > 0, warmup >= 0, concurrency > 0, rounds > 0 else {
+            throw ValidationError("--seconds, --concurrency and --rounds must be positive, --warmup not negative")
+        }
+    }
 
     func run() async throws {
         let bin = binDir ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
@@ -37,17 +68,25 @@ struct Bench: AsyncParsableCommand {
         let dir = String(cString: mkdtemp(&template)!)
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
+        if chaos {
+            let run = try Chaos(
+                bin: bin, dir: dir, seconds: seconds ?? 10, warmup: warmup,
+                concurrencies: Chaos.parseConcurrencies(chaosConcurrency), rows: Chaos.parseRows(rows),
+                latencyMs: providerLatencyMs.first ?? 20, extraProviderYAML: extraProviderYaml, jsonPath: chaosJson)
+            try await run.run()
+            return
+        }
         print("breakwater-bench: \(concurrency) concurrent \(stream ? "streamed" : "plain") calls, "
-            + "\(rounds) rounds × \(seconds) s per phase")
+            + "\(rounds) rounds × \(phaseSeconds) s per phase")
         if policy {
             // Without a journald the audit entries are sent to a socket nobody reads: cheaper than the real thing.
             let journald = FileManager.default.fileExists(atPath: "/run/systemd/journal/socket")
             print("policy: on (token, scopes, tenant, budget, audit); journald socket "
                 + (journald ? "present" : "ABSENT: audit entries go nowhere, so the audit cost is understated"))
         }
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, "
-            + "\(ProcessInfo.processInfo.physicalMemory >> 30) GiB, \(Self.cpuModel())")
-        for latency in providerLatencyMs {
+        print("machine: " + Machine.line)
+        print("command: " + Machine.command)
+        for latency in providerLatencyMs.isEmpty ? [20, 0] : providerLatencyMs {
             try await scenario(bin: bin, dir: dir, latencyMs: latency)
         }
     }
@@ -125,7 +164,7 @@ struct Bench: AsyncParsableCommand {
         var sidecarTotal = Result.empty
         var peakAnon = 0
         for round in 1...rounds {
-            let a = try await measure { try await Self.directCall(engine, direct) }
+            let a = try await measure { try await directCall(engine, direct) }
             let sampler = Task {
                 var peak = 0
                 while !Task.isCancelled {
@@ -172,158 +211,8 @@ struct Bench: AsyncParsableCommand {
         "\(Int64(b) - Int64(a)) µs"
     }
 
-    static func cpuModel() -> String {
-        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        return info.split(separator: "\n").first { $0.hasPrefix("model name") }
-            .map { String($0.split(separator: ":", maxSplits: 1)[1]).trimmingCharacters(in: .whitespaces) } ?? "?"
-    }
-
-    /// Closed loop: `concurrency` workers, each sending its next call when the last one ends.
+    /// The closed loop at this run's concurrency, warm-up and window.
     func measure(_ call: @escaping @Sendable () async throws -> Void) async throws -> Result {
-        for phase in [warmup, seconds] where phase > 0 {
-            let end = ContinuousClock.now + .milliseconds(Int64(phase * 1000))
-            let results = await withTaskGroup(of: Result.self) { group in
-                for _ in 0..<concurrency {
-                    group.addTask {
-                        var r = Result.empty
-                        while ContinuousClock.now < end {
-                            let start = ContinuousClock.now
-                            do {
-                                try await call()
-                                let d = ContinuousClock.now - start
-                                r.record(UInt64(d.components.seconds) * 1_000_000
-                                    + UInt64(d.components.attoseconds / 1_000_000_000_000))
-                            } catch {
-                                r.errors += 1
-                                if r.firstError == nil { r.firstError = "\(error)" }
-                            }
-                        }
-                        return r
-                    }
-                }
-                return await group.reduce(into: Result.empty) { $0.merge($1) }
-            }
-            if phase == seconds {
-                var r = results
-                r.seconds = seconds
-                return r
-            }
-        }
-        return .empty
-    }
-
-    static func directCall(_ engine: CurlEngine, _ request: HTTPRequest) async throws {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            engine.start(request, delegate: OneShot(c))
-        }
-    }
-}
-
-/// Completes a continuation when a direct libcurl transfer ends (body discarded, like an app that parses it).
-final class OneShot: TransferDelegate, Sendable {
-    let continuation: Mutex<CheckedContinuation<Void, any Error>?>
-    let status = Atomic<Int>(0)
-
-    init(_ c: CheckedContinuation<Void, any Error>) {
-        continuation = Mutex(c)
-    }
-
-    func transferDidReceiveHead(status: Int, headers: [HTTPHeader]) {
-        self.status.store(status, ordering: .relaxed)
-    }
-
-    func transferDidReceiveBody(_ bytes: [UInt8]) {}
-
-    func transferDidComplete(_ result: Swift.Result<Void, TransportError>) {
-        let c = continuation.withLock { c in
-            defer { c = nil }
-            return c
-        }
-        let ok = (200..<300).contains(status.load(ordering: .relaxed))
-        switch result {
-        case .success where ok: c?.resume()
-        case .success: c?.resume(throwing: ValidationError("HTTP \(status.load(ordering: .relaxed))"))
-        case .failure(let e): c?.resume(throwing: e)
-        }
-    }
-}
-
-/// Latencies in microseconds plus counts.
-struct Result: Sendable {
-    var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .four)
-    var errors = 0
-    var firstError: String?
-    var seconds = 0.0
-
-    static var empty: Result { Result() }
-
-    mutating func record(_ us: UInt64) {
-        _ = histogram.record(max(1, us))
-    }
-
-    mutating func merge(_ other: Result) {
-        histogram.add(other.histogram)
-        errors += other.errors
-        firstError = firstError ?? other.firstError
-        seconds += other.seconds
-    }
-
-    func p(_ percentile: Double) -> UInt64 { histogram.valueAtPercentile(percentile) }
-
-    var line: String {
-        let rate = seconds > 0 ? Double(histogram.totalCount) / seconds : 0
-        return String(format: "%8.0f req/s   p50 %6d µs   p90 %6d µs   p99 %6d µs   (%d calls, %d errors)",
-                      rate, p(50), p(90), p(99), histogram.totalCount, errors)
-    }
-}
-
-/// A child process whose output goes to a log file.
-final class Child: @unchecked Sendable {
-    let process = Process()
-    let log: String
-
-    init(_ path: String, _ args: [String], environment: [String: String] = [:], log: String) throws {
-        self.log = log
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = args
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardOutput = FileHandle(forWritingAtPath: log)
-        process.standardError = FileHandle(forWritingAtPath: log)
-        try process.run()
-    }
-
-    /// The port from fake-provider's start line.
-    func port() throws -> Int {
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("{") }),
-               let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-               let port = o["port"] as? Int {
-                return port
-            }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        throw ValidationError("fake-provider printed no port")
-    }
-
-    /// VmHWM: the most resident memory the process has used, in KiB (shared library pages included).
-    func peakRSSKiB() -> Int? { statusField("VmHWM:") }
-
-    /// RssAnon: the process's own (anonymous) resident memory now, in KiB: heap, stacks, buffers.
-    func anonymousRSSKiB() -> Int? { statusField("RssAnon:") }
-
-    private func statusField(_ name: String) -> Int? {
-        let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
-        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return nil }
-        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
-    }
-
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        await ClosedLoop(concurrency: concurrency, warmup: warmup, seconds: phaseSeconds).run(call)
     }
 }
