@@ -14,8 +14,8 @@ import NIOPosix
 /// starts one fake per simulated provider.
 ///
 /// Control endpoints: `POST /_fake/script` (append a JSON array of fault steps), `DELETE /_fake/script`,
-/// `GET /_fake/script`, `GET /_fake/stats`, `POST /_fake/reset` and `POST /_fake/personality` (replace the
-/// personality, e.g. `{"down": true}` and later `{}`).
+/// `GET /_fake/script`, `GET /_fake/stats`, `POST /_fake/reset`, `POST /_fake/reset-stats` (counters only) and
+/// `POST /_fake/personality` (replace the personality, e.g. `{"down": true}` and later `{}`).
 public final class FakeProvider: Sendable {
     /// The TCP port it listens on.
     public let port: Int

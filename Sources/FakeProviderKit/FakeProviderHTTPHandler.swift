@@ -111,6 +111,10 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
         case (.POST, "/_fake/reset"):
             state.resetAll()
             respondJSON(head, status: 200, body: Self.encode(state.stats()), context: context)
+        case (.POST, "/_fake/reset-stats"):
+            // Counters only: the script, the fault generator and the rate limits carry on.
+            state.resetStats()
+            respondJSON(head, status: 200, body: Self.encode(state.stats()), context: context)
         case (.POST, "/_fake/personality"):
             replacePersonality(head, context: context)
         default:

@@ -270,7 +270,9 @@ struct Chaos {
         offsets.append(seconds)
         var snapshots: [Snapshot] = []
         let loop = ClosedLoop(concurrency: cell.concurrency, warmup: warmup, seconds: seconds)
-        cell.result = await loop.run(checkpoints: offsets, atCheckpoint: { _ in
+        cell.result = await loop.run(checkpoints: offsets, atCheckpoint: { index in
+            // At the window's start the fakes' counters start afresh (the longest run of 429s is a maximum).
+            if index == 0 { await Self.resetFakeStats(control, ports: [primaryPort, fallbackPort]) }
             snapshots.append(await snapshot(control, primaryPort, fallbackPort, client))
         }, call)
 
@@ -388,8 +390,16 @@ struct Chaos {
         return s
     }
 
-    /// `GET /_fake/stats`: counters since the fake started. The fake's `POST /_fake/reset` would zero them but
-    /// also reseed its fault generator and empty its rate-limit window, so the benchmark subtracts instead.
+    /// `POST /_fake/reset-stats` on each fake: its counters start afresh, its script, faults and limits carry on.
+    static func resetFakeStats(_ engine: CurlEngine, ports: [Int?]) async {
+        for port in ports.compactMap({ $0 }) {
+            let request = HTTPRequest(method: "POST", url: "http://127.0.0.1:\(port)/_fake/reset-stats",
+                                      timeouts: TransferTimeouts(total: .seconds(5)))
+            _ = try? await exchange(engine, request)
+        }
+    }
+
+    /// `GET /_fake/stats`: counters since the last reset (see `resetFakeStats`).
     static func fakeStats(_ engine: CurlEngine, port: Int?) async -> FakeCounts? {
         guard let port else { return nil }
         let request = HTTPRequest(method: "GET", url: "http://127.0.0.1:\(port)/_fake/stats",
@@ -528,10 +538,11 @@ struct ChaosRow: Sendable {
         case .reset:
             members.append(#""faults": [{"probability": 0.1, "step": {"reset_after_chunks": 1}}]"#)
         }
-        let common = [
-            #""name": "\#(slug)""#, #""seed": 1"#, #""default_step": {"delay_first_byte_ms": \#(delay)}"#,
-            #""ratelimit_limit_requests": 1000000000"#, #""ratelimit_limit_tokens": 1000000000000"#,
-        ]
+        var common = [#""name": "\#(slug)""#, #""seed": 1"#, #""default_step": {"delay_first_byte_ms": \#(delay)}"#]
+        if case .tokenBucket = fault {} else {
+            // The token bucket's own headers replace this advertised window (the fake refuses both at once).
+            common += [#""ratelimit_limit_requests": 1000000000"#, #""ratelimit_limit_tokens": 1000000000000"#]
+        }
         return "{" + (common + members).joined(separator: ", ") + "}"
     }
 }
@@ -551,7 +562,7 @@ struct FakeCounts: Sendable {
         longestRateLimitedRun = object["longest_rate_limited_run"] as? Int
     }
 
-    /// What happened since `earlier`. The longest run is a maximum since the fake started, so it is kept as is.
+    /// What happened since `earlier`. The longest run is a maximum since the window's start, so it is kept as is.
     func minus(_ earlier: FakeCounts) -> FakeCounts {
         var d = self
         d.requests -= earlier.requests
@@ -715,7 +726,7 @@ struct ChaosCell {
         if row.fault == .tokenBucket, let primary {
             let limited = primary.rateLimited.map(String.init) ?? "n/a"
             let run = primary.longestRateLimitedRun.map(String.init) ?? "n/a"
-            var text = "fake: rate_limited \(limited), longest_rate_limited_run \(run) (since start)"
+            var text = "fake: rate_limited \(limited), longest_rate_limited_run \(run)"
             if let rateLimited = primary.rateLimited {
                 let admitted = primary.requests - rateLimited
                 text += "; provider saw \(primary.requests) req for \(admitted) admitted"
