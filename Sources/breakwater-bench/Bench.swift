@@ -163,6 +163,7 @@ struct Bench: AsyncParsableCommand {
         var directTotal = Result.empty
         var sidecarTotal = Result.empty
         var peakAnon = 0
+        var daemonCPU = 0
         for round in 1...rounds {
             let a = try await measure { try await directCall(engine, direct) }
             let sampler = Task {
@@ -174,7 +175,8 @@ struct Bench: AsyncParsableCommand {
                 return peak
             }
             let (action, tenant) = policy ? ("chat.reply", "acme") : (nil, nil)
-            let b = try await measure { [stream] in
+            let cpu = CPUWindow()
+            let b = try await measure(cpu: (cpu, daemon)) { [stream] in
                 if stream {
                     let s = try await client.stream(route: "default", body: body, action: action, tenant: tenant)
                     for try await _ in s {}
@@ -187,6 +189,11 @@ struct Bench: AsyncParsableCommand {
             print("round \(round):")
             print("  (a) direct   " + a.line)
             print("  (b) sidecar  " + b.line)
+            if let used = cpu.used, b.histogram.totalCount > 0 {
+                let perCall = Double(used) / Double(b.histogram.totalCount)
+                print(String(format: "      breakwaterd CPU (user + system) %.1f µs per call", perCall))
+                daemonCPU += used
+            }
             directTotal.merge(a)
             sidecarTotal.merge(b)
         }
@@ -198,6 +205,10 @@ struct Bench: AsyncParsableCommand {
             + "p90 \(Self.us(sidecarTotal.p(90), directTotal.p(90))), "
             + "p99 \(Self.us(sidecarTotal.p(99), directTotal.p(99))), "
             + String(format: "mean %.0f µs", sidecarTotal.histogram.mean - directTotal.histogram.mean))
+        if daemonCPU > 0, sidecarTotal.histogram.totalCount > 0 {
+            print(String(format: "  breakwaterd CPU (user + system): %.1f µs per call",
+                         Double(daemonCPU) / Double(sidecarTotal.histogram.totalCount)))
+        }
         print("  breakwaterd peak RSS: \(rss.map { String(format: "%.1f MB", Double($0) / 1024) } ?? "unknown")"
             + String(format: " (its own anonymous memory at most %.1f MB; the rest is shared library pages)",
                      Double(peakAnon) / 1024))
@@ -212,7 +223,29 @@ struct Bench: AsyncParsableCommand {
     }
 
     /// The closed loop at this run's concurrency, warm-up and window.
-    func measure(_ call: @escaping @Sendable () async throws -> Void) async throws -> Result {
-        await ClosedLoop(concurrency: concurrency, warmup: warmup, seconds: phaseSeconds).run(call)
+    /// With `cpu`, the child's CPU time is read at the window's start and end (not over the warm-up).
+    func measure(cpu: (CPUWindow, Child)? = nil,
+                 _ call: @escaping @Sendable () async throws -> Void) async throws -> Result {
+        await ClosedLoop(concurrency: concurrency, warmup: warmup, seconds: phaseSeconds)
+            .run(checkpoints: cpu == nil ? [] : [0, phaseSeconds], atCheckpoint: { index in
+                cpu?.0.read(index, cpu?.1.cpuMicroseconds())
+            }, call)
+    }
+}
+
+/// A child's CPU time at the measured window's start and end.
+final class CPUWindow: @unchecked Sendable {
+    // Touched only from ClosedLoop's checkpoint callback, one call at a time, then read after the run.
+    private var start: Int?
+    private var end: Int?
+
+    func read(_ checkpoint: Int, _ micros: Int?) {
+        if checkpoint == 0 { start = micros } else { end = micros }
+    }
+
+    /// Microseconds of CPU the child used in the window.
+    var used: Int? {
+        guard let start, let end else { return nil }
+        return end - start
     }
 }

@@ -171,9 +171,9 @@ struct Chaos {
                 + "[primary, fallback], the fallback a second fake, always healthy, latency L.",
             "columns: success = full answers / calls ended in the window; calls/s = calls ended per second; "
                 + "p50/p99 of successful calls; att/call = (primary + fallback requests, counted by the fakes) / "
-                + "calls; fallback = the fallback's 200s / successful calls; brk open and budget ref = breaker "
-                + "openings and retries refused by the retry budget in the window, from the daemon's status "
-                + "(n/a when it does not report them).",
+                + "calls; fallback = the fallback's 200s / successful calls; brk open = breaker openings since "
+                + "the daemon started (warm-up included), budget ref = retries refused by the retry budget in the "
+                + "window, both from the daemon's status (n/a when it does not report them).",
         ]
         if let extraProviderYAML {
             lines.append("extra primary YAML: " + extraProviderYAML.replacingOccurrences(of: "\n", with: " | "))
@@ -291,6 +291,7 @@ struct Chaos {
         }
         if client != nil, let end = last.resilience, let start = first.resilience {
             cell.resilience = Snapshot.difference(end, start)
+            cell.breakerOpeningsSinceStart = end.values.reduce(0) { $0 + ($1["breaker_openings"] ?? 0) }
         }
         if row.wantsLastSeconds, snapshots.count == 3, let mid = snapshots[1].primary, let end = last.primary,
            seconds - lastOffset > 0 {
@@ -622,6 +623,9 @@ struct ChaosCell {
     var fallback: FakeCounts?
     /// Per provider, from the daemon's status; nil for direct, or when the daemon does not report it.
     var resilience: [String: [String: Int]]?
+    /// Breaker openings since the (fresh) daemon started, warm-up included: a breaker that opened during the
+    /// warm-up shapes the whole window.
+    var breakerOpeningsSinceStart: Int?
     /// Requests per second at the primary over the last `seconds` of the window (rows 4 and 7).
     var primaryRateLast: (seconds: Double, rate: Double)?
     var notes: [String] = []
@@ -712,6 +716,7 @@ struct ChaosCell {
 
     func count(_ key: String) -> String {
         guard mode != .direct else { return "—" }
+        if key == "breaker_openings" { return breakerOpeningsSinceStart.map(String.init) ?? "n/a" }
         return resilienceSum(key).map(String.init) ?? "n/a"
     }
 
@@ -758,7 +763,7 @@ struct ChaosCell {
             "primary_by_status": primary.map { $0.byStatus as Any } ?? NSNull(),
             "fallback_requests": fallback.map { $0.requests as Any } ?? NSNull(),
             "fallback_200s": fallback.map { $0.ok as Any } ?? NSNull(),
-            "breaker_openings": resilienceSum("breaker_openings").map { $0 as Any } ?? NSNull(),
+            "breaker_openings": breakerOpeningsSinceStart.map { $0 as Any } ?? NSNull(),
             "retries_refused_by_budget": resilienceSum("retries_refused_by_budget").map { $0 as Any } ?? NSNull(),
             "resilience": resilience.map { $0 as Any } ?? NSNull(),
             "notes": notes,

@@ -270,6 +270,16 @@ final class Child: @unchecked Sendable {
         throw ValidationError("fake-provider printed no port")
     }
 
+    /// CPU time the process has used so far, user + system (fields 14 and 15 of /proc/PID/stat), in microseconds.
+    func cpuMicroseconds() -> Int? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        // Fields after the command name (which may hold spaces) start with field 3, the state.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return nil }
+        return (user + system) * 1_000_000 / sysconf(Int32(_SC_CLK_TCK))
+    }
+
     /// VmHWM: the most resident memory the process has used, in KiB (shared library pages included).
     func peakRSSKiB() -> Int? { statusField("VmHWM:") }
 
