@@ -514,7 +514,8 @@ final class CallDriver {
             giveBack(target, probe: currentIsProbe, key: currentKey, tokens: reservedTokens)
         } else {
             counted = shared.resilience.record(target, failed: classification?.kind.countsAgainstBreaker ?? false,
-                                               duration: result.duration, isProbe: currentIsProbe)
+                                               duration: result.duration, isProbe: currentIsProbe,
+                                               endsCall: classification == nil && !currentIsProbe)
             shared.resilience.settleKey(target.provider, index: currentKey, reserved: reservedTokens,
                                         actual: result.usage?.totalTokens, info: result.rateLimit,
                                         rateLimited: classification?.kind == .rateLimited)
@@ -530,10 +531,7 @@ final class CallDriver {
             e.errorClass = classification.map { "\($0.kind)" }
             if classification != nil { e.reason = result.reason }
         }
-        guard let classification else {
-            if !currentIsProbe { shared.resilience.recordCallOutcome(target, failed: counted) }
-            return end(result.frames)
-        }
+        guard let classification else { return end(result.frames) }
         attempts.append(AttemptRecord(target: target.label, what: result.reason))
         lastFailure = (Self.code(for: classification.kind, result.outcome), result.upstreamStatus,
                        target.provider.name, result.rateLimit.suggestedWait)

@@ -121,16 +121,19 @@ final class ResilienceRegistry: Sendable {
     }
 
     /// Reports an attempt's outcome to the target's breaker; returns whether it counted as a failure there
-    /// (a failure that says the provider is unhealthy, or a slow call).
+    /// (a failure that says the provider is unhealthy, or a slow call). `endsCall`: the call leaves the target
+    /// with this attempt (its answer), reported under the same lock as `recordCallOutcome` would.
     @discardableResult
-    func record(_ target: ResolvedTarget, failed: Bool, duration: Duration, isProbe: Bool) -> Bool {
+    func record(_ target: ResolvedTarget, failed: Bool, duration: Duration, isProbe: Bool,
+                endsCall: Bool = false) -> Bool {
         let key = BreakerKey(provider: target.provider.name, model: target.model)
         let now = clock.now()
         let (transitions, alert, counted) = state.withLock { s -> ([BreakerTransition], (Int, Int)?, Bool) in
             var breaker = Self.breaker(key, target.provider, in: &s)
             defer { s.breakers[key] = breaker }
             let counted = breaker.countsAsFailure(failed: failed, duration: duration)
-            let t = breaker.record(failed: failed, duration: duration, isProbe: isProbe, now: now)
+            var t = breaker.record(failed: failed, duration: duration, isProbe: isProbe, now: now)
+            if endsCall { t += breaker.recordCall(failed: counted, now: now) }
             Self.countOpenings(t, key, in: &s)
             // A failure rate over the alert threshold, while the breaker is still closed: warn once per window.
             let policy = breaker.policy

@@ -28,10 +28,14 @@ public struct KeyPool: Sendable {
         var learnedTokens: Learned?
         var restingUntil: Instant?
 
-        /// The earliest time this key can take a call of `tokens`, from `now` on.
+        /// The earliest time this key can take a call of `tokens`, from `now` on. (On every call's path: no
+        /// allocation.)
         func earliest(tokens: Int, now: Instant) -> Instant {
             var at = max(now, restingUntil ?? now)
-            for (limiter, cost) in limiters(tokens: tokens) { at = max(at, limiter.earliest(cost: cost, now: now)) }
+            if let rpm { at = max(at, rpm.earliest(cost: 1, now: now)) }
+            if let tpm { at = max(at, tpm.earliest(cost: tokens, now: now)) }
+            if let l = learnedRequests { at = max(at, l.limiter.earliest(cost: 1, now: now)) }
+            if let l = learnedTokens { at = max(at, l.limiter.earliest(cost: tokens, now: now)) }
             return at
         }
 
@@ -44,14 +48,6 @@ public struct KeyPool: Sendable {
             learnedTokens?.limiter.take(cost: tokens, at: at)
         }
 
-        func limiters(tokens: Int) -> [(GCRALimiter, Int)] {
-            var all: [(GCRALimiter, Int)] = []
-            if let rpm { all.append((rpm, 1)) }
-            if let tpm { all.append((tpm, tokens)) }
-            if let l = learnedRequests { all.append((l.limiter, 1)) }
-            if let l = learnedTokens { all.append((l.limiter, tokens)) }
-            return all
-        }
     }
 
     public enum Grant: Sendable, Hashable {

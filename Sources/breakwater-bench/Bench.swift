@@ -43,6 +43,10 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "With --chaos: YAML lines appended to the primary provider's block in the daemon's config.")
     var extraProviderYaml: String?
     @Option(help: "With --chaos: also write every cell's figures to this file as JSON.") var chaosJson: String?
+    @Option(help: """
+        With --chaos: the seed of the fakes' fault generators (which requests meet a probabilistic fault); run \
+        several to see how much a cell owes to the draw.
+        """) var faultSeed: UInt64 = 1
 
     /// Seconds of measured load per phase (the non-chaos benchmark).
     var phaseSeconds: Double { seconds ?? 5 }
@@ -72,7 +76,8 @@ struct Bench: AsyncParsableCommand {
             let run = try Chaos(
                 bin: bin, dir: dir, seconds: seconds ?? 10, warmup: warmup,
                 concurrencies: Chaos.parseConcurrencies(chaosConcurrency), rows: Chaos.parseRows(rows),
-                latencyMs: providerLatencyMs.first ?? 20, extraProviderYAML: extraProviderYaml, jsonPath: chaosJson)
+                latencyMs: providerLatencyMs.first ?? 20, extraProviderYAML: extraProviderYaml, jsonPath: chaosJson,
+                faultSeed: faultSeed)
             try await run.run()
             return
         }

@@ -19,6 +19,7 @@ struct Chaos {
     let latencyMs: Int
     let extraProviderYAML: String?
     let jsonPath: String?
+    let faultSeed: UInt64
 
     /// Every call's deadline (the daemon's `timeout_ms`, the direct calls' total timeout): nothing hangs a cell.
     static let callTimeoutMs: UInt32 = 30_000
@@ -143,7 +144,7 @@ struct Chaos {
         do {
             try FileManager.default.createDirectory(atPath: probeDir, withIntermediateDirectories: true)
             let row = ChaosRow.all.first { $0.fault == .tokenBucket } ?? .healthy
-            let (child, _) = try startFake("primary", row.personality(latencyMs: latencyMs, tokenBucketRPM: 600),
+            let (child, _) = try startFake("primary", row.personality(latencyMs: latencyMs, tokenBucketRPM: 600, seed: faultSeed),
                                            in: probeDir, tokenBucket: true)
             child.stop()
             return nil
@@ -163,7 +164,8 @@ struct Chaos {
                 + "bucket's 429s come as the fake times them); the mid-stream faults (rows 9, 10) start like a "
                 + "normal answer, after L.",
             "every cell: fresh fake-provider processes and (not direct) a fresh breakwaterd without a state "
-                + "directory, so no breaker, budget or rate-limit state carries over.",
+                + "directory, so no breaker, budget or rate-limit state carries over; the fakes' fault generator "
+                + "seed is \(faultSeed) (--fault-seed).",
             "daemon config: each provider kind openai, http_version \"1.1\", retry_config \(Self.retryConfig), "
                 + "everything else default; calls carry timeout_ms \(Self.callTimeoutMs).",
             "modes: direct = libcurl straight at the primary, no retries (same \(Self.callTimeoutMs / 1000) s "
@@ -211,13 +213,15 @@ struct Chaos {
         }
 
         let (primary, primaryPort) = try startFake(
-            "primary", row.personality(latencyMs: latencyMs, tokenBucketRPM: cell.tokenBucketRPM), in: cellDir,
+            "primary", row.personality(latencyMs: latencyMs, tokenBucketRPM: cell.tokenBucketRPM, seed: faultSeed),
+            in: cellDir,
             tokenBucket: row.fault == .tokenBucket)
         children.append(primary)
         var fallbackPort: Int?
         if cell.mode == .fallback {
             let (fallback, port) = try startFake("fallback", ChaosRow.healthy.personality(latencyMs: latencyMs,
-                                                                                         tokenBucketRPM: nil),
+                                                                                         tokenBucketRPM: nil,
+                                                                                         seed: faultSeed),
                                                  in: cellDir, tokenBucket: false)
             children.append(fallback)
             fallbackPort = port
@@ -514,7 +518,7 @@ struct ChaosRow: Sendable {
     /// The primary's personality JSON. Every row keeps the fake's advertised rate-limit window
     /// (`ratelimit_limit_*`) far above the load, as Bench.swift does: the daemon honours those headers, so the
     /// fake's default 10k RPM would otherwise throttle every row.
-    func personality(latencyMs: Int, tokenBucketRPM: Int?) -> String {
+    func personality(latencyMs: Int, tokenBucketRPM: Int?, seed: UInt64) -> String {
         var delay = latencyMs
         var members: [String] = []
         switch fault {
@@ -539,7 +543,7 @@ struct ChaosRow: Sendable {
         case .reset:
             members.append(#""faults": [{"probability": 0.1, "step": {"reset_after_chunks": 1}}]"#)
         }
-        var common = [#""name": "\#(slug)""#, #""seed": 1"#, #""default_step": {"delay_first_byte_ms": \#(delay)}"#]
+        var common = [#""name": "\#(slug)""#, #""seed": \#(seed)"#, #""default_step": {"delay_first_byte_ms": \#(delay)}"#]
         if case .tokenBucket = fault {} else {
             // The token bucket's own headers replace this advertised window (the fake refuses both at once).
             common += [#""ratelimit_limit_requests": 1000000000"#, #""ratelimit_limit_tokens": 1000000000000"#]
@@ -737,6 +741,13 @@ struct ChaosCell {
                 text += "; provider saw \(primary.requests) req for \(admitted) admitted"
                     + (admitted > 0 ? String(format: " (%.2f×)", Double(primary.requests) / Double(admitted)) : "")
             }
+            parts.append(text)
+        }
+        if case .status503 = row.fault, let primary, primary.requests > 0 {
+            // What the draw really gave: retries only can at best answer 1 − share^4 (retry_count 3).
+            let share = Double(primary.byStatus["503"] ?? 0) / Double(primary.requests)
+            var text = String(format: "503s: %.2f%% of the primary's requests", share * 100)
+            if mode == .retries { text += String(format: " (4 tries answer at most %.2f%%)", (1 - pow(share, 4)) * 100) }
             parts.append(text)
         }
         if let last = primaryRateLast {
