@@ -15,24 +15,27 @@ import Glibc
 ///
 /// Needs root and /lib/systemd/systemd (scripts/setup.sh installs systemd). The manager needs
 /// `/run/systemd/system` (the "booted with systemd" marker): made for the test and removed after, unless it was
-/// there already. It uses a fresh `/run/user/0` each run (a user manager does not come back up on a stale one).
+/// there already. Its runtime directory (`XDG_RUNTIME_DIR`) is a fresh one of its own under the work directory,
+/// never a real `/run/user/0` (a user manager does not come back up on a stale one, and the host's must not be
+/// touched).
 final class UserManager: @unchecked Sendable {
-    static let runtimeDirectory = "/run/user/0"
     static let marker = "/run/systemd/system"
 
     /// Everything the test writes: unit config and state directories (XDG_CONFIG_HOME, XDG_STATE_HOME), socket.
     let work: String
+    /// `XDG_RUNTIME_DIR` for the manager: the private bus socket, the unit directory.
+    var runtimeDirectory: String { work + "/run" }
     /// The manager's pid (spawned and reaped here, not with Foundation's `Process`: see `ChildPID`).
     private var managerPID: pid_t = 0
     /// What the manager printed (it logs to the journal once that is up).
     var managerOutput: String { (try? String(contentsOfFile: work + "/manager.log", encoding: .utf8)) ?? "" }
     private let madeMarker: Bool
     private var environment: [String: String] {
-        ["XDG_RUNTIME_DIR": Self.runtimeDirectory, "XDG_CONFIG_HOME": work + "/config",
+        ["XDG_RUNTIME_DIR": runtimeDirectory, "XDG_CONFIG_HOME": work + "/config",
          "XDG_STATE_HOME": work + "/state"]
     }
 
-    var unitDirectory: String { Self.runtimeDirectory + "/systemd/user" }
+    var unitDirectory: String { runtimeDirectory + "/systemd/user" }
     var socket: String { work + "/bw.sock" }
     var configFile: String { work + "/config/breakwater/breakwater.yaml" }
     /// `$STATE_DIRECTORY/breakwater.sqlite`: a user manager puts StateDirectory= under $XDG_STATE_HOME from
@@ -47,8 +50,7 @@ final class UserManager: @unchecked Sendable {
         work = String(cString: mkdtemp(&template)!)
         madeMarker = !FileManager.default.fileExists(atPath: Self.marker)
         try FileManager.default.createDirectory(atPath: Self.marker, withIntermediateDirectories: true)
-        try? FileManager.default.removeItem(atPath: Self.runtimeDirectory)
-        try FileManager.default.createDirectory(atPath: Self.runtimeDirectory, withIntermediateDirectories: true,
+        try FileManager.default.createDirectory(atPath: runtimeDirectory, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
         for sub in ["/config/breakwater", "/state"] {
             try FileManager.default.createDirectory(atPath: work + sub, withIntermediateDirectories: true)
@@ -59,7 +61,7 @@ final class UserManager: @unchecked Sendable {
         managerPID = try ChildPID.spawn(command.executable, arguments: command.arguments,
                                         logPath: work + "/manager.log", environment: Self.processEnvironment(environment))
         let up = try await waitUntil(timeout: .seconds(20)) {
-            FileManager.default.fileExists(atPath: Self.runtimeDirectory + "/systemd/private")
+            FileManager.default.fileExists(atPath: runtimeDirectory + "/systemd/private")
         }
         if !up {
             stop()
@@ -103,7 +105,6 @@ final class UserManager: @unchecked Sendable {
         if let (pid, _) = try? spawnSystemctl(["exit"]) { _ = ChildPID.wait(pid, timeout: .seconds(30)) }
         _ = ChildPID.wait(managerPID, timeout: .seconds(10))
         if madeMarker { try? FileManager.default.removeItem(atPath: Self.marker) }
-        try? FileManager.default.removeItem(atPath: Self.runtimeDirectory)
         if ProcessInfo.processInfo.environment["BW_KEEP_TEST_DIRS"] == nil {
             try? FileManager.default.removeItem(atPath: work)
         }
