@@ -2,7 +2,8 @@ import Resilience
 
 /// Calls waiting for a person to approve them (`require_approval`). A value-type state machine: the daemon keeps it
 /// behind a lock, records every transition it returns in the audit trail, wakes the waiting call, and runs
-/// `expire(now:)` when `nextDeadline` comes. Ids come from the caller (a random UUID), so they cannot be guessed.
+/// `expire(now:)` when `nextDeadline` comes. Ids come from the caller (`apr-` and 64 random bits), so they cannot
+/// be guessed.
 public struct ApprovalQueue: Sendable {
     private var entries: [String: ApprovalRequest] = [:]
     /// Whether an approver may decide a call made from their own uid (the policy's `allow_self_approval`).
