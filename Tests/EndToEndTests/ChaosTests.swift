@@ -345,8 +345,13 @@ func ms(_ d: Duration) -> String {
         #expect(try await waitUntil { rig.primary.stats().completed == 1 })
         let t0 = ContinuousClock.now
         call.cancel()
-        _ = await call.result
+        let result = await call.result
         #expect(ContinuousClock.now - t0 < .seconds(1))
+        guard case .failure(let error) = result else {
+            Issue.record("a cancelled call returned an answer")
+            return
+        }
+        #expect((error as? BreakwaterError)?.kind == .cancelled, "\(error)")
         // Past the moment the retry would have gone out: it never does.
         try await Task.sleep(for: .milliseconds(2500))
         #expect(rig.primary.stats().requests == 1, "the cancelled call's retry never ran")
