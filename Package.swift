@@ -52,18 +52,20 @@ let package = Package(
         // The wire protocol: frames, messages, codec, limits. No dependencies at all.
         .target(name: "BreakwaterWire", swiftSettings: strict),
         // The shim apps link: plain POSIX sockets plus the wire codec.
-        .target(name: "BreakwaterClient", dependencies: ["BreakwaterWire"], swiftSettings: strict),
+        .target(name: "BreakwaterClient", dependencies: ["BreakwaterWire", "PosixThread"], swiftSettings: strict),
+        // The one pthread_create: a joinable or detached thread running a closure, without Foundation.
+        .target(name: "PosixThread", swiftSettings: strict),
         // Retry schedule, error classes, circuit breaker, GCRA limiter, retry budget: pure state machines over an
         // injected clock.
         .target(name: "Resilience", swiftSettings: strict),
         // Canonical request/response and provider adapters; pure, no I/O.
         .target(name: "Providers", swiftSettings: strict),
         // libcurl multi engine on its own thread.
-        .target(name: "CurlTransport", dependencies: ["CCurl"], swiftSettings: strict),
+        .target(name: "CurlTransport", dependencies: ["CCurl", "PosixThread"], swiftSettings: strict),
         // sd_listen_fds, sd_notify, and the audit trail written with sd_journal_sendv.
-        .target(name: "Systemd", dependencies: ["CSystemd"], swiftSettings: strict),
+        .target(name: "Systemd", dependencies: ["CSystemd", "PosixThread"], swiftSettings: strict),
         // A private systemd-journald in its own mount namespace, for tests and the journal benchmark.
-        .target(name: "JournalTestKit", dependencies: ["CLinuxNamespace"], swiftSettings: strict),
+        .target(name: "JournalTestKit", dependencies: ["CLinuxNamespace", "PosixThread"], swiftSettings: strict),
         // Agent identity, scopes, tenants, conditional controls, approvals and budgets: pure decisions over an
         // injected clock.
         .target(

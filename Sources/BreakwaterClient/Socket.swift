@@ -1,3 +1,5 @@
+import PosixThread
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -82,27 +84,11 @@ enum Socket {
     /// Runs `body` on a new detached thread (the connection's reader). Foundation's Thread is avoided so the
     /// shim does not pull in Foundation.
     static func spawnThread(_ body: @escaping @Sendable () -> Void) {
-        final class Box: Sendable {
-            let body: @Sendable () -> Void
-            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        do {
+            try PosixThread.detached(body)
+        } catch {
+            preconditionFailure("\(error)")
         }
-        let context = Unmanaged.passRetained(Box(body)).toOpaque()
-        #if canImport(Darwin)
-        var thread: pthread_t?
-        #else
-        var thread = pthread_t()
-        #endif
-        let rc = pthread_create(&thread, nil, { raw in
-            #if canImport(Darwin)
-            let box = Unmanaged<Box>.fromOpaque(raw).takeRetainedValue()
-            #else
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-            #endif
-            box.body()
-            return nil
-        }, context)
-        precondition(rc == 0, "pthread_create failed: \(rc)")
-        pthread_detach(thread)
     }
 
     private static func retryingEINTR<T: FixedWidthInteger>(_ body: () -> T) -> T {

@@ -1,4 +1,5 @@
 import CCurl
+import PosixThread
 import Synchronization
 
 /// Runs HTTP transfers on one libcurl multi handle driven by one dedicated thread.
@@ -8,7 +9,7 @@ import Synchronization
 /// cheap enough to call from event-loop threads; delegates are called on the engine thread.
 public final class CurlEngine: Sendable {
     private let shared: EngineShared
-    private let thread: EngineThread
+    private let thread: PosixThread
     private let threadState = Mutex(ThreadState.running)
 
     private enum ThreadState {
@@ -50,12 +51,12 @@ public final class CurlEngine: Sendable {
         let loop = EngineLoop(shared: shared)
         self.shared = shared
         do {
-            self.thread = try EngineThread.spawn {
+            self.thread = try PosixThread.spawn {
                 loop.run()
             }
         } catch {
             curl_multi_cleanup(multi)
-            throw error
+            throw TransportError(kind: .other, detail: "could not start the transfer thread (error \(error.code))")
         }
     }
 

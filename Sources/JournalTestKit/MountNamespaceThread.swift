@@ -1,4 +1,5 @@
 import CLinuxNamespace
+import PosixThread
 import Dispatch
 import Synchronization
 
@@ -99,23 +100,11 @@ final class MountNamespaceThread: Sendable {
         }
     }
 
-    private final class Body {
-        let run: @Sendable () -> Void
-        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
-    }
-
     private func spawnThread(_ body: @escaping @Sendable () -> Void) throws {
-        let context = Unmanaged.passRetained(Body(body)).toOpaque()
-        var handle = pthread_t()
-        let result = pthread_create(&handle, nil, { context in
-            guard let context else { return nil }
-            Unmanaged<Body>.fromOpaque(context).takeRetainedValue().run()
-            return nil
-        }, context)
-        guard result == 0 else {
-            Unmanaged<Body>.fromOpaque(context).release()
-            throw JournalHarnessError("could not start the namespace thread (error \(result))")
+        do {
+            try PosixThread.detached(body)
+        } catch {
+            throw JournalHarnessError("could not start the namespace thread (error \(error.code))")
         }
-        pthread_detach(handle)
     }
 }

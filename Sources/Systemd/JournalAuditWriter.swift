@@ -1,4 +1,5 @@
 import Dispatch
+import PosixThread
 import Synchronization
 
 #if canImport(Glibc)
@@ -73,7 +74,11 @@ public final class JournalAuditWriter: Sendable {
     public init(configuration: Configuration = Configuration()) throws(JournalWriterError) {
         core = Core(configuration: configuration)
         let core = self.core
-        try WriterThread.spawn { core.drain() }
+        do {
+            try PosixThread.detached { core.drain() }
+        } catch {
+            throw JournalWriterError(description: "could not start the audit writer thread (error \(error.code))")
+        }
     }
 
     deinit {
@@ -272,26 +277,3 @@ extension JournalAuditWriter {
     }
 }
 
-/// The writer's detached POSIX thread. Foundation's `Thread` is avoided so the Systemd target does not pull in
-/// Foundation; the thread ends by itself once the writer is closed and its queue is empty.
-enum WriterThread {
-    private final class Body {
-        let run: @Sendable () -> Void
-        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
-    }
-
-    static func spawn(_ body: @escaping @Sendable () -> Void) throws(JournalWriterError) {
-        let context = Unmanaged.passRetained(Body(body)).toOpaque()
-        var handle = pthread_t()
-        let result = pthread_create(&handle, nil, { context in
-            guard let context else { return nil }
-            Unmanaged<Body>.fromOpaque(context).takeRetainedValue().run()
-            return nil
-        }, context)
-        guard result == 0 else {
-            Unmanaged<Body>.fromOpaque(context).release()
-            throw JournalWriterError(description: "could not start the audit writer thread (error \(result))")
-        }
-        pthread_detach(handle)
-    }
-}
