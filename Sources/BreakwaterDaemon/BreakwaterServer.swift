@@ -146,22 +146,26 @@ public final class BreakwaterServer: Service, Sendable {
         let heartbeat = startHeartbeat(shared: shared, loop: channel.eventLoop)
         defer { heartbeat.cancel() }
 
-        let reloader = Task {
-            for await _ in await UnixSignalsSequence(trapping: .sighup) {
-                reload(shared)
+        // The signal watchers are child tasks of serving: they end (their streams finish on cancellation) when
+        // serving stops, instead of outliving it as unstructured tasks.
+        await withDiscardingTaskGroup { watchers in
+            watchers.addTask {
+                for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                    self.reload(shared)
+                }
             }
+            if faults.wedgeOnSIGUSR2 {
+                watchers.addTask { [logger] in
+                    for await _ in await UnixSignalsSequence(trapping: .sigusr2) {
+                        logger.critical("test fault: wedging the serving event loop (BREAKWATER_TEST_FAULTS)")
+                        channel.eventLoop.execute { TestFaults.wedgeForever() }
+                    }
+                }
+            }
+            // Wait for SIGTERM/SIGINT (delivered by ServiceGroup as graceful shutdown), or for cancellation.
+            try? await gracefulShutdown()
+            watchers.cancelAll()
         }
-        defer { reloader.cancel() }
-        let wedger = faults.wedgeOnSIGUSR2 ? Task { [logger] in
-            for await _ in await UnixSignalsSequence(trapping: .sigusr2) {
-                logger.critical("test fault: wedging the serving event loop (BREAKWATER_TEST_FAULTS)")
-                channel.eventLoop.execute { TestFaults.wedgeForever() }
-            }
-        } : nil
-        defer { wedger?.cancel() }
-
-        // Wait for SIGTERM/SIGINT (delivered by ServiceGroup as graceful shutdown), or for cancellation.
-        try? await gracefulShutdown()
 
         Systemd.notify("STOPPING=1\nSTATUS=draining; " + stats.statusLine)
         logger.info("draining", metadata: ["calls_in_flight": "\(stats.callsInFlight.load(ordering: .relaxed))"])
