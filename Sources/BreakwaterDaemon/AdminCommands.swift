@@ -65,11 +65,13 @@ enum AdminCommands {
                                              message: "approvals are for admins and the policy's approvers"))
             }
             let list: [[String: Any]] = visible.map { r in
-                var o: [String: Any] = ["id": r.id, "agent": r.agent, "route": r.route, "rule": r.rule,
-                                        "requester_uid": r.requester.uid, "requester_pid": r.requester.pid]
-                if let a = r.action { o["action"] = a }
-                if let t = r.tenant { o["tenant"] = t }
-                if let m = r.model { o["model"] = m }
+                let subject = r.subject
+                var o: [String: Any] = ["id": r.id, "agent": subject.agent, "route": subject.route,
+                                        "rule": subject.rule, "requester_uid": r.requester.uid,
+                                        "requester_pid": r.requester.pid]
+                if let a = subject.action { o["action"] = a }
+                if let t = subject.tenant { o["tenant"] = t }
+                if let m = subject.model { o["model"] = m }
                 return o
             }
             return .success(json(["pending": list]))

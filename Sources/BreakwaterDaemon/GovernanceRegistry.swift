@@ -121,9 +121,7 @@ final class GovernanceRegistry: Sendable {
             // The request id is the client's: the whole request must match, so an agent cannot re-use an approval
             // given for one action, tenant or route for another.
             if let old = s.restored[requestID], let entry = s.approvals[old], s.waiters[old] == nil,
-               entry.agent == request.principal.agent, entry.action == request.action,
-               entry.tenant == request.tenant, entry.route == request.route, entry.model == request.model,
-               entry.rule == rule {
+               entry.subject == ApprovalSubject(request: request, rule: rule) {
                 s.restored[requestID] = nil
                 switch entry.state {
                 case .pending:

@@ -20,9 +20,8 @@ public struct ApprovalQueue: Sendable {
         guard !id.isEmpty, entries[id] == nil else {
             throw ApprovalRefusal(code: .duplicateID, id: id, reason: "approval id \"\(id)\" is empty or already used")
         }
-        let entry = ApprovalRequest(id: id, agent: request.principal.agent, action: request.action,
-                                    tenant: request.tenant, route: request.route, model: request.model,
-                                    requester: requester, rule: rule, approvers: approvers, requestedAt: now,
+        let entry = ApprovalRequest(id: id, subject: ApprovalSubject(request: request, rule: rule),
+                                    requester: requester, approvers: approvers, requestedAt: now,
                                     requestedAtWall: wallNow, deadline: now + timeout, state: .pending)
         entries[id] = entry
         return transition(entry, from: nil, by: requester,
@@ -91,8 +90,7 @@ public struct ApprovalQueue: Sendable {
     /// The pending calls in a form that survives a restart: deadlines become wall-clock times.
     public func snapshot(now: Instant, wallNow: Double) -> [ApprovalSnapshot] {
         pending.map { e in
-            ApprovalSnapshot(id: e.id, agent: e.agent, action: e.action, tenant: e.tenant, route: e.route,
-                             model: e.model, requester: e.requester, rule: e.rule, approvers: e.approvers,
+            ApprovalSnapshot(id: e.id, subject: e.subject, requester: e.requester, approvers: e.approvers,
                              requestedAt: e.requestedAtWall, deadline: wallNow + (e.deadline - now).seconds,
                              timeoutSeconds: (e.deadline - e.requestedAt).seconds)
         }
@@ -103,8 +101,7 @@ public struct ApprovalQueue: Sendable {
     public mutating func restore(_ saved: [ApprovalSnapshot], now: Instant, wallNow: Double) -> [ApprovalTransition] {
         for s in saved where entries[s.id] == nil {
             let deadline = now + .seconds(s.deadline - wallNow)
-            entries[s.id] = ApprovalRequest(id: s.id, agent: s.agent, action: s.action, tenant: s.tenant,
-                                            route: s.route, model: s.model, requester: s.requester, rule: s.rule,
+            entries[s.id] = ApprovalRequest(id: s.id, subject: s.subject, requester: s.requester,
                                             approvers: s.approvers, requestedAt: deadline - .seconds(s.timeoutSeconds),
                                             requestedAtWall: s.requestedAt, deadline: deadline, state: .pending)
         }
@@ -125,7 +122,7 @@ public struct ApprovalQueue: Sendable {
         }
         guard entry.approvers.contains(approver) else {
             throw ApprovalRefusal(code: .notAnApprover, id: id,
-                                  reason: "\(approver) is not an approver for \(entry.rule)")
+                                  reason: "\(approver) is not an approver for \(entry.subject.rule)")
         }
         guard allowSelfApproval || approver.uid != entry.requester.uid else {
             throw ApprovalRefusal(code: .selfApproval, id: id,
@@ -137,23 +134,46 @@ public struct ApprovalQueue: Sendable {
 
     private func transition(_ e: ApprovalRequest, from: ApprovalState.Name?, by: PeerCredentials?, reason: String,
                             now: Instant) -> ApprovalTransition {
-        ApprovalTransition(id: e.id, agent: e.agent, action: e.action, tenant: e.tenant, rule: e.rule, from: from,
+        ApprovalTransition(id: e.id, agent: e.subject.agent, action: e.subject.action, tenant: e.subject.tenant,
+                           rule: e.subject.rule, from: from,
                            to: e.state.name, by: by, reason: reason, at: now)
+    }
+}
+
+/// What an approval is for: the agent, the call it makes and the control that asked. A call sent again after a
+/// restart re-attaches to an approval only when all of it is the same, so an approval given for one action,
+/// tenant, route or model cannot be spent on another.
+public struct ApprovalSubject: Sendable, Hashable, Codable {
+    public var agent: String
+    public var action: String?
+    public var tenant: String?
+    public var route: String
+    public var model: String?
+    /// The control that asked for approval.
+    public var rule: String
+
+    public init(agent: String, action: String?, tenant: String?, route: String, model: String?, rule: String) {
+        self.agent = agent
+        self.action = action
+        self.tenant = tenant
+        self.route = route
+        self.model = model
+        self.rule = rule
+    }
+
+    /// The subject of `request` under the control `rule`.
+    public init(request: AccessRequest, rule: String) {
+        self.init(agent: request.principal.agent, action: request.action, tenant: request.tenant,
+                  route: request.route, model: request.model, rule: rule)
     }
 }
 
 /// One call waiting for (or past) a decision.
 public struct ApprovalRequest: Sendable, Hashable {
     public var id: String
-    public var agent: String
-    public var action: String?
-    public var tenant: String?
-    public var route: String
-    public var model: String?
+    public var subject: ApprovalSubject
     /// The process that made the call.
     public var requester: PeerCredentials
-    /// The control that asked for approval.
-    public var rule: String
     public var approvers: PeerSet
     public var requestedAt: Instant
     /// Unix seconds, for display.
@@ -228,35 +248,51 @@ public struct ApprovalRefusal: Error, Sendable, Hashable, CustomStringConvertibl
     public var description: String { "\(code.rawValue): \(reason)" }
 }
 
-/// A pending approval as the state store keeps it across a restart (times in Unix seconds).
+/// A pending approval as the state store keeps it across a restart (times in Unix seconds). Stored as JSON with
+/// the subject's fields at the top level, as before `ApprovalSubject` existed, so rows written by an older daemon
+/// still load.
 public struct ApprovalSnapshot: Sendable, Hashable, Codable {
     public var id: String
-    public var agent: String
-    public var action: String?
-    public var tenant: String?
-    public var route: String
-    public var model: String?
+    public var subject: ApprovalSubject
     public var requester: PeerCredentials
-    public var rule: String
     public var approvers: PeerSet
     public var requestedAt: Double
     public var deadline: Double
     public var timeoutSeconds: Double
 
-    public init(id: String, agent: String, action: String?, tenant: String?, route: String, model: String?,
-                requester: PeerCredentials, rule: String, approvers: PeerSet, requestedAt: Double, deadline: Double,
-                timeoutSeconds: Double) {
+    public init(id: String, subject: ApprovalSubject, requester: PeerCredentials, approvers: PeerSet,
+                requestedAt: Double, deadline: Double, timeoutSeconds: Double) {
         self.id = id
-        self.agent = agent
-        self.action = action
-        self.tenant = tenant
-        self.route = route
-        self.model = model
+        self.subject = subject
         self.requester = requester
-        self.rule = rule
         self.approvers = approvers
         self.requestedAt = requestedAt
         self.deadline = deadline
         self.timeoutSeconds = timeoutSeconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, requester, approvers, requestedAt, deadline, timeoutSeconds
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(id: try c.decode(String.self, forKey: .id), subject: try ApprovalSubject(from: decoder),
+                  requester: try c.decode(PeerCredentials.self, forKey: .requester),
+                  approvers: try c.decode(PeerSet.self, forKey: .approvers),
+                  requestedAt: try c.decode(Double.self, forKey: .requestedAt),
+                  deadline: try c.decode(Double.self, forKey: .deadline),
+                  timeoutSeconds: try c.decode(Double.self, forKey: .timeoutSeconds))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try subject.encode(to: encoder)
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(requester, forKey: .requester)
+        try c.encode(approvers, forKey: .approvers)
+        try c.encode(requestedAt, forKey: .requestedAt)
+        try c.encode(deadline, forKey: .deadline)
+        try c.encode(timeoutSeconds, forKey: .timeoutSeconds)
     }
 }

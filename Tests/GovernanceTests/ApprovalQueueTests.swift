@@ -1,3 +1,4 @@
+import Foundation
 import Governance
 import Resilience
 import Testing
@@ -144,5 +145,21 @@ import Testing
         // a1 had 600 s from wallNow; 130 s are gone.
         #expect(restored.nextDeadline == rebooted.now() + .seconds(470))
         #expect(try restored.approve("a1", by: Fixture.admin, now: rebooted.now()).to == .approved)
+    }
+    /// The state store keeps snapshots as JSON with the subject's fields at the top level: a row written before
+    /// `ApprovalSubject` existed still loads, and a new one is written the same way.
+    @Test func snapshotJSONKeepsItsFlatShape() throws {
+        let old = #"{"id":"apr-1","agent":"refund-agent","action":"refund.issue","tenant":"acme","route":"default","#
+            + #""rule":"r","requester":{"uid":1,"gid":2,"pid":3,"groups":[]},"approvers":{"uids":[0],"gids":[]},"#
+            + #""requestedAt":100,"deadline":700,"timeoutSeconds":600}"#
+        let snapshot = try JSONDecoder().decode(ApprovalSnapshot.self, from: Data(old.utf8))
+        #expect(snapshot.subject == ApprovalSubject(agent: "refund-agent", action: "refund.issue", tenant: "acme",
+                                                    route: "default", model: nil, rule: "r"))
+        #expect(snapshot.deadline == 700 && snapshot.requester.uid == 1)
+        let written = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(snapshot))
+            as? [String: Any])
+        #expect(written["agent"] as? String == "refund-agent" && written["rule"] as? String == "r")
+        #expect(written["subject"] == nil)
+        #expect(try JSONDecoder().decode(ApprovalSnapshot.self, from: JSONEncoder().encode(snapshot)) == snapshot)
     }
 }
