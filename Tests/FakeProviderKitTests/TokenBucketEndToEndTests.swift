@@ -194,4 +194,18 @@ import Testing
             #expect(try LoopbackHTTP.send(a, port: fake.port).status == 200, "a reset fills every bucket")
         }
     }
+    /// `POST /_fake/reset-stats` zeroes the counters (the longest run included) and nothing else: the buckets
+    /// stay as spent, unlike `/_fake/reset`.
+    @Test func resetStatsZeroesCountersOnly() async throws {
+        try await withFake(TokenBucketLimits(requestsPerMinute: 60, burstSeconds: 1)) { fake in
+            let a = Self.openAI(key: "sk-a")
+            #expect(try LoopbackHTTP.send([a, a, a], port: fake.port).map(\.status) == [200, 429, 429])
+            let zeroed = try LoopbackHTTP.send(HTTPRequest(path: "/_fake/reset-stats"), port: fake.port)
+            #expect(zeroed.status == 200)
+            #expect(zeroed.json?["requests"] as? Int == 0 && zeroed.json?["rate_limited"] as? Int == 0)
+            #expect(zeroed.json?["longest_rate_limited_run"] as? Int == 0)
+            #expect(try LoopbackHTTP.send(a, port: fake.port).status == 429, "the bucket is still spent")
+            #expect(fake.stats().requests == 1 && fake.stats().rateLimited == 1)
+        }
+    }
 }
