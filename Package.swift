@@ -152,6 +152,16 @@ let package = Package(
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "JournalTestKit"], swiftSettings: strict),
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: strict),
         .testTarget(name: "ResilienceTests", dependencies: ["Resilience"], swiftSettings: strict),
+        // The daemon's call path in-process: EmbeddedChannel, a scripted engine, virtual time.
+        .testTarget(
+            name: "BreakwaterDaemonTests",
+            dependencies: [
+                "BreakwaterDaemon", "BreakwaterWire", "Config", "CurlTransport", "Resilience",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
         .testTarget(name: "FakeProviderKitTests", dependencies: ["FakeProviderKit"], swiftSettings: strict),
         .testTarget(name: "GovernanceTests", dependencies: ["Governance", "Resilience"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Governance", "Resilience"], swiftSettings: strict),

@@ -15,7 +15,7 @@ final class DaemonContext: Sendable {
     func replaceRouter(_ router: Router) {
         current.withLock { $0 = router }
     }
-    let engine: CurlEngine
+    let engine: any TransferEngine
     let limits: Limits
     let stats: DaemonStats
     let logger: Logger
@@ -27,7 +27,7 @@ final class DaemonContext: Sendable {
     /// The journal audit trail; nil if the writer could not start (logged).
     let auditWriter: JournalAuditWriter?
 
-    init(router: Router, engine: CurlEngine, stats: DaemonStats, logger: Logger, resilience: ResilienceRegistry,
+    init(router: Router, engine: any TransferEngine, stats: DaemonStats, logger: Logger, resilience: ResilienceRegistry,
          governance: GovernanceRegistry?, auditWriter: JournalAuditWriter?) {
         self.auditWriter = auditWriter
         self.current = Mutex(router)

@@ -7,7 +7,7 @@ import Synchronization
 /// The multi handle keeps a connection cache, so sequential transfers to a host reuse connections and
 /// HTTP/2 transfers multiplex over one. `start` and `cancel` only enqueue and wake the thread, so they are
 /// cheap enough to call from event-loop threads; delegates are called on the engine thread.
-public final class CurlEngine: Sendable {
+public final class CurlEngine: TransferEngine, Sendable {
     private let shared: EngineShared
     private let thread: PosixThread
     private let threadState = Mutex(ThreadState.running)

@@ -12,11 +12,21 @@ public protocol TransferDelegate: AnyObject, Sendable {
     func transferDidComplete(_ result: Result<Void, TransportError>)
 }
 
-/// Names one transfer of one engine, for `CurlEngine.cancel`.
-public struct TransferID: Hashable, Sendable, CustomStringConvertible {
-    let rawValue: UInt64
+/// What the daemon's call path needs from an HTTP engine: start a transfer that reports to a delegate, and cancel
+/// it. `CurlEngine` is the real one; tests drive the call path in-process with a scripted one.
+public protocol TransferEngine: Sendable {
+    /// Queues `request` and returns at once; `delegate` hears about it, in order, from then on.
+    @discardableResult
+    func start(_ request: HTTPRequest, delegate: any TransferDelegate) -> TransferID
+    /// Stops a transfer: its delegate completes with `.cancelled`. Unknown or finished IDs are ignored.
+    func cancel(_ id: TransferID)
+}
 
-    init(rawValue: UInt64) {
+/// Names one transfer of one engine, for `TransferEngine.cancel`.
+public struct TransferID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt64
+
+    public init(rawValue: UInt64) {
         self.rawValue = rawValue
     }
 
