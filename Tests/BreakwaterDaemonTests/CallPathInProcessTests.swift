@@ -2,6 +2,7 @@
 import BreakwaterWire
 import Config
 import CurlTransport
+import Foundation
 import Logging
 import NIOCore
 import NIOEmbedded
@@ -13,7 +14,9 @@ import Testing
 /// loop's) thread, so with an `EmbeddedEventLoop` every step happens when the test lets the loop run.
 final class ScriptedEngine: TransferEngine {
     enum Answer: Sendable {
-        case status(Int, body: String)
+        case status(Int, body: String, headers: [HTTPHeader] = [])
+        /// The transfer fails without an answer.
+        case transport(TransportError)
         /// No answer until the transfer is cancelled.
         case hang
     }
@@ -33,6 +36,10 @@ final class ScriptedEngine: TransferEngine {
     }
 
     var startedCount: Int { state.withLock { $0.started.count } }
+    /// Which provider each attempt went to, by the host of its URL (`p.invalid`, `q.invalid`).
+    var hosts: [String] {
+        state.withLock { $0.started.map { String($0.url.split(separator: "/")[1]) } }
+    }
     var cancelledCount: Int { state.withLock { $0.cancelled.count } }
 
     func start(_ request: HTTPRequest, delegate: any TransferDelegate) -> TransferID {
@@ -44,11 +51,17 @@ final class ScriptedEngine: TransferEngine {
             if case .hang = answer { s.hanging[id] = delegate }
             return (id, answer)
         }
-        if case .status(let status, let body) = answer {
-            delegate.transferDidReceiveHead(status: status, headers: [HTTPHeader(name: "content-type",
-                                                                                 value: "application/json")])
+        switch answer {
+        case .status(let status, let body, let headers):
+            delegate.transferDidReceiveHead(status: status,
+                                            headers: [HTTPHeader(name: "content-type", value: "application/json")]
+                                                + headers)
             delegate.transferDidReceiveBody(Array(body.utf8))
             delegate.transferDidComplete(.success(()))
+        case .transport(let error):
+            delegate.transferDidComplete(.failure(error))
+        case .hang:
+            break
         }
         return id
     }
@@ -75,23 +88,28 @@ struct InProcessDaemon {
     let channel: EmbeddedChannel
     let engine = ScriptedEngine()
     let clock = ManualClock()
+    let shared: DaemonContext
 
+    /// Provider `p` (with the lines of `providerYAML` under it) and a healthy `q`; routes `solo: [p]` and
+    /// `chain: [p, q]`.
     init(providerYAML: String = "retry_config: {retry_count: 2, backoff_base: 100ms, jitter: false}") throws {
         let config = try ConfigLoader.parse("""
             providers:
               p:
                 kind: openai
-                base_url: "http://provider.invalid/v1"
+                base_url: "http://p.invalid/v1"
                 api_key_env: KEY
-                \(providerYAML)
+                \(providerYAML.replacingOccurrences(of: "\n", with: "\n    "))
+              q: {kind: openai, base_url: "http://q.invalid/v1", api_key_env: KEY}
             routes:
               solo: [{provider: p, model: m}]
+              chain: [{provider: p, model: m}, {provider: q, model: m2}]
             """)
         let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         let router = Router(config: config, environment: ["KEY": "sk-test"])
-        let shared = DaemonContext(router: router, engine: engine, stats: DaemonStats(), logger: logger,
-                                   resilience: ResilienceRegistry(clock: clock, logger: logger),
-                                   governance: nil, auditWriter: nil)
+        shared = DaemonContext(router: router, engine: engine, stats: DaemonStats(), logger: logger,
+                               resilience: ResilienceRegistry(clock: clock, logger: logger),
+                               governance: nil, auditWriter: nil)
         channel = EmbeddedChannel(handler: ConnectionHandler(shared: shared, peer: nil), loop: loop)
     }
 
@@ -185,5 +203,97 @@ struct InProcessDaemon {
         #expect(d.engine.cancelledCount == 1)
         d.advance(by: .seconds(1))
         #expect(d.engine.startedCount == 1)
+    }
+    /// With a fallback ready, a transient failure is retried here at once (max_retry_wait 0): no time passes.
+    @Test func withAFallbackReadyARetryGoesOutAtOnce() throws {
+        let d = try InProcessDaemon()
+        _ = try d.hello()
+        d.engine.script([.status(503, body: ScriptedEngine.overloaded)])
+        try d.call(1, route: "chain")
+        #expect(d.engine.hosts == ["p.invalid", "p.invalid"], "retried on the primary without a backoff")
+        #expect(try d.drain().map(\.type) == [.response, .data, .trailers])
+    }
+
+    /// A 429 asking for a second, with a fallback ready: the call moves on at once instead of napping.
+    @Test func aRetryAfterSendsTheCallToAReadyFallback() throws {
+        let d = try InProcessDaemon()
+        _ = try d.hello()
+        d.engine.script([.status(429, body: #"{"error":{"message":"slow down","type":"requests"}}"#,
+                                 headers: [HTTPHeader(name: "retry-after", value: "1")])])
+        try d.call(1, route: "chain")
+        #expect(d.engine.hosts == ["p.invalid", "q.invalid"])
+        let frames = try d.drain()
+        #expect(try CallResponse(frame: frames[0]).provider == "q")
+    }
+
+    /// Alone, a 429 with Retry-After is waited out and tried again, beyond retry_count (0 here); a call that
+    /// runs out of time on it ends RATE_LIMITED with the wait, never as a raw 429.
+    @Test func aRateLimitIsPacedWithinTheDeadlineThenRateLimited() throws {
+        let d = try InProcessDaemon(providerYAML: "retry_config: {retry_count: 0}")
+        _ = try d.hello()
+        let limited = ScriptedEngine.Answer.status(429, body: #"{"error":{"message":"slow down","type":"requests"}}"#,
+                                                  headers: [HTTPHeader(name: "retry-after", value: "1")])
+        d.engine.script([limited, limited])
+        try d.call(1)
+        d.advance(by: .milliseconds(999))
+        #expect(d.engine.startedCount == 1)
+        d.advance(by: .milliseconds(1))
+        #expect(d.engine.startedCount == 2, "waited the provider's second, then tried again")
+        d.advance(by: .seconds(1))
+        #expect(d.engine.startedCount == 3)
+        #expect(try d.drain().map(\.type) == [.response, .data, .trailers])
+
+        // With a 1.5 s deadline the second wait would pass it: RATE_LIMITED, with the wait.
+        d.engine.script([limited, limited])
+        try d.send(CallRequest(route: "solo", timeoutMs: 1500).frame(streamID: 3))
+        try d.send(.data(streamID: 3, Array(#"{"messages":[{"role":"user","content":"hi"}]}"#.utf8), endStream: true))
+        d.advance(by: .seconds(1))
+        let error = try ErrorMessage(frame: try #require(try d.drain().last))
+        #expect(error.code == .rateLimited && error.retryAfterMs == 1000, "\(error)")
+    }
+
+    /// A local configuration failure: not retried, not counted against the provider, CONFIGURATION_ERROR.
+    @Test func aLocalConfigurationErrorIsNeitherRetriedNorCounted() throws {
+        let d = try InProcessDaemon()
+        _ = try d.hello()
+        d.engine.script([.transport(TransportError(kind: .localConfiguration, curlCode: 77,
+                                                   detail: "error setting certificate file: /x.pem"))])
+        try d.call(1)
+        let error = try ErrorMessage(frame: try #require(try d.drain().last))
+        #expect(error.code == .configurationError)
+        #expect(d.engine.startedCount == 1)
+        let counters = d.shared.resilience.counterReport().first { $0.provider == "p" }?.counters
+        #expect(counters?.firstAttempts == 0 && counters?.retries == 0 && counters?.breakerOpenings == 0)
+    }
+
+    /// failure_threshold failed calls in a row open the breaker; the next call is refused without an attempt.
+    @Test func failedCallsInARowOpenTheBreakerAndItSkipsTheTarget() throws {
+        let d = try InProcessDaemon(providerYAML: """
+            retry_config: {retry_count: 0}
+            circuit_breaker: {failure_threshold: 2}
+            """)
+        _ = try d.hello()
+        let failure = ScriptedEngine.Answer.status(503, body: ScriptedEngine.overloaded)
+        d.engine.script([failure, failure])
+        try d.call(1)
+        try d.call(3)
+        #expect(d.engine.startedCount == 2)
+        try d.call(5)
+        #expect(d.engine.startedCount == 2, "the open breaker skipped the target")
+        let last = try ErrorMessage(frame: try #require(try d.drain().last))
+        #expect(last.code == .upstreamUnavailable && last.message.contains("circuit breaker open"), "\(last)")
+    }
+
+    /// A retry budget with no room (ratio 0, no floor): the first failure is final.
+    @Test func anEmptyRetryBudgetRefusesTheRetry() throws {
+        let d = try InProcessDaemon(providerYAML: "retry_budget: {ratio: 0, min_retries_per_second: 0}")
+        _ = try d.hello()
+        d.engine.script([.status(503, body: ScriptedEngine.overloaded)])
+        try d.call(1)
+        d.advance(by: .seconds(5))
+        #expect(d.engine.startedCount == 1)
+        let error = try ErrorMessage(frame: try #require(try d.drain().last))
+        #expect(error.message.contains("retry budget exhausted"), "\(error.message)")
+        #expect(d.shared.resilience.counterReport().first?.counters.retriesRefused == 1)
     }
 }
