@@ -11,13 +11,71 @@ import Systemd
 /// One call's walk along its route: each target in order, retries with backoff on transient failures, skipping
 /// targets whose breaker is open, until an answer reaches the app or every target has failed.
 ///
-/// Lives on the connection's event loop; upstream attempts report back to it there. Every attempt passes through
-/// the same breaker, budget and planner path: the first is not special.
+/// Lives on the connection's event loop; upstream attempts report back to it there. The decisions are made by
+/// pure types — the policy's `Gate` (in `CallAdmission.swift`), `CircuitBreaker`, `KeyPool`, `RetryPlanner` —
+/// and this class is the shell that carries them out: audit events, frames, the engine, timers. What the call
+/// holds at each moment is its `phase`; the walk's progress (target, retries, attempts so far) is `walk`.
 final class CallDriver {
+    /// Where the call is, each phase with exactly what is valid in it. Everything a phase holds (an approval, an
+    /// attempt's reservations, a timer) is released when the call leaves it, by `leavePhase` or by the transition
+    /// that consumes it.
+    enum Phase {
+        /// Before the policy's gate decided.
+        case admitting
+        /// The gate asked for an approval: the call waits for a person, or for `timer` to expire it.
+        case awaitingApproval(id: String, timer: Scheduled<Void>)
+        /// An attempt's request is in flight (or STARTED is being written first, while its `transfer` is nil).
+        case attempting(Attempt)
+        /// Bytes of the attempt reached the app: no retry or fallback from here on.
+        case streaming(Attempt)
+        /// Between attempts: a backoff, or a wait for a key of the target's provider, whose place in the key's
+        /// queue `place` holds.
+        case waiting(timer: Scheduled<Void>, target: ResolvedTarget, place: AttemptHolds?)
+        /// Only inside one event-loop job: the last phase was left (its holds settled) and the next is being
+        /// chosen — a retry wait, the next attempt, or the end.
+        case deciding
+        case finished
+    }
+
     /// One attempt, for the final error and the logs.
     struct AttemptRecord {
         var target: String
         var what: String
+    }
+
+    /// The last failure seen: what the app is told when nothing answers.
+    struct Failure {
+        var code: ErrorCode
+        var status: Int? = nil
+        var provider: String?
+        var retryAfter: Duration? = nil
+    }
+
+    /// The walk along the chain so far; valid in every phase.
+    struct Walk {
+        var targetIndex = 0
+        var retriesOnTarget = 0
+        /// Re-attempts after a wait a rate-limiting provider asked for: pacing, not bounded by retry_count.
+        var pacedRetriesOnTarget = 0
+        /// Time spent waiting for a free key on the current target; bounded by max_retry_wait while another target
+        /// could take the call, by the deadline otherwise.
+        var pacedOnTarget: Duration = .zero
+        var attemptCount = 0
+        var records: [AttemptRecord] = []
+        var lastFailure: Failure?
+
+        var firstOnTarget: Bool { retriesOnTarget == 0 && pacedRetriesOnTarget == 0 }
+
+        mutating func note(_ target: ResolvedTarget, _ what: String) {
+            records.append(AttemptRecord(target: target.label, what: what))
+        }
+
+        mutating func advance() {
+            targetIndex += 1
+            retriesOnTarget = 0
+            pacedRetriesOnTarget = 0
+            pacedOnTarget = .zero
+        }
     }
 
     let streamID: StreamID
@@ -27,44 +85,21 @@ final class CallDriver {
     let chain: [ResolvedTarget]
     let fallback: FallbackPolicy
     let deadline: Instant
-    private let shared: DaemonContext
-    private let eventLoop: any EventLoop
-    private weak var connection: ConnectionHandler?
+    let shared: DaemonContext
+    let eventLoop: any EventLoop
+    private(set) weak var connection: ConnectionHandler?
+    /// What policy checks for this call; nil when no policy is in force.
+    let access: AccessRequest?
+    /// Stamped on every audit event of this call.
+    let subject: AuditSubject
+    let startedAt: Instant
 
-    private var targetIndex = 0
-    private var retriesOnTarget = 0
-    /// Re-attempts after a wait a rate-limiting provider asked for: pacing, not bounded by retry_count.
-    private var pacedRetriesOnTarget = 0
-    private var attemptCount = 0
-    private var attempts: [AttemptRecord] = []
-    private var current: UpstreamCall?
-    private var currentIsProbe = false
-    private var currentKey = 0
-    /// Time spent waiting for a free key on the current target; bounded by max_retry_wait while another target
-    /// could take the call, by the deadline otherwise.
-    private var pacedOnTarget: Duration = .zero
-    /// A key reserved for later (the call's place in the queue for the provider's rate limit), used when the
-    /// call wakes instead of asking for a key again.
-    private var queuedKey: (index: Int, tokens: Int)?
-    private var reservedTokens = 0
-    private var retryTimer: Scheduled<Void>?
-    /// Bytes of this call reached the app: no retry or fallback from here on.
-    private var committed = false
-    private var finished = false
+    private(set) var phase = Phase.admitting
+    private var walk = Walk()
     /// The first upstream request went out: from here the call may have reached a provider.
     private(set) var startedUpstream = false
-    private var lastFailure: (code: ErrorCode, status: Int?, provider: String?, retryAfter: Duration?)?
-    /// What policy checks for this call; nil when no policy is in force.
-    private let access: AccessRequest?
-    /// The agent whose in-flight slot this call holds, released exactly once when it ends.
+    /// The agent whose in-flight slot this call holds (the gate admitted it), released when the call ends.
     private var admittedAgent: String?
-    private var approvalID: String?
-    private var approvalTimer: Scheduled<Void>?
-    /// The budget hold of the attempt in flight.
-    private var budgetHold: Reservation?
-    /// Stamped on every audit event of this call.
-    private let subject: AuditSubject
-    private let startedAt = ContinuousClock.now
 
     init(streamID: StreamID, requestID: String, chat: ChatRequest, stream: Bool, chain: [ResolvedTarget],
          fallback: FallbackPolicy, deadline: Instant, shared: DaemonContext, eventLoop: any EventLoop,
@@ -81,173 +116,101 @@ final class CallDriver {
         self.shared = shared
         self.eventLoop = eventLoop
         self.connection = connection
+        self.startedAt = shared.resilience.clock.now()
     }
 
-    func start() {
+    var isFinished: Bool {
+        if case .finished = phase { true } else { false }
+    }
+
+    // MARK: Transitions used by admission
+
+    /// The gate let the call through (`agent`'s in-flight slot taken, when a policy is in force): the first attempt.
+    func admitted(agent: String?) {
+        guard case .admitting = phase else { return }
+        admittedAgent = agent
         tryNextTarget()
     }
 
-    /// The gate: policy decides before the first attempt. Without a policy the call starts at once.
-    func admit() {
-        guard let governance = shared.governance, let access else { return start() }
-        handle(governance.authorize(access), governance: governance, afterApproval: false)
+    func awaitApproval(id: String, timer: Scheduled<Void>) {
+        guard case .admitting = phase else { return timer.cancel() }
+        phase = .awaitingApproval(id: id, timer: timer)
     }
 
-    private func handle(_ decision: Decision, governance: GovernanceRegistry, afterApproval: Bool) {
-        guard !finished, let access else { return }
-        let action = access.action ?? "the call"
-        if case .requireApproval = decision {} else {
-            shared.auditDecision(decision, subject, model: access.model)
-        }
-        switch decision {
-        case .allow:
-            admittedAgent = access.principal.agent
-            start()
-        case .deny(let rule, let code, let reason):
-            let wire: ErrorCode = switch code {
-            case .concurrencyLimit: .concurrencyLimit
-            case .budgetExceeded: .budgetExceeded
-            case .stepUpInvalid, .stepUpExpired: .stepUpRequired
-            default: .forbidden
-            }
-            refuse(wire, "\(reason) (rule \(rule))")
-        case .requireStepUp(let rule):
-            refuse(.stepUpRequired, "\(action) needs step-up authentication (rule \(rule))")
-        case .rateLimited(let rule, let wait):
-            refuse(.rateLimited, "\(action) is rate-limited for this agent (rule \(rule))",
-                   retryAfterMs: UInt32(clamping: wait.nanoseconds / 1_000_000))
-        case .requireApproval(let rule, let timeout, let approvers):
-            guard !afterApproval else { return refuse(.forbidden, "approval loop in policy (rule \(rule))") }
-            waitForApproval(rule: rule, timeout: timeout, approvers: approvers, governance: governance)
-        }
-    }
-
-    private func waitForApproval(rule: String, timeout: Duration, approvers: PeerSet,
-                                 governance: GovernanceRegistry) {
-        guard let access else { return }
-        var rng = SystemRandomNumberGenerator()
-        let fresh = "apr-" + String(rng.next() as UInt64, radix: 36)
-        let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        let loop = eventLoop
-        let queued: (id: String, deadline: Instant)
-        do {
-            queued = try governance.requestApproval(
-                id: fresh, requestID: requestID, request: access,
-                requester: connection?.peer ?? PeerCredentials(uid: .max, gid: .max, pid: 0),
-                rule: rule, approvers: approvers, timeout: timeout) { outcome in
-                    loop.execute { bound.value.approvalDecided(outcome) }
-                }
-        } catch {
-            return refuse(.internalError, "could not queue the approval: \(error.code.rawValue)")
-        }
-        let id = queued.id
-        let remaining = max(.zero, queued.deadline - governance.clock.now())
-        approvalID = id
-        let ms = UInt32(clamping: remaining.nanoseconds / 1_000_000)
-        connection?.write([CallNotice(kind: CallNotice.pendingApproval, approvalID: id,
-                                      message: "\(access.action ?? "the call") needs an approval: "
-                                          + "breakwater approve \(id)",
-                                      timeoutMs: ms).frame(streamID: streamID)],
-                          streamID: streamID, final: false)
-        shared.audit(.approvalRequested, subject) { e in
-            e.decision = .pending
-            e.rule = rule
-            e[.approvalID] = id
-            e.set(.timeoutMilliseconds, remaining.nanoseconds / 1_000_000)
-        }
-        shared.logger.notice("approval requested", metadata: [
-            "approval_id": "\(id)", "agent": "\(access.principal.agent)", "action": "\(access.action ?? "-")",
-            "rule": "\(rule)",
-        ])
-        approvalTimer = eventLoop.scheduleTask(in: .nanoseconds(remaining.nanoseconds) + .milliseconds(5)) {
-            governance.expireDue()
-        }
-    }
-
-    fileprivate func approvalDecided(_ outcome: GovernanceRegistry.ApprovalOutcome) {
-        guard !finished, let id = approvalID, let governance = shared.governance, var access else { return }
-        approvalTimer?.cancel()
-        approvalTimer = nil
-        approvalID = nil
-        governance.forget(id)
-        let waited = ContinuousClock.now - startedAt
-        shared.audit(outcome.auditKind, subject) { e in
-            e[.approvalID] = id
-            e.set(.waitedMilliseconds, waited.nanoseconds / 1_000_000)
-            switch outcome {
-            case .approved(let by):
-                e.decision = .allow
-                e.set(.approverUID, by.uid)
-            case .denied(let reason):
-                e.decision = .deny
-                e.reason = reason
-            case .expired:
-                e.decision = .deny
-                e.reason = "approval timeout passed"
-            }
-        }
-        switch outcome {
-        case .approved:
-            access.pass = .afterApproval
-            handle(governance.authorize(access), governance: governance, afterApproval: true)
-        case .denied(let reason):
-            refuse(.approvalDenied, "an approver denied the call: \(reason)")
-        case .expired:
-            refuse(.approvalExpired, "nobody approved the call in time")
-        }
+    /// The approval `id` was decided: back to admission, which asks the gate again.
+    func approvalSettled(_ id: String) -> Bool {
+        guard case .awaitingApproval(let waiting, let timer) = phase, waiting == id else { return false }
+        timer.cancel()
+        phase = .admitting
+        return true
     }
 
     /// Ends the call before any attempt, with `code`.
-    private func refuse(_ code: ErrorCode, _ message: String, retryAfterMs: UInt32? = nil) {
-        guard !finished else { return }
-        end([ErrorMessage(code: code, message: message, retryAfterMs: retryAfterMs).frame(streamID: streamID)])
+    func refuse(_ code: ErrorCode, _ message: String, retryAfterMs: UInt32? = nil) {
+        guard !isFinished else { return }
+        leavePhase(.finished, withdrawApproval: true)
+        finish(.failed(code),
+               [ErrorMessage(code: code, message: message, retryAfterMs: retryAfterMs).frame(streamID: streamID)])
     }
 
-    /// The call's last frames: frees its policy slot and hands them to the connection.
-    private func end(_ frames: [Frame]) {
-        releaseQueuedKey()
-        finished = true
-        releaseSlot()
-        auditCompletion(frames)
-        connection?.write(frames, streamID: streamID, final: true)
-    }
+    // MARK: Ending
 
-    /// Settles the attempt's budget hold with the usage the provider reported, or frees it.
-    private func settleBudget(usage: Providers.Usage?) {
-        guard let hold = budgetHold else { return }
-        budgetHold = nil
-        shared.governance?.settleBudget(hold, promptTokens: usage?.promptTokens,
-                                        completionTokens: usage?.completionTokens)
-    }
-
-    private func auditCompletion(_ frames: [Frame]) {
-        let last = frames.last
-        let trailers = last?.type == .trailers ? try? CallTrailers(frame: last!) : nil
-        let error = last?.type == .error ? try? ErrorMessage(frame: last!) : nil
-        let elapsed = ContinuousClock.now - startedAt
-        shared.audit(.callCompleted, subject) { e in
-            e.outcome = trailers?.succeeded == true ? .ok : .error
-            e.set(.attempts, attemptCount)
-            e.errorClass = error?.code.name ?? trailers?.error?.name
-            if let t = trailers {
-                if let p = t.promptTokens { e.set(.inputTokens, p) }
-                if let c = t.completionTokens { e.set(.outputTokens, c) }
-            }
-            e.set(.latencyMilliseconds, elapsed.nanoseconds / 1_000_000)
-        }
-    }
-
-    private func releaseSlot() {
+    /// The call's last frames and outcome: frees its policy slot, audits, and hands both to the connection.
+    private func finish(_ outcome: CallOutcome, _ frames: [Frame], reason: String? = nil) {
+        phase = .finished
         if let agent = admittedAgent {
             admittedAgent = nil
             shared.governance?.release(agent: agent)
         }
+        let elapsed = shared.resilience.clock.now() - startedAt
+        let attempts = walk.attemptCount
+        shared.audit(.callCompleted, subject) { e in
+            e.set(.attempts, attempts)
+            switch outcome {
+            case .answered(let usage):
+                e.outcome = .ok
+                if let p = usage?.promptTokens { e.set(.inputTokens, p) }
+                if let c = usage?.completionTokens { e.set(.outputTokens, c) }
+                e.set(.latencyMilliseconds, elapsed.nanoseconds / 1_000_000)
+            case .failed(let code):
+                e.outcome = .error
+                e.errorClass = code.name
+                e.set(.latencyMilliseconds, elapsed.nanoseconds / 1_000_000)
+            case .cancelled, .handedBack:
+                e.outcome = .cancelled
+            }
+            if let reason { e.reason = reason }
+        }
+        connection?.callEnded(streamID, frames: frames, outcome: outcome)
     }
 
-    /// CANCEL or a closed connection: stop the attempt in flight and any sleeping retry, at once.
-    func cancel() {
-        guard !finished else { return }
-        stop(reason: nil, withdrawApproval: true)
+    /// Leaves the current phase for `next`, releasing what it held: an approval (withdrawn, or only detached from
+    /// this daemon at a graceful stop), a timer, an attempt's transfer and reservations, a place in a key's queue.
+    private func leavePhase(_ next: Phase, withdrawApproval: Bool) {
+        let left = phase
+        phase = next
+        switch left {
+        case .admitting, .deciding, .finished:
+            break
+        case .awaitingApproval(let id, let timer):
+            timer.cancel()
+            if withdrawApproval { shared.governance?.withdraw(id) } else { shared.governance?.detach(id) }
+        case .attempting(let attempt), .streaming(let attempt):
+            // No transfer yet: stopped while STARTED was being written, before the request went out.
+            if let transfer = attempt.transfer { shared.engine.cancel(transfer) }
+            attempt.holds.giveBack(to: shared)
+        case .waiting(let timer, _, let place):
+            timer.cancel()
+            place?.giveBack(to: shared)
+        }
+    }
+
+    /// CANCEL or a closed connection: stop the attempt in flight and any sleeping retry, at once. `reply` is what
+    /// the app is told (nothing when the connection is gone).
+    func cancel(reply: [Frame]) {
+        guard !isFinished else { return }
+        leavePhase(.finished, withdrawApproval: true)
+        finish(.cancelled, reply)
     }
 
     /// At a graceful stop (GOAWAY): a call whose first upstream request has not gone out goes back to the client
@@ -255,86 +218,39 @@ final class CallDriver {
     /// open while it waits for an approval, a rate-limit slot or a backoff. An approval it waits for stays in the
     /// state store, for the next daemon and the same call sent again. False: the call started; it finishes here.
     func handBack() -> Bool {
-        guard !finished, !startedUpstream else { return false }
-        stop(reason: "handed back at shutdown before it started", withdrawApproval: false)
-        connection?.write([ErrorMessage(code: .notAccepted, message: "daemon is restarting; the call had not "
-                              + "started, send it again").frame(streamID: streamID)],
-                          streamID: streamID, final: true)
+        guard !isFinished, !startedUpstream else { return false }
+        leavePhase(.finished, withdrawApproval: false)
+        finish(.handedBack, [ErrorMessage(code: .notAccepted, message: "daemon is restarting; the call had not "
+                                + "started, send it again").frame(streamID: streamID)],
+               reason: "handed back at shutdown before it started")
         return true
     }
 
-    private func stop(reason: String?, withdrawApproval: Bool) {
-        finished = true
-        releaseSlot()
-        shared.audit(.callCompleted, subject) { e in
-            e.outcome = .cancelled
-            e.set(.attempts, attemptCount)
-            if let reason { e.reason = reason }
-        }
-        if let id = approvalID {
-            if withdrawApproval { shared.governance?.withdraw(id) } else { shared.governance?.detach(id) }
-            approvalTimer?.cancel()
-            approvalID = nil
-        }
-        retryTimer?.cancel()
-        retryTimer = nil
-        if let current {
-            // No transfer id yet: cancelled while STARTED was being written, before the request went out.
-            if let id = current.transferID { shared.engine.cancel(id) }
-            giveBack(current.target, probe: currentIsProbe, key: currentKey, tokens: reservedTokens)
-        }
-        releaseQueuedKey()
-        settleBudget(usage: nil)
-        current = nil
-    }
-
-    /// An attempt that took a probe slot and a key reservation but sent nothing (or was stopped): both go back.
-    private func giveBack(_ target: ResolvedTarget, probe: Bool, key: Int, tokens: Int) {
-        if probe { shared.resilience.releaseProbe(target) }
-        shared.resilience.settleKey(target.provider, index: key, reserved: tokens, actual: 0, info: RateLimitInfo(),
-                                    rateLimited: false)
-    }
+    // MARK: The walk
 
     private enum Begin { case started, scheduled, skipped }
 
     /// Starts an attempt at the current target or, when it is skipped, at the next ones; fails when none is left.
     private func tryNextTarget() {
-        while targetIndex < chain.count {
-            let target = chain[targetIndex]
-            if begin(target) != .skipped { return }
-            auditFallback(from: target, reason: attempts.last?.what ?? "skipped", errorClass: nil)
-            advanceTarget()
+        while walk.targetIndex < chain.count {
+            let target = chain[walk.targetIndex]
+            if begin(target, place: nil) != .skipped { return }
+            moveOn(from: target, reason: walk.records.last?.what ?? "skipped", errorClass: nil)
         }
         fail()
     }
 
     /// A move along the chain, audited: after a failure, or because a target was skipped (breaker open, policy,
     /// budget, rate limits).
-    private func auditFallback(from target: ResolvedTarget, reason: String, errorClass: String?) {
-        let next = targetIndex + 1 < chain.count ? chain[targetIndex + 1].label : nil
+    private func moveOn(from target: ResolvedTarget, reason: String, errorClass: String?) {
+        let next = walk.targetIndex + 1 < chain.count ? chain[walk.targetIndex + 1].label : nil
         shared.audit(.fallback, subject) { e in
             e[.fallbackFrom] = target.label
             e[.fallbackTo] = next
             e.reason = reason
             e.errorClass = errorClass
         }
-    }
-
-    /// A place in a key's queue the call will not use (it moves on, ends or is stopped) goes back.
-    private func releaseQueuedKey() {
-        guard let queued = queuedKey else { return }
-        queuedKey = nil
-        if targetIndex < chain.count {
-            giveBack(chain[targetIndex], probe: false, key: queued.index, tokens: queued.tokens)
-        }
-    }
-
-    private func advanceTarget() {
-        releaseQueuedKey()
-        targetIndex += 1
-        retriesOnTarget = 0
-        pacedRetriesOnTarget = 0
-        pacedOnTarget = .zero
+        walk.advance()
     }
 
     /// The tokens an attempt reserves against the key's TPM limit: the most the answer may use plus the prompt.
@@ -342,74 +258,69 @@ final class CallDriver {
 
     /// Whether a later target of the chain could take the call now: only then is moving on better than waiting.
     private func laterTargetReady() -> Bool {
-        chain[(targetIndex + 1)...].contains { shared.resilience.isReady($0, tokens: tokenEstimate) }
+        chain[(walk.targetIndex + 1)...].contains { shared.resilience.isReady($0, tokens: tokenEstimate) }
+    }
+
+    /// Waits `wait`, then tries `target` again (or moves on if it is then skipped).
+    private func wait(_ wait: Duration, then target: ResolvedTarget, place: AttemptHolds?) {
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        let timer = eventLoop.scheduleTask(in: .nanoseconds(wait.nanoseconds)) { bound.value.resume() }
+        phase = .waiting(timer: timer, target: target, place: place)
     }
 
     /// After a retry wait or a pacing wait: try the same target again, or move on if it is now skipped.
-    private func resume(_ target: ResolvedTarget) {
-        retryTimer = nil
-        guard !finished else { return }
-        if begin(target) == .skipped {
-            auditFallback(from: target, reason: attempts.last?.what ?? "skipped", errorClass: nil)
-            advanceTarget()
+    private func resume() {
+        guard case .waiting(_, let target, let place) = phase else { return }
+        phase = .deciding  // the place moves to the attempt `begin` makes
+        if begin(target, place: place) == .skipped {
+            moveOn(from: target, reason: walk.records.last?.what ?? "skipped", errorClass: nil)
             tryNextTarget()
         }
     }
 
-    private func schedule(after wait: Duration, _ target: ResolvedTarget) {
-        let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        retryTimer = eventLoop.scheduleTask(in: .nanoseconds(wait.nanoseconds)) { bound.value.resume(target) }
-    }
-
-    /// One attempt at `target`, through the same gates every time: deadline, circuit breaker, key and rate limits.
-    private func begin(_ target: ResolvedTarget) -> Begin {
-        guard !finished else { return .started }
+    /// One attempt at `target`, through the same gates every time: deadline, policy, circuit breaker, key and rate
+    /// limits, budget. Whatever it takes it holds in one `AttemptHolds`, given back whole when the target is skipped.
+    private func begin(_ target: ResolvedTarget, place: AttemptHolds?) -> Begin {
         let now = shared.resilience.clock.now()
-        guard now < deadline else {
-            attempts.append(AttemptRecord(target: target.label, what: "not tried: the call's deadline passed"))
-            lastFailure = (.timeout, nil, target.provider.name, nil)
-            releaseQueuedKey()
-            targetIndex = chain.count
+        var holds = place ?? AttemptHolds(target: target)
+        func skip(_ what: String, _ failure: Failure?, keepEarlier: Bool = false) -> Begin {
+            holds.giveBack(to: shared)
+            walk.note(target, what)
+            if let failure { walk.lastFailure = keepEarlier ? walk.lastFailure ?? failure : failure }
             return .skipped
         }
-        if targetIndex > 0, let governance = shared.governance, var pass = access {
+        guard now < deadline else {
+            walk.targetIndex = chain.count - 1  // nothing after this one is tried either
+            return skip("not tried: the call's deadline passed", Failure(code: .timeout, provider: target.provider.name))
+        }
+        if walk.targetIndex > 0, let governance = shared.governance, var pass = access {
             // Every fallback target passes the same policy check as the first (its model may be out of scope).
             pass.pass = .fallback
             pass.model = target.model
             if case .deny(let rule, _, let reason) = governance.authorize(pass) {
-                attempts.append(AttemptRecord(target: target.label, what: "skipped by policy: \(reason) (\(rule))"))
-                lastFailure = lastFailure ?? (.forbidden, nil, target.provider.name, nil)
-                return .skipped
+                return skip("skipped by policy: \(reason) (\(rule))",
+                            Failure(code: .forbidden, provider: target.provider.name), keepEarlier: true)
             }
         }
-        var probe = false
         switch shared.resilience.acquire(target) {
         case .rejected:
-            attempts.append(AttemptRecord(target: target.label, what: "skipped: circuit breaker open"))
-            lastFailure = lastFailure ?? (.upstreamUnavailable, nil, target.provider.name, nil)
-            return .skipped
+            return skip("skipped: circuit breaker open",
+                        Failure(code: .upstreamUnavailable, provider: target.provider.name), keepEarlier: true)
         case .probe:
-            probe = true
+            holds.holdProbe()
         case .allowed:
             break
         }
         guard !target.provider.apiKeys.isEmpty else {
-            attempts.append(AttemptRecord(target: target.label, what: "no API key configured"))
-            lastFailure = (.noCredential, nil, target.provider.name, nil)
-            if probe { shared.resilience.releaseProbe(target) }
-            return .skipped
+            return skip("no API key configured", Failure(code: .noCredential, provider: target.provider.name))
         }
         let tokens = tokenEstimate
-        let keyIndex: Int
-        if let queued = queuedKey {
-            queuedKey = nil
-            keyIndex = queued.index
-        } else {
+        if holds.key == nil {
             switch shared.resilience.acquireKey(target.provider, tokens: tokens) {
             case .key(let index, _):
-                keyIndex = index
+                holds.hold(key: index, tokens: tokens)
             case .wait(let until):
-                if probe { shared.resilience.releaseProbe(target) }
+                holds.giveBack(to: shared)
                 return queueForKey(target, wait: until - now, tokens: tokens, now: now)
             }
         }
@@ -417,37 +328,30 @@ final class CallDriver {
             switch governance.reserveBudget(agent: access.principal.agent, tenant: access.tenant, model: target.model,
                                             maxTokens: chat.maxTokens, promptTokensEstimate: chat.bytes.count / 4) {
             case .reserved(let hold):
-                budgetHold = hold
+                holds.hold(budget: hold)
             case let refusal:
                 shared.auditDecision(refusal.decision, subject, model: target.model)
-                attempts.append(AttemptRecord(target: target.label, what: "refused by budget: \(refusal)"))
-                lastFailure = (.budgetExceeded, nil, target.provider.name, nil)
-                giveBack(target, probe: probe, key: keyIndex, tokens: tokens)
-                return .skipped
+                return skip("refused by budget: \(refusal)",
+                            Failure(code: .budgetExceeded, provider: target.provider.name))
             }
         }
         // A pool built for a reloaded config may count more keys than this call's config had.
-        let apiKey = target.provider.apiKeys[keyIndex % target.provider.apiKeys.count]
+        let keys = target.provider.apiKeys
+        let apiKey = keys[holds.key! % keys.count]
         let http: ProviderHTTPRequest
         do {
             http = try target.provider.adapter.makeRequest(chat, model: target.model, apiKey: apiKey.value)
         } catch {
-            settleBudget(usage: nil)
-            attempts.append(AttemptRecord(target: target.label, what: "request not translatable: \(error.message)"))
-            lastFailure = (.badRequest, nil, target.provider.name, nil)
-            giveBack(target, probe: probe, key: keyIndex, tokens: tokens)
-            return .skipped
+            return skip("request not translatable: \(error.message)",
+                        Failure(code: .badRequest, provider: target.provider.name))
         }
-        if retriesOnTarget == 0 && pacedRetriesOnTarget == 0 { shared.resilience.recordFirstAttempt(target.provider) }
-        attemptCount += 1
-        currentIsProbe = probe
-        currentKey = keyIndex
-        reservedTokens = tokens
+        if walk.firstOnTarget { shared.resilience.recordFirstAttempt(target.provider) }
+        walk.attemptCount += 1
         let call = UpstreamCall(
-            streamID: streamID, requestID: requestID, target: target, stream: stream, attemptNumber: attemptCount,
+            streamID: streamID, requestID: requestID, target: target, stream: stream, attemptNumber: walk.attemptCount,
             maxFramePayload: Int(shared.limits.maxFramePayload),
             driver: NIOLoopBound(self, eventLoop: eventLoop), eventLoop: eventLoop)
-        current = call
+        phase = .attempting(Attempt(holds: holds, number: walk.attemptCount, call: call, transfer: nil))
         let t = target.provider.config.timeouts
         let remaining = deadline - now
         let request = HTTPRequest(
@@ -458,11 +362,16 @@ final class CallDriver {
             httpVersion: target.provider.httpVersion, caFile: target.provider.config.caFile
         )
         let send = { [self] in
-            guard !finished, current === call else { return }  // cancelled while STARTED was being written
+            // Stopped while STARTED was being written: the request never goes out.
+            guard case .attempting(var attempt) = phase, attempt.call === call, attempt.transfer == nil else { return }
             startedUpstream = true
-            call.transferID = shared.engine.start(request, delegate: call)
+            let transfer = shared.engine.start(request, delegate: call)
+            // The engine reports on this loop, after this job: the phase is still this attempt.
+            guard case .attempting(let same) = phase, same.call === call else { return }
+            attempt.transfer = transfer
+            phase = .attempting(attempt)
         }
-        if attemptCount == 1, let connection {
+        if walk.attemptCount == 1, let connection {
             connection.announceStarted(streamID, then: send)
         } else {
             send()
@@ -473,68 +382,73 @@ final class CallDriver {
     /// Every key of `target` is busy for `wait`. With another target ready to take the call, a wait longer than
     /// max_retry_wait moves on; otherwise the call takes its place in the queue for the key, within its deadline
     /// — or fails with RATE_LIMITED when even the deadline comes first.
-    private func queueForKey(_ target: ResolvedTarget, wait: Duration, tokens: Int, now: Instant) -> Begin {
+    private func queueForKey(_ target: ResolvedTarget, wait busy: Duration, tokens: Int, now: Instant) -> Begin {
         let maxWait = target.provider.retry.maxRetryWait
-        if pacedOnTarget + wait > maxWait, laterTargetReady() {
-            attempts.append(AttemptRecord(target: target.label, what: "rate limits: every key is busy for "
-                                              + RetryPlanner.format(wait) + ", longer than max_retry_wait"))
-            lastFailure = (.rateLimited, nil, target.provider.name, wait)
+        let busyFor = "rate limits: every key is busy for " + RetryPlanner.format(busy)
+        let limited = Failure(code: .rateLimited, provider: target.provider.name, retryAfter: busy)
+        if walk.pacedOnTarget + busy > maxWait, laterTargetReady() {
+            walk.note(target, busyFor + ", longer than max_retry_wait")
+            walk.lastFailure = limited
             return .skipped
         }
         guard let (index, at) = shared.resilience.reserveKey(target.provider, tokens: tokens,
                                                              notAfter: deadline - .milliseconds(1)) else {
-            attempts.append(AttemptRecord(target: target.label, what: "rate limits: every key is busy for "
-                                              + RetryPlanner.format(wait) + ", past the call's deadline"))
-            lastFailure = (.rateLimited, nil, target.provider.name, wait)
+            walk.note(target, busyFor + ", past the call's deadline")
+            walk.lastFailure = limited
             return .skipped
         }
-        queuedKey = (index, tokens)
-        pacedOnTarget += at - now
-        schedule(after: at - now, target)  // pace under the provider's limits
+        walk.pacedOnTarget += at - now
+        wait(at - now, then: target, place: .place(target, key: index, tokens: tokens))  // pace under the limits
         return .scheduled
     }
 
+    // MARK: Upstream reports
+
     /// Streamed frames of the attempt in flight: from here on, the call is committed to it.
-    func attemptProgress(_ frames: [Frame]) {
-        guard !finished, current != nil else { return }
-        committed = true
-        connection?.write(frames, streamID: streamID, final: false)
+    func attemptProgress(_ frames: [Frame], from call: UpstreamCall) {
+        switch phase {
+        case .attempting(let attempt) where attempt.call === call:
+            phase = .streaming(attempt)
+        case .streaming(let attempt) where attempt.call === call:
+            break
+        default:
+            return
+        }
+        connection?.write(frames, streamID: streamID)
     }
 
-    func attemptFinished(_ result: AttemptResult) {
-        guard !finished, let call = current else { return }
-        current = nil
-        let target = call.target
-        let classification = target.provider.classifier.classify(result.outcome)
-        let counted: Bool
-        if classification?.kind == .configuration {
-            // Nothing reached the provider: its breaker, retry budget and keys hear nothing of this attempt.
-            counted = false
-            shared.resilience.forgetFirstAttempt(target.provider, retriesOnTarget == 0 && pacedRetriesOnTarget == 0)
-            giveBack(target, probe: currentIsProbe, key: currentKey, tokens: reservedTokens)
-        } else {
-            counted = shared.resilience.record(target, failed: classification?.kind.countsAgainstBreaker ?? false,
-                                               duration: result.duration, isProbe: currentIsProbe,
-                                               endsCall: classification == nil && !currentIsProbe)
-            shared.resilience.settleKey(target.provider, index: currentKey, reserved: reservedTokens,
-                                        actual: result.usage?.totalTokens, info: result.rateLimit,
-                                        rateLimited: classification?.kind == .rateLimited)
+    func attemptFinished(_ result: AttemptResult, from call: UpstreamCall) {
+        let attempt: Attempt
+        let committed: Bool
+        switch phase {
+        case .attempting(let a) where a.call === call:
+            (attempt, committed) = (a, false)
+        case .streaming(let a) where a.call === call:
+            (attempt, committed) = (a, true)
+        default:
+            return
         }
-        settleBudget(usage: result.usage)
+        phase = .deciding  // the attempt's holds are settled below
+        let target = attempt.target
+        let classification = target.provider.classifier.classify(result.outcome)
+        let counted = attempt.holds.settle(result, classification, endsCall: classification == nil && !attempt.holds.probe,
+                                           firstOnTarget: walk.firstOnTarget, shared: shared)
+        let number = attempt.number
         shared.audit(.upstreamAttempt, subject) { e in
             e.provider = target.provider.name
             e.model = target.model
-            e.set(.attempt, attemptCount)
+            e.set(.attempt, number)
             if let status = result.upstreamStatus { e.set(.status, status) }
             e.set(.latencyMilliseconds, result.duration.nanoseconds / 1_000_000)
             e.outcome = classification == nil ? .ok : .error
             e.errorClass = classification.map { "\($0.kind)" }
             if classification != nil { e.reason = result.reason }
         }
-        guard let classification else { return end(result.frames) }
-        attempts.append(AttemptRecord(target: target.label, what: result.reason))
-        lastFailure = (Self.code(for: classification.kind, result.outcome), result.upstreamStatus,
-                       target.provider.name, result.rateLimit.suggestedWait)
+        guard let classification else { return finish(.answered(result.usage), result.frames) }
+        walk.note(target, result.reason)
+        walk.lastFailure = Failure(code: Self.code(for: classification.kind, result.outcome),
+                                   status: result.upstreamStatus, provider: target.provider.name,
+                                   retryAfter: result.rateLimit.suggestedWait)
         if classification.kind == .configuration {
             // Not the provider's fault: nothing is retried or counted against it; the admin has something to fix.
             shared.logger.error("configuration error: the request to a provider could not be made", metadata: [
@@ -542,17 +456,20 @@ final class CallDriver {
             ])
         } else {
             shared.logger.notice("upstream attempt failed", metadata: [
-                "request_id": "\(requestID)", "target": "\(target.label)", "attempt": "\(attemptCount)",
+                "request_id": "\(requestID)", "target": "\(target.label)", "attempt": "\(number)",
                 "failure": "\(classification.kind)", "reason": "\(result.reason)",
             ])
         }
         if committed {
             // Bytes already reached the app: no transparent retry, an explicit error instead.
-            return end(result.frames)
+            return finish(.failed(.streamInterrupted), [
+                CallTrailers(error: .streamInterrupted, message: "stream cut after it began: " + result.reason)
+                    .frame(streamID: streamID),
+            ])
         }
-        let hasNextTarget = targetIndex + 1 < chain.count
+        let hasNextTarget = walk.targetIndex + 1 < chain.count
         var input = RetryPlanner.Input(
-            classification: classification, retriesDone: retriesOnTarget, hasNextTarget: hasNextTarget,
+            classification: classification, retriesDone: walk.retriesOnTarget, hasNextTarget: hasNextTarget,
             nextTargetReady: hasNextTarget && laterTargetReady(), now: shared.resilience.clock.now(),
             deadline: deadline, providerWait: result.rateLimit.suggestedWait, budgetAllows: true,
             unit: Double.random(in: 0..<1))
@@ -562,46 +479,47 @@ final class CallDriver {
             input.budgetAllows = false
             step = RetryPlanner.decide(input, retry: target.provider.retry, fallback: fallback)
         }
-        if case .retry = step {} else if counted, !currentIsProbe {
+        if case .retry = step {} else if counted, !attempt.holds.probe {
             shared.resilience.recordCallOutcome(target, failed: true)
         }
         switch step {
-        case .retry(let wait):
+        case .retry(let delay):
             if RetryPlanner.isPaced(input, retry: target.provider.retry) {
-                pacedRetriesOnTarget += 1
+                walk.pacedRetriesOnTarget += 1
             } else {
-                retriesOnTarget += 1
+                walk.retriesOnTarget += 1
             }
             shared.audit(.retry, subject) { e in
                 e.provider = target.provider.name
                 e.model = target.model
-                e.set(.attempt, attemptCount)
-                e.set(.delayMilliseconds, wait.nanoseconds / 1_000_000)
+                e.set(.attempt, number)
+                e.set(.delayMilliseconds, delay.nanoseconds / 1_000_000)
                 e.errorClass = "\(classification.kind)"
             }
-            schedule(after: wait, target)
+            wait(delay, then: target, place: nil)
         case .nextTarget(let reason):
-            attempts[attempts.count - 1].what += "; moving on: " + reason
-            auditFallback(from: target, reason: reason, errorClass: "\(classification.kind)")
-            advanceTarget()
+            walk.records[walk.records.count - 1].what += "; moving on: " + reason
+            moveOn(from: target, reason: reason, errorClass: "\(classification.kind)")
             tryNextTarget()
         case .fail(let reason):
-            attempts[attempts.count - 1].what += "; " + reason
+            walk.records[walk.records.count - 1].what += "; " + reason
             fail()
         }
     }
 
     /// Every target failed (or was skipped): one error that lists every attempt.
     private func fail() {
-        guard !finished else { return }
-        let failure = lastFailure ?? (.upstreamUnavailable, nil, nil, nil)
-        let list = attempts.enumerated().map { "\($0.offset + 1). \($0.element.target): \($0.element.what)" }
+        guard !isFinished else { return }
+        let failure = walk.lastFailure ?? Failure(code: .upstreamUnavailable, provider: nil)
+        let list = walk.records.enumerated().map { "\($0.offset + 1). \($0.element.target): \($0.element.what)" }
         let message = "all \(chain.count) target(s) of the route failed: " + list.joined(separator: " | ")
         let status = failure.status.flatMap { (200..<300).contains($0) ? nil : UInt16(clamping: $0) }
         let retryAfterMs = failure.code == .rateLimited
             ? failure.retryAfter.map { UInt32(clamping: max(1, $0.nanoseconds / 1_000_000)) } : nil
-        end([ErrorMessage(code: failure.code, message: message, upstreamStatus: status, provider: failure.provider,
-                          retryAfterMs: retryAfterMs).frame(streamID: streamID)])
+        finish(.failed(failure.code), [
+            ErrorMessage(code: failure.code, message: message, upstreamStatus: status, provider: failure.provider,
+                         retryAfterMs: retryAfterMs).frame(streamID: streamID),
+        ])
     }
 
     /// The code the app gets when this failure is the call's last: a provider's rate limit is RATE_LIMITED (with
@@ -625,14 +543,4 @@ final class CallDriver {
 
 extension ResolvedTarget {
     var label: String { provider.name + "/" + model }
-}
-
-extension GovernanceRegistry.ApprovalOutcome {
-    var auditKind: AuditEventKind {
-        switch self {
-        case .approved: .approvalGranted
-        case .denied: .approvalDenied
-        case .expired: .approvalExpired
-        }
-    }
 }

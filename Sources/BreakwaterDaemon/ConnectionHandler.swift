@@ -271,19 +271,25 @@ final class ConnectionHandler: ChannelInboundHandler {
         driver.admit()
     }
 
-    /// Frames of a call, on this event loop. Frames for a call no longer running (cancelled) are dropped.
-    func write(_ frames: [Frame], streamID: StreamID, final: Bool) {
+    /// Frames of a call still running, on this event loop. Frames for a call that ended (cancelled) are dropped.
+    func write(_ frames: [Frame], streamID: StreamID) {
         guard let context, running[streamID] != nil else { return }
         for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
         context.flush()
-        if final {
-            running[streamID] = nil
-            shared.stats.callsInFlight.subtract(1, ordering: .relaxed)
-            if frames.last?.type != .trailers || (try? CallTrailers(frame: frames.last!))?.succeeded == false {
-                shared.stats.callsFailed.add(1, ordering: .relaxed)
-            }
-            closeIfIdle(context: context)
+    }
+
+    /// A call's end, from its driver — the one place a call leaves `running` and the in-flight and failed counts
+    /// change: its last frames (none when the connection is gone), then close if the connection is done.
+    func callEnded(_ id: StreamID, frames: [Frame], outcome: CallOutcome) {
+        guard running.removeValue(forKey: id) != nil else { return }
+        shared.stats.callsInFlight.subtract(1, ordering: .relaxed)
+        if outcome.countsAsFailed { shared.stats.callsFailed.add(1, ordering: .relaxed) }
+        guard phase != .closed, let context else { return }
+        if !frames.isEmpty {
+            for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
+            context.flush()
         }
+        closeIfIdle(context: context)
     }
 
     /// Before a call's first upstream request: STARTED to a client that asked for it, and `go` (the request) only
@@ -308,23 +314,18 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func cancel(_ id: StreamID, context: ChannelHandlerContext) {
-        if pending.removeValue(forKey: id) == nil {
-            guard let call = running.removeValue(forKey: id) else { return }  // already ended: nothing to do
-            call.cancel()
-            shared.stats.callsInFlight.subtract(1, ordering: .relaxed)
-        }
-        context.writeAndFlush(wrapOutboundOut(
-            ErrorMessage(code: .cancelled, message: "call cancelled").frame(streamID: id)
-        ), promise: nil)
-        closeIfIdle(context: context)
+        let reply = ErrorMessage(code: .cancelled, message: "call cancelled").frame(streamID: id)
+        if let call = running[id] {
+            call.cancel(reply: [reply])
+        } else if pending.removeValue(forKey: id) != nil {
+            context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+            closeIfIdle(context: context)
+        }  // else it already ended: nothing to do
     }
 
+    /// The connection is gone or being closed: every call stops, and nothing more is written for them.
     private func cancelAll() {
-        for call in running.values {
-            call.cancel()
-            shared.stats.callsInFlight.subtract(1, ordering: .relaxed)
-        }
-        running.removeAll()
+        for call in running.values { call.cancel(reply: []) }
         pending.removeAll()
     }
 

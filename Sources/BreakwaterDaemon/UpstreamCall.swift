@@ -8,8 +8,8 @@ import Resilience
 /// How one upstream attempt ended, as the call driver needs it.
 struct AttemptResult: Sendable {
     var outcome: AttemptOutcome
-    /// For success: RESPONSE (unless a stream already sent it), DATA, TRAILERS. For a failure after bytes reached
-    /// the app: the error TRAILERS. Empty for a failure before any byte reached the app (the driver decides).
+    /// For success: RESPONSE (unless a stream already sent it), DATA, TRAILERS. Empty for a failure: the driver
+    /// decides what the app is told.
     var frames: [Frame]
     /// A readable, secret-free reason for a failure.
     var reason: String
@@ -23,7 +23,8 @@ struct AttemptResult: Sendable {
 /// hands them to the call's driver on the connection's event loop.
 ///
 /// `@unchecked Sendable`: the mutable fields below are touched only from the curl engine's thread, which calls a
-/// transfer's delegate methods one at a time and in order; everything else is immutable.
+/// transfer's delegate methods one at a time and in order; everything else is immutable. (The transfer's id, the
+/// one fact the event loop needs, is the driver's, in its `Attempt`.)
 final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     let streamID: StreamID
     let requestID: String
@@ -34,7 +35,6 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     let driver: NIOLoopBound<CallDriver>
     let eventLoop: any EventLoop
     let startedAt = ContinuousClock.now
-    var transferID: TransferID?
 
     // Engine-thread state.
     private var status = 0
@@ -81,7 +81,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         if !frames.isEmpty {
             let driver = self.driver
             let ready = frames
-            eventLoop.execute { driver.value.attemptProgress(ready) }
+            eventLoop.execute { driver.value.attemptProgress(ready, from: self) }
         }
     }
 
@@ -108,7 +108,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     func transferDidComplete(_ result: Result<Void, TransportError>) {
         guard let outcome = finalResult(result) else { return }  // cancelled: the driver already moved on
         let driver = self.driver
-        eventLoop.execute { driver.value.attemptFinished(outcome) }
+        eventLoop.execute { driver.value.attemptFinished(outcome, from: self) }
     }
 
     private func finalResult(_ result: Result<Void, TransportError>) -> AttemptResult? {
@@ -116,13 +116,8 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         let rateLimit = RateLimitHeaders.parse(headers.map { ($0.name, $0.value) },
                                                wallNow: Date().timeIntervalSince1970)
         func failure(_ outcome: AttemptOutcome, _ reason: String, status: Int? = nil) -> AttemptResult {
-            // After bytes reached the app nothing can be retried: the stream ends with an explicit error.
-            let frames = sentResponse
-                ? [CallTrailers(error: .streamInterrupted, message: "stream cut after it began: " + reason)
-                    .frame(streamID: streamID)]
-                : []
-            return AttemptResult(outcome: outcome, frames: frames, reason: reason, upstreamStatus: status,
-                                 rateLimit: rateLimit, duration: duration, usage: usage)
+            AttemptResult(outcome: outcome, frames: [], reason: reason, upstreamStatus: status,
+                          rateLimit: rateLimit, duration: duration, usage: usage)
         }
         if case .failure(let error) = result {
             if case .cancelled = error.kind { return nil }
