@@ -48,6 +48,12 @@ final class GovernanceRegistry: Sendable {
 
     static var wallNow: Double { Date().timeIntervalSince1970 }
 
+    /// Budget holds not yet settled, and `agent`'s calls admitted and not yet ended: both zero whenever none of
+    /// that agent's calls is in flight.
+    func outstandingHolds(agent: String) -> (budgets: Int, inFlight: Int) {
+        state.withLock { ($0.ledger.openReservations, $0.gate.inFlight(agent: agent)) }
+    }
+
     func authenticate(token: [UInt8]?, peer: PeerCredentials) -> AuthDecision {
         let wall = Self.wallNow
         return state.withLock { $0.gate.authenticate(token: token, peer: peer, wallNow: wall) }

@@ -34,6 +34,8 @@ final class ResilienceRegistry: Sendable {
         var lastAlert: [BreakerKey: Instant] = [:]
         /// What the engine did per provider since start, for `breakwater status` and benchmarks.
         var counters: [String: ProviderCounters] = [:]
+        /// Key reservations granted (`acquireKey`, `reserveKey`) and not yet settled, host-wide.
+        var keysHeld = 0
     }
 
     /// Per-provider counts since start: first attempts, retries made, retries the budget refused, breaker openings.
@@ -261,17 +263,31 @@ final class ResilienceRegistry: Sendable {
     /// Picks the provider key for an attempt, under the key's RPM/TPM limits.
     func acquireKey(_ provider: ProviderRuntime, tokens: Int) -> KeyPool.Grant {
         let now = clock.now()
-        return withKeyPool(provider) { $0.acquire(tokens: tokens, now: now) }
+        return withKeyPool(provider) { pool, held in
+            let grant = pool.acquire(tokens: tokens, now: now)
+            if case .key = grant { held += 1 }
+            return grant
+        }
     }
 
     /// Reserves the provider key that is free soonest, at the earliest time its limits allow, if no later than
     /// `notAfter`: the call's place in the queue for the provider's rate limit.
     func reserveKey(_ provider: ProviderRuntime, tokens: Int, notAfter: Instant) -> (index: Int, at: Instant)? {
         let now = clock.now()
-        return withKeyPool(provider) { $0.reserve(tokens: tokens, now: now, notAfter: notAfter) }
+        return withKeyPool(provider) { pool, held in
+            let place = pool.reserve(tokens: tokens, now: now, notAfter: notAfter)
+            if place != nil { held += 1 }
+            return place
+        }
     }
 
-    private func withKeyPool<T>(_ provider: ProviderRuntime, _ body: (inout KeyPool) -> T) -> T {
+    /// What calls hold and have not given back: key reservations, and half-open probe slots over all breakers.
+    /// Both are zero whenever no call is in flight; a call that gave something back twice shows as negative keys.
+    func outstandingHolds() -> (keys: Int, probes: Int) {
+        state.withLock { s in (s.keysHeld, s.breakers.values.reduce(0) { $0 + $1.probesInFlight }) }
+    }
+
+    private func withKeyPool<T>(_ provider: ProviderRuntime, _ body: (inout KeyPool, inout Int) -> T) -> T {
         state.withLock { s in
             let shape = KeyPoolShape(keys: provider.apiKeys.count, limits: provider.config.rateLimits,
                                      generation: provider.generation)
@@ -287,7 +303,7 @@ final class ResilienceRegistry: Sendable {
                 pool = KeyPool(keyCount: shape.keys, limits: shape.limits)
             }
             defer { s.keyPools[provider.name] = pool }
-            return body(&pool)
+            return body(&pool, &s.keysHeld)
         }
     }
 
@@ -297,6 +313,7 @@ final class ResilienceRegistry: Sendable {
                    rateLimited: Bool) {
         let now = clock.now()
         state.withLock { s in
+            s.keysHeld -= 1
             guard var pool = s.keyPools[provider.name], index < pool.keyCount else { return }
             pool.settle(index: index, reservedTokens: reserved, actualTokens: actual ?? reserved, now: now)
             pool.learn(index: index, from: info, now: now)

@@ -224,6 +224,11 @@ public struct CircuitBreaker: Sendable {
                                + "\(attempts) attempts in the window, fewer than minimum_calls)", now)]
     }
 
+    /// Half-open probe slots taken and not yet reported or released.
+    public var probesInFlight: Int {
+        if case .halfOpen(let inFlight, _) = state { inFlight } else { 0 }
+    }
+
     /// A probe ended without an outcome that says anything (cancelled): free its slot.
     public mutating func releaseProbe() {
         if case .halfOpen(let inFlight, let successes) = state {

@@ -1,6 +1,7 @@
 @testable import BreakwaterDaemon
 import BreakwaterWire
 import Config
+import Governance
 import CurlTransport
 import Foundation
 import Logging
@@ -18,6 +19,17 @@ final class ScriptedEngine: TransferEngine {
         /// The transfer fails without an answer.
         case transport(TransportError)
         /// No answer until the transfer is cancelled.
+        case hang
+        /// A 200 event stream of `chunks` chat-completion chunks, then `end`.
+        case stream(chunks: Int, end: StreamEnd)
+    }
+
+    enum StreamEnd: Sendable {
+        /// `data: [DONE]` and a clean end.
+        case done
+        /// The connection breaks after the chunks.
+        case reset
+        /// Nothing more until the transfer is cancelled.
         case hang
     }
 
@@ -48,7 +60,10 @@ final class ScriptedEngine: TransferEngine {
             let id = TransferID(rawValue: s.next)
             s.next += 1
             let answer = s.script.isEmpty ? .status(200, body: Self.completion) : s.script.removeFirst()
-            if case .hang = answer { s.hanging[id] = delegate }
+            switch answer {
+            case .hang, .stream(_, .hang): s.hanging[id] = delegate
+            default: break
+            }
             return (id, answer)
         }
         switch answer {
@@ -62,6 +77,19 @@ final class ScriptedEngine: TransferEngine {
             delegate.transferDidComplete(.failure(error))
         case .hang:
             break
+        case .stream(let chunks, let end):
+            delegate.transferDidReceiveHead(status: 200, headers: [HTTPHeader(name: "content-type",
+                                                                              value: "text/event-stream")])
+            for i in 0..<chunks { delegate.transferDidReceiveBody(Array("data: \(Self.chunk(i))\n\n".utf8)) }
+            switch end {
+            case .done:
+                delegate.transferDidReceiveBody(Array("data: [DONE]\n\n".utf8))
+                delegate.transferDidComplete(.success(()))
+            case .reset:
+                delegate.transferDidComplete(.failure(TransportError(kind: .connectionReset, detail: "reset by peer")))
+            case .hang:
+                break
+            }
         }
         return id
     }
@@ -77,6 +105,11 @@ final class ScriptedEngine: TransferEngine {
     static let completion = #"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","#
         + #""choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"#
         + #""usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#
+    static func chunk(_ i: Int) -> String {
+        #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"#
+            + #""delta":{"content":"t\#(i)"},"finish_reason":null}]}"#
+    }
+
     static let overloaded = #"{"error":{"message":"overloaded","type":"server_error","code":null}}"#
 }
 
@@ -92,7 +125,10 @@ struct InProcessDaemon {
 
     /// Provider `p` (with the lines of `providerYAML` under it) and a healthy `q`; routes `solo: [p]` and
     /// `chain: [p, q]`.
-    init(providerYAML: String = "retry_config: {retry_count: 2, backoff_base: 100ms, jitter: false}") throws {
+    ///
+    /// `policyYAML`: a policy in force (the connection's peer is uid 0); `qYAML`: lines under provider `q`.
+    init(providerYAML: String = "retry_config: {retry_count: 2, backoff_base: 100ms, jitter: false}",
+         qYAML: String = "", policyYAML: String? = nil) throws {
         let config = try ConfigLoader.parse("""
             providers:
               p:
@@ -100,23 +136,47 @@ struct InProcessDaemon {
                 base_url: "http://p.invalid/v1"
                 api_key_env: KEY
                 \(providerYAML.replacingOccurrences(of: "\n", with: "\n    "))
-              q: {kind: openai, base_url: "http://q.invalid/v1", api_key_env: KEY}
+              q:
+                kind: openai
+                base_url: "http://q.invalid/v1"
+                api_key_env: KEY
+                \(qYAML.replacingOccurrences(of: "\n", with: "\n    "))
             routes:
               solo: [{provider: p, model: m}]
               chain: [{provider: p, model: m}, {provider: q, model: m2}]
+              narrow: {targets: [{provider: p, model: m}, {provider: q, model: m2}], fallback_on: [transient]}
             """)
         let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         let router = Router(config: config, environment: ["KEY": "sk-test"])
+        var governance: GovernanceRegistry?
+        if let policyYAML { governance = try GovernanceRegistry(policy: PolicyLoader.parse(policyYAML), clock: clock) }
         shared = DaemonContext(router: router, engine: engine, stats: DaemonStats(), logger: logger,
                                resilience: ResilienceRegistry(clock: clock, logger: logger),
-                               governance: nil, auditWriter: nil)
-        channel = EmbeddedChannel(handler: ConnectionHandler(shared: shared, peer: nil), loop: loop)
+                               governance: governance, auditWriter: nil)
+        let peer = policyYAML == nil ? nil : PeerCredentials(uid: 0, gid: 0, pid: 4242)
+        channel = EmbeddedChannel(handler: ConnectionHandler(shared: shared, peer: peer), loop: loop)
     }
 
-    /// HELLO, answered.
-    func hello() throws -> Hello {
-        try send(Hello.client(clientName: "in-process").frame())
+    /// HELLO, answered. `startedNotices`: the client asks for STARTED before each call's first request.
+    func hello(token: String? = nil, startedNotices: Bool = false) throws -> Hello {
+        try send(Hello.client(credential: token.map { Array($0.utf8) }, clientName: "in-process",
+                              startedNotices: startedNotices).frame())
         return try Hello(frame: try #require(try next()))
+    }
+
+    /// Nothing is held once no call is in flight: no key reservation, probe slot, budget hold or agent slot, and
+    /// the daemon counts no call in flight. A hold given back twice shows too (keys below zero).
+    func expectNothingHeld(agent: String = "-", _ comment: Comment? = nil,
+                           sourceLocation: SourceLocation = #_sourceLocation) {
+        let held = shared.resilience.outstandingHolds()
+        #expect(held.keys == 0 && held.probes == 0, "keys \(held.keys), probes \(held.probes). \(comment ?? "")",
+                sourceLocation: sourceLocation)
+        if let governance = shared.governance {
+            let g = governance.outstandingHolds(agent: agent)
+            #expect(g.budgets == 0 && g.inFlight == 0, "budget holds \(g.budgets), agent slots \(g.inFlight)",
+                    sourceLocation: sourceLocation)
+        }
+        #expect(shared.stats.callsInFlight.load(ordering: .relaxed) == 0, sourceLocation: sourceLocation)
     }
 
     /// Hands `frame` to the daemon and lets the loop run what it queued.
@@ -126,9 +186,12 @@ struct InProcessDaemon {
     }
 
     /// A call on `route` with a one-message body, as the shim sends it.
-    func call(_ streamID: StreamID, route: String = "solo") throws {
-        try send(CallRequest(route: route).frame(streamID: streamID))
-        try send(.data(streamID: streamID, Array(#"{"messages":[{"role":"user","content":"hi"}]}"#.utf8),
+    func call(_ streamID: StreamID, route: String = "solo", stream: Bool = false, action: String? = nil,
+              maxTokens: Int? = nil) throws {
+        try send(CallRequest(route: route, stream: stream, action: action, tenant: action == nil ? nil : "acme")
+            .frame(streamID: streamID))
+        let limit = maxTokens.map { #","max_tokens":\#($0)"# } ?? ""
+        try send(.data(streamID: streamID, Array(#"{"messages":[{"role":"user","content":"hi"}]\#(limit)}"#.utf8),
                        endStream: true))
     }
 
