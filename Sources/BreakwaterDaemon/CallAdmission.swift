@@ -54,9 +54,9 @@ extension CallDriver {
             queued = try governance.requestApproval(
                 id: fresh, requestID: requestID, request: access,
                 requester: connection?.peer ?? PeerCredentials(uid: .max, gid: .max, pid: 0),
-                rule: rule, approvers: approvers, timeout: timeout) { outcome in
-                    loop.execute { bound.value.approvalDecided(outcome) }
-                }
+                rule: rule, approvers: approvers, timeout: timeout,
+                onOutcome: { outcome in loop.execute { bound.value.approvalDecided(outcome) } },
+                onStored: { loop.execute { bound.value.approvalStored() } })
         } catch {
             return refuse(.internalError, "could not queue the approval: \(error.code.rawValue)")
         }
@@ -65,13 +65,7 @@ extension CallDriver {
         let timer = eventLoop.scheduleTask(in: .nanoseconds(remaining.nanoseconds) + .milliseconds(5)) {
             _ = governance.expireDue()
         }
-        awaitApproval(id: id, timer: timer)
-        let ms = UInt32(clamping: remaining.nanoseconds / 1_000_000)
-        connection?.write([CallNotice(kind: CallNotice.pendingApproval, approvalID: id,
-                                      message: "\(access.action ?? "the call") needs an approval: "
-                                          + "breakwater approve \(id)",
-                                      timeoutMs: ms).frame(streamID: streamID)],
-                          streamID: streamID)
+        awaitApproval(id: id, deadline: queued.deadline, timer: timer)
         shared.audit(.approvalRequested, subject) { e in
             e.decision = .pending
             e.rule = rule
@@ -84,8 +78,21 @@ extension CallDriver {
         ])
     }
 
+    /// The approval is in the state store (or there is none): the app hears "pending", with the approval's id
+    /// and the time left — unless it was decided meanwhile.
+    private func approvalStored() {
+        guard case .awaitingApproval(let id, let deadline, _) = phase, let governance = shared.governance else { return }
+        let remaining = max(.zero, deadline - governance.clock.now())
+        connection?.write([CallNotice(kind: CallNotice.pendingApproval, approvalID: id,
+                                      message: "\(access?.action ?? "the call") needs an approval: "
+                                          + "breakwater approve \(id)",
+                                      timeoutMs: UInt32(clamping: remaining.nanoseconds / 1_000_000))
+                              .frame(streamID: streamID)],
+                          streamID: streamID)
+    }
+
     private func approvalDecided(_ outcome: GovernanceRegistry.ApprovalOutcome) {
-        guard case .awaitingApproval(let id, _) = phase, let governance = shared.governance, var access else { return }
+        guard case .awaitingApproval(let id, _, _) = phase, let governance = shared.governance, var access else { return }
         _ = approvalSettled(id)
         governance.forget(id)
         let waited = shared.resilience.clock.now() - startedAt

@@ -22,8 +22,8 @@ final class CallDriver {
     enum Phase {
         /// Before the policy's gate decided.
         case admitting
-        /// The gate asked for an approval: the call waits for a person, or for `timer` to expire it.
-        case awaitingApproval(id: String, timer: Scheduled<Void>)
+        /// The gate asked for an approval: the call waits for a person, or for `timer` to expire it at `deadline`.
+        case awaitingApproval(id: String, deadline: Instant, timer: Scheduled<Void>)
         /// An attempt's request is in flight (or STARTED is being written first, while its `transfer` is nil).
         case attempting(Attempt)
         /// Bytes of the attempt reached the app: no retry or fallback from here on.
@@ -132,14 +132,14 @@ final class CallDriver {
         tryNextTarget()
     }
 
-    func awaitApproval(id: String, timer: Scheduled<Void>) {
+    func awaitApproval(id: String, deadline: Instant, timer: Scheduled<Void>) {
         guard case .admitting = phase else { return timer.cancel() }
-        phase = .awaitingApproval(id: id, timer: timer)
+        phase = .awaitingApproval(id: id, deadline: deadline, timer: timer)
     }
 
     /// The approval `id` was decided: back to admission, which asks the gate again.
     func approvalSettled(_ id: String) -> Bool {
-        guard case .awaitingApproval(let waiting, let timer) = phase, waiting == id else { return false }
+        guard case .awaitingApproval(let waiting, _, let timer) = phase, waiting == id else { return false }
         timer.cancel()
         phase = .admitting
         return true
@@ -192,7 +192,7 @@ final class CallDriver {
         switch left {
         case .admitting, .deciding, .finished:
             break
-        case .awaitingApproval(let id, let timer):
+        case .awaitingApproval(let id, _, let timer):
             timer.cancel()
             if withdrawApproval { shared.governance?.withdraw(id) } else { shared.governance?.detach(id) }
         case .attempting(let attempt), .streaming(let attempt):

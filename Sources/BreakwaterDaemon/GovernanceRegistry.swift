@@ -113,12 +113,14 @@ final class GovernanceRegistry: Sendable {
     }
 
     /// Queues a call for approval; `onOutcome` runs once, outside the lock, when it is approved, denied or expires.
-    /// The approval is in the state store when this returns, so the caller may be told "pending". A call sent
-    /// again after a restart (same request id and agent) waits on the approval it had: returned are the id and
-    /// deadline in force.
+    /// `onStored` runs once the approval is in the state store (at once when there is none, or nothing new to
+    /// write): only then may the caller be told "pending". The write happens on the store's own queue, never on
+    /// the caller's thread. A call sent again after a restart (same request id and agent) waits on the approval it
+    /// had: returned are the id and deadline in force.
     func requestApproval(id: String, requestID: String, request: AccessRequest, requester: PeerCredentials,
                          rule: String, approvers: PeerSet, timeout: Duration,
-                         onOutcome: @escaping @Sendable (ApprovalOutcome) -> Void)
+                         onOutcome: @escaping @Sendable (ApprovalOutcome) -> Void,
+                         onStored: @escaping @Sendable () -> Void)
         throws(ApprovalRefusal) -> (id: String, deadline: Instant) {
         let now = clock.now()
         let wall = Self.wallNow
@@ -151,12 +153,9 @@ final class GovernanceRegistry: Sendable {
         }
         if let decided { onOutcome(decided) }
         if let snapshot, let store {
-            do {
-                try store.saveApprovalNow(snapshot, requestID: requestID)
-            } catch {
-                // It still works in memory; only a restart would lose it.
-                store.logError("could not write a pending approval to the state store", error)
-            }
+            store.saveApproval(snapshot, requestID: requestID) { _ in onStored() }
+        } else {
+            onStored()
         }
         return (used, deadline)
     }

@@ -9,8 +9,9 @@ import Synchronization
 /// circuit breakers with their reopen time, and calls waiting for an approval.
 ///
 /// Writes stay off the request path: budget and breaker changes are queued and written in one transaction at most
-/// once a second by a background queue, so a crash loses at most the last second of them. Approvals are the
-/// exception: one is written before its caller is told "pending" (they are rare and wait for a person anyway).
+/// once a second by a background queue, so a crash loses at most the last second of them. A new pending approval
+/// is written at once, also on that queue (SQLite may wait up to its busy timeout for a reader of the file), and
+/// its caller is told "pending" only once it has committed.
 final class StateStore: Sendable {
     /// An open breaker as stored: when it lets probes in, in Unix seconds.
     struct BreakerRow: Sendable, Equatable {
@@ -98,18 +99,29 @@ final class StateStore: Sendable {
         }
     }
 
-    /// Writes a new pending approval now, before its caller hears "pending".
-    func saveApprovalNow(_ snapshot: ApprovalSnapshot, requestID: String?) throws {
-        let data = try JSONEncoder().encode(snapshot)
-        try db.write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO pending_approvals (id, request_id, snapshot) VALUES (?, ?, ?)",
-                           arguments: [snapshot.id, requestID, data])
+    /// Writes a new pending approval on the store's queue, never on the caller's thread, then calls `done` there
+    /// (true: committed; false: the write failed, logged, and the approval lives in memory only).
+    func saveApproval(_ snapshot: ApprovalSnapshot, requestID: String?, done: @escaping @Sendable (Bool) -> Void) {
+        queue.async { [self] in
+            do {
+                let data = try JSONEncoder().encode(snapshot)
+                try db.write { db in
+                    try db.execute(sql: "INSERT OR REPLACE INTO pending_approvals (id, request_id, snapshot) "
+                                       + "VALUES (?, ?, ?)", arguments: [snapshot.id, requestID, data])
+                }
+                done(true)
+            } catch {
+                // It still works in memory; only a restart would lose it.
+                logError("could not write a pending approval to the state store", error)
+                done(false)
+            }
         }
     }
 
-    /// Queues the removal of an approval that was decided, expired or withdrawn.
+    /// Queues the removal of an approval that was decided, expired or withdrawn. Queued from the store's queue,
+    /// behind the approval's own write (which may still be waiting), so a removal never overtakes its insert.
     func removeApproval(_ id: String) {
-        enqueue { $0.approvalsGone.insert(id) }
+        queue.async { [self] in enqueue { $0.approvalsGone.insert(id) } }
     }
 
     /// Everything recorded, for the ledger at start-up.

@@ -12,31 +12,10 @@ import Glibc
     @Test func readyStatusWatchdogAndStopping() async throws {
         let dir = makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let path = dir + "/notify.sock"
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            let b = Array(path.utf8)
-            raw.copyBytes(from: b)
-            raw[b.count] = 0
-        }
-        let bound = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        try #require(bound == 0)
-        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var messages: [String] = []
-        func drain() {
-            var buf = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                if n <= 0 { return }
-                messages.append(String(decoding: buf[0..<n], as: UTF8.self))
-            }
-        }
+        let notify = try NotifyListener(directory: dir)
+        let path = notify.path
+        var messages: [String] { notify.messages }
+        func drain() { notify.drain() }
 
         let d = try await DaemonUnderTest.start(environment: ["NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"])
         defer { d.stop() }
