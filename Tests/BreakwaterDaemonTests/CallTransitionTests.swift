@@ -203,9 +203,12 @@ import Testing
         case midStream
     }
 
-    /// Brings call 3 into `phase` (call 1 first takes the only request a minute of a rate-limited provider allows,
-    /// so that call 3 queues for it).
-    func enter(_ phase: Phase, _ d: InProcessDaemon) throws {
+    /// A daemon with the policy in force and call 3 in `phase` (for `pacedForAKey`, call 1 first takes the only
+    /// request a minute the provider allows, so that call 3 queues for it).
+    func enter(_ phase: Phase) throws -> InProcessDaemon {
+        let d = try InProcessDaemon(providerYAML: phase == .pacedForAKey ? Self.pacedProvider
+                                        : "retry_config: {retry_count: 2, backoff_base: 100ms, jitter: false}",
+                                    policyYAML: Self.policy)
         _ = try d.hello(token: Self.token, startedNotices: true)
         switch phase {
         case .awaitingApproval:
@@ -227,6 +230,7 @@ import Testing
             d.engine.script([.stream(chunks: 2, end: .hang)])
             try d.call(3, stream: true)
         }
+        return d
     }
 
     static let pacedProvider = """
@@ -236,10 +240,7 @@ import Testing
 
     @Test(arguments: Phase.allCases)
     func cancelInEveryPhase(phase: Phase) throws {
-        let d = try InProcessDaemon(providerYAML: phase == .pacedForAKey ? Self.pacedProvider
-                                        : "retry_config: {retry_count: 2, backoff_base: 100ms, jitter: false}",
-                                    policyYAML: Self.policy)
-        try enter(phase, d)
+        let d = try enter(phase)
         let sent = d.engine.startedCount
         try d.send(.cancel(streamID: 3))
         let frames = try d.drain()
@@ -255,10 +256,7 @@ import Testing
 
     @Test(arguments: Phase.allCases)
     func clientGoneInEveryPhase(phase: Phase) throws {
-        let d = try InProcessDaemon(providerYAML: phase == .pacedForAKey ? Self.pacedProvider
-                                        : "retry_config: {retry_count: 2, backoff_base: 100ms, jitter: false}",
-                                    policyYAML: Self.policy)
-        try enter(phase, d)
+        let d = try enter(phase)
         let sent = d.engine.startedCount
         _ = try d.drain()
         _ = d.channel.close()
