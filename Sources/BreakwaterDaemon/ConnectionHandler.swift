@@ -27,6 +27,8 @@ final class ConnectionHandler: ChannelInboundHandler {
 
         var kind: Kind
         var body: [UInt8]
+        /// Fails the call if its body is not whole by the call's deadline.
+        var timer: Scheduled<Void>? = nil
     }
 
     private let shared: DaemonContext
@@ -47,6 +49,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// never got one if this daemon dies).
     private var startedNotices = false
     private var startedFlushScheduled = false
+    /// This connection holds one of the daemon's connection slots (max_connections, max_connections_per_uid).
+    private var admitted = false
+    /// Closes the connection if HELLO does not arrive in time.
+    private var helloTimer: Scheduled<Void>?
+    /// Closes the connection if the frame whose first bytes arrived is not whole in time.
+    private var frameTimer: Scheduled<Void>?
 
     init(shared: DaemonContext, peer: PeerCredentials?) {
         self.shared = shared
@@ -63,10 +71,26 @@ final class ConnectionHandler: ChannelInboundHandler {
         shared.stats.connections.add(1, ordering: .relaxed)
         shared.logger.debug("connection", metadata: ["peer": "\(peer.map(\.description) ?? "unknown")"])
         context.fireChannelActive()
+        if let refusal = shared.admitConnection(uid: peer?.uid) {
+            return connectionError(WireError(.tooManyConnections, refusal), context: context)
+        }
+        admitted = true
+        let timeout = shared.helloTimeout
+        helloTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
+            guard self.phase == .awaitingHello, let context = self.context else { return }
+            self.connectionError(WireError(.stalled, "no HELLO within hello_timeout (\(timeout)) of connecting"),
+                                 context: context)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         shared.stats.connections.subtract(1, ordering: .relaxed)
+        if admitted {
+            admitted = false
+            shared.releaseConnection(uid: peer?.uid)
+        }
+        helloTimer?.cancel()
+        frameTimer?.cancel()
         phase = .closed
         cancelAll()
         context.fireChannelInactive()
@@ -92,6 +116,8 @@ final class ConnectionHandler: ChannelInboundHandler {
                 throw WireError(.unsupportedVersion, "client speaks versions \(hello.minVersion ?? 0)-"
                     + "\(hello.maxVersion ?? 0); this daemon speaks \(ProtocolVersion.supported)")
             }
+            helloTimer?.cancel()
+            helloTimer = nil
             clientName = hello.clientName
             startedNotices = hello.startedNotices
             if let governance = shared.governance {
@@ -178,8 +204,24 @@ final class ConnectionHandler: ChannelInboundHandler {
         if frame.flags.contains(.endStream) {
             dispatch(id, Pending(kind: kind, body: []), context: context)
         } else {
-            pending[id] = Pending(kind: kind, body: [])
+            // The body must be whole within the call's deadline (admin commands: the default one).
+            var timeout = shared.defaultCallTimeout
+            if case .call(let request) = kind, let ms = request.timeoutMs { timeout = .milliseconds(Int64(ms)) }
+            let timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
+                self.bodyTimedOut(id, after: timeout)
+            }
+            pending[id] = Pending(kind: kind, body: [], timer: timer)
         }
+    }
+
+    /// A call whose body did not arrive whole by its deadline fails alone (TIMEOUT); the connection goes on.
+    private func bodyTimedOut(_ id: StreamID, after timeout: Duration) {
+        guard let context, phase != .closed, pending.removeValue(forKey: id) != nil else { return }
+        shared.stats.callsFailed.add(1, ordering: .relaxed)
+        context.writeAndFlush(wrapOutboundOut(ErrorMessage(
+            code: .timeout, message: "the request body was not whole within the call's deadline (\(timeout))"
+        ).frame(streamID: id)), promise: nil)
+        closeIfIdle(context: context)
     }
 
     private func receiveBody(_ frame: Frame, context: ChannelHandlerContext) throws(WireError) {
@@ -197,6 +239,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         call.body.append(contentsOf: frame.payload)
         if frame.flags.contains(.endStream) {
+            call.timer?.cancel()
             dispatch(id, call, context: context)
         } else {
             pending[id] = call
@@ -317,7 +360,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         let reply = ErrorMessage(code: .cancelled, message: "call cancelled").frame(streamID: id)
         if let call = running[id] {
             call.cancel(reply: [reply])
-        } else if pending.removeValue(forKey: id) != nil {
+        } else if let call = pending.removeValue(forKey: id) {
+            call.timer?.cancel()
             context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
             closeIfIdle(context: context)
         }  // else it already ended: nothing to do
@@ -326,6 +370,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// The connection is gone or being closed: every call stops, and nothing more is written for them.
     private func cancelAll() {
         for call in running.values { call.cancel(reply: []) }
+        for call in pending.values { call.timer?.cancel() }
         pending.removeAll()
     }
 
@@ -366,8 +411,19 @@ final class ConnectionHandler: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             drain(context: context)
+        } else if let partial = event as? PartialFrame {
+            frameTimer?.cancel()
+            frameTimer = nil
+            guard case .started = partial else { return }
+            let timeout = shared.frameTimeout
+            frameTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
+                guard let context = self.context else { return }
+                self.connectionError(WireError(.stalled, "a frame was not whole within frame_timeout "
+                                                   + "(\(timeout)) of its first byte"), context: context)
+            }
         } else if let e = event as? ChannelEvent, e == .inputClosed {
             inputClosed = true
+            for call in pending.values { call.timer?.cancel() }
             pending.removeAll()  // bodies that can no longer complete
             closeIfIdle(context: context)
         } else {

@@ -21,6 +21,12 @@ final class DaemonContext: Sendable {
     let logger: Logger
     let drainTimeout: Duration
     let defaultCallTimeout: Duration
+    let helloTimeout: Duration
+    let frameTimeout: Duration
+    /// Open connections, in total and per uid, under `max_connections` and `max_connections_per_uid`.
+    private let connections: Mutex<(total: Int, perUID: [UInt32: Int])> = Mutex((0, [:]))
+    let maxConnections: Int
+    let maxConnectionsPerUID: Int
     let resilience: ResilienceRegistry
     /// Nil when no policy is configured: every local caller may use every route.
     let governance: GovernanceRegistry?
@@ -40,7 +46,38 @@ final class DaemonContext: Sendable {
         self.logger = logger
         self.drainTimeout = l.drainTimeout
         self.defaultCallTimeout = l.defaultCallTimeout
+        self.helloTimeout = l.helloTimeout
+        self.frameTimeout = l.frameTimeout
+        self.maxConnections = Int(l.maxConnections)
+        self.maxConnectionsPerUID = Int(l.maxConnectionsPerUID)
         self.resilience = resilience
         self.governance = governance
+    }
+
+    /// Takes a connection slot for a peer (nil: not on a Unix socket, counted in the total only), or says why
+    /// not. A slot taken is given back with `releaseConnection` when the connection closes.
+    func admitConnection(uid: UInt32?) -> String? {
+        connections.withLock { c in
+            if c.total >= maxConnections {
+                return "the daemon already has \(c.total) connections open (max_connections \(maxConnections))"
+            }
+            if let uid {
+                let mine = c.perUID[uid, default: 0]
+                if mine >= maxConnectionsPerUID {
+                    return "uid \(uid) already has \(mine) connections open "
+                        + "(max_connections_per_uid \(maxConnectionsPerUID))"
+                }
+                c.perUID[uid] = mine + 1
+            }
+            c.total += 1
+            return nil
+        }
+    }
+
+    func releaseConnection(uid: UInt32?) {
+        connections.withLock { c in
+            c.total -= 1
+            if let uid, let n = c.perUID[uid] { c.perUID[uid] = n > 1 ? n - 1 : nil }
+        }
     }
 }

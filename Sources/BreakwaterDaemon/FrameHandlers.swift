@@ -1,19 +1,45 @@
 import BreakwaterWire
 import NIOCore
 
+/// Sent up the pipeline (a user inbound event) when the first bytes of a frame have arrived but not the whole of
+/// it, and when no frame is partly read any more: `ConnectionHandler` times a partial frame (`frame_timeout`).
+enum PartialFrame: Sendable {
+    case started
+    case none
+}
+
 /// Cuts the byte stream into frames, checking each header (size, type, stream id, flags) before its payload
 /// arrives. A violation is thrown as `WireError`; `ConnectionHandler` answers it with an ERROR frame and closes.
 struct FrameDecoderHandler: ByteToMessageDecoder {
     typealias InboundOut = Frame
 
     let limits: Limits
+    /// Bytes of a frame not yet whole are buffered (and `PartialFrame.started` was sent).
+    private var partial = false
+
+    init(limits: Limits) {
+        self.limits = limits
+    }
+
+    private mutating func note(partial now: Bool, _ context: ChannelHandlerContext) {
+        guard now != partial else { return }
+        partial = now
+        context.fireUserInboundEventTriggered(now ? PartialFrame.started : PartialFrame.none)
+    }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard buffer.readableBytes >= FrameHeader.size else { return .needMoreData }
+        guard buffer.readableBytes >= FrameHeader.size else {
+            note(partial: buffer.readableBytes > 0, context)
+            return .needMoreData
+        }
         let header = buffer.withUnsafeReadableBytes { FrameHeader.parse($0) }!
         try header.validate(limits: limits)
         let length = Int(header.length)
-        guard buffer.readableBytes >= FrameHeader.size + length else { return .needMoreData }
+        guard buffer.readableBytes >= FrameHeader.size + length else {
+            note(partial: true, context)
+            return .needMoreData
+        }
+        note(partial: false, context)
         buffer.moveReaderIndex(forwardBy: FrameHeader.size)
         let payload = buffer.readBytes(length: length)!
         context.fireChannelRead(wrapInboundOut(

@@ -17,6 +17,11 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let unauthenticated = ErrorCode(rawValue: 0x0008)
     public static let shuttingDown = ErrorCode(rawValue: 0x0009)
     public static let internalError = ErrorCode(rawValue: 0x000A)
+    /// The peer stopped part-way: no HELLO within `hello_timeout` of connecting, or a frame's payload not whole
+    /// within `frame_timeout` of its first byte.
+    public static let stalled = ErrorCode(rawValue: 0x000B)
+    /// The daemon already has `max_connections` connections, or the peer's uid has `max_connections_per_uid`.
+    public static let tooManyConnections = ErrorCode(rawValue: 0x000C)
 
     // Call errors.
     public static let badRequest = ErrorCode(rawValue: 0x0101)
@@ -57,6 +62,8 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
         case .unauthenticated: "UNAUTHENTICATED"
         case .shuttingDown: "SHUTTING_DOWN"
         case .internalError: "INTERNAL_ERROR"
+        case .stalled: "STALLED"
+        case .tooManyConnections: "TOO_MANY_CONNECTIONS"
         case .badRequest: "BAD_REQUEST"
         case .unknownRoute: "UNKNOWN_ROUTE"
         case .cancelled: "CANCELLED"

@@ -41,8 +41,16 @@ public struct LimitsConfig: Sendable, Equatable {
     public var maxConcurrentCalls: UInt32 = 256
     /// How long SIGTERM waits for in-flight calls before closing connections anyway.
     public var drainTimeout: Duration = .seconds(30)
-    /// A call's deadline when the app gives none.
+    /// A call's deadline when the app gives none; a request body must also be whole within its call's deadline.
     public var defaultCallTimeout: Duration = .seconds(600)
+    /// A connection's HELLO must arrive within this of connecting (else STALLED).
+    public var helloTimeout: Duration = .seconds(5)
+    /// A frame must be whole within this of its first byte arriving (else STALLED). Gaps between frames are free.
+    public var frameTimeout: Duration = .seconds(5)
+    /// Most connections open at once, over all peers (more are refused with TOO_MANY_CONNECTIONS).
+    public var maxConnections: UInt32 = 4096
+    /// Most connections open at once from one uid.
+    public var maxConnectionsPerUID: UInt32 = 1024
 
     public init() {}
 }

@@ -87,7 +87,8 @@ extension NodeReader {
 
     mutating func readLimits(_ node: Node, into limits: inout LimitsConfig) {
         let keys: Set = ["max_frame_bytes", "max_body_bytes", "max_concurrent_calls", "drain_timeout",
-                         "default_call_timeout"]
+                         "default_call_timeout", "hello_timeout", "frame_timeout", "max_connections",
+                         "max_connections_per_uid"]
         for (key, _, v) in entries(node, "limits", allowed: keys) {
             switch key {
             case "max_frame_bytes": if let n = count(v, key, min: 1024) { limits.maxFrameBytes = n }
@@ -95,6 +96,10 @@ extension NodeReader {
             case "max_concurrent_calls": if let n = count(v, key, min: 1) { limits.maxConcurrentCalls = n }
             case "drain_timeout": if let d = duration(v, key) { limits.drainTimeout = d }
             case "default_call_timeout": if let d = duration(v, key) { limits.defaultCallTimeout = d }
+            case "hello_timeout": if let d = duration(v, key) { limits.helloTimeout = d }
+            case "frame_timeout": if let d = duration(v, key) { limits.frameTimeout = d }
+            case "max_connections": if let n = count(v, key, min: 1) { limits.maxConnections = n }
+            case "max_connections_per_uid": if let n = count(v, key, min: 1) { limits.maxConnectionsPerUID = n }
             default: break
             }
         }

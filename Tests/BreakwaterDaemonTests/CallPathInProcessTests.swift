@@ -94,6 +94,22 @@ final class ScriptedEngine: TransferEngine {
         return id
     }
 
+    /// More of the stream whose transfer hangs (the last one started): `chunks` chunks, then, if `end`, its end.
+    func feed(chunks: Int, from first: Int, end: Bool) {
+        let delegate = state.withLock { s -> (any TransferDelegate)? in
+            guard let id = s.hanging.keys.max(by: { $0.rawValue < $1.rawValue }) else { return nil }
+            return end ? s.hanging.removeValue(forKey: id) : s.hanging[id]
+        }
+        guard let delegate else { return }
+        for i in first..<(first + chunks) {
+            delegate.transferDidReceiveBody(Array("data: \(Self.chunk(i))\n\n".utf8))
+        }
+        if end {
+            delegate.transferDidReceiveBody(Array("data: [DONE]\n\n".utf8))
+            delegate.transferDidComplete(Result<Void, TransportError>.success(()))
+        }
+    }
+
     func cancel(_ id: TransferID) {
         let delegate = state.withLock { s -> (any TransferDelegate)? in
             s.cancelled.append(id)
@@ -127,8 +143,9 @@ struct InProcessDaemon {
     /// `chain: [p, q]`.
     ///
     /// `policyYAML`: a policy in force (the connection's peer is uid 0); `qYAML`: lines under provider `q`.
+    /// `limitsYAML`: a `limits:` block's lines.
     init(providerYAML: String = "retry_config: {retry_count: 2, backoff_base: 100ms, jitter: false}",
-         qYAML: String = "", policyYAML: String? = nil) throws {
+         qYAML: String = "", policyYAML: String? = nil, limitsYAML: String = "") throws {
         let config = try ConfigLoader.parse("""
             providers:
               p:
@@ -145,6 +162,7 @@ struct InProcessDaemon {
               solo: [{provider: p, model: m}]
               chain: [{provider: p, model: m}, {provider: q, model: m2}]
               narrow: {targets: [{provider: p, model: m}, {provider: q, model: m2}], fallback_on: [transient]}
+            \(limitsYAML.isEmpty ? "" : "limits:\n  " + limitsYAML.replacingOccurrences(of: "\n", with: "\n  "))
             """)
         let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         let router = Router(config: config, environment: ["KEY": "sk-test"])

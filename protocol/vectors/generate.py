@@ -14,7 +14,8 @@ TYPES = {"HELLO": 1, "REQUEST": 2, "DATA": 3, "RESPONSE": 4, "TRAILERS": 5, "ERR
          "STARTED": 13}
 CODES = {"PROTOCOL_ERROR": 0x0001, "FRAME_TOO_LARGE": 0x0002, "UNKNOWN_FRAME_TYPE": 0x0003,
          "INVALID_STREAM_ID": 0x0007, "UPSTREAM_ERROR": 0x0104, "STREAM_INTERRUPTED": 0x010A,
-         "SHUTTING_DOWN": 0x0009, "FORBIDDEN": 0x010C, "STEP_UP_REQUIRED": 0x010F}
+         "SHUTTING_DOWN": 0x0009, "FORBIDDEN": 0x010C, "STEP_UP_REQUIRED": 0x010F, "STALLED": 0x000B,
+         "TOO_MANY_CONNECTIONS": 0x000C, "TIMEOUT": 0x0106}
 MAGIC = b"BKWR"
 END_STREAM = 0x01
 
@@ -110,6 +111,15 @@ vector("31-notice-on-stream-0", "NOTICE on stream 0 (it belongs to a call).", "N
        fields((1, b"pending_approval")), expect="INVALID_STREAM_ID")
 vector("34-started-on-stream-0", "STARTED on stream 0 (it belongs to a call).", "STARTED", 0, 0, b"",
        expect="INVALID_STREAM_ID")
+vector("35-error-stalled", "ERROR on stream 0: a frame's first bytes came, the rest not within frame_timeout.",
+       "ERROR", 0, 0, fields((1, u16(CODES["STALLED"])),
+                             (2, b"a frame was not whole within frame_timeout (5.0 seconds) of its first byte")))
+vector("36-error-too-many-connections", "ERROR on stream 0, sent at once on connecting: the uid's connection cap.",
+       "ERROR", 0, 0, fields((1, u16(CODES["TOO_MANY_CONNECTIONS"])),
+                             (2, b"uid 1000 already has 1024 connections open (max_connections_per_uid 1024)")))
+vector("37-error-body-timeout", "ERROR on stream 5: the call's body did not end within its deadline.",
+       "ERROR", 5, 0, fields((1, u16(CODES["TIMEOUT"])),
+                             (2, b"the request body was not whole within the call's deadline (30.0 seconds)")))
 vector("21-reserved-bit", "PING with the stream id's reserved top bit set.",
        "PING", 0x80000000, 0, bytes(8), expect="PROTOCOL_ERROR")
 vector("22-undefined-flag", "DATA with flag bit 0x80, which v1 does not define.",
