@@ -164,8 +164,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             try receiveBody(frame, context: context)
         case .cancel:
             cancel(frame.streamID, context: context)
-        case .ping:
-            guard frame.payload.count == 8 else { throw WireError(.protocolError, "PING payload must be 8 bytes") }
+        case .ping:  // 8 bytes: checked with the header
             context.writeAndFlush(wrapOutboundOut(frame.pong()), promise: nil)
         case .pong:
             break
@@ -186,8 +185,16 @@ final class ConnectionHandler: ChannelInboundHandler {
             throw WireError(.invalidStreamID, "stream id \(id) is not higher than the last one (\(highestStreamID))")
         }
         highestStreamID = id
-        let kind: Pending.Kind = frame.type == .admin
-            ? .admin(try AdminRequest(frame: frame)) : .call(try CallRequest(frame: frame))
+        let kind: Pending.Kind
+        do {
+            kind = frame.type == .admin
+                ? .admin(try AdminRequest(frame: frame)) : .call(try CallRequest(frame: frame))
+        } catch where !error.code.isConnectionError {
+            // The call alone fails; DATA that follows for it is dropped (its id is below the highest).
+            shared.stats.callsFailed.add(1, ordering: .relaxed)
+            context.writeAndFlush(wrapOutboundOut(ErrorMessage(error).frame(streamID: id)), promise: nil)
+            return
+        }
         if phase == .draining {
             context.writeAndFlush(wrapOutboundOut(ErrorMessage(
                 code: .notAccepted, message: "daemon is draining; send the call again on a new connection"

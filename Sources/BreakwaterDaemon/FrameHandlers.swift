@@ -16,6 +16,8 @@ struct FrameDecoderHandler: ByteToMessageDecoder {
     let limits: Limits
     /// Bytes of a frame not yet whole are buffered (and `PartialFrame.started` was sent).
     private var partial = false
+    /// The first frame (which must be HELLO) was read whole.
+    private var sawFirstFrame = false
 
     init(limits: Limits) {
         self.limits = limits
@@ -33,13 +35,25 @@ struct FrameDecoderHandler: ByteToMessageDecoder {
             return .needMoreData
         }
         let header = buffer.withUnsafeReadableBytes { FrameHeader.parse($0) }!
-        try header.validate(limits: limits)
+        if !sawFirstFrame {
+            // Before HELLO: a client may assume frames of 65,536 bytes (PROTOCOL.md, HELLO fields), and any
+            // other first frame is refused from its header, before its payload is waited for.
+            var first = limits
+            first.maxFramePayload = max(limits.maxFramePayload, Limits.preHello.maxFramePayload)
+            try header.validate(limits: first)
+            if header.type != .hello {
+                throw WireError(.helloRequired, "the first frame must be HELLO, got \(header.type!)")
+            }
+        } else {
+            try header.validate(limits: limits)
+        }
         let length = Int(header.length)
         guard buffer.readableBytes >= FrameHeader.size + length else {
             note(partial: true, context)
             return .needMoreData
         }
         note(partial: false, context)
+        sawFirstFrame = true
         buffer.moveReaderIndex(forwardBy: FrameHeader.size)
         let payload = buffer.readBytes(length: length)!
         context.fireChannelRead(wrapInboundOut(

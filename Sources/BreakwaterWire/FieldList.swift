@@ -93,6 +93,13 @@ public struct FieldReader: Sendable {
         return r[r.startIndex]
     }
 
+    /// A bool: one byte, 0 or 1.
+    public func bool(_ tag: UInt16, _ what: FrameType) throws(WireError) -> Bool? {
+        guard let v = try uint8(tag, what) else { return nil }
+        guard v <= 1 else { throw WireError(.protocolError, "\(what) field \(tag) is a bool: 0 or 1, not \(v)") }
+        return v == 1
+    }
+
     public func uint16(_ tag: UInt16, _ what: FrameType) throws(WireError) -> UInt16? {
         guard let r = raw(tag) else { return nil }
         guard r.count == 2 else { throw WireError(.protocolError, "\(what) field \(tag) must be 2 bytes") }

@@ -85,6 +85,14 @@ public struct FrameHeader: Sendable, Hashable {
         case .error:
             break
         }
+        switch type {
+        case .ping, .pong:
+            if length != 8 { throw WireError(.protocolError, "\(type) payload must be 8 bytes, not \(length)") }
+        case .cancel, .started:
+            if length != 0 { throw WireError(.protocolError, "\(type) payload must be empty, not \(length) bytes") }
+        default:
+            break
+        }
     }
 
     public func write(into out: inout [UInt8]) {

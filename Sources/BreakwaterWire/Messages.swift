@@ -75,13 +75,15 @@ public struct Hello: Sendable, Hashable {
         credential = r.bytes(Tag.credential.rawValue)
         clientName = try r.string(Tag.clientName.rawValue, .hello)
         version = try r.uint16(Tag.version.rawValue, .hello)
-        if let frameMax = try r.uint32(Tag.maxFramePayload.rawValue, .hello),
-           let body = try r.uint32(Tag.maxBody.rawValue, .hello),
-           let calls = try r.uint32(Tag.maxConcurrentCalls.rawValue, .hello) {
+        // Each is width-checked wherever it appears, even when the others are absent.
+        let frameMax = try r.uint32(Tag.maxFramePayload.rawValue, .hello)
+        let body = try r.uint32(Tag.maxBody.rawValue, .hello)
+        let calls = try r.uint32(Tag.maxConcurrentCalls.rawValue, .hello)
+        if let frameMax, let body, let calls {
             limits = Limits(maxFramePayload: frameMax, maxBody: body, maxConcurrentCalls: calls)
         }
         serverName = try r.string(Tag.serverName.rawValue, .hello)
-        startedNotices = (try r.uint8(Tag.startedNotices.rawValue, .hello) ?? 0) != 0
+        startedNotices = try r.bool(Tag.startedNotices.rawValue, .hello) ?? false
     }
 
     /// The daemon's choice: the highest version both sides speak, or nil when the ranges do not meet.
@@ -139,15 +141,16 @@ public struct CallRequest: Sendable, Hashable {
 
     public init(frame: Frame) throws(WireError) {
         let r = try FieldReader(frame.payload, what: .request)
+        // A well-formed field list with a missing or unusable value fails the call (BAD_REQUEST), not the connection.
         guard let route = try r.string(Tag.route.rawValue, .request), !route.isEmpty else {
-            throw WireError(.protocolError, "REQUEST has no route")
+            throw WireError(.badRequest, "REQUEST has no route")
         }
         self.route = route
-        stream = (try r.uint8(Tag.stream.rawValue, .request) ?? 0) != 0
+        stream = try r.bool(Tag.stream.rawValue, .request) ?? false
         timeoutMs = try r.uint32(Tag.timeoutMs.rawValue, .request)
         requestID = try r.string(Tag.requestID.rawValue, .request)
         if let id = requestID, id.utf8.count > 128 {
-            throw WireError(.protocolError, "REQUEST request id is longer than 128 bytes")
+            throw WireError(.badRequest, "REQUEST request id is longer than 128 bytes")
         }
         action = try r.string(Tag.action.rawValue, .request)
         tenant = try r.string(Tag.tenant.rawValue, .request)
@@ -215,7 +218,7 @@ public struct AdminRequest: Sendable, Hashable {
     public init(frame: Frame) throws(WireError) {
         let r = try FieldReader(frame.payload, what: .admin)
         guard let command = try r.string(Tag.command.rawValue, .admin), !command.isEmpty else {
-            throw WireError(.protocolError, "ADMIN has no command")
+            throw WireError(.badRequest, "ADMIN has no command")
         }
         self.command = command
     }

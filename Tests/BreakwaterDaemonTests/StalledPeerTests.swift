@@ -79,8 +79,8 @@ final class WireConnection {
         #expect(!c.isOpen)
     }
 
-    /// A PING (12-byte header + 8 bytes) cut after `cut` bytes: in the header, right after it, or in the payload.
-    @Test(arguments: [1, 11, 12, 15])
+    /// A PING (10-byte header + 8 bytes) cut after `cut` bytes: in the header, right after it, or in the payload.
+    @Test(arguments: [1, 9, 10, 15])
     func aFrameNotWholeIsStalledAtFrameTimeout(cut: Int) throws {
         let d = try InProcessDaemon(limitsYAML: Self.limits)
         let c = try WireConnection(d, uid: 1000)

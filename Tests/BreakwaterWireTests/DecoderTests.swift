@@ -74,10 +74,44 @@ private func sampleFrames() -> [Frame] {
         #expect(Hello.client(versions: 1...3).negotiate(supported: 2...5) == 3)
     }
 
+    /// An over-long request id fails the call (BAD_REQUEST, a call code), not the connection.
     @Test func requestIDLimit() {
         let long = String(repeating: "x", count: 129)
         let frame = CallRequest(route: "r", requestID: long).frame(streamID: 1)
+        #expect { try CallRequest(frame: frame) } throws: { ($0 as? WireError)?.code == .badRequest }
+        #expect(!ErrorCode.badRequest.isConnectionError)
+    }
+
+    /// A bool is 0 or 1; any other byte is malformed.
+    @Test func aBoolOfTwoIsRefused() {
+        var w = FieldWriter()
+        w.string(1, "default")
+        w.uint8(2, 2)
+        let frame = Frame(streamID: 1, type: .request, payload: w.bytes)
         #expect { try CallRequest(frame: frame) } throws: { ($0 as? WireError)?.code == .protocolError }
+    }
+
+    /// HELLO's limit fields are width-checked each on its own, present or not beside the others.
+    @Test func helloLimitFieldsAreWidthCheckedAlone() {
+        for tag: UInt16 in [7, 8] {
+            var w = FieldWriter()
+            w.uint16(1, 1)
+            w.uint16(2, 1)
+            w.uint16(tag, 9)  // 2 bytes where a u32 belongs
+            let frame = Frame(streamID: 0, type: .hello, payload: Hello.magic + w.bytes)
+            #expect(throws: WireError.self, "field \(tag)") { try Hello(frame: frame) }
+        }
+    }
+
+    /// PING and PONG carry exactly 8 bytes, CANCEL and STARTED none: refused from the header alone.
+    @Test func payloadLengthsFixedByTheTypeAreCheckedFromTheHeader() {
+        for (type, stream, length) in [(FrameType.pong, UInt32(0), UInt32(7)), (.ping, 0, 9), (.cancel, 1, 1),
+                                       (.started, 1, 4)] {
+            let header = FrameHeader(length: length, streamID: stream, rawType: type.rawValue, flags: [])
+            #expect(throws: WireError.self, "\(type) of \(length) bytes") {
+                try header.validate(limits: .default)
+            }
+        }
     }
 
     @Test func wrongFieldWidthIsRefused() {

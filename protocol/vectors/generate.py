@@ -15,7 +15,7 @@ TYPES = {"HELLO": 1, "REQUEST": 2, "DATA": 3, "RESPONSE": 4, "TRAILERS": 5, "ERR
 CODES = {"PROTOCOL_ERROR": 0x0001, "FRAME_TOO_LARGE": 0x0002, "UNKNOWN_FRAME_TYPE": 0x0003,
          "INVALID_STREAM_ID": 0x0007, "UPSTREAM_ERROR": 0x0104, "STREAM_INTERRUPTED": 0x010A,
          "SHUTTING_DOWN": 0x0009, "FORBIDDEN": 0x010C, "STEP_UP_REQUIRED": 0x010F, "STALLED": 0x000B,
-         "TOO_MANY_CONNECTIONS": 0x000C, "TIMEOUT": 0x0106}
+         "TOO_MANY_CONNECTIONS": 0x000C, "TIMEOUT": 0x0106, "BAD_REQUEST": 0x0101}
 MAGIC = b"BKWR"
 END_STREAM = 0x01
 
@@ -120,6 +120,20 @@ vector("36-error-too-many-connections", "ERROR on stream 0, sent at once on conn
 vector("37-error-body-timeout", "ERROR on stream 5: the call's body did not end within its deadline.",
        "ERROR", 5, 0, fields((1, u16(CODES["TIMEOUT"])),
                              (2, b"the request body was not whole within the call's deadline (30.0 seconds)")))
+vector("38-request-no-route", "REQUEST with no route: that call fails (BAD_REQUEST), the connection goes on.",
+       "REQUEST", 9, 0x01, fields((2, u8(0))), expect="BAD_REQUEST")
+vector("39-request-id-too-long", "REQUEST whose request_id is 129 bytes: that call fails (BAD_REQUEST).",
+       "REQUEST", 11, 0x01, fields((1, b"default"), (4, b"x" * 129)), expect="BAD_REQUEST")
+vector("40-admin-no-command", "ADMIN with no command: that call fails (BAD_REQUEST).",
+       "ADMIN", 13, 0x01, b"", expect="BAD_REQUEST")
+vector("41-request-bool-two", "REQUEST whose stream flag (a bool) is 2.",
+       "REQUEST", 15, 0x01, fields((1, b"default"), (2, u8(2))), expect="PROTOCOL_ERROR")
+vector("42-pong-short", "PONG of 7 bytes: PING and PONG carry exactly 8.", "PONG", 0, 0, bytes(7),
+       expect="PROTOCOL_ERROR")
+vector("43-cancel-with-payload", "CANCEL carrying a byte: CANCEL is empty.", "CANCEL", 7, 0, b"\x00",
+       expect="PROTOCOL_ERROR")
+vector("44-hello-max-body-wrong-width", "Client HELLO with field 7 (max_body) of 2 bytes and no field 6.",
+       "HELLO", 0, 0, MAGIC + fields((1, u16(1)), (2, u16(1)), (7, u16(9))), expect="PROTOCOL_ERROR")
 vector("21-reserved-bit", "PING with the stream id's reserved top bit set.",
        "PING", 0x80000000, 0, bytes(8), expect="PROTOCOL_ERROR")
 vector("22-undefined-flag", "DATA with flag bit 0x80, which v1 does not define.",
