@@ -417,6 +417,32 @@ final class CallDriver {
         connection?.write(frames, streamID: streamID)
     }
 
+    /// The provider sent a streamed event larger than `max_frame_payload`: the transfer stops and the call ends
+    /// with EVENT_TOO_LARGE (after the chunks already forwarded). Not the provider's failure, and not retried:
+    /// any provider would send the same answer.
+    func attemptOversized(from call: UpstreamCall, limit: Int) {
+        let attempt: Attempt
+        let committed: Bool
+        switch phase {
+        case .attempting(let a) where a.call === call: (attempt, committed) = (a, false)
+        case .streaming(let a) where a.call === call: (attempt, committed) = (a, true)
+        default: return
+        }
+        phase = .deciding
+        if let transfer = attempt.transfer { shared.engine.cancel(transfer) }
+        let answered = AttemptResult(outcome: .success, frames: [], reason: "", upstreamStatus: 200,
+                                     rateLimit: RateLimitInfo(), duration: .zero, usage: nil)
+        _ = attempt.holds.settle(answered, nil, endsCall: !attempt.holds.probe, firstOnTarget: walk.firstOnTarget,
+                                 shared: shared)
+        let message = "a streamed event was larger than max_frame_payload (\(limit) bytes)"
+        shared.logger.notice("stream ended: event too large", metadata: [
+            "request_id": "\(requestID)", "target": "\(attempt.target.label)", "limit": "\(limit)",
+        ])
+        finish(.failed(.eventTooLarge), [committed
+            ? CallTrailers(error: .eventTooLarge, message: message).frame(streamID: streamID)
+            : ErrorMessage(code: .eventTooLarge, message: message).frame(streamID: streamID)])
+    }
+
     func attemptFinished(_ result: AttemptResult, from call: UpstreamCall) {
         let attempt: Attempt
         let committed: Bool

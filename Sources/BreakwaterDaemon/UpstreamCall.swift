@@ -46,6 +46,8 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     private var sawDone = false
     private var usage: Usage?
     private var streamError: ProviderError?
+    /// A streamed event too large for one DATA frame arrived: nothing more of this stream is forwarded.
+    private var oversized = false
 
     init(streamID: StreamID, requestID: String, target: ResolvedTarget, stream: Bool, attemptNumber: Int,
          maxFramePayload: Int, driver: NIOLoopBound<CallDriver>, eventLoop: any EventLoop) {
@@ -72,24 +74,31 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
             body.append(contentsOf: bytes)
             return
         }
-        guard streamError == nil, !sawDone else { return }
+        guard streamError == nil, !sawDone, !oversized else { return }
         var frames: [Frame] = []
         for event in parser.feed(bytes) {
             take(translator.translate(event), into: &frames)
-            if sawDone || streamError != nil { break }
+            if sawDone || streamError != nil || oversized { break }
         }
+        let driver = self.driver
         if !frames.isEmpty {
-            let driver = self.driver
             let ready = frames
             eventLoop.execute { driver.value.attemptProgress(ready, from: self) }
+        }
+        if oversized {
+            let limit = maxFramePayload
+            eventLoop.execute { driver.value.attemptOversized(from: self, limit: limit) }
         }
     }
 
     /// Applies canonical stream pieces: chunks become DATA frames (RESPONSE first), `.done` and `.error` end it.
     private func take(_ pieces: [StreamPiece], into frames: inout [Frame]) {
         for piece in pieces {
-            guard !sawDone, streamError == nil else { return }
+            guard !sawDone, streamError == nil, !oversized else { return }
             switch piece {
+            case .chunk(let chunk, _) where chunk.count > maxFramePayload:
+                // Each streamed event is one DATA frame (PROTOCOL.md): one that does not fit ends the stream.
+                oversized = true
             case .chunk(let chunk, let u):
                 if let u { usage = u }
                 if !sentResponse {
@@ -106,7 +115,8 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     }
 
     func transferDidComplete(_ result: Result<Void, TransportError>) {
-        guard let outcome = finalResult(result) else { return }  // cancelled: the driver already moved on
+        // Cancelled (or cut short for an oversized event): the driver already moved on.
+        guard !oversized, let outcome = finalResult(result) else { return }
         let driver = self.driver
         eventLoop.execute { driver.value.attemptFinished(outcome, from: self) }
     }

@@ -46,6 +46,9 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     /// header libcurl refuses, ...). Not the provider's fault and not retried: sending the call again fails the
     /// same way until the daemon's configuration is fixed, and the daemon's log says what to fix.
     public static let configurationError = ErrorCode(rawValue: 0x0113)
+    /// One event of a streamed answer was larger than `max_frame_payload`, so it cannot travel as one DATA frame:
+    /// the stream ends there (error TRAILERS, or ERROR if nothing reached the app yet). Not retried.
+    public static let eventTooLarge = ErrorCode(rawValue: 0x0114)
 
     public var isConnectionError: Bool { rawValue < 0x0100 }
 
@@ -83,6 +86,7 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
         case .budgetExceeded: "BUDGET_EXCEEDED"
         case .concurrencyLimit: "CONCURRENCY_LIMIT"
         case .configurationError: "CONFIGURATION_ERROR"
+        case .eventTooLarge: "EVENT_TOO_LARGE"
         default: "UNKNOWN_0x" + String(rawValue, radix: 16)
         }
     }

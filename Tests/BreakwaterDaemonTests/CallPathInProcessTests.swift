@@ -110,6 +110,12 @@ final class ScriptedEngine: TransferEngine {
         }
     }
 
+    /// One raw SSE event (`data: EVENT`) into the stream whose transfer hangs.
+    func feed(event: String) {
+        let delegate = state.withLock { s in s.hanging.keys.max(by: { $0.rawValue < $1.rawValue }).map { s.hanging[$0]! } }
+        delegate?.transferDidReceiveBody(Array("data: \(event)\n\n".utf8))
+    }
+
     func cancel(_ id: TransferID) {
         let delegate = state.withLock { s -> (any TransferDelegate)? in
             s.cancelled.append(id)

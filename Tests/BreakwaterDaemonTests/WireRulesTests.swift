@@ -1,6 +1,7 @@
 @testable import BreakwaterDaemon
 import BreakwaterWire
 import NIOCore
+import NIOEmbedded
 import Testing
 
 /// The protocol's rules as the daemon applies them on the wire (PROTOCOL.md): what fails one call, what ends the
@@ -70,5 +71,40 @@ extension FrameHeader {
         var out: [UInt8] = []
         write(into: &out)
         return out
+    }
+}
+
+/// A streamed event larger than max_frame_payload is never split: the call ends with EVENT_TOO_LARGE after the
+/// events already forwarded, the transfer is stopped, and nothing is retried.
+@Suite struct OversizedEventTests {
+    @Test func anEventLargerThanAFrameEndsTheStream() throws {
+        let d = try InProcessDaemon(limitsYAML: "max_frame_bytes: 1024")
+        _ = try d.hello()
+        d.engine.script([.stream(chunks: 1, end: .hang)])
+        try d.call(1, route: "chain", stream: true)
+        let big = #"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":""#
+            + String(repeating: "x", count: 2000) + #""},"finish_reason":null}]}"#
+        d.engine.feed(event: big)
+        d.loop.run()
+        let frames = try d.drain()
+        #expect(frames.map(\.type) == [.response, .data, .trailers], "\(frames.map(\.type))")
+        let trailers = try CallTrailers(frame: try #require(frames.last))
+        #expect(trailers.error == .eventTooLarge && trailers.message?.contains("1024") == true)
+        #expect(d.engine.cancelledCount == 1, "the provider's transfer is stopped")
+        #expect(d.engine.startedCount == 1, "not retried, no fallback")
+        d.expectNothingHeld()
+    }
+
+    @Test func anOversizedFirstEventIsAnError() throws {
+        let d = try InProcessDaemon(limitsYAML: "max_frame_bytes: 1024")
+        _ = try d.hello()
+        d.engine.script([.stream(chunks: 0, end: .hang)])
+        try d.call(1, stream: true)
+        d.engine.feed(event: #"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":""#
+            + String(repeating: "y", count: 1500) + #""},"finish_reason":null}]}"#)
+        d.loop.run()
+        let frames = try d.drain()
+        #expect(frames.map(\.type) == [.error])
+        #expect(try ErrorMessage(frame: try #require(frames.last)).code == .eventTooLarge)
     }
 }

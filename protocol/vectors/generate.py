@@ -15,7 +15,7 @@ TYPES = {"HELLO": 1, "REQUEST": 2, "DATA": 3, "RESPONSE": 4, "TRAILERS": 5, "ERR
 CODES = {"PROTOCOL_ERROR": 0x0001, "FRAME_TOO_LARGE": 0x0002, "UNKNOWN_FRAME_TYPE": 0x0003,
          "INVALID_STREAM_ID": 0x0007, "UPSTREAM_ERROR": 0x0104, "STREAM_INTERRUPTED": 0x010A,
          "SHUTTING_DOWN": 0x0009, "FORBIDDEN": 0x010C, "STEP_UP_REQUIRED": 0x010F, "STALLED": 0x000B,
-         "TOO_MANY_CONNECTIONS": 0x000C, "TIMEOUT": 0x0106, "BAD_REQUEST": 0x0101}
+         "TOO_MANY_CONNECTIONS": 0x000C, "TIMEOUT": 0x0106, "BAD_REQUEST": 0x0101, "EVENT_TOO_LARGE": 0x0114}
 MAGIC = b"BKWR"
 END_STREAM = 0x01
 
@@ -134,6 +134,9 @@ vector("43-cancel-with-payload", "CANCEL carrying a byte: CANCEL is empty.", "CA
        expect="PROTOCOL_ERROR")
 vector("44-hello-max-body-wrong-width", "Client HELLO with field 7 (max_body) of 2 bytes and no field 6.",
        "HELLO", 0, 0, MAGIC + fields((1, u16(1)), (2, u16(1)), (7, u16(9))), expect="PROTOCOL_ERROR")
+vector("45-trailers-event-too-large", "Error TRAILERS on stream 3: a streamed event did not fit in one frame.",
+       "TRAILERS", 3, END_STREAM, fields((1, u8(1)), (2, u16(CODES["EVENT_TOO_LARGE"])),
+                                         (3, b"a streamed event was larger than max_frame_payload (1024 bytes)")))
 vector("21-reserved-bit", "PING with the stream id's reserved top bit set.",
        "PING", 0x80000000, 0, bytes(8), expect="PROTOCOL_ERROR")
 vector("22-undefined-flag", "DATA with flag bit 0x80, which v1 does not define.",
