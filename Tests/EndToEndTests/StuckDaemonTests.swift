@@ -44,25 +44,21 @@ import Glibc
         }
 
         // Everything is watched from a thread of its own: were the pool's threads stuck, this test's own awaits
-        // could not resume to notice.
-        let report = await withCheckedContinuation { (done: CheckedContinuation<Report, Never>) in
-            Thread.detachNewThread {
-                var r = Report()
-                // The client is writing and the daemon is not reading: its side of the socket fills up.
-                let deadline = ContinuousClock.now + .seconds(10)
-                while daemon.unreadBytes() < 64 * 1024, ContinuousClock.now < deadline { usleep(10_000) }
-                r.unread = daemon.unreadBytes()
-                // A trivial task that has nothing to do with Breakwater must still run promptly.
-                let probe = DispatchSemaphore(value: 0)
-                let start = ContinuousClock.now
-                Task.detached { probe.signal() }
-                r.probeRan = probe.wait(timeout: .now() + 2) == .success
-                r.probeTook = ContinuousClock.now - start
-                r.openAtClose = Set(0..<callCount).subtracting(outcomes.snapshot().keys)
-                client.close()
-                r.allEnded = allEnded.wait(timeout: .now() + 10) == .success
-                done.resume(returning: r)
-            }
+        // could not resume to notice (the other tests wait for the stall the same way, so that they too fail
+        // rather than hang when the shim blocks).
+        let report = await onOwnThread { () -> Report in
+            var r = Report()
+            r.unread = waitForStall(daemon)
+            // A trivial task that has nothing to do with Breakwater must still run promptly.
+            let probe = DispatchSemaphore(value: 0)
+            let start = ContinuousClock.now
+            Task.detached { probe.signal() }
+            r.probeRan = probe.wait(timeout: .now() + 2) == .success
+            r.probeTook = ContinuousClock.now - start
+            r.openAtClose = Set(0..<callCount).subtracting(outcomes.snapshot().keys)
+            client.close()
+            r.allEnded = allEnded.wait(timeout: .now() + 10) == .success
+            return r
         }
 
         #expect(report.unread >= 64 * 1024, "the client never filled the socket (\(report.unread) bytes unread)")
@@ -113,9 +109,13 @@ import Glibc
                 }
             }
         }
-        #expect(try await waitUntil { daemon.unreadBytes() >= 64 * 1024 })
-        #expect(outcomes.snapshot().isEmpty)
-        daemon.stop()
+        let (unread, endedEarly) = await onOwnThread {
+            let unread = waitForStall(daemon)
+            defer { daemon.stop() }
+            return (unread, outcomes.snapshot().count)
+        }
+        #expect(unread >= 64 * 1024)
+        #expect(endedEarly == 0)
         #expect(try await waitUntil { outcomes.snapshot().count == 2 })
         for (i, outcome) in outcomes.snapshot() {
             let error = try #require(outcome as? BreakwaterError, "call \(i) succeeded")
@@ -150,9 +150,13 @@ extension StuckDaemonTests {
                 }
             }
         }
-        #expect(try await waitUntil { daemon.unreadBytes() >= 64 * 1024 })
-        #expect(outcomes.snapshot().isEmpty)
-        daemon.resume()
+        let (unread, endedEarly) = await onOwnThread {
+            let unread = waitForStall(daemon)
+            defer { daemon.resume() }
+            return (unread, outcomes.snapshot().count)
+        }
+        #expect(unread >= 64 * 1024)
+        #expect(endedEarly == 0)
         #expect(try await waitUntil { outcomes.snapshot().count == sizes.count })
         for (i, outcome) in outcomes.snapshot() {
             #expect(outcome == nil, "call \(i): \(String(describing: outcome))")
@@ -164,6 +168,21 @@ extension StuckDaemonTests {
         #expect(daemon.violations().isEmpty, "\(daemon.violations())")
         client.close()
     }
+}
+
+/// Runs `body` on a thread of its own, outside the cooperative pool, and returns what it returned.
+private func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { done in
+        Thread.detachNewThread { done.resume(returning: body()) }
+    }
+}
+
+/// Blocks (off the pool) until the client's writes fill the socket of a daemon that is not reading: its side holds
+/// at least 64 KiB unread, or 10 s passed. Returns the bytes unread.
+private func waitForStall(_ daemon: StuckDaemon) -> Int {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while daemon.unreadBytes() < 64 * 1024, ContinuousClock.now < deadline { usleep(10_000) }
+    return daemon.unreadBytes()
 }
 
 private struct Report: Sendable {
