@@ -97,10 +97,7 @@ public final class BreakwaterClient: Sendable {
             return try await withTaskCancellationHandler {
                 await call.result()
             } onCancel: {
-                if call.cancel() {
-                    conn.forget(id)
-                    try? conn.send([.cancel(streamID: id)])
-                }
+                if call.cancel() { conn.cancel(id) }
             }.get()
         }
     }
@@ -145,10 +142,7 @@ public final class BreakwaterClient: Sendable {
             }
         }
         continuation.onTermination = { termination in
-            if case .cancelled = termination {
-                conn.forget(id)
-                try? conn.send([.cancel(streamID: id)])
-            }
+            if case .cancelled = termination { conn.cancel(id) }
         }
         var iterator = events.makeAsyncIterator()
         do {
@@ -181,8 +175,9 @@ public final class BreakwaterClient: Sendable {
         return try await call.result().get().body
     }
 
-    /// Registers the call with `sink` and writes REQUEST and body; returns where the call lives so it can be
-    /// cancelled.
+    /// Registers the call with `sink` and queues REQUEST and body for the connection's writer; returns where the
+    /// call lives so it can be cancelled. Never waits for the socket: a failed write reaches `sink` (as
+    /// `.notStarted` when the REQUEST was not all written, which `resendingUnstarted` sends again).
     private func open(_ request: CallRequest, body: [UInt8],
                       sink: @escaping Connection.Sink) async throws(BreakwaterError) -> (Connection, StreamID) {
         let conn = try await currentConnection()

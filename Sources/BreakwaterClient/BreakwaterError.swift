@@ -21,6 +21,10 @@ public struct BreakwaterError: Error, Sendable, Hashable, CustomStringConvertibl
         /// The call never reached a provider: the daemon was draining or went away first. The shim sends such
         /// calls again by itself (`Configuration.resendAttempts`); a caller sees this only when that ran out.
         case notStarted
+        /// The call was not sent: the daemon has not been reading what this client writes (it is stuck or far
+        /// behind), and more than `Connection.maxQueuedBytes` (4 MiB) already waits to be written on the
+        /// connection. Nothing reached the daemon, so the call may be sent again later.
+        case sendQueueFull
     }
 
     public var kind: Kind

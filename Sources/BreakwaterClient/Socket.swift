@@ -49,9 +49,9 @@ enum Socket {
         return fd
     }
 
-    /// Writes all bytes, blocking.
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(Failure) {
-        var offset = 0
+    /// Writes all bytes from `offset` on, blocking.
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], from offset: Int = 0) throws(Failure) {
+        var offset = offset
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes { raw in
                 retryingEINTR { send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL)) }
@@ -59,6 +59,23 @@ enum Socket {
             guard n > 0 else { throw Failure(call: "send", errno: n == 0 ? EPIPE : errno) }
             offset += n
         }
+    }
+
+    /// Writes as many bytes as the socket takes without waiting; returns how many that was (all, or fewer when
+    /// its send buffer is full).
+    static func writeAvailable(_ fd: Int32, _ bytes: [UInt8]) throws(Failure) -> Int {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { raw in
+                retryingEINTR {
+                    send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+                }
+            }
+            if n < 0, errno == EAGAIN || errno == EWOULDBLOCK { break }
+            guard n > 0 else { throw Failure(call: "send", errno: n == 0 ? EPIPE : errno) }
+            offset += n
+        }
+        return offset
     }
 
     /// Reads what is available (blocking until something is); 0 means the peer closed.
@@ -81,11 +98,20 @@ enum Socket {
         _ = close(fd)
     }
 
-    /// Runs `body` on a new detached thread (the connection's reader). Foundation's Thread is avoided so the
-    /// shim does not pull in Foundation.
+    /// Runs `body` on a new detached thread (a connection's reader, a connect-and-HELLO). Foundation's Thread is
+    /// avoided so the shim does not pull in Foundation.
     static func spawnThread(_ body: @escaping @Sendable () -> Void) {
         do {
             try PosixThread.detached(body)
+        } catch {
+            preconditionFailure("\(error)")
+        }
+    }
+
+    /// Runs `body` on a new joinable thread (the connection's writer, which its reader joins).
+    static func spawnJoinableThread(_ body: @escaping @Sendable () -> Void) -> PosixThread {
+        do {
+            return try PosixThread.spawn(body)
         } catch {
             preconditionFailure("\(error)")
         }
