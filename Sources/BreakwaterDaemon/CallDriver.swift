@@ -351,7 +351,7 @@ final class CallDriver {
             streamID: streamID, requestID: requestID, target: target, stream: stream, attemptNumber: walk.attemptCount,
             maxFramePayload: Int(shared.limits.maxFramePayload),
             driver: NIOLoopBound(self, eventLoop: eventLoop), eventLoop: eventLoop)
-        phase = .attempting(Attempt(holds: holds, number: walk.attemptCount, call: call, transfer: nil))
+        phase = .attempting(Attempt(holds: holds, number: walk.attemptCount, call: call))
         let t = target.provider.config.timeouts
         let remaining = deadline - now
         let request = HTTPRequest(
@@ -363,13 +363,12 @@ final class CallDriver {
         )
         let send = { [self] in
             // Stopped while STARTED was being written: the request never goes out.
-            guard case .attempting(var attempt) = phase, attempt.call === call, attempt.transfer == nil else { return }
+            guard case .attempting(let attempt) = phase, attempt.call === call, attempt.transfer == nil else { return }
             startedUpstream = true
             let transfer = shared.engine.start(request, delegate: call)
             // The engine reports on this loop, after this job: the phase is still this attempt.
             guard case .attempting(let same) = phase, same.call === call else { return }
             attempt.transfer = transfer
-            phase = .attempting(attempt)
         }
         if walk.attemptCount == 1, let connection {
             connection.announceStarted(streamID, then: send)

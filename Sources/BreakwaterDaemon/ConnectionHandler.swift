@@ -27,8 +27,9 @@ final class ConnectionHandler: ChannelInboundHandler {
 
         var kind: Kind
         var body: [UInt8]
-        /// Fails the call if its body is not whole by the call's deadline.
-        var timer: Scheduled<Void>? = nil
+        /// The call's deadline, by which its body must be whole, and when it passes.
+        var timeout: Duration = .zero
+        var due: NIODeadline = .distantFuture
     }
 
     private let shared: DaemonContext
@@ -53,8 +54,14 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var admitted = false
     /// Closes the connection if HELLO does not arrive in time.
     private var helloTimer: Scheduled<Void>?
-    /// Closes the connection if the frame whose first bytes arrived is not whole in time.
-    private var frameTimer: Scheduled<Void>?
+    /// When the first bytes of the frame not yet whole arrived (nil: none is partly read).
+    private var partialSince: NIODeadline?
+    /// One timer for the deadlines of partial frames and incomplete bodies, and when it fires. It is armed when a
+    /// read ends with something unfinished and no timer would fire by its deadline, and never cancelled when the
+    /// frame or body completes: it finds nothing due and re-arms for what is left, if anything. So the usual
+    /// connection, whose frames and bodies are whole by the end of a read or the next, costs no timer per call.
+    private var deadlineTimer: Scheduled<Void>?
+    private var deadlineTimerAt: NIODeadline?
 
     init(shared: DaemonContext, peer: PeerCredentials?) {
         self.shared = shared
@@ -90,7 +97,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             shared.releaseConnection(uid: peer?.uid)
         }
         helloTimer?.cancel()
-        frameTimer?.cancel()
+        deadlineTimer?.cancel()
         phase = .closed
         cancelAll()
         context.fireChannelInactive()
@@ -214,11 +221,43 @@ final class ConnectionHandler: ChannelInboundHandler {
             // The body must be whole within the call's deadline (admin commands: the default one).
             var timeout = shared.defaultCallTimeout
             if case .call(let request) = kind, let ms = request.timeoutMs { timeout = .milliseconds(Int64(ms)) }
-            let timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
-                self.bodyTimedOut(id, after: timeout)
-            }
-            pending[id] = Pending(kind: kind, body: [], timer: timer)
+            pending[id] = Pending(kind: kind, body: [], timeout: timeout,
+                                  due: context.eventLoop.now + .nanoseconds(timeout.nanoseconds))
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        armDeadlineTimer(context)
+        context.fireChannelReadComplete()
+    }
+
+    /// Makes sure a timer fires by the earliest deadline watched (a partial frame, an incomplete body).
+    private func armDeadlineTimer(_ context: ChannelHandlerContext) {
+        guard partialSince != nil || !pending.isEmpty else { return }
+        var next = partialSince.map { $0 + .nanoseconds(shared.frameTimeout.nanoseconds) } ?? .distantFuture
+        for call in pending.values where call.due < next { next = call.due }
+        guard next != .distantFuture, deadlineTimerAt.map({ $0 > next }) ?? true else { return }
+        deadlineTimer?.cancel()
+        deadlineTimerAt = next
+        deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: next) {
+            self.deadlinesDue()
+        }
+    }
+
+    /// The deadline timer fired: a frame still not whole closes the connection (STALLED); bodies overdue fail
+    /// their calls (TIMEOUT); then the timer is armed again for what is left.
+    private func deadlinesDue() {
+        deadlineTimer = nil
+        deadlineTimerAt = nil
+        guard let context, phase != .closed else { return }
+        let now = context.eventLoop.now
+        let frameTimeout = shared.frameTimeout
+        if let since = partialSince, since + .nanoseconds(frameTimeout.nanoseconds) <= now {
+            return connectionError(WireError(.stalled, "a frame was not whole within frame_timeout "
+                                                 + "(\(frameTimeout)) of its first byte"), context: context)
+        }
+        for (id, call) in pending where call.due <= now { bodyTimedOut(id, after: call.timeout) }
+        armDeadlineTimer(context)
     }
 
     /// A call whose body did not arrive whole by its deadline fails alone (TIMEOUT); the connection goes on.
@@ -246,7 +285,6 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         call.body.append(contentsOf: frame.payload)
         if frame.flags.contains(.endStream) {
-            call.timer?.cancel()
             dispatch(id, call, context: context)
         } else {
             pending[id] = call
@@ -367,8 +405,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let reply = ErrorMessage(code: .cancelled, message: "call cancelled").frame(streamID: id)
         if let call = running[id] {
             call.cancel(reply: [reply])
-        } else if let call = pending.removeValue(forKey: id) {
-            call.timer?.cancel()
+        } else if pending.removeValue(forKey: id) != nil {
             context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
             closeIfIdle(context: context)
         }  // else it already ended: nothing to do
@@ -377,7 +414,6 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// The connection is gone or being closed: every call stops, and nothing more is written for them.
     private func cancelAll() {
         for call in running.values { call.cancel(reply: []) }
-        for call in pending.values { call.timer?.cancel() }
         pending.removeAll()
     }
 
@@ -419,18 +455,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         if event is ChannelShouldQuiesceEvent {
             drain(context: context)
         } else if let partial = event as? PartialFrame {
-            frameTimer?.cancel()
-            frameTimer = nil
-            guard case .started = partial else { return }
-            let timeout = shared.frameTimeout
-            frameTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
-                guard let context = self.context else { return }
-                self.connectionError(WireError(.stalled, "a frame was not whole within frame_timeout "
-                                                   + "(\(timeout)) of its first byte"), context: context)
+            // Timed by the deadline timer, armed when the read ends.
+            switch partial {
+            case .started: partialSince = context.eventLoop.now
+            case .none: partialSince = nil
             }
         } else if let e = event as? ChannelEvent, e == .inputClosed {
             inputClosed = true
-            for call in pending.values { call.timer?.cancel() }
             pending.removeAll()  // bodies that can no longer complete
             closeIfIdle(context: context)
         } else {
