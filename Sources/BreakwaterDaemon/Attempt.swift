@@ -81,8 +81,8 @@ struct AttemptHolds {
 /// the engine's transfer once the request went out (nil while STARTED is still being written to the app).
 ///
 /// A class, though the driver's phase owns it alone: the phase is read on every streamed chunk, and moving one
-/// reference in and out of the enum costs one retain where copying the holds (target, model, budget hold) cost
-/// several — measured at about 6 µs of daemon CPU per streamed call.
+/// reference in and out of the enum costs one retain where copying the holds (target, model, budget hold) costs
+/// several. (The difference is below this machine's run-to-run noise in `breakwater-bench --stream`.)
 final class Attempt {
     let holds: AttemptHolds
     let number: Int
