@@ -99,16 +99,7 @@ import Glibc
         _ = try await client.serverLimits()
         let body = [UInt8](repeating: 0x20, count: 1 << 20)
         let outcomes = Outcomes()
-        for i in 0..<2 {
-            Task.detached {
-                do {
-                    _ = try await client.send(route: "default", body: body)
-                    outcomes.record(i, nil)
-                } catch {
-                    outcomes.record(i, error)
-                }
-            }
-        }
+        launch(client, [body, body], outcomes)
         let (unread, endedEarly) = await onOwnThread {
             let unread = waitForStall(daemon)
             defer { daemon.stop() }
@@ -139,17 +130,8 @@ extension StuckDaemonTests {
         let sizes: [Int] = Array(repeating: small, count: 8) + [large, 300, large, small]
         let outcomes = Outcomes()
         let answers = Answers()
-        for (i, size) in sizes.enumerated() {
-            Task.detached {
-                do {
-                    let r = try await client.send(route: "default", body: [UInt8](repeating: UInt8(i), count: size))
-                    answers.record(i, r.body)
-                    outcomes.record(i, nil)
-                } catch {
-                    outcomes.record(i, error)
-                }
-            }
-        }
+        launch(client, sizes.enumerated().map { [UInt8](repeating: UInt8($0.offset), count: $0.element) }, outcomes,
+               answers)
         let (unread, endedEarly) = await onOwnThread {
             let unread = waitForStall(daemon)
             defer { daemon.resume() }
@@ -194,6 +176,21 @@ private struct Report: Sendable {
 }
 
 /// How each call ended: nil for success, else its error.
+/// Sends each body as its own call from a detached task, recording how each ended (and its answer) by index.
+private func launch(_ client: BreakwaterClient, _ bodies: [[UInt8]], _ outcomes: Outcomes, _ answers: Answers? = nil) {
+    for (i, body) in bodies.enumerated() {
+        Task.detached {
+            do {
+                let r = try await client.send(route: "default", body: body)
+                answers?.record(i, r.body)
+                outcomes.record(i, nil)
+            } catch {
+                outcomes.record(i, error)
+            }
+        }
+    }
+}
+
 private final class Outcomes: Sendable {
     private let ended = Mutex<[Int: (any Error)?]>([:])
     func record(_ i: Int, _ error: (any Error)?) { ended.withLock { $0[i] = error } }
@@ -220,18 +217,7 @@ private final class StuckDaemon: Sendable {
         path = dir + "/stuck.sock"
         let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard listener >= 0 else { throw TestFailure("socket failed: errno \(errno)") }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            let b = Array(path.utf8)
-            raw.copyBytes(from: b)
-            raw[b.count] = 0
-        }
-        let bound = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
+        let bound = withUnixAddress(path) { bind(listener, $0, $1) }
         guard bound == 0, listen(listener, 4) == 0 else {
             close(listener)
             throw TestFailure("bind/listen failed: errno \(errno)")
