@@ -93,7 +93,7 @@ extension CallDriver {
 
     private func approvalDecided(_ outcome: GovernanceRegistry.ApprovalOutcome) {
         guard case .awaitingApproval(let id, _, _) = phase, let governance = shared.governance, var access else { return }
-        _ = approvalSettled(id)
+        approvalSettled()
         governance.forget(id)
         let waited = shared.resilience.clock.now() - startedAt
         shared.audit(outcome.auditKind, subject) { e in

@@ -137,12 +137,11 @@ final class CallDriver {
         phase = .awaitingApproval(id: id, deadline: deadline, timer: timer)
     }
 
-    /// The approval `id` was decided: back to admission, which asks the gate again.
-    func approvalSettled(_ id: String) -> Bool {
-        guard case .awaitingApproval(let waiting, _, let timer) = phase, waiting == id else { return false }
+    /// The approval the call waits for was decided: back to admission, which asks the gate again.
+    func approvalSettled() {
+        guard case .awaitingApproval(_, _, let timer) = phase else { return }
         timer.cancel()
         phase = .admitting
-        return true
     }
 
     /// Ends the call before any attempt, with `code`.
@@ -420,14 +419,7 @@ final class CallDriver {
     /// with EVENT_TOO_LARGE (after the chunks already forwarded). Not the provider's failure, and not retried:
     /// any provider would send the same answer.
     func attemptOversized(from call: UpstreamCall, limit: Int) {
-        let attempt: Attempt
-        let committed: Bool
-        switch phase {
-        case .attempting(let a) where a.call === call: (attempt, committed) = (a, false)
-        case .streaming(let a) where a.call === call: (attempt, committed) = (a, true)
-        default: return
-        }
-        phase = .deciding
+        guard let (attempt, committed) = takeAttempt(of: call) else { return }
         if let transfer = attempt.transfer { shared.engine.cancel(transfer) }
         let answered = AttemptResult(outcome: .success, frames: [], reason: "", upstreamStatus: 200,
                                      rateLimit: RateLimitInfo(), duration: .zero, usage: nil)
@@ -442,18 +434,21 @@ final class CallDriver {
             : ErrorMessage(code: .eventTooLarge, message: message).frame(streamID: streamID)])
     }
 
-    func attemptFinished(_ result: AttemptResult, from call: UpstreamCall) {
-        let attempt: Attempt
-        let committed: Bool
+    /// The attempt `call` belongs to, if it is still the one in flight, taken out of the phase (now `.deciding`:
+    /// the caller settles its holds and chooses what comes next); `committed` when bytes of it reached the app.
+    private func takeAttempt(of call: UpstreamCall) -> (attempt: Attempt, committed: Bool)? {
+        let taken: (Attempt, Bool)
         switch phase {
-        case .attempting(let a) where a.call === call:
-            (attempt, committed) = (a, false)
-        case .streaming(let a) where a.call === call:
-            (attempt, committed) = (a, true)
-        default:
-            return
+        case .attempting(let a) where a.call === call: taken = (a, false)
+        case .streaming(let a) where a.call === call: taken = (a, true)
+        default: return nil
         }
-        phase = .deciding  // the attempt's holds are settled below
+        phase = .deciding
+        return taken
+    }
+
+    func attemptFinished(_ result: AttemptResult, from call: UpstreamCall) {
+        guard let (attempt, committed) = takeAttempt(of: call) else { return }
         let target = attempt.target
         let classification = target.provider.classifier.classify(result.outcome)
         let counted = attempt.holds.settle(result, classification, endsCall: classification == nil && !attempt.holds.probe,
