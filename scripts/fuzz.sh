@@ -3,9 +3,12 @@
 #   wire       the frame decoder, field lists and every message decoder (Sources/BreakwaterWire)
 #   providers  the JSON scanner, the chat request, the SSE parser and each provider adapter's response, error and
 #              stream translation (Sources/Providers)
-# Each target is compiled straight from its module's sources (neither has dependencies beyond Foundation), seeded
-# from the protocol vectors and a few provider answers, and run for SECONDS (default 30) each. Any crash, trap,
-# leak or timeout fails the script; the crashing input is left in .build/fuzz/ (libFuzzer prints its path).
+#   config     the config and policy loaders (Sources/Config, through Yams)
+# wire and providers are compiled straight from their modules' sources (no dependencies beyond Foundation);
+# config links against Config and its dependencies (Yams, Governance, swift-crypto) built by SwiftPM with the
+# fuzzer's coverage instrumentation in .build/fuzz-spm. Seeds: the protocol vectors, a few provider answers, the
+# example config and policy. Each target runs for SECONDS (default 30). Any crash, trap, leak or timeout fails
+# the script; the crashing input is left in .build/fuzz/ (libFuzzer prints its path).
 #
 # usage: scripts/fuzz.sh [SECONDS_PER_TARGET]
 set -euo pipefail
@@ -29,10 +32,32 @@ build() {  # name, sources...
 echo "== fuzz: building targets"
 build wire Sources/BreakwaterWire/*.swift Fuzz/WireFuzz.swift
 build providers Sources/Providers/*.swift Fuzz/ProvidersFuzz.swift
+spm=.build/fuzz-spm
+if ! swift build --build-path "$spm" --target Config -Xswiftc -sanitize=fuzzer -Xswiftc -parse-as-library \
+    -Xcc -fsanitize=fuzzer-no-link > "$out/config-spm.log" 2>&1; then
+    grep -v "Cannot export local symbol" "$out/config-spm.log" | tail -n 30
+    echo "building Config for the config fuzz target FAILED"
+    exit 1
+fi
+config_objects=()
+for module in Config Yams CYaml Governance Resilience Crypto CCryptoBoringSSL CCryptoBoringSSLShims \
+    CryptoBoringWrapper CXKCP CXKCPShims; do
+    if [ -d "$spm/debug/$module.build" ]; then
+        while IFS= read -r o; do config_objects+=("$o"); done < <(find "$spm/debug/$module.build" -name "*.o")
+    fi
+done
+module_maps=()
+while IFS= read -r m; do module_maps+=(-Xcc "-fmodule-map-file=$m"); done \
+    < <(find "$spm/checkouts/Yams/Sources" "$spm/checkouts/swift-crypto/Sources" -path "*/include/module.modulemap")
+build config -I "$spm/debug/Modules" "${module_maps[@]}" Fuzz/ConfigFuzz.swift "${config_objects[@]}"
 
 echo "== fuzz: seed corpora"
-rm -rf "$out/seed-wire" "$out/seed-providers"
-mkdir -p "$out/seed-wire" "$out/seed-providers" "$out/corpus-wire" "$out/corpus-providers"
+rm -rf "$out/seed-wire" "$out/seed-providers" "$out/seed-config"
+mkdir -p "$out/seed-wire" "$out/seed-providers" "$out/seed-config" "$out/corpus-wire" "$out/corpus-providers" \
+    "$out/corpus-config"
+# config: the first byte picks the loader (even: config, odd: policy), the rest is the file.
+{ printf '\000'; cat breakwater.example.yaml; } > "$out/seed-config/config"
+{ printf '\001'; cat policy.example.yaml; } > "$out/seed-config/policy"
 python3 - "$out" <<'PY'
 import glob, os, sys
 out = sys.argv[1]
@@ -66,7 +91,7 @@ for name, body in answers.items():
 PY
 
 status=0
-for target in wire providers; do
+for target in wire providers config; do
     echo "== fuzz: $target for ${seconds}s"
     if ! "$out/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$out/$target-" "$out/corpus-$target" "$out/seed-$target" > "$out/$target.log" 2>&1; then

@@ -42,5 +42,6 @@ fi
 passed=$(sed -n 's/^[✔━] Test run with \([0-9]*\) tests\{0,1\} .*/\1/p' "$tmp/test.log")
 echo "$passed passed, 0 failed"
 
-# Coverage-guided fuzzing of the wire decoders and the provider parsers, 45 s per target: any crash fails.
+# Coverage-guided fuzzing of the wire decoders, the provider parsers and the config/policy loaders, 45 s per
+# target: any crash fails.
 scripts/fuzz.sh 45
