@@ -81,6 +81,7 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
         } else {
             address = .path(socket ?? settings.config.socketPath ?? Self.defaultSocketPath())
         }
+        Self.raiseOpenFileLimit(logger: logger)
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         // systemd's StateDirectory= may list several paths, separated by colons: the first is ours.
         let state = stateDir ?? ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?
@@ -93,6 +94,20 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
             logger: logger
         ))
         try await group.run()
+    }
+
+    /// Every connection is a file descriptor, and so is every provider connection: the soft limit a service
+    /// starts with (1,024 under systemd) would refuse connections (EMFILE) long before `limits.max_connections`
+    /// (4,096). Raise it to the hard limit, which is the process's to take.
+    static func raiseOpenFileLimit(logger: Logger) {
+        var limit = rlimit()
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        guard getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        let was = limit.rlim_cur
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(resource, &limit) == 0 {
+            logger.info("raised the open-file limit", metadata: ["from": "\(was)", "to": "\(limit.rlim_cur)"])
+        }
     }
 
     /// `/run/breakwater/breakwater.sock` for root; `$XDG_RUNTIME_DIR/breakwater.sock` for anyone else.
