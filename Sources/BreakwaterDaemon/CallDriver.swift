@@ -17,7 +17,7 @@ import Systemd
 /// holds at each moment is its `phase`; the walk's progress (target, retries, attempts so far) is `walk`.
 final class CallDriver {
     /// Where the call is, each phase with exactly what is valid in it. Everything a phase holds (an approval, an
-    /// attempt's reservations, a timer) is released when the call leaves it, by `leavePhase` or by the transition
+    /// attempt's reservations, a timer) is released when the call leaves it, by `stopHolding` or by the transition
     /// that consumes it.
     enum Phase {
         /// Before the policy's gate decided.
@@ -147,7 +147,7 @@ final class CallDriver {
     /// Ends the call before any attempt, with `code`.
     func refuse(_ code: ErrorCode, _ message: String, retryAfterMs: UInt32? = nil) {
         guard !isFinished else { return }
-        leavePhase(.finished, withdrawApproval: true)
+        stopHolding(withdrawApproval: true)
         finish(.failed(code),
                [ErrorMessage(code: code, message: message, retryAfterMs: retryAfterMs).frame(streamID: streamID)])
     }
@@ -183,11 +183,12 @@ final class CallDriver {
         connection?.callEnded(streamID, frames: frames, outcome: outcome)
     }
 
-    /// Leaves the current phase for `next`, releasing what it held: an approval (withdrawn, or only detached from
-    /// this daemon at a graceful stop), a timer, an attempt's transfer and reservations, a place in a key's queue.
-    private func leavePhase(_ next: Phase, withdrawApproval: Bool) {
+    /// The call is ending early (refused, cancelled, handed back): releases what its phase held — an approval
+    /// (withdrawn, or only detached from this daemon at a graceful stop), a timer, an attempt's transfer and
+    /// reservations, a place in a key's queue — and leaves it `.finished`.
+    private func stopHolding(withdrawApproval: Bool) {
         let left = phase
-        phase = next
+        phase = .finished
         switch left {
         case .admitting, .deciding, .finished:
             break
@@ -208,7 +209,7 @@ final class CallDriver {
     /// the app is told (nothing when the connection is gone).
     func cancel(reply: [Frame]) {
         guard !isFinished else { return }
-        leavePhase(.finished, withdrawApproval: true)
+        stopHolding(withdrawApproval: true)
         finish(.cancelled, reply)
     }
 
@@ -218,7 +219,7 @@ final class CallDriver {
     /// state store, for the next daemon and the same call sent again. False: the call started; it finishes here.
     func handBack() -> Bool {
         guard !isFinished, !startedUpstream else { return false }
-        leavePhase(.finished, withdrawApproval: false)
+        stopHolding(withdrawApproval: false)
         finish(.handedBack, [ErrorMessage(code: .notAccepted, message: "daemon is restarting; the call had not "
                                 + "started, send it again").frame(streamID: streamID)],
                reason: "handed back at shutdown before it started")

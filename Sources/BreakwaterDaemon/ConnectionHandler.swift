@@ -52,11 +52,11 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var startedFlushScheduled = false
     /// This connection holds one of the daemon's connection slots (max_connections, max_connections_per_uid).
     private var admitted = false
-    /// Closes the connection if HELLO does not arrive in time.
-    private var helloTimer: Scheduled<Void>?
+    /// When the connection must have sent its HELLO (nil once it has).
+    private var helloDue: NIODeadline?
     /// When the first bytes of the frame not yet whole arrived (nil: none is partly read).
     private var partialSince: NIODeadline?
-    /// One timer for the deadlines of partial frames and incomplete bodies, and when it fires. It is armed when a
+    /// One timer for the connection's deadlines — its HELLO, a partial frame, incomplete bodies — and when it fires. It is armed when a
     /// read ends with something unfinished and no timer would fire by its deadline, and never cancelled when the
     /// frame or body completes: it finds nothing due and re-arms for what is left, if anything. So the usual
     /// connection, whose frames and bodies are whole by the end of a read or the next, costs no timer per call.
@@ -82,12 +82,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             return connectionError(WireError(.tooManyConnections, refusal), context: context)
         }
         admitted = true
-        let timeout = shared.helloTimeout
-        helloTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
-            guard self.phase == .awaitingHello, let context = self.context else { return }
-            self.connectionError(WireError(.stalled, "no HELLO within hello_timeout (\(timeout)) of connecting"),
-                                 context: context)
-        }
+        helloDue = context.eventLoop.now + .nanoseconds(shared.helloTimeout.nanoseconds)
+        armDeadlineTimer(context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -96,7 +92,6 @@ final class ConnectionHandler: ChannelInboundHandler {
             admitted = false
             shared.releaseConnection(uid: peer?.uid)
         }
-        helloTimer?.cancel()
         deadlineTimer?.cancel()
         phase = .closed
         cancelAll()
@@ -123,8 +118,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 throw WireError(.unsupportedVersion, "client speaks versions \(hello.minVersion ?? 0)-"
                     + "\(hello.maxVersion ?? 0); this daemon speaks \(ProtocolVersion.supported)")
             }
-            helloTimer?.cancel()
-            helloTimer = nil
+            helloDue = nil
             clientName = hello.clientName
             startedNotices = hello.startedNotices
             if let governance = shared.governance {
@@ -231,10 +225,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         context.fireChannelReadComplete()
     }
 
-    /// Makes sure a timer fires by the earliest deadline watched (a partial frame, an incomplete body).
+    /// Makes sure a timer fires by the earliest deadline watched (HELLO, a partial frame, an incomplete body).
     private func armDeadlineTimer(_ context: ChannelHandlerContext) {
-        guard partialSince != nil || !pending.isEmpty else { return }
+        guard helloDue != nil || partialSince != nil || !pending.isEmpty else { return }
         var next = partialSince.map { $0 + .nanoseconds(shared.frameTimeout.nanoseconds) } ?? .distantFuture
+        if let helloDue, helloDue < next { next = helloDue }
         for call in pending.values where call.due < next { next = call.due }
         guard next != .distantFuture, deadlineTimerAt.map({ $0 > next }) ?? true else { return }
         deadlineTimer?.cancel()
@@ -244,13 +239,17 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// The deadline timer fired: a frame still not whole closes the connection (STALLED); bodies overdue fail
-    /// their calls (TIMEOUT); then the timer is armed again for what is left.
+    /// The deadline timer fired: no HELLO yet, or a frame still not whole, closes the connection (STALLED); bodies
+    /// overdue fail their calls (TIMEOUT); then the timer is armed again for what is left.
     private func deadlinesDue() {
         deadlineTimer = nil
         deadlineTimerAt = nil
         guard let context, phase != .closed else { return }
         let now = context.eventLoop.now
+        if let helloDue, helloDue <= now {
+            return connectionError(WireError(.stalled, "no HELLO within hello_timeout (\(shared.helloTimeout)) "
+                                                 + "of connecting"), context: context)
+        }
         let frameTimeout = shared.frameTimeout
         if let since = partialSince, since + .nanoseconds(frameTimeout.nanoseconds) <= now {
             return connectionError(WireError(.stalled, "a frame was not whole within frame_timeout "
