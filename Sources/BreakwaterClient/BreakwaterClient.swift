@@ -149,7 +149,8 @@ public final class BreakwaterClient: Sendable {
             while true {
                 switch try await iterator.next() {
                 case .notice(let n): onNotice?(n)
-                case .response(let head): return BreakwaterStream(head: head, iterator: iterator, owner: self)
+                case .response(let head):
+                    return BreakwaterStream(head: head, iterator: iterator, owner: self) { conn.consumed(id, bytes: $0) }
                 case .failed(let e): throw e
                 case .none: throw BreakwaterError(.cancelled, "call cancelled")
                 default: throw BreakwaterError(.protocolViolation, "answer did not start with RESPONSE")
@@ -168,7 +169,7 @@ public final class BreakwaterClient: Sendable {
         -> [UInt8] {
         let call = UnaryCall()
         let conn = try await currentConnection()
-        let opened = try conn.open(sink: { call.receive($0) }, makeFrames: { id in
+        let opened = try conn.open(grantsOnDelivery: true, sink: { call.receive($0) }, makeFrames: { id in
             [AdminRequest(command: command).frame(streamID: id), .data(streamID: id, arguments, endStream: true)]
         })
         guard opened != nil else { throw BreakwaterError(.connectionLost, "connection is draining") }
@@ -182,7 +183,9 @@ public final class BreakwaterClient: Sendable {
                       sink: @escaping Connection.Sink) async throws(BreakwaterError) -> (Connection, StreamID) {
         let conn = try await currentConnection()
         let maxPayload = Int(conn.serverLimits.maxFramePayload)
-        let opened = try conn.open(sink: sink, makeFrames: { id in
+        // A streamed call's credit goes back as the app takes each chunk (BreakwaterStream); a whole answer's as
+        // it arrives.
+        let opened = try conn.open(grantsOnDelivery: !request.stream, sink: sink, makeFrames: { id in
             var frames = [request.frame(streamID: id, endStream: body.isEmpty)]
             var offset = 0
             while offset < body.count {
@@ -248,7 +251,8 @@ public final class BreakwaterClient: Sendable {
             case .wait: break
             case .connect:
                 let hello = Hello.client(credential: configuration.credential, clientName: configuration.clientName,
-                                         startedNotices: configuration.resendUnstartedCalls)
+                                         startedNotices: configuration.resendUnstartedCalls,
+                                         streamWindow: Connection.streamWindow)
                 let (path, timeout) = (configuration.socketPath, configuration.helloTimeoutMs)
                 Socket.spawnThread { [self] in
                     let result = Result { () throws(BreakwaterError) -> Connection in
@@ -277,24 +281,28 @@ public struct BreakwaterStream: AsyncSequence {
     private let trailerBox = TrailerBox()
     /// Keeps the client (and so its connection) alive while the stream is being read.
     private let owner: BreakwaterClient
+    /// Gives credit back to the daemon for a chunk the app took.
+    private let consumed: @Sendable (Int) -> Void
 
     init(head: CallResponse, iterator: AsyncThrowingStream<CallEvent, any Error>.AsyncIterator,
-         owner: BreakwaterClient) {
+         owner: BreakwaterClient, consumed: @escaping @Sendable (Int) -> Void) {
         self.head = head
         self.iterator = iterator
         self.owner = owner
+        self.consumed = consumed
     }
 
     /// The trailers (token usage), once the sequence has ended.
     public var trailers: CallTrailers? { trailerBox.value.withLock { $0 } }
 
     public func makeAsyncIterator() -> Iterator {
-        Iterator(inner: iterator, box: trailerBox)
+        Iterator(inner: iterator, box: trailerBox, consumed: consumed)
     }
 
     public struct Iterator: AsyncIteratorProtocol {
         var inner: AsyncThrowingStream<CallEvent, any Error>.AsyncIterator
         let box: TrailerBox
+        let consumed: @Sendable (Int) -> Void
 
         public mutating func next() async throws -> [UInt8]? {
             while true {
@@ -305,7 +313,9 @@ public struct BreakwaterStream: AsyncSequence {
                     throw BreakwaterError(.cancelled, "call cancelled")
                 }
                 switch event {
-                case .data(let d): return d
+                case .data(let d):
+                    consumed(d.count)
+                    return d
                 case .trailers(let t):
                     box.value.withLock { $0 = t }
                     if let code = t.error { throw BreakwaterError(.call, code: code, t.message ?? code.name) }

@@ -46,6 +46,11 @@ final class Connection: Sendable {
     /// the socket does not take at once goes to the writer. Larger entries always go to the writer, which also
     /// encodes them, so no caller copies a large body under the state lock.
     static let directWriteLimit = 64 << 10
+    /// Flow control (PROTOCOL.md): each call starts with this much credit for the daemon's DATA, and the shim gives
+    /// it back (WINDOW_UPDATE) as the app consumes — for a stream, as the app takes each chunk; for a whole answer,
+    /// as it arrives. So a stream the app does not read holds at most this (plus one chunk) here, and the daemon
+    /// stops reading the provider for it. HTTP/2's default window; far above what an LLM stream has in flight.
+    static let streamWindow: UInt32 = 64 << 10
 
     private struct OpenCall {
         var sink: Sink
@@ -54,6 +59,10 @@ final class Connection: Sendable {
         /// All of the call's REQUEST and body frames were written to the socket. A call that was not cannot have
         /// started, whatever else the daemon said: it fails with `.notStarted` when the connection breaks.
         var flushed = false
+        /// Credit is given back as DATA arrives (a whole answer, gathered at once), not as the app takes it.
+        var grantsOnDelivery: Bool
+        /// Bytes of DATA consumed and not yet given back as credit.
+        var consumed = 0
     }
 
     /// Frames waiting to be written; `call` is set when they are a call's REQUEST and body.
@@ -170,6 +179,8 @@ final class Connection: Sendable {
     let serverLimits: Limits
     /// The daemon agreed to send STARTED before each call's first upstream request.
     let startedNotices: Bool
+    /// The daemon agreed to flow control: credit goes back to it as the app consumes.
+    let flowControl: Bool
     private let state = Mutex(State())
     /// Wakes the writer when the outbox gets frames or the connection closes.
     private let wakeWriter = WakeSignal()
@@ -205,6 +216,7 @@ final class Connection: Sendable {
             }
             self.serverLimits = limits
             self.startedNotices = serverHello.startedNotices
+            self.flowControl = serverHello.streamWindow != nil
             decoder.limits = limits
         } catch let e as BreakwaterError {
             Socket.closeFD(fd)
@@ -238,7 +250,10 @@ final class Connection: Sendable {
     ///
     /// Throws `.sendQueueFull` when more than `maxQueuedBytes` already wait to be written (the daemon is not
     /// reading); the call is then not registered and nothing of it is sent.
-    func open(sink: @escaping Sink, makeFrames: (StreamID) -> [Frame]) throws(BreakwaterError) -> StreamID? {
+    /// `grantsOnDelivery`: credit goes back as DATA arrives (the caller gathers the whole answer); otherwise the
+    /// caller reports what the app consumed with `consumed(_:bytes:)`.
+    func open(grantsOnDelivery: Bool, sink: @escaping Sink, makeFrames: (StreamID) -> [Frame])
+        throws(BreakwaterError) -> StreamID? {
         let opened = state.withLock { s -> Result<(StreamID, wake: Bool)?, BreakwaterError> in
             guard s.acceptsCalls else { return .success(nil) }
             let id = s.nextStreamID
@@ -248,7 +263,7 @@ final class Connection: Sendable {
                     + "already wait to be written on this connection (limit \(Self.maxQueuedBytes)); call not sent"))
             }
             s.nextStreamID += 2
-            s.sinks[id] = OpenCall(sink: sink)
+            s.sinks[id] = OpenCall(sink: sink, grantsOnDelivery: grantsOnDelivery)
             return .success((id, s.submit(entry, fd: fd)))
         }
         guard let (id, wake) = try opened.get() else { return nil }
@@ -267,6 +282,29 @@ final class Connection: Sendable {
             return s.send([.cancel(streamID: id)], fd: fd)
         }
         if wake { wakeWriter.signal() }
+    }
+
+    /// The app consumed `bytes` of a call's DATA: once half a window's worth has gathered, it goes back to the
+    /// daemon as credit (WINDOW_UPDATE), so the daemon never waits on a reader that keeps up.
+    func consumed(_ id: StreamID, bytes: Int) {
+        guard flowControl, bytes > 0 else { return }
+        let wake = state.withLock { s in Self.consume(&s, id, bytes: bytes, fd: fd) }
+        if wake { wakeWriter.signal() }
+    }
+
+    /// Under the lock: counts consumed bytes and queues a WINDOW_UPDATE when enough gathered. Returns whether the
+    /// writer must be woken.
+    private static func consume(_ s: inout State, _ id: StreamID, bytes: Int, fd: Int32) -> Bool {
+        guard var call = s.sinks[id] else { return false }  // the call ended: no credit is owed
+        call.consumed += bytes
+        guard call.consumed >= Int(streamWindow / 2) else {
+            s.sinks[id] = call
+            return false
+        }
+        let increment = UInt32(clamping: call.consumed)
+        call.consumed = 0
+        s.sinks[id] = call
+        return s.send([WindowUpdate(increment: increment).frame(streamID: id)], fd: fd)
     }
 
     /// Sends connection or call frames (PONG, CANCEL) without waiting; dropped when the connection has ended.
@@ -419,7 +457,7 @@ final class Connection: Sendable {
                 deliver(frame.streamID, .notice(try CallNotice(frame: frame)), final: false)
             case .started:
                 state.withLock { s in s.sinks[frame.streamID]?.started = true }
-            case .pong, .hello, .request, .cancel, .admin:
+            case .pong, .hello, .request, .cancel, .admin, .windowUpdate:
                 break
             }
         } catch {
@@ -429,7 +467,16 @@ final class Connection: Sendable {
     }
 
     private func deliver(_ id: StreamID, _ event: CallEvent, final: Bool) {
-        let call = state.withLock { s in final ? s.sinks.removeValue(forKey: id) : s.sinks[id] }
+        var wake = false
+        let call = state.withLock { s -> OpenCall? in
+            if final { return s.sinks.removeValue(forKey: id) }
+            guard let call = s.sinks[id] else { return nil }
+            if flowControl, call.grantsOnDelivery, case .data(let d) = event {
+                wake = Self.consume(&s, id, bytes: d.count, fd: fd)
+            }
+            return call
+        }
+        if wake { wakeWriter.signal() }
         call?.sink(event)
     }
 }

@@ -109,6 +109,7 @@ enum AdminCommands {
             "calls_in_flight": s.callsInFlight.load(ordering: .relaxed),
             "calls": s.callsStarted.load(ordering: .relaxed),
             "calls_failed": s.callsFailed.load(ordering: .relaxed),
+            "calls_waiting_for_reader": s.callsWaitingForReader.load(ordering: .relaxed),
             "protocol_errors": s.protocolErrors.load(ordering: .relaxed),
             "calls_per_second": (s.callsPerSecond * 10).rounded() / 10,
             "uptime_seconds": (ContinuousClock.now - s.startedAt).components.seconds,

@@ -56,9 +56,17 @@ public final class BreakwaterServer: Service, Sendable {
         let period = watchdog.map { min(.seconds(2), $0 / 2) } ?? .seconds(2)
         let stats = self.stats
         let rate = Mutex(CallRate())  // touched every 2 s only
+        let trimmedWhileIdle = Atomic<Bool>(true)
         return loop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(period.nanoseconds)) { _ in
             // Approvals restored after a restart have no waiting call to expire them; this does.
             shared.governance?.expireDue()
+            // Once no call is in flight, hand the memory a burst of calls used back to the system (once per idle
+            // spell): glibc keeps freed pages in its arenas otherwise, and the daemon's RSS would stay at its peak.
+            if stats.callsInFlight.load(ordering: .relaxed) == 0 {
+                if !trimmedWhileIdle.exchange(true, ordering: .relaxed) { Systemd.releaseFreedMemory() }
+            } else {
+                trimmedWhileIdle.store(false, ordering: .relaxed)
+            }
             var line = watchdog != nil ? "WATCHDOG=1\n" : ""
             let perSecond = rate.withLock { $0.sample(stats) }
             if let perSecond { stats.callsPerSecondMilli.store(Int(perSecond * 1000), ordering: .relaxed) }
@@ -80,7 +88,10 @@ public final class BreakwaterServer: Service, Sendable {
     }
 
     public func run() async throws {
-        let engine = try CurlEngine()
+        let upstream = settings.config.limits
+        let engine = try CurlEngine(maxHostConnections: Int(upstream.upstreamConnectionsPerHost),
+                                    maxTotalConnections: Int(max(upstream.upstreamConnections,
+                                                                 upstream.upstreamConnectionsPerHost)))
         defer { engine.shutdown() }
         let clock = SystemClock()
         let store = try stateDirectory.map { try StateStore(directory: $0, logger: logger) }
@@ -111,6 +122,9 @@ public final class BreakwaterServer: Service, Sendable {
                 }
             }
             .childChannelOption(.allowRemoteHalfClosure, value: true)
+            // The per-connection bound (PROTOCOL.md, "Flow control"): past 1 MiB waiting for the app's socket,
+            // the connection's calls stop reading their providers; under 256 KiB they go on.
+            .childChannelOption(.writeBufferWaterMark, value: ConnectionHandler.writeBufferWaterMark)
             .childChannelInitializer { channel in
                 // The peer's uid/gid/pid first, so every frame is judged knowing who sent it.
                 PeerCredentials.read(from: channel).flatMapThrowing { peer in

@@ -100,10 +100,13 @@ final class CallDriver {
     private(set) var startedUpstream = false
     /// The agent whose in-flight slot this call holds (the gate admitted it), released when the call ends.
     private var admittedAgent: String?
+    /// Whether the app is taking the answer (credit, its connection's room); each attempt reads it.
+    let flow: ReaderFlow
 
     init(streamID: StreamID, requestID: String, chat: ChatRequest, stream: Bool, chain: [ResolvedTarget],
          fallback: FallbackPolicy, deadline: Instant, shared: DaemonContext, eventLoop: any EventLoop,
-         connection: ConnectionHandler, access: AccessRequest? = nil, subject: AuditSubject) {
+         connection: ConnectionHandler, flow: ReaderFlow, access: AccessRequest? = nil, subject: AuditSubject) {
+        self.flow = flow
         self.access = access
         self.subject = subject
         self.streamID = streamID
@@ -157,6 +160,7 @@ final class CallDriver {
     /// The call's last frames and outcome: frees its policy slot, audits, and hands both to the connection.
     private func finish(_ outcome: CallOutcome, _ frames: [Frame], reason: String? = nil) {
         phase = .finished
+        flow.end()
         if let agent = admittedAgent {
             admittedAgent = nil
             shared.governance?.release(agent: agent)
@@ -349,7 +353,7 @@ final class CallDriver {
         walk.attemptCount += 1
         let call = UpstreamCall(
             streamID: streamID, requestID: requestID, target: target, stream: stream, attemptNumber: walk.attemptCount,
-            maxFramePayload: Int(shared.limits.maxFramePayload),
+            maxFramePayload: Int(shared.limits.maxFramePayload), flow: flow,
             driver: NIOLoopBound(self, eventLoop: eventLoop), eventLoop: eventLoop)
         phase = .attempting(Attempt(holds: holds, number: walk.attemptCount, call: call))
         let t = target.provider.config.timeouts
@@ -399,6 +403,17 @@ final class CallDriver {
         walk.pacedOnTarget += at - now
         wait(at - now, then: target, place: .place(target, key: index, tokens: tokens))  // pace under the limits
         return .scheduled
+    }
+
+    /// The app made room (WINDOW_UPDATE, or its socket's buffer drained): the attempt in flight, if the engine
+    /// paused it for this, goes on receiving.
+    func resumeReceiving() {
+        switch phase {
+        case .attempting(let attempt), .streaming(let attempt):
+            if let transfer = attempt.transfer { shared.engine.resume(transfer) }
+        default:
+            return
+        }
     }
 
     // MARK: Upstream reports

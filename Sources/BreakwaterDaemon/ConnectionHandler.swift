@@ -18,6 +18,9 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private enum Phase { case awaitingHello, open, draining, closed }
 
+    /// Frames waiting for the app's socket past `high` bytes pause the connection's calls; under `low` they go on.
+    static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 256 << 10, high: 1 << 20)
+
     /// A call whose body is still arriving.
     private struct Pending {
         enum Kind {
@@ -27,6 +30,8 @@ final class ConnectionHandler: ChannelInboundHandler {
 
         var kind: Kind
         var body: [UInt8]
+        /// The call's credit, granted to even before its body is whole.
+        var flow: ReaderFlow
         /// The call's deadline, by which its body must be whole, and when it passes.
         var timeout: Duration = .zero
         var due: NIODeadline = .distantFuture
@@ -50,6 +55,11 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// never got one if this daemon dies).
     private var startedNotices = false
     private var startedFlushScheduled = false
+    /// The credit each call starts with when the client does flow control (its HELLO's `stream_window`).
+    private var streamWindow: Int?
+    /// The write buffer toward the app is over its high-water mark: every call on the connection stops reading
+    /// its provider until it drains below the low mark (`channelWritabilityChanged`).
+    private(set) var isBackpressured = false
     /// This connection holds one of the daemon's connection slots (max_connections, max_connections_per_uid).
     private var admitted = false
     /// When the connection must have sent its HELLO (nil once it has).
@@ -121,6 +131,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             helloDue = nil
             clientName = hello.clientName
             startedNotices = hello.startedNotices
+            streamWindow = hello.streamWindow.map(Int.init)
             if let governance = shared.governance {
                 // Unknown peers (not a Unix socket) match no uid or gid rule.
                 let who = peer ?? PeerCredentials(uid: .max, gid: .max, pid: 0)
@@ -154,7 +165,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             phase = .open
             context.writeAndFlush(wrapOutboundOut(
                 Hello.server(version: version, limits: shared.limits, serverName: "breakwaterd",
-                             startedNotices: startedNotices).frame()
+                             startedNotices: startedNotices, streamWindow: hello.streamWindow).frame()
             ), promise: nil)
             return
         }
@@ -165,6 +176,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             try receiveBody(frame, context: context)
         case .cancel:
             cancel(frame.streamID, context: context)
+        case .windowUpdate:
+            try windowUpdate(frame)
         case .ping:  // 8 bytes: checked with the header
             context.writeAndFlush(wrapOutboundOut(frame.pong()), promise: nil)
         case .pong:
@@ -209,15 +222,49 @@ final class ConnectionHandler: ChannelInboundHandler {
             ).frame(streamID: id)), promise: nil)
             return
         }
+        let flow = ReaderFlow(window: streamWindow, blocked: isBackpressured, stats: shared.stats)
         if frame.flags.contains(.endStream) {
-            dispatch(id, Pending(kind: kind, body: []), context: context)
+            dispatch(id, Pending(kind: kind, body: [], flow: flow), context: context)
         } else {
             // The body must be whole within the call's deadline (admin commands: the default one).
             var timeout = shared.defaultCallTimeout
             if case .call(let request) = kind, let ms = request.timeoutMs { timeout = .milliseconds(Int64(ms)) }
-            pending[id] = Pending(kind: kind, body: [], timeout: timeout,
+            pending[id] = Pending(kind: kind, body: [], flow: flow, timeout: timeout,
                                   due: context.eventLoop.now + .nanoseconds(timeout.nanoseconds))
         }
+    }
+
+    /// More credit for a call's DATA. For a call that already ended (or an admin command) it is ignored, as
+    /// CANCEL is; on a stream never opened, on a connection without flow control, or past the most a stream may
+    /// hold, it is a protocol error.
+    private func windowUpdate(_ frame: Frame) throws(WireError) {
+        let id = frame.streamID
+        let update = try WindowUpdate(frame: frame)
+        guard streamWindow != nil else {
+            throw WireError(.protocolError, "WINDOW_UPDATE on a connection whose HELLO set no stream_window")
+        }
+        if id > highestStreamID || id & 1 == 0 {
+            throw WireError(.protocolError, "WINDOW_UPDATE on stream \(id), which was never opened")
+        }
+        let driver = running[id]
+        guard let flow = driver?.flow ?? pending[id]?.flow else { return }
+        let granted = flow.grant(Int(update.increment), max: Int(WindowUpdate.maxCredit)) {
+            driver?.resumeReceiving()
+        }
+        if !granted {
+            throw WireError(.protocolError, "WINDOW_UPDATE took stream \(id)'s credit past \(WindowUpdate.maxCredit)")
+        }
+    }
+
+    /// The app's socket is taking no more (NIO's write buffer passed its high-water mark) or took it all again:
+    /// every call on the connection stops or goes on reading its provider.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        isBackpressured = !context.channel.isWritable
+        for call in running.values {
+            call.flow.setBlocked(isBackpressured) { call.resumeReceiving() }
+        }
+        for call in pending.values { call.flow.setBlocked(isBackpressured) {} }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -292,7 +339,8 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func dispatch(_ id: StreamID, _ complete: Pending, context: ChannelHandlerContext) {
         switch complete.kind {
-        case .call(let request): start(id, request: request, body: complete.body, context: context)
+        case .call(let request): start(id, request: request, body: complete.body, flow: complete.flow,
+                                       context: context)
         case .admin(let request): admin(id, request: request, body: complete.body, context: context)
         }
     }
@@ -316,7 +364,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         closeIfIdle(context: context)
     }
 
-    private func start(_ id: StreamID, request: CallRequest, body: [UInt8], context: ChannelHandlerContext) {
+    private func start(_ id: StreamID, request: CallRequest, body: [UInt8], flow: ReaderFlow,
+                       context: ChannelHandlerContext) {
         let requestID = request.requestID ?? RequestID.make()
         func refuse(_ code: ErrorCode, _ message: String) {
             shared.stats.callsFailed.add(1, ordering: .relaxed)
@@ -351,7 +400,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let driver = CallDriver(
             streamID: id, requestID: requestID, chat: chat, stream: request.stream, chain: route.chain,
             fallback: route.fallback, deadline: shared.resilience.clock.now() + timeout, shared: shared,
-            eventLoop: context.eventLoop, connection: self, access: access, subject: subject)
+            eventLoop: context.eventLoop, connection: self, flow: flow, access: access, subject: subject)
         running[id] = driver
         shared.stats.callsStarted.add(1, ordering: .relaxed)
         shared.stats.callsInFlight.add(1, ordering: .relaxed)

@@ -7,6 +7,8 @@ public final class DaemonStats: Sendable {
     public let callsStarted = Atomic<Int>(0)
     public let callsFailed = Atomic<Int>(0)
     public let protocolErrors = Atomic<Int>(0)
+    /// Streamed calls whose provider is paused right now because their app is not reading (flow control).
+    public let callsWaitingForReader = Atomic<Int>(0)
     /// Calls per second over the last heartbeat period (2 s), in thousandths; set by the heartbeat.
     let callsPerSecondMilli = Atomic<Int>(0)
     let startedAt = ContinuousClock.now

@@ -34,6 +34,8 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     let maxFramePayload: Int
     let driver: NIOLoopBound<CallDriver>
     let eventLoop: any EventLoop
+    /// The call's credit and its connection's room: a streamed answer pauses while the app is behind.
+    let flow: ReaderFlow
     let startedAt = ContinuousClock.now
 
     // Engine-thread state.
@@ -50,7 +52,8 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     private var oversized = false
 
     init(streamID: StreamID, requestID: String, target: ResolvedTarget, stream: Bool, attemptNumber: Int,
-         maxFramePayload: Int, driver: NIOLoopBound<CallDriver>, eventLoop: any EventLoop) {
+         maxFramePayload: Int, flow: ReaderFlow, driver: NIOLoopBound<CallDriver>, eventLoop: any EventLoop) {
+        self.flow = flow
         self.streamID = streamID
         self.requestID = requestID
         self.target = target
@@ -67,6 +70,12 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     func transferDidReceiveHead(status: Int, headers: [HTTPHeader]) {
         self.status = status
         self.headers = headers
+    }
+
+    /// A streamed answer stops being read while the app is behind (credit spent, or its socket's buffer full);
+    /// an error body or a whole answer is read on: it is needed whole, and the driver then holds it anyway.
+    func transferShouldPause() -> Bool {
+        streaming && flow.shouldPause()
     }
 
     func transferDidReceiveBody(_ bytes: [UInt8]) {
@@ -176,7 +185,9 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         ).frame(streamID: streamID)
     }
 
+    /// The answer's DATA frames, each at most `max_frame_payload`; their bytes are spent from the call's credit.
     private func dataFrames(_ bytes: [UInt8]) -> [Frame] {
+        flow.spend(bytes.count)
         if bytes.count <= maxFramePayload { return [.data(streamID: streamID, bytes)] }
         return stride(from: 0, to: bytes.count, by: maxFramePayload).map {
             .data(streamID: streamID, Array(bytes[$0..<min($0 + maxFramePayload, bytes.count)]))

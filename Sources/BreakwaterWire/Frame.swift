@@ -16,6 +16,8 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case admin = 0x0C
     /// The call's first upstream request is about to go out (only to clients that asked in HELLO).
     case started = 0x0D
+    /// Client → daemon on a call's stream: more credit for the daemon's DATA on it (flow control, see HELLO).
+    case windowUpdate = 0x0E
 }
 
 /// Frame flags. Only `endStream` is defined in v1; other bits must be zero.
@@ -80,7 +82,7 @@ public struct FrameHeader: Sendable, Hashable {
         switch type {
         case .hello, .ping, .pong, .goAway:
             if streamID != 0 { throw WireError(.protocolError, "\(type) frame must be on stream 0") }
-        case .request, .data, .response, .trailers, .cancel, .notice, .admin, .started:
+        case .request, .data, .response, .trailers, .cancel, .notice, .admin, .started, .windowUpdate:
             if streamID == 0 { throw WireError(.invalidStreamID, "\(type) frame must not be on stream 0") }
         case .error:
             break
@@ -90,6 +92,8 @@ public struct FrameHeader: Sendable, Hashable {
             if length != 8 { throw WireError(.protocolError, "\(type) payload must be 8 bytes, not \(length)") }
         case .cancel, .started:
             if length != 0 { throw WireError(.protocolError, "\(type) payload must be empty, not \(length) bytes") }
+        case .windowUpdate:
+            if length != 4 { throw WireError(.protocolError, "\(type) payload must be 4 bytes, not \(length)") }
         default:
             break
         }

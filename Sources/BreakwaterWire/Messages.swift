@@ -6,7 +6,7 @@ public struct Hello: Sendable, Hashable {
     enum Tag: UInt16 {
         case minVersion = 1, maxVersion = 2, credential = 3, clientName = 4
         case version = 5, maxFramePayload = 6, maxBody = 7, maxConcurrentCalls = 8, serverName = 9
-        case startedNotices = 10
+        case startedNotices = 10, streamWindow = 11
     }
 
     // Client → daemon.
@@ -22,14 +22,19 @@ public struct Hello: Sendable, Hashable {
     /// Client: "send STARTED before each call's first upstream request". Daemon: "I will". With it a client knows,
     /// when the daemon dies, which calls never reached a provider and may be sent again.
     public var startedNotices = false
+    /// Flow control (PROTOCOL.md, "Flow control"). Client: "credit-count your DATA to me; each call of mine starts
+    /// with this many bytes and I send WINDOW_UPDATE as I consume". Daemon: "I will", echoing the value it uses.
+    /// Absent: no per-call credit (the daemon still bounds what it buffers per connection).
+    public var streamWindow: UInt32?
 
     public init() {}
 
     public static func client(credential: [UInt8]? = nil, clientName: String? = nil,
                               versions: ClosedRange<UInt16> = ProtocolVersion.supported,
-                              startedNotices: Bool = false) -> Hello {
+                              startedNotices: Bool = false, streamWindow: UInt32? = nil) -> Hello {
         var h = Hello()
         h.startedNotices = startedNotices
+        h.streamWindow = streamWindow
         h.minVersion = versions.lowerBound
         h.maxVersion = versions.upperBound
         h.credential = credential
@@ -38,9 +43,10 @@ public struct Hello: Sendable, Hashable {
     }
 
     public static func server(version: UInt16, limits: Limits, serverName: String,
-                              startedNotices: Bool = false) -> Hello {
+                              startedNotices: Bool = false, streamWindow: UInt32? = nil) -> Hello {
         var h = Hello()
         h.startedNotices = startedNotices
+        h.streamWindow = streamWindow
         h.version = version
         h.limits = limits
         h.serverName = serverName
@@ -61,6 +67,7 @@ public struct Hello: Sendable, Hashable {
         }
         w.string(Tag.serverName.rawValue, serverName)
         if startedNotices { w.uint8(Tag.startedNotices.rawValue, 1) }
+        w.uint32(Tag.streamWindow.rawValue, streamWindow)
         return Frame(streamID: 0, type: .hello, payload: Hello.magic + w.bytes)
     }
 
@@ -84,6 +91,10 @@ public struct Hello: Sendable, Hashable {
         }
         serverName = try r.string(Tag.serverName.rawValue, .hello)
         startedNotices = try r.bool(Tag.startedNotices.rawValue, .hello) ?? false
+        streamWindow = try r.uint32(Tag.streamWindow.rawValue, .hello)
+        if let streamWindow, streamWindow == 0 || streamWindow > WindowUpdate.maxCredit {
+            throw WireError(.protocolError, "stream_window must be 1 to \(WindowUpdate.maxCredit), not \(streamWindow)")
+        }
     }
 
     /// The daemon's choice: the highest version both sides speak, or nil when the ranges do not meet.
@@ -91,6 +102,36 @@ public struct Hello: Sendable, Hashable {
         let low = max(minVersion ?? 1, supported.lowerBound)
         let high = min(maxVersion ?? minVersion ?? 1, supported.upperBound)
         return low <= high ? high : nil
+    }
+}
+
+/// WINDOW_UPDATE: the client consumed `increment` more bytes of a call's DATA and grants the daemon that much more
+/// credit on the stream. Only on connections whose HELLOs agreed on `stream_window`.
+public struct WindowUpdate: Sendable, Hashable {
+    /// The most credit a stream may hold (HTTP/2's 2^31 - 1): a window or a sum of grants past it is an error.
+    public static let maxCredit: UInt32 = 0x7FFF_FFFF
+
+    public var increment: UInt32
+
+    public init(increment: UInt32) {
+        self.increment = increment
+    }
+
+    public func frame(streamID: StreamID) -> Frame {
+        var payload: [UInt8] = []
+        appendUInt32(increment, to: &payload)
+        return Frame(streamID: streamID, type: .windowUpdate, payload: payload)
+    }
+
+    /// The payload's length (4) is checked with the header; an increment of 0 or past `maxCredit` is refused here.
+    public init(frame: Frame) throws(WireError) {
+        guard frame.type == .windowUpdate, frame.payload.count == 4 else {
+            throw WireError(.protocolError, "WINDOW_UPDATE payload must be 4 bytes")
+        }
+        increment = readUInt32(frame.payload, at: 0)
+        if increment == 0 || increment > Self.maxCredit {
+            throw WireError(.protocolError, "WINDOW_UPDATE increment must be 1 to \(Self.maxCredit), not \(increment)")
+        }
     }
 }
 

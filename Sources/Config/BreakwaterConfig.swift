@@ -51,6 +51,12 @@ public struct LimitsConfig: Sendable, Equatable {
     public var maxConnections: UInt32 = 4096
     /// Most connections open at once from one uid.
     public var maxConnectionsPerUID: UInt32 = 1024
+    /// Most HTTP connections open at once to one provider host. Against an HTTP/1.1 provider this is the most calls
+    /// to it in flight host-wide (further ones wait for a connection); a streamed call paused for a slow reader holds
+    /// its connection. Against HTTP/2, calls share connections.
+    public var upstreamConnectionsPerHost: UInt32 = 256
+    /// Most HTTP connections open at once to all providers, and how many idle ones are kept for reuse.
+    public var upstreamConnections: UInt32 = 1024
 
     public init() {}
 }

@@ -88,7 +88,7 @@ extension NodeReader {
     mutating func readLimits(_ node: Node, into limits: inout LimitsConfig) {
         let keys: Set = ["max_frame_bytes", "max_body_bytes", "max_concurrent_calls", "drain_timeout",
                          "default_call_timeout", "hello_timeout", "frame_timeout", "max_connections",
-                         "max_connections_per_uid"]
+                         "max_connections_per_uid", "upstream_connections_per_host", "upstream_connections"]
         for (key, _, v) in entries(node, "limits", allowed: keys) {
             switch key {
             case "max_frame_bytes": if let n = count(v, key, min: 1024) { limits.maxFrameBytes = n }
@@ -100,6 +100,9 @@ extension NodeReader {
             case "frame_timeout": if let d = duration(v, key) { limits.frameTimeout = d }
             case "max_connections": if let n = count(v, key, min: 1) { limits.maxConnections = n }
             case "max_connections_per_uid": if let n = count(v, key, min: 1) { limits.maxConnectionsPerUID = n }
+            case "upstream_connections_per_host":
+                if let n = count(v, key, min: 1) { limits.upstreamConnectionsPerHost = n }
+            case "upstream_connections": if let n = count(v, key, min: 1) { limits.upstreamConnections = n }
             default: break
             }
         }

@@ -82,6 +82,11 @@ public final class CurlEngine: TransferEngine, Sendable {
         shared.submitCancel(id)
     }
 
+    /// Goes on receiving a transfer whose delegate paused it (`TransferDelegate.transferShouldPause`).
+    public func resume(_ id: TransferID) {
+        shared.submitResume(id)
+    }
+
     /// Cancels every transfer, closes all connections (idle ones too) and waits for the engine thread to end.
     ///
     /// Idempotent, and called by `deinit`. Only the first caller waits. When called from a delegate callback

@@ -80,6 +80,15 @@ final class EngineLoop: @unchecked Sendable {
                 if let transfer = transfers[id] {
                     finish(transfer, .failure(TransportError(kind: .cancelled, detail: "cancelled by the caller")))
                 }
+            case .resume(let id):
+                if let transfer = transfers[id], transfer.paused, let easy = transfer.easy {
+                    transfer.paused = false
+                    // The time paused was the reader's, not the provider's silence: the idle clock starts again.
+                    transfer.lastByteAt = MonotonicClock.now()
+                    // CURLPAUSE_CONT is 0 (curl.h). The chunk held back may be delivered from inside this call,
+                    // on this thread, and the delegate may pause again there.
+                    _ = curl_easy_pause(easy.raw, 0)
+                }
             }
         }
         return isShutdown

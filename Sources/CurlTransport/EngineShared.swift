@@ -5,6 +5,8 @@ import Synchronization
 enum EngineCommand {
     case start(TransferID, HTTPRequest, any TransferDelegate)
     case cancel(TransferID)
+    /// Go on receiving a transfer its delegate paused.
+    case resume(TransferID)
 }
 
 /// The submission queue, guarded by `EngineShared.queue`.
@@ -54,6 +56,17 @@ final class EngineShared: @unchecked Sendable {
                 return
             }
             queue.commands.append(.cancel(id))
+            wakeUpIfNeeded(&queue)
+        }
+    }
+
+    /// Queues a resume of a paused transfer; a no-op once the engine is shut down.
+    func submitResume(_ id: TransferID) {
+        queue.withLock { queue in
+            guard !queue.isShutdown else {
+                return
+            }
+            queue.commands.append(.resume(id))
             wakeUpIfNeeded(&queue)
         }
     }

@@ -53,6 +53,8 @@ final class Transfer {
     private var status = 0
     private var headers: [HTTPHeader] = []
     private(set) var headDelivered = false
+    /// The delegate paused receiving (its reader is behind): the idle limit does not run meanwhile.
+    var paused = false
 
     init(id: TransferID, delegate: any TransferDelegate, timeouts: TransferTimeouts) {
         self.id = id
@@ -70,6 +72,7 @@ final class Transfer {
 
     /// The next instant at which a first-byte or idle limit runs out, if any.
     var loopDeadline: UInt64? {
+        if paused { return nil }
         if lastByteAt == 0 {
             return firstByteTimeout.map { startedAt &+ $0 }
         }
@@ -118,12 +121,18 @@ final class Transfer {
     }
 
     /// Handles one chunk from `CURLOPT_WRITEFUNCTION`, announcing the head first if it never ended cleanly.
-    func receiveBody(_ bytes: UnsafeRawBufferPointer) {
+    /// Returns false when the delegate pauses instead: libcurl keeps the chunk and offers it again on resume.
+    func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
         lastByteAt = MonotonicClock.now()
         if !headDelivered {
             deliverHead()
         }
+        if delegate.transferShouldPause() {
+            paused = true
+            return false
+        }
         delegate.transferDidReceiveBody(Array(bytes))
+        return true
     }
 
     /// Announces the head if it has not been, using libcurl's response code when no status line was parsed.
@@ -215,6 +224,6 @@ func curlWriteCallback(
         return length
     }
     let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
-    transfer.receiveBody(UnsafeRawBufferPointer(start: buffer, count: length))
-    return length
+    // CURL_WRITEFUNC_PAUSE is 0x10000001 (curl.h; a macro built from a macro, so Swift does not import it).
+    return transfer.receiveBody(UnsafeRawBufferPointer(start: buffer, count: length)) ? length : 0x1000_0001
 }

@@ -10,6 +10,15 @@ public protocol TransferDelegate: AnyObject, Sendable {
     func transferDidReceiveBody(_ bytes: [UInt8])
     /// The transfer ended; no further callbacks follow for it.
     func transferDidComplete(_ result: Result<Void, TransportError>)
+    /// Asked before each body chunk is handed over: true stops receiving (libcurl's `CURL_WRITEFUNC_PAUSE`; the
+    /// chunk is kept and delivered after `TransferEngine.resume`), so a slow reader holds the provider back through
+    /// TCP instead of the answer piling up here. While paused, the idle timeout does not run.
+    func transferShouldPause() -> Bool
+}
+
+extension TransferDelegate {
+    /// Never pauses.
+    public func transferShouldPause() -> Bool { false }
 }
 
 /// What the daemon's call path needs from an HTTP engine: start a transfer that reports to a delegate, and cancel
@@ -20,6 +29,9 @@ public protocol TransferEngine: Sendable {
     func start(_ request: HTTPRequest, delegate: any TransferDelegate) -> TransferID
     /// Stops a transfer: its delegate completes with `.cancelled`. Unknown or finished IDs are ignored.
     func cancel(_ id: TransferID)
+    /// Goes on receiving a transfer its delegate paused (`transferShouldPause`); the chunk held back comes first.
+    /// Unknown, finished or unpaused IDs are ignored.
+    func resume(_ id: TransferID)
 }
 
 /// Names one transfer of one engine, for `TransferEngine.cancel`.

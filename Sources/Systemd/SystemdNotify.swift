@@ -22,6 +22,11 @@ public enum Systemd {
         sd_is_socket_unix(fd, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0
     }
 
+    /// Returns the heap's free pages to the system (glibc `malloc_trim`): for an idle daemon after a burst.
+    public static func releaseFreedMemory() {
+        _ = malloc_trim(0)
+    }
+
     /// Sends a notify message (`READY=1`, `STATUS=...`, `STOPPING=1`, `WATCHDOG=1`) to the service manager.
     /// A no-op when not run by systemd. Returns whether a manager was there to hear it.
     @discardableResult

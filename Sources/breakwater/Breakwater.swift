@@ -133,7 +133,7 @@ extension Status {
     static func lines(_ o: [String: Any]) -> [String] {
         func label(_ key: String) -> String { key.replacingOccurrences(of: "_", with: " ") }
         let counters = ["connections", "calls_in_flight", "calls", "calls_per_second", "calls_failed",
-                        "protocol_errors", "pending_approvals"]
+                        "calls_waiting_for_reader", "protocol_errors", "pending_approvals"]
         var out = counters.map { "\(label($0)): \(o[$0] ?? "-")" }
         let audit = o["audit"] as? [String: Any] ?? [:]
         if audit["enabled"] as? Bool == false {

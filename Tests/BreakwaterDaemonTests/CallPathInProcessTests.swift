@@ -38,6 +38,9 @@ final class ScriptedEngine: TransferEngine {
         var started: [HTTPRequest] = []
         var cancelled: [TransferID] = []
         var hanging: [TransferID: any TransferDelegate] = [:]
+        /// Streams the delegate paused: what is left of each, handed over from `resume`.
+        var paused: [TransferID: (delegate: any TransferDelegate, rest: [String], end: StreamEnd)] = [:]
+        var resumed = 0
         var next: UInt64 = 1
     }
 
@@ -53,6 +56,9 @@ final class ScriptedEngine: TransferEngine {
         state.withLock { $0.started.map { String($0.url.split(separator: "/")[1]) } }
     }
     var cancelledCount: Int { state.withLock { $0.cancelled.count } }
+    /// Streams paused right now (their delegate said so before a chunk), and how many resumes came.
+    var pausedCount: Int { state.withLock { $0.paused.count } }
+    var resumedCount: Int { state.withLock { $0.resumed } }
 
     func start(_ request: HTTPRequest, delegate: any TransferDelegate) -> TransferID {
         let (id, answer) = state.withLock { s -> (TransferID, Answer) in
@@ -80,18 +86,34 @@ final class ScriptedEngine: TransferEngine {
         case .stream(let chunks, let end):
             delegate.transferDidReceiveHead(status: 200, headers: [HTTPHeader(name: "content-type",
                                                                               value: "text/event-stream")])
-            for i in 0..<chunks { delegate.transferDidReceiveBody(Array("data: \(Self.chunk(i))\n\n".utf8)) }
-            switch end {
-            case .done:
-                delegate.transferDidReceiveBody(Array("data: [DONE]\n\n".utf8))
-                delegate.transferDidComplete(.success(()))
-            case .reset:
-                delegate.transferDidComplete(.failure(TransportError(kind: .connectionReset, detail: "reset by peer")))
-            case .hang:
-                break
-            }
+            var events = (0..<chunks).map { "data: \(Self.chunk($0))\n\n" }
+            if case .done = end { events.append("data: [DONE]\n\n") }
+            pump(id, delegate, events, end)
         }
         return id
+    }
+
+    /// Hands `events` over one by one as libcurl would: each only if the delegate does not pause first (then the
+    /// rest waits for `resume`); after the last, the stream's end.
+    private func pump(_ id: TransferID, _ delegate: any TransferDelegate, _ events: [String], _ end: StreamEnd) {
+        var rest = events[...]
+        while let event = rest.first {
+            if delegate.transferShouldPause() {
+                let left = Array(rest)
+                state.withLock { $0.paused[id] = (delegate, left, end) }
+                return
+            }
+            delegate.transferDidReceiveBody(Array(event.utf8))
+            rest = rest.dropFirst()
+        }
+        switch end {
+        case .done:
+            delegate.transferDidComplete(.success(()))
+        case .reset:
+            delegate.transferDidComplete(.failure(TransportError(kind: .connectionReset, detail: "reset by peer")))
+        case .hang:
+            break
+        }
     }
 
     /// More of the stream whose transfer hangs (the last one started): `chunks` chunks, then, if `end`, its end.
@@ -116,10 +138,19 @@ final class ScriptedEngine: TransferEngine {
         delegate?.transferDidReceiveBody(Array("data: \(event)\n\n".utf8))
     }
 
+    func resume(_ id: TransferID) {
+        let paused = state.withLock { s in
+            s.resumed += 1
+            return s.paused.removeValue(forKey: id)
+        }
+        if let paused { pump(id, paused.delegate, paused.rest, paused.end) }
+    }
+
     func cancel(_ id: TransferID) {
         let delegate = state.withLock { s -> (any TransferDelegate)? in
             s.cancelled.append(id)
-            return s.hanging.removeValue(forKey: id)
+            let paused = s.paused.removeValue(forKey: id)?.delegate
+            return s.hanging.removeValue(forKey: id) ?? paused
         }
         delegate?.transferDidComplete(.failure(TransportError(kind: .cancelled, detail: "cancelled")))
     }
@@ -181,10 +212,11 @@ struct InProcessDaemon {
         channel = EmbeddedChannel(handler: ConnectionHandler(shared: shared, peer: peer), loop: loop)
     }
 
-    /// HELLO, answered. `startedNotices`: the client asks for STARTED before each call's first request.
-    func hello(token: String? = nil, startedNotices: Bool = false) throws -> Hello {
+    /// HELLO, answered. `startedNotices`: the client asks for STARTED before each call's first request;
+    /// `streamWindow`: for flow control, with this much credit per call.
+    func hello(token: String? = nil, startedNotices: Bool = false, streamWindow: UInt32? = nil) throws -> Hello {
         try send(Hello.client(credential: token.map { Array($0.utf8) }, clientName: "in-process",
-                              startedNotices: startedNotices).frame())
+                              startedNotices: startedNotices, streamWindow: streamWindow).frame())
         return try Hello(frame: try #require(try next()))
     }
 

@@ -66,6 +66,7 @@ func reencode(_ frame: Frame) throws(WireError) -> Frame {
     case .notice: return try CallNotice(frame: frame).frame(streamID: frame.streamID)
     case .admin: return try AdminRequest(frame: frame).frame(streamID: frame.streamID,
                                                               endStream: frame.flags.contains(.endStream))
+    case .windowUpdate: return try WindowUpdate(frame: frame).frame(streamID: frame.streamID)
     case .data, .cancel, .ping, .pong, .started: return frame
     }
 }
@@ -87,7 +88,7 @@ func reencode(_ frame: Frame) throws(WireError) -> Frame {
             let message = try reencode(frame)
             #expect(v.expect == "ok", "\(v.name) should have been refused with \(v.expect)")
             #expect(frame.type.rawValue == FrameType.allCases.first { "\($0)".uppercased() == v.frameType
-                || ($0 == .goAway && v.frameType == "GOAWAY") }?.rawValue)
+                || ($0 == .goAway && v.frameType == "GOAWAY") || ($0 == .windowUpdate && v.frameType == "WINDOW_UPDATE") }?.rawValue)
             #expect(frame.streamID == v.stream)
             #expect(frame.flags.rawValue == v.flags)
             #expect(decoder.bufferedByteCount == 0)

@@ -243,8 +243,8 @@ final class RawConnection {
 
     /// Sends HELLO and returns the daemon's.
     @discardableResult
-    func hello() throws -> Hello {
-        write(Hello.client(clientName: "raw").frame())
+    func hello(streamWindow: UInt32? = nil) throws -> Hello {
+        write(Hello.client(clientName: "raw", streamWindow: streamWindow).frame())
         guard let f = try read() else { throw TestFailure("no HELLO answer") }
         return try Hello(frame: f)
     }

@@ -23,7 +23,9 @@ import Glibc
         let seen = try await waitUntil(timeout: .seconds(10)) {
             drain()
             let all = messages.joined(separator: "\n")
+            // The rate shows from the second heartbeat on (it is a difference of two samples).
             return all.contains("READY=1") && all.contains("WATCHDOG=1") && all.contains("calls: 1,")
+                && all.contains("calls/s: ")
         }
         #expect(seen, "\(messages)")
         #expect(messages.first?.contains("READY=1") == true, "READY=1 comes first: \(messages.first ?? "")")

@@ -11,7 +11,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 TYPES = {"HELLO": 1, "REQUEST": 2, "DATA": 3, "RESPONSE": 4, "TRAILERS": 5, "ERROR": 6,
          "CANCEL": 7, "PING": 8, "PONG": 9, "GOAWAY": 10, "NOTICE": 11, "ADMIN": 12,
-         "STARTED": 13}
+         "STARTED": 13, "WINDOW_UPDATE": 14}
 CODES = {"PROTOCOL_ERROR": 0x0001, "FRAME_TOO_LARGE": 0x0002, "UNKNOWN_FRAME_TYPE": 0x0003,
          "INVALID_STREAM_ID": 0x0007, "UPSTREAM_ERROR": 0x0104, "STREAM_INTERRUPTED": 0x010A,
          "SHUTTING_DOWN": 0x0009, "FORBIDDEN": 0x010C, "STEP_UP_REQUIRED": 0x010F, "STALLED": 0x000B,
@@ -137,6 +137,23 @@ vector("44-hello-max-body-wrong-width", "Client HELLO with field 7 (max_body) of
 vector("45-trailers-event-too-large", "Error TRAILERS on stream 3: a streamed event did not fit in one frame.",
        "TRAILERS", 3, END_STREAM, fields((1, u8(1)), (2, u16(CODES["EVENT_TOO_LARGE"])),
                                          (3, b"a streamed event was larger than max_frame_payload (1024 bytes)")))
+vector("46-hello-client-stream-window", "Client HELLO asking for flow control: each call starts with 65,536 bytes of credit.",
+       "HELLO", 0, 0, MAGIC + fields((1, u16(1)), (2, u16(1)), (11, u32(65536))))
+vector("47-hello-daemon-stream-window", "Daemon HELLO agreeing to flow control: it echoes stream_window.",
+       "HELLO", 0, 0, MAGIC + fields((5, u16(1)), (6, u32(1 << 20)), (7, u32(8 << 20)), (8, u32(256)),
+                                     (9, b"breakwaterd"), (11, u32(65536))))
+vector("48-window-update", "WINDOW_UPDATE on stream 5: the client consumed 32,768 bytes and grants that much more.",
+       "WINDOW_UPDATE", 5, 0, u32(32768))
+vector("49-window-update-zero", "WINDOW_UPDATE with an increment of 0.", "WINDOW_UPDATE", 5, 0, u32(0),
+       expect="PROTOCOL_ERROR")
+vector("50-window-update-short", "WINDOW_UPDATE of 3 bytes: its payload is exactly 4.", "WINDOW_UPDATE", 5, 0,
+       bytes(3), expect="PROTOCOL_ERROR")
+vector("51-window-update-on-stream-0", "WINDOW_UPDATE on stream 0 (credit is per call).", "WINDOW_UPDATE", 0, 0,
+       u32(1024), expect="INVALID_STREAM_ID")
+vector("52-window-update-past-max", "WINDOW_UPDATE with an increment of 2^31, past the most a stream may hold.",
+       "WINDOW_UPDATE", 5, 0, u32(1 << 31), expect="PROTOCOL_ERROR")
+vector("53-hello-stream-window-zero", "Client HELLO with a stream_window of 0.",
+       "HELLO", 0, 0, MAGIC + fields((1, u16(1)), (2, u16(1)), (11, u32(0))), expect="PROTOCOL_ERROR")
 vector("21-reserved-bit", "PING with the stream id's reserved top bit set.",
        "PING", 0x80000000, 0, bytes(8), expect="PROTOCOL_ERROR")
 vector("22-undefined-flag", "DATA with flag bit 0x80, which v1 does not define.",
