@@ -110,6 +110,7 @@ enum AdminCommands {
             "calls": s.callsStarted.load(ordering: .relaxed),
             "calls_failed": s.callsFailed.load(ordering: .relaxed),
             "calls_waiting_for_reader": s.callsWaitingForReader.load(ordering: .relaxed),
+            "upstream_body_bytes": s.upstreamBodyBytes.load(ordering: .relaxed),
             "protocol_errors": s.protocolErrors.load(ordering: .relaxed),
             "calls_per_second": (s.callsPerSecond * 10).rounded() / 10,
             "uptime_seconds": (ContinuousClock.now - s.startedAt).components.seconds,

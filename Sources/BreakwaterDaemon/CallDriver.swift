@@ -353,7 +353,7 @@ final class CallDriver {
         walk.attemptCount += 1
         let call = UpstreamCall(
             streamID: streamID, requestID: requestID, target: target, stream: stream, attemptNumber: walk.attemptCount,
-            maxFramePayload: Int(shared.limits.maxFramePayload), flow: flow,
+            maxFramePayload: Int(shared.limits.maxFramePayload), flow: flow, stats: shared.stats,
             driver: NIOLoopBound(self, eventLoop: eventLoop), eventLoop: eventLoop)
         phase = .attempting(Attempt(holds: holds, number: walk.attemptCount, call: call))
         let t = target.provider.config.timeouts

@@ -9,6 +9,8 @@ public final class DaemonStats: Sendable {
     public let protocolErrors = Atomic<Int>(0)
     /// Streamed calls whose provider is paused right now because their app is not reading (flow control).
     public let callsWaitingForReader = Atomic<Int>(0)
+    /// Answer body bytes read from providers, all calls together: what flow control holds back shows here.
+    public let upstreamBodyBytes = Atomic<Int>(0)
     /// Calls per second over the last heartbeat period (2 s), in thousandths; set by the heartbeat.
     let callsPerSecondMilli = Atomic<Int>(0)
     let startedAt = ContinuousClock.now

@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import Providers
 import Resilience
+import Synchronization
 
 /// How one upstream attempt ended, as the call driver needs it.
 struct AttemptResult: Sendable {
@@ -36,6 +37,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     let eventLoop: any EventLoop
     /// The call's credit and its connection's room: a streamed answer pauses while the app is behind.
     let flow: ReaderFlow
+    let stats: DaemonStats
     let startedAt = ContinuousClock.now
 
     // Engine-thread state.
@@ -52,8 +54,10 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     private var oversized = false
 
     init(streamID: StreamID, requestID: String, target: ResolvedTarget, stream: Bool, attemptNumber: Int,
-         maxFramePayload: Int, flow: ReaderFlow, driver: NIOLoopBound<CallDriver>, eventLoop: any EventLoop) {
+         maxFramePayload: Int, flow: ReaderFlow, stats: DaemonStats, driver: NIOLoopBound<CallDriver>,
+         eventLoop: any EventLoop) {
         self.flow = flow
+        self.stats = stats
         self.streamID = streamID
         self.requestID = requestID
         self.target = target
@@ -79,6 +83,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     }
 
     func transferDidReceiveBody(_ bytes: [UInt8]) {
+        stats.upstreamBodyBytes.add(bytes.count, ordering: .relaxed)
         guard streaming else {
             body.append(contentsOf: bytes)
             return

@@ -1,0 +1,130 @@
+import BreakwaterClient
+import FakeProviderKit
+import Foundation
+import Testing
+
+/// Clients that open many streamed calls and never read an answer (issue 11's acceptance case): the daemon must
+/// not pull the providers' answers into its memory. With flow control (HELLO `stream_window`) each call stops at
+/// its credit; without it, at the connection's 1 MiB write buffer. Either way the transfers pause (libcurl stops
+/// reading, so TCP holds the provider back), RSS stays bounded, a healthy connection's calls keep their latency,
+/// and after the connections close the memory goes back (malloc_trim once idle). Prints its figures:
+/// `swift test --filter NeverReadingClient`.
+@Suite(.serialized, .timeLimit(.minutes(3))) struct NeverReadingClientTests {
+    /// The daemon's resident memory, from /proc, in MB.
+    static func rssMB(_ pid: Int32) -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+        return kb / 1024
+    }
+
+    static func status(_ d: DaemonUnderTest) async throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(try await d.client(name: "admin").admin("status"))) as? [String: Any] ?? [:]
+    }
+
+    /// One healthy streamed call on its own connection, start to end.
+    static func healthyStream(_ client: BreakwaterClient) async throws -> Duration {
+        let started = ContinuousClock.now
+        let s = try await client.stream(route: "healthy", body: chat("healthy"))
+        for try await _ in s {}
+        return ContinuousClock.now - started
+    }
+
+    enum Case: String, CaseIterable, CustomTestStringConvertible {
+        case oneConnectionWithCredit, tenConnectionsWithCredit, oneConnectionWithoutFlowControl
+        var connections: Int { self == .tenConnectionsWithCredit ? 10 : 1 }
+        var window: UInt32? { self == .oneConnectionWithoutFlowControl ? nil : 65_536 }
+        var testDescription: String { rawValue }
+    }
+
+    @Test(arguments: Case.allCases)
+    func streamsNobodyReadsStayBoundedAndTheMemoryComesBack(_ c: Case) async throws {
+        // Each answer: 2,000 chunks of ~400 bytes, about 0.8 MB; 250 of them would be 200 MB if drained.
+        let long = Personality(name: "long-streams", defaultStep: FaultStep(
+            chunks: 2000, content: String(repeating: "word ", count: 100_000)))
+        let d = try await DaemonUnderTest.start(
+            fakePersonality: long,
+            extraConfig: """
+            limits:
+              max_concurrent_calls: 256
+            """,
+            routes: "  default:\n    - provider: fake\n      model: gpt-4o-mini\n"
+                + "  healthy:\n    - provider: fake\n      model: gpt-4o-mini")
+        defer { d.stop() }
+        let pid = d.daemon.pid
+        let healthy = BreakwaterClient(socketPath: d.socket, clientName: "healthy")
+        // The healthy route's answers are as long (one personality); what matters is that they are read.
+        let idleLatency = try await Self.healthyStream(healthy)
+        let baseline = Self.rssMB(pid)
+
+        let perConnection = 250 / c.connections
+        var raw: [RawConnection] = []
+        for _ in 0..<c.connections {
+            let conn = try RawConnection(path: d.socket)
+            let hello = try conn.hello(streamWindow: c.window)
+            #expect(hello.streamWindow == c.window)
+            for i in 0..<perConnection {
+                let id = StreamID(2 * i + 1)
+                conn.write(CallRequest(route: "default", stream: true).frame(streamID: id))
+                conn.write(.data(streamID: id, chat("a long answer nobody reads"), endStream: true))
+            }
+            raw.append(conn)
+        }
+        // Every call still running is paused for its reader. With credit, that is all 250; without, the first
+        // answers may fit whole in the socket and the 1 MiB write buffer before the connection is held back.
+        var (paused, running) = (0, 0)
+        // (Within the provider's 30 s total timeout, which goes on while a call is paused.)
+        let allPaused = try await waitUntil(timeout: .seconds(20), interval: .milliseconds(250)) {
+            let s = try await Self.status(d)
+            (paused, running) = (s["calls_waiting_for_reader"] as? Int ?? 0, s["calls_in_flight"] as? Int ?? -1)
+            return paused == running && paused >= (c.window == nil ? 240 : 250)
+        }
+        #expect(allPaused, "\(paused) of \(running) calls in flight paused")
+        let readBefore = try await Self.status(d)["upstream_body_bytes"] as? Int ?? 0
+        var peak = Self.rssMB(pid)
+        // Nothing more comes in while they stay paused: sample a while and keep the highest.
+        for _ in 0..<10 {
+            try await Task.sleep(for: .milliseconds(200))
+            peak = max(peak, Self.rssMB(pid))
+        }
+        let read = (try await Self.status(d)["upstream_body_bytes"] as? Int ?? 0) - readBefore
+        let readMB = Double(read) / 1_000_000
+        let busyLatency = try await Self.healthyStream(healthy)
+        print("never-reading client, \(c): 250 streams on \(c.connections) connection(s), window "
+              + "\(c.window.map(String.init) ?? "none"): daemon RSS \(baseline) MB idle, \(peak) MB peak "
+              + "(+\(peak - baseline) MB); \(paused) calls paused after \(Double(readBefore) / 1_000_000) MB read from "
+              + "the provider (the 250 answers are 200 MB), \(readMB) MB in the 2 s after; "
+              + "a healthy stream took \(idleLatency) idle, \(busyLatency) beside them")
+        #expect(peak - baseline <= 64, "RSS grew by \(peak - baseline) MB")
+        #expect(read == 0, "paused transfers read nothing more from the provider: \(read) bytes")
+        #expect(busyLatency < idleLatency * 4 + .milliseconds(500), "the healthy stream was held up")
+
+        raw.removeAll()  // closes the sockets: the calls are cancelled
+        let back = try await waitUntil(timeout: .seconds(20), interval: .milliseconds(250)) {
+            Self.rssMB(pid) <= baseline + 5
+        }
+        print("  after the connections closed: \(Self.rssMB(pid)) MB (baseline \(baseline) MB)")
+        #expect(back, "RSS \(Self.rssMB(pid)) MB, baseline \(baseline) MB")
+        #expect(try await Self.status(d)["calls_waiting_for_reader"] as? Int == 0)
+        _ = try await Self.healthyStream(healthy)
+    }
+
+    /// The Swift shim gives credit back only as the app takes chunks: a stream the app holds and does not iterate
+    /// is paused in the daemon (and so buffers at most a window in the app); once iterated, it arrives whole.
+    @Test func aStreamTheAppDoesNotIterateIsPausedThenArrivesWhole() async throws {
+        let d = try await DaemonUnderTest.start(fakePersonality: Personality(
+            name: "long", defaultStep: FaultStep(chunks: 2000, content: String(repeating: "word ", count: 100_000))))
+        defer { d.stop() }
+        let client = d.client()
+        let stream = try await client.stream(route: "default", body: chat("hold on"))
+        let paused = try await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) {
+            try await Self.status(d)["calls_waiting_for_reader"] as? Int == 1
+        }
+        #expect(paused, "the daemon stopped reading the provider for the stream nobody iterates")
+        var chunks = 0
+        for try await _ in stream { chunks += 1 }
+        #expect(chunks >= 2000, "every content chunk: \(chunks)")
+        #expect(stream.trailers?.error == nil)
+        #expect(try await Self.status(d)["calls_waiting_for_reader"] as? Int == 0)
+    }
+}
