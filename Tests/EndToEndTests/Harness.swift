@@ -170,6 +170,12 @@ final class DaemonUnderTest: @unchecked Sendable {
         BreakwaterClient(socketPath: socket, clientName: name)
     }
 
+    /// `breakwater status`'s answer, from a client of its own.
+    func status() async throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(try await client(name: "admin").admin("status")))
+            as? [String: Any] ?? [:]
+    }
+
     func stop() {
         daemon.stop()
         Task { [fake] in try? await fake.shutdown() }
@@ -201,6 +207,14 @@ func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, sockle
     return withUnsafePointer(to: &addr) { p in
         p.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
+}
+
+/// A process's resident memory (VmRSS, from /proc), in MB; 0 when it cannot be read.
+func residentMB(_ pid: Int32) -> Double {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+          let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+    return kb / 1024
 }
 
 /// A hand-driven protocol connection for the bad-input tests: writes arbitrary bytes, reads frames.

@@ -10,18 +10,6 @@ import Testing
 /// and after the connections close the memory goes back (malloc_trim once idle). Prints its figures:
 /// `swift test --filter NeverReadingClient`.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct NeverReadingClientTests {
-    /// The daemon's resident memory, from /proc, in MB.
-    static func rssMB(_ pid: Int32) -> Double {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-              let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
-        return kb / 1024
-    }
-
-    static func status(_ d: DaemonUnderTest) async throws -> [String: Any] {
-        try JSONSerialization.jsonObject(with: Data(try await d.client(name: "admin").admin("status"))) as? [String: Any] ?? [:]
-    }
-
     /// One healthy streamed call on its own connection, start to end.
     static func healthyStream(_ client: BreakwaterClient) async throws -> Duration {
         let started = ContinuousClock.now
@@ -55,7 +43,7 @@ import Testing
         let healthy = BreakwaterClient(socketPath: d.socket, clientName: "healthy")
         // The healthy route's answers are as long (one personality); what matters is that they are read.
         let idleLatency = try await Self.healthyStream(healthy)
-        let baseline = Self.rssMB(pid)
+        let baseline = residentMB(pid)
 
         let perConnection = 250 / c.connections
         var raw: [RawConnection] = []
@@ -75,19 +63,19 @@ import Testing
         var (paused, running) = (0, 0)
         // (Within the provider's 30 s total timeout, which goes on while a call is paused.)
         let allPaused = try await waitUntil(timeout: .seconds(20), interval: .milliseconds(250)) {
-            let s = try await Self.status(d)
+            let s = try await d.status()
             (paused, running) = (s["calls_waiting_for_reader"] as? Int ?? 0, s["calls_in_flight"] as? Int ?? -1)
             return paused == running && paused >= (c.window == nil ? 240 : 250)
         }
         #expect(allPaused, "\(paused) of \(running) calls in flight paused")
-        let readBefore = try await Self.status(d)["upstream_body_bytes"] as? Int ?? 0
-        var peak = Self.rssMB(pid)
+        let readBefore = try await d.status()["upstream_body_bytes"] as? Int ?? 0
+        var peak = residentMB(pid)
         // Nothing more comes in while they stay paused: sample a while and keep the highest.
         for _ in 0..<10 {
             try await Task.sleep(for: .milliseconds(200))
-            peak = max(peak, Self.rssMB(pid))
+            peak = max(peak, residentMB(pid))
         }
-        let read = (try await Self.status(d)["upstream_body_bytes"] as? Int ?? 0) - readBefore
+        let read = (try await d.status()["upstream_body_bytes"] as? Int ?? 0) - readBefore
         let readMB = Double(read) / 1_000_000
         let busyLatency = try await Self.healthyStream(healthy)
         print("never-reading client, \(c): 250 streams on \(c.connections) connection(s), window "
@@ -101,11 +89,11 @@ import Testing
 
         raw.removeAll()  // closes the sockets: the calls are cancelled
         let back = try await waitUntil(timeout: .seconds(20), interval: .milliseconds(250)) {
-            Self.rssMB(pid) <= baseline + 5
+            residentMB(pid) <= baseline + 5
         }
-        print("  after the connections closed: \(Self.rssMB(pid)) MB (baseline \(baseline) MB)")
-        #expect(back, "RSS \(Self.rssMB(pid)) MB, baseline \(baseline) MB")
-        #expect(try await Self.status(d)["calls_waiting_for_reader"] as? Int == 0)
+        print("  after the connections closed: \(residentMB(pid)) MB (baseline \(baseline) MB)")
+        #expect(back, "RSS \(residentMB(pid)) MB, baseline \(baseline) MB")
+        #expect(try await d.status()["calls_waiting_for_reader"] as? Int == 0)
         _ = try await Self.healthyStream(healthy)
     }
 
@@ -118,13 +106,13 @@ import Testing
         let client = d.client()
         let stream = try await client.stream(route: "default", body: chat("hold on"))
         let paused = try await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) {
-            try await Self.status(d)["calls_waiting_for_reader"] as? Int == 1
+            try await d.status()["calls_waiting_for_reader"] as? Int == 1
         }
         #expect(paused, "the daemon stopped reading the provider for the stream nobody iterates")
         var chunks = 0
         for try await _ in stream { chunks += 1 }
         #expect(chunks >= 2000, "every content chunk: \(chunks)")
         #expect(stream.trailers?.error == nil)
-        #expect(try await Self.status(d)["calls_waiting_for_reader"] as? Int == 0)
+        #expect(try await d.status()["calls_waiting_for_reader"] as? Int == 0)
     }
 }

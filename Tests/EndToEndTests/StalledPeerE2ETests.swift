@@ -3,8 +3,10 @@ import Foundation
 import Testing
 
 /// Stalled and surplus peers against the real daemon on its Unix socket: a silent connection, a frame cut in its
-/// header, and one connection over the per-uid cap each get their documented ERROR and are closed, while a
-/// healthy connection's calls go on. (Every timing edge is covered in virtual time by `StalledPeerTests`.)
+/// header, and one connection over the per-uid cap each get their documented ERROR and are closed; a request body
+/// that never ends fails its call with TIMEOUT and the connection goes on; meanwhile a healthy connection's calls
+/// keep their latency and the daemon's memory stays near idle. (Every timing edge is covered in virtual time by
+/// `StalledPeerTests`.)
 @Suite(.serialized, .timeLimit(.minutes(1))) struct StalledPeerE2ETests {
     @Test func stalledAndSurplusPeersAreClosedWithTheirCodes() async throws {
         let d = try await DaemonUnderTest.start(extraConfig: """
@@ -15,7 +17,14 @@ import Testing
             """)
         defer { d.stop() }
         let healthy = d.client()
-        _ = try await healthy.send(route: "default", body: chat("before"))  // connection 1 of 4
+        var usual: [Duration] = []
+        for _ in 0..<5 {  // connection 1 of 4
+            let t = ContinuousClock.now
+            _ = try await healthy.send(route: "default", body: chat("before"))
+            usual.append(ContinuousClock.now - t)
+        }
+        let typical = usual.sorted()[2]
+        let baseline = residentMB(d.daemon.pid)
 
         func expectClosed(_ c: RawConnection, with code: ErrorCode, within limit: Duration,
                           _ what: String) throws {
@@ -32,17 +41,37 @@ import Testing
         let cut = try RawConnection(path: d.socket)  // 3
         try cut.hello()
         cut.write(Array(Frame.ping(7).encoded().prefix(6)))
+        let stuckBody = try RawConnection(path: d.socket)  // 4
+        try stuckBody.hello()
+        stuckBody.write(CallRequest(route: "default", stream: false, timeoutMs: 1000).frame(streamID: 1))
+        stuckBody.write(.data(streamID: 1, Array(#"{"messages":"#.utf8)))  // and never the rest
+        let during = ContinuousClock.now
+        _ = try await healthy.send(route: "default", body: chat("during"))
+        let duringTook = ContinuousClock.now - during
         try expectClosed(silent, with: .stalled, within: .seconds(3), "no HELLO")
         try expectClosed(cut, with: .stalled, within: .seconds(3), "a frame cut in its header")
+        let timedOut = try #require(try stuckBody.read(), "a body that never ends: its call's ERROR")
+        #expect(timedOut.type == .error && timedOut.streamID == 1)
+        #expect(try ErrorMessage(frame: timedOut).code == .timeout)
+        stuckBody.write(Frame.ping(9))
+        #expect(try stuckBody.read()?.type == .pong, "the connection itself goes on")
 
         let second = try RawConnection(path: d.socket)  // 2 again
         let third = try RawConnection(path: d.socket)  // 3
-        let fourth = try RawConnection(path: d.socket)  // 4
-        for c in [second, third, fourth] { try c.hello() }
+        for c in [second, third] { try c.hello() }
         let fifth = try RawConnection(path: d.socket)
         try expectClosed(fifth, with: .tooManyConnections, within: .seconds(1), "a fifth connection of this uid")
 
+        let t = ContinuousClock.now
         let after = try await healthy.send(route: "default", body: chat("after"))
+        let afterTook = ContinuousClock.now - t
         #expect(after.head.status == 200, "the healthy connection carried on")
+        let grew = residentMB(d.daemon.pid) - baseline
+        print("stalled peers: a healthy call took \(typical) usually, \(duringTook) beside them, \(afterTook) after; "
+              + "daemon RSS +\(grew) MB")
+        for took in [duringTook, afterTook] {
+            #expect(took < typical * 5 + .milliseconds(100), "a healthy call took \(took), usually \(typical)")
+        }
+        #expect(grew <= 16)
     }
 }
