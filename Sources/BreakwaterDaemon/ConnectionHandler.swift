@@ -59,7 +59,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var streamWindow: Int?
     /// The write buffer toward the app is over its high-water mark: every call on the connection stops reading
     /// its provider until it drains below the low mark (`channelWritabilityChanged`).
-    private(set) var isBackpressured = false
+    private var isBackpressured = false
     /// This connection holds one of the daemon's connection slots (max_connections, max_connections_per_uid).
     private var admitted = false
     /// When the connection must have sent its HELLO (nil once it has).

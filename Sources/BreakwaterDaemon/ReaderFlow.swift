@@ -36,9 +36,6 @@ final class ReaderFlow: Sendable {
         blocked.load(ordering: .sequentiallyConsistent) || credit.load(ordering: .sequentiallyConsistent) <= 0
     }
 
-    /// The credit left (for tests and `status`).
-    var available: Int { credit.load(ordering: .relaxed) }
-
     /// Engine thread, before a chunk is handed over: whether to pause instead.
     func shouldPause() -> Bool {
         guard mustPause, !ended.load(ordering: .sequentiallyConsistent) else { return false }
