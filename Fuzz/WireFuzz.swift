@@ -37,6 +37,7 @@ func decodeMessage(_ frame: Frame) {
         case .goAway: _ = try GoAway(frame: frame).frame()
         case .notice: _ = try CallNotice(frame: frame).frame(streamID: frame.streamID)
         case .admin: _ = try AdminRequest(frame: frame).frame(streamID: frame.streamID)
+        case .windowUpdate: _ = try WindowUpdate(frame: frame).frame(streamID: frame.streamID)
         case .data, .cancel, .ping, .pong, .started: _ = frame.encoded()
         }
     } catch {
