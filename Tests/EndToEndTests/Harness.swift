@@ -209,11 +209,13 @@ func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, sockle
     }
 }
 
-/// A process's resident memory (VmRSS, from /proc), in MB; 0 when it cannot be read.
-func residentMB(_ pid: Int32) -> Double {
+/// A process's resident memory (VmRSS, from /proc), in MB; 0 when it cannot be read. `field` picks another line
+/// of /proc/PID/status: `RssAnon` (its heap and stacks), `RssFile` (pages of its executable and libraries).
+func residentMB(_ pid: Int32, _ field: String = "VmRSS") -> Double {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-          let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+          let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+    else { return 0 }
     return kb / 1024
 }
 
