@@ -42,6 +42,18 @@ fi
 passed=$(sed -n 's/^[✔━] Test run with \([0-9]*\) tests\{0,1\} .*/\1/p' "$tmp/test.log")
 echo "$passed passed, 0 failed"
 
+echo "== Python client (clients/python: pytest, against the daemon and fake provider just built)"
+venv=.build/python-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check pytest ./clients/python
+if ! BREAKWATER_BIN_DIR="$PWD/.build/debug" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+        clients/python/tests > "$tmp/pytest.log" 2>&1; then
+    tail -n 60 "$tmp/pytest.log"
+    echo "Python client tests FAILED"
+    exit 1
+fi
+tail -n 1 "$tmp/pytest.log"
+
 # Coverage-guided fuzzing of the wire decoders, the provider parsers and the config/policy loaders, 45 s per
 # target: any crash fails.
 scripts/fuzz.sh 45

@@ -28,6 +28,8 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
         var cursor = 0
         var pending: Scheduled<Void>?
         var finished = false
+        /// Waiting for the client to take more bytes (the channel is not writable) before the next body part.
+        var waitingForRoom = false
 
         init(ticket: ChatTicket, plan: ResponsePlan, version: HTTPVersion, keepAlive: Bool, receivedAt: NIODeadline) {
             self.ticket = ticket
@@ -76,6 +78,14 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
             requestHead = nil
             route(head, context: context)
         }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let exchange, exchange.waitingForRoom, !exchange.finished {
+            exchange.waitingForRoom = false
+            run(exchange, context: context)
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -205,6 +215,13 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
         exchange.pending = nil
         let actions = exchange.plan.actions
         while !exchange.finished, exchange.cursor < actions.count {
+            // Like a real server, generate no more of the answer than TCP takes: a client that stops reading
+            // holds the answer back here (and `completed` stays unset) instead of it piling up in our buffers.
+            if case .body = actions[exchange.cursor], !context.channel.isWritable {
+                context.flush()
+                exchange.waitingForRoom = true
+                return
+            }
             let action = actions[exchange.cursor]
             exchange.cursor += 1
             switch action {

@@ -1,0 +1,126 @@
+"""A real `fake-provider` and `breakwaterd` for the client tests (the binaries from `swift build`, or the directory
+in $BREAKWATER_BIN_DIR), on a temporary Unix socket."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+import urllib.request
+from typing import Any, Dict, Iterator, Optional
+
+import pytest
+
+import breakwater
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+def bin_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("BREAKWATER_BIN_DIR", str(ROOT / ".build" / "debug")))
+
+
+class Fake:
+    """The fake provider: its base URL, its stats and personality over its control endpoints."""
+
+    def __init__(self, personality: Optional[Dict[str, Any]] = None) -> None:
+        args = [str(bin_dir() / "fake-provider"), "--port", "0"]
+        self._dir = tempfile.TemporaryDirectory()
+        if personality is not None:
+            path = pathlib.Path(self._dir.name) / "personality.json"
+            path.write_text(json.dumps(personality))
+            args += ["--personality", str(path)]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        info = json.loads(line)
+        self.base_url: str = info["base_url"]
+        self.origin: str = info["origin"]
+
+    def stats(self) -> Dict[str, Any]:
+        with urllib.request.urlopen(self.origin + "/_fake/stats", timeout=5) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+    def script(self, *steps: Dict[str, Any]) -> None:
+        """The next requests' answers, one step each (status, delays, chunks, faults; see FaultStep)."""
+        self._post("/_fake/script", list(steps))
+
+    def personality(self, p: Dict[str, Any]) -> None:
+        self._post("/_fake/personality", p)
+
+    def _post(self, path: str, body: Any) -> None:
+        req = urllib.request.Request(self.origin + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            r.read()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self._dir.cleanup()
+
+
+class Daemon:
+    """`breakwaterd` on a temporary socket, with the fake as provider `fake` (route `default`) and whatever else
+    `extra` adds to the config."""
+
+    def __init__(self, fake: Fake, extra: str = "", retry: str = "{retry_count: 2, backoff_base: 10ms}") -> None:
+        self.dir = tempfile.TemporaryDirectory()
+        self.socket = os.path.join(self.dir.name, "bw.sock")
+        config = os.path.join(self.dir.name, "breakwater.yaml")
+        pathlib.Path(config).write_text(
+            "providers:\n"
+            "  fake:\n"
+            "    kind: openai\n"
+            "    base_url: %s\n"
+            "    api_key_env: BW_TEST_KEY\n"
+            "    http_version: \"1.1\"\n"
+            "    retry_config: %s\n"
+            "routes:\n"
+            "  default:\n"
+            "    - provider: fake\n"
+            "      model: gpt-4o-mini\n"
+            "%s" % (fake.base_url, retry, extra))
+        self.log = open(os.path.join(self.dir.name, "daemon.log"), "wb")
+        self.process = subprocess.Popen(
+            [str(bin_dir() / "breakwaterd"), "--config", config, "--socket", self.socket],
+            env={**os.environ, "BW_TEST_KEY": "sk-test"}, stdout=self.log, stderr=subprocess.STDOUT)
+        with breakwater.Client(self.socket) as probe:
+            probe.wait_ready(20)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.log.close()
+        self.dir.cleanup()
+
+
+def wait_until(condition: Any, timeout: float = 10.0) -> bool:
+    """Polls `condition` until it holds or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return bool(condition())
+
+
+def chat(text: str) -> Dict[str, Any]:
+    return {"messages": [{"role": "user", "content": text}]}
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    f = Fake()
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def daemon(fake: Fake) -> Iterator[Daemon]:
+    d = Daemon(fake)
+    yield d
+    d.stop()
