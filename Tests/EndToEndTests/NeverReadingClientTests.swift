@@ -106,7 +106,7 @@ import Testing
         print("never-reading client, \(c): 250 streams on \(c.connections) connection(s), window "
               + "\(c.window.map(String.init) ?? "none"): daemon RSS \(baseline) MB idle, \(peak) MB peak "
               + "(+\(peak - baseline) MB); \(paused) calls paused (\(failed) failed) after \(Double(readBefore) / 1_000_000) MB read from "
-              + "the provider (the 250 answers are 125 MB), \(readMB) MB in the 2 s after, the provider's answers written whole \(provider.completed - completedBefore) of 250; "
+              + "the provider (the 250 answers are 125 MB), \(readMB) MB in the 2 s after, the provider wrote \(provider.completed - completedBefore) of 250 answers whole (into loopback TCP buffers, which hold 0.5 MB); "
               + "a healthy stream took \(idleLatency) idle, \(busyLatency) beside them")
         #expect(peak - baseline <= 64, "RSS grew by \(peak - baseline) MB")
         #expect(read == 0, "paused transfers read nothing more from the provider: \(read) bytes")
