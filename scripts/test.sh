@@ -45,7 +45,7 @@ echo "$passed passed, 0 failed"
 echo "== Python client (clients/python: pytest, against the daemon and fake provider just built)"
 venv=.build/python-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check pytest ./clients/python
+"$venv/bin/pip" install -q --disable-pip-version-check "./clients/python[test]"   # pytest, httpx, openai
 if ! BREAKWATER_BIN_DIR="$PWD/.build/debug" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
         clients/python/tests > "$tmp/pytest.log" 2>&1; then
     tail -n 60 "$tmp/pytest.log"

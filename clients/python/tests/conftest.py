@@ -66,7 +66,9 @@ class Daemon:
     """`breakwaterd` on a temporary socket, with the fake as provider `fake` (route `default`) and whatever else
     `extra` adds to the config."""
 
-    def __init__(self, fake: Fake, extra: str = "", retry: str = "{retry_count: 2, backoff_base: 10ms}") -> None:
+    def __init__(self, fake: Fake, extra: str = "", retry: str = "{retry_count: 2, backoff_base: 10ms}",
+                 backup: Optional[Fake] = None) -> None:
+        """`backup`: a second provider, and route `chain`: [fake, backup]."""
         self.dir = tempfile.TemporaryDirectory()
         self.socket = os.path.join(self.dir.name, "bw.sock")
         config = os.path.join(self.dir.name, "breakwater.yaml")
@@ -78,11 +80,20 @@ class Daemon:
             "    api_key_env: BW_TEST_KEY\n"
             "    http_version: \"1.1\"\n"
             "    retry_config: %s\n"
+            "%s"
             "routes:\n"
             "  default:\n"
             "    - provider: fake\n"
             "      model: gpt-4o-mini\n"
-            "%s" % (fake.base_url, retry, extra))
+            "%s"
+            "%s" % (fake.base_url, retry,
+                    "" if backup is None else
+                    "  backup:\n    kind: openai\n    base_url: %s\n    api_key_env: BW_TEST_KEY\n"
+                    "    http_version: \"1.1\"\n" % backup.base_url,
+                    "" if backup is None else
+                    "  chain:\n    - provider: fake\n      model: gpt-4o-mini\n    - provider: backup\n"
+                    "      model: gpt-4o\n",
+                    extra))
         self.log = open(os.path.join(self.dir.name, "daemon.log"), "wb")
         self.process = subprocess.Popen(
             [str(bin_dir() / "breakwaterd"), "--config", config, "--socket", self.socket],
