@@ -67,8 +67,8 @@ class Daemon:
     `extra` adds to the config."""
 
     def __init__(self, fake: Fake, extra: str = "", retry: str = "{retry_count: 2, backoff_base: 10ms}",
-                 backup: Optional[Fake] = None) -> None:
-        """`backup`: a second provider, and route `chain`: [fake, backup]."""
+                 backup: Optional[Fake] = None, policy: Optional[str] = None) -> None:
+        """`backup`: a second provider, and route `chain`: [fake, backup]. `policy`: a policy file's text."""
         self.dir = tempfile.TemporaryDirectory()
         self.socket = os.path.join(self.dir.name, "bw.sock")
         config = os.path.join(self.dir.name, "breakwater.yaml")
@@ -94,12 +94,30 @@ class Daemon:
                     "  chain:\n    - provider: fake\n      model: gpt-4o-mini\n    - provider: backup\n"
                     "      model: gpt-4o\n",
                     extra))
-        self.log = open(os.path.join(self.dir.name, "daemon.log"), "wb")
-        self.process = subprocess.Popen(
-            [str(bin_dir() / "breakwaterd"), "--config", config, "--socket", self.socket],
-            env={**os.environ, "BW_TEST_KEY": "sk-test"}, stdout=self.log, stderr=subprocess.STDOUT)
+        self.arguments = [str(bin_dir() / "breakwaterd"), "--config", config, "--socket", self.socket]
+        if policy is not None:
+            pathlib.Path(self.dir.name, "policy.yaml").write_text(policy)
+            self.arguments += ["--policy", os.path.join(self.dir.name, "policy.yaml")]
+        self.log = open(os.path.join(self.dir.name, "daemon.log"), "ab")
+        self.process = self._spawn()
+
+    def _spawn(self) -> "subprocess.Popen[bytes]":
+        process = subprocess.Popen(self.arguments, env={**os.environ, "BW_TEST_KEY": "sk-test"}, stdout=self.log,
+                                   stderr=subprocess.STDOUT)
         with breakwater.Client(self.socket) as probe:
             probe.wait_ready(20)
+        return process
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL (no GOAWAY: calls in flight are cut), then a new daemon on the same socket."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process = self._spawn()
+
+    def cli(self, *args: str) -> "subprocess.CompletedProcess[str]":
+        """The `breakwater` CLI against this daemon."""
+        return subprocess.run([str(bin_dir() / "breakwater"), *args, "--socket", self.socket], capture_output=True,
+                              text=True, timeout=30)
 
     def stop(self) -> None:
         if self.process.poll() is None:
