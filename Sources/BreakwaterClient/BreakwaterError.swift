@@ -36,9 +36,13 @@ public struct BreakwaterError: Error, Sendable, Hashable, CustomStringConvertibl
     /// For upstream errors: the provider that failed.
     public var provider: String?
     public var retryAfterMs: UInt32?
+    /// For a call that failed after walking its route: each target tried or skipped, in order — provider, model,
+    /// what happened (`outcome`, `failure`, `upstreamStatus`), the wait chosen and what the daemon did next.
+    public var attempts: [AttemptReport]
 
     public init(_ kind: Kind, code: ErrorCode? = nil, _ message: String, upstreamStatus: UInt16? = nil,
-                provider: String? = nil, retryAfterMs: UInt32? = nil) {
+                provider: String? = nil, retryAfterMs: UInt32? = nil, attempts: [AttemptReport] = []) {
+        self.attempts = attempts
         self.kind = kind
         self.code = code
         self.message = message
@@ -49,7 +53,7 @@ public struct BreakwaterError: Error, Sendable, Hashable, CustomStringConvertibl
 
     init(_ m: ErrorMessage, connection: Bool) {
         self.init(connection ? .connection : .call, code: m.code, m.message, upstreamStatus: m.upstreamStatus,
-                  provider: m.provider, retryAfterMs: m.retryAfterMs)
+                  provider: m.provider, retryAfterMs: m.retryAfterMs, attempts: m.attempts)
     }
 
     /// Safe to send again: the daemon never started the call upstream.

@@ -37,10 +37,36 @@ final class CallDriver {
         case finished
     }
 
-    /// One attempt, for the final error and the logs.
+    /// One step of the walk — a target tried or skipped — for the final error (readable and as `AttemptReport`).
     struct AttemptRecord {
-        var target: String
+        var target: ResolvedTarget
+        /// `AttemptReport.outcome`: what happened.
+        var outcome: String
         var what: String
+        var failure: FailureKind? = nil
+        var status: Int? = nil
+        var wait: Duration? = nil
+        var then: String? = nil
+        var retryBudgetRefused = false
+
+        var report: AttemptReport {
+            AttemptReport(provider: target.provider.name, model: target.model, outcome: outcome,
+                          failure: failure?.rawValue, upstreamStatus: status.map { UInt16(clamping: $0) },
+                          waitMs: wait.map { UInt32(clamping: max(0, $0.nanoseconds / 1_000_000)) }, then: then,
+                          retryBudgetRefused: retryBudgetRefused, message: what)
+        }
+
+        /// `AttemptReport.outcome` for an attempt whose request went out (or was to) and failed.
+        static func outcome(of attempt: AttemptOutcome) -> String {
+            switch attempt {
+            case .success, .status: "error_status"
+            case .streamError: "stream_error"
+            case .transport(.timeout): "timed_out"
+            case .transport(.connectFailed), .transport(.connectionReset): "unreachable"
+            case .transport(.malformedResponse): "malformed"
+            case .transport(.localConfiguration): "configuration"
+            }
+        }
     }
 
     /// The last failure seen: what the app is told when nothing answers.
@@ -66,8 +92,8 @@ final class CallDriver {
 
         var firstOnTarget: Bool { retriesOnTarget == 0 && pacedRetriesOnTarget == 0 }
 
-        mutating func note(_ target: ResolvedTarget, _ what: String) {
-            records.append(AttemptRecord(target: target.label, what: what))
+        mutating func note(_ target: ResolvedTarget, _ outcome: String, _ what: String, wait: Duration? = nil) {
+            records.append(AttemptRecord(target: target, outcome: outcome, what: what, wait: wait))
         }
 
         mutating func advance() {
@@ -248,6 +274,9 @@ final class CallDriver {
     /// budget, rate limits).
     private func moveOn(from target: ResolvedTarget, reason: String, errorClass: String?) {
         let next = walk.targetIndex + 1 < chain.count ? chain[walk.targetIndex + 1].label : nil
+        if let last = walk.records.indices.last, walk.records[last].then == nil {
+            walk.records[last].then = next == nil ? "gave_up" : "moved_on"
+        }
         shared.audit(.fallback, subject) { e in
             e[.fallbackFrom] = target.label
             e[.fallbackTo] = next
@@ -287,28 +316,29 @@ final class CallDriver {
     private func begin(_ target: ResolvedTarget, place: AttemptHolds?) -> Begin {
         let now = shared.resilience.clock.now()
         var holds = place ?? AttemptHolds(target: target)
-        func skip(_ what: String, _ failure: Failure?, keepEarlier: Bool = false) -> Begin {
+        func skip(_ outcome: String, _ what: String, _ failure: Failure?, keepEarlier: Bool = false) -> Begin {
             holds.giveBack(to: shared)
-            walk.note(target, what)
+            walk.note(target, outcome, what)
             if let failure { walk.lastFailure = keepEarlier ? walk.lastFailure ?? failure : failure }
             return .skipped
         }
         guard now < deadline else {
             walk.targetIndex = chain.count - 1  // nothing after this one is tried either
-            return skip("not tried: the call's deadline passed", Failure(code: .timeout, provider: target.provider.name))
+            return skip("deadline", "not tried: the call's deadline passed",
+                        Failure(code: .timeout, provider: target.provider.name))
         }
         if walk.targetIndex > 0, let governance = shared.governance, var pass = access {
             // Every fallback target passes the same policy check as the first (its model may be out of scope).
             pass.pass = .fallback
             pass.model = target.model
             if case .deny(let rule, _, let reason) = governance.authorize(pass) {
-                return skip("skipped by policy: \(reason) (\(rule))",
+                return skip("policy", "skipped by policy: \(reason) (\(rule))",
                             Failure(code: .forbidden, provider: target.provider.name), keepEarlier: true)
             }
         }
         switch shared.resilience.acquire(target) {
         case .rejected:
-            return skip("skipped: circuit breaker open",
+            return skip("breaker_open", "skipped: circuit breaker open",
                         Failure(code: .upstreamUnavailable, provider: target.provider.name), keepEarlier: true)
         case .probe:
             holds.holdProbe()
@@ -316,7 +346,8 @@ final class CallDriver {
             break
         }
         guard !target.provider.apiKeys.isEmpty else {
-            return skip("no API key configured", Failure(code: .noCredential, provider: target.provider.name))
+            return skip("no_credential", "no API key configured",
+                        Failure(code: .noCredential, provider: target.provider.name))
         }
         let tokens = tokenEstimate
         if holds.key == nil {
@@ -335,7 +366,7 @@ final class CallDriver {
                 holds.hold(budget: hold)
             case let refusal:
                 shared.auditDecision(refusal.decision, subject, model: target.model)
-                return skip("refused by budget: \(refusal)",
+                return skip("budget", "refused by budget: \(refusal)",
                             Failure(code: .budgetExceeded, provider: target.provider.name))
             }
         }
@@ -346,7 +377,7 @@ final class CallDriver {
         do {
             http = try target.provider.adapter.makeRequest(chat, model: target.model, apiKey: apiKey.value)
         } catch {
-            return skip("request not translatable: \(error.message)",
+            return skip("not_translatable", "request not translatable: \(error.message)",
                         Failure(code: .badRequest, provider: target.provider.name))
         }
         if walk.firstOnTarget { shared.resilience.recordFirstAttempt(target.provider) }
@@ -390,13 +421,13 @@ final class CallDriver {
         let busyFor = "rate limits: every key is busy for " + RetryPlanner.format(busy)
         let limited = Failure(code: .rateLimited, provider: target.provider.name, retryAfter: busy)
         if walk.pacedOnTarget + busy > maxWait, laterTargetReady() {
-            walk.note(target, busyFor + ", longer than max_retry_wait")
+            walk.note(target, "keys_busy", busyFor + ", longer than max_retry_wait", wait: busy)
             walk.lastFailure = limited
             return .skipped
         }
         guard let (index, at) = shared.resilience.reserveKey(target.provider, tokens: tokens,
                                                              notAfter: deadline - .milliseconds(1)) else {
-            walk.note(target, busyFor + ", past the call's deadline")
+            walk.note(target, "keys_busy", busyFor + ", past the call's deadline", wait: busy)
             walk.lastFailure = limited
             return .skipped
         }
@@ -481,7 +512,9 @@ final class CallDriver {
             if classification != nil { e.reason = result.reason }
         }
         guard let classification else { return finish(.answered(result.usage), result.frames) }
-        walk.note(target, result.reason)
+        walk.note(target, AttemptRecord.outcome(of: result.outcome), result.reason)
+        walk.records[walk.records.count - 1].failure = classification.kind
+        walk.records[walk.records.count - 1].status = result.upstreamStatus
         walk.lastFailure = Failure(code: Self.code(for: classification.kind, result.outcome),
                                    status: result.upstreamStatus, provider: target.provider.name,
                                    retryAfter: result.rateLimit.suggestedWait)
@@ -513,6 +546,7 @@ final class CallDriver {
         // The host-wide budget is asked only for a retry that would really happen, so it counts real retries.
         if case .retry = step, !shared.resilience.tryRetry(target.provider) {
             input.budgetAllows = false
+            walk.records[walk.records.count - 1].retryBudgetRefused = true
             step = RetryPlanner.decide(input, retry: target.provider.retry, fallback: fallback)
         }
         if case .retry = step {} else if counted, !attempt.holds.probe {
@@ -520,6 +554,8 @@ final class CallDriver {
         }
         switch step {
         case .retry(let delay):
+            walk.records[walk.records.count - 1].then = "retried"
+            walk.records[walk.records.count - 1].wait = delay
             if RetryPlanner.isPaced(input, retry: target.provider.retry) {
                 walk.pacedRetriesOnTarget += 1
             } else {
@@ -535,10 +571,12 @@ final class CallDriver {
             wait(delay, then: target, place: nil)
         case .nextTarget(let reason):
             walk.records[walk.records.count - 1].what += "; moving on: " + reason
+            walk.records[walk.records.count - 1].then = "moved_on"
             moveOn(from: target, reason: reason, errorClass: "\(classification.kind)")
             tryNextTarget()
         case .fail(let reason):
             walk.records[walk.records.count - 1].what += "; " + reason
+            walk.records[walk.records.count - 1].then = "gave_up"
             fail()
         }
     }
@@ -547,14 +585,14 @@ final class CallDriver {
     private func fail() {
         guard !isFinished else { return }
         let failure = walk.lastFailure ?? Failure(code: .upstreamUnavailable, provider: nil)
-        let list = walk.records.enumerated().map { "\($0.offset + 1). \($0.element.target): \($0.element.what)" }
+        let list = walk.records.enumerated().map { "\($0.offset + 1). \($0.element.target.label): \($0.element.what)" }
         let message = "all \(chain.count) target(s) of the route failed: " + list.joined(separator: " | ")
         let status = failure.status.flatMap { (200..<300).contains($0) ? nil : UInt16(clamping: $0) }
         let retryAfterMs = failure.code == .rateLimited
             ? failure.retryAfter.map { UInt32(clamping: max(1, $0.nanoseconds / 1_000_000)) } : nil
         finish(.failed(failure.code), [
             ErrorMessage(code: failure.code, message: message, upstreamStatus: status, provider: failure.provider,
-                         retryAfterMs: retryAfterMs).frame(streamID: streamID),
+                         retryAfterMs: retryAfterMs, attempts: walk.records.map(\.report)).frame(streamID: streamID),
         ])
     }
 

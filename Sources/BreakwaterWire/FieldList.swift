@@ -71,6 +71,11 @@ public struct FieldReader: Sendable {
         }
     }
 
+    /// Every field with this tag, in order: for the nested lists whose every entry has one tag (ERROR's attempts).
+    public func all(_ tag: UInt16) -> [ArraySlice<UInt8>] {
+        fields.filter { $0.tag == tag }.map { payload[$0.range] }
+    }
+
     /// The first field with this tag (later duplicates are ignored, as the spec says).
     public func raw(_ tag: UInt16) -> ArraySlice<UInt8>? {
         for f in fields where f.tag == tag { return payload[f.range] }

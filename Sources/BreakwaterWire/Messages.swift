@@ -358,8 +358,79 @@ public struct CallTrailers: Sendable, Hashable {
 
 /// ERROR: on stream 0 a connection error (the connection closes after it); on a call's stream, that call failed
 /// before its RESPONSE (or was cancelled) and nothing more comes for it.
+/// One step of a failed call's walk along its route (PROTOCOL.md, ERROR's `attempts`): a target tried, or skipped,
+/// and what came of it. Readable values only: never prompts, completions or keys.
+public struct AttemptReport: Sendable, Hashable {
+    enum Tag: UInt16 {
+        case provider = 1, model = 2, outcome = 3, failure = 4, upstreamStatus = 5, waitMs = 6, then = 7
+        case retryBudgetRefused = 8, message = 9
+    }
+
+    /// The configured provider and the model asked of it.
+    public var provider: String
+    public var model: String
+    /// What happened: `error_status`, `timed_out`, `unreachable`, `malformed`, `stream_error`, `configuration`
+    /// (the request went out, or was to); `breaker_open`, `keys_busy`, `policy`, `budget`, `deadline`,
+    /// `no_credential`, `not_translatable` (the target was skipped). Others may come: treat unknown ones as opaque.
+    public var outcome: String
+    /// For a failure: its class (`transient`, `rate_limited`, `quota_exhausted`, `auth`, `not_found`,
+    /// `bad_request`, `configuration`), which decides retries and fallback.
+    public var failure: String?
+    public var upstreamStatus: UInt16?
+    /// The wait chosen after this step: the backoff or Retry-After before a retry, or the wait for a free key that
+    /// was too long.
+    public var waitMs: UInt32?
+    /// What the daemon did next: `retried`, `moved_on` (to the next target) or `gave_up`.
+    public var then: String?
+    /// The retry budget refused the retry this failure would have had.
+    public var retryBudgetRefused: Bool
+    /// Readable detail.
+    public var message: String?
+
+    public init(provider: String, model: String, outcome: String, failure: String? = nil,
+                upstreamStatus: UInt16? = nil, waitMs: UInt32? = nil, then: String? = nil,
+                retryBudgetRefused: Bool = false, message: String? = nil) {
+        self.provider = provider
+        self.model = model
+        self.outcome = outcome
+        self.failure = failure
+        self.upstreamStatus = upstreamStatus
+        self.waitMs = waitMs
+        self.then = then
+        self.retryBudgetRefused = retryBudgetRefused
+        self.message = message
+    }
+
+    func fields() -> [UInt8] {
+        var w = FieldWriter()
+        w.string(Tag.provider.rawValue, provider)
+        w.string(Tag.model.rawValue, model)
+        w.string(Tag.outcome.rawValue, outcome)
+        w.string(Tag.failure.rawValue, failure)
+        if let upstreamStatus { w.uint16(Tag.upstreamStatus.rawValue, upstreamStatus) }
+        w.uint32(Tag.waitMs.rawValue, waitMs)
+        w.string(Tag.then.rawValue, then)
+        if retryBudgetRefused { w.uint8(Tag.retryBudgetRefused.rawValue, 1) }
+        w.string(Tag.message.rawValue, message)
+        return w.bytes
+    }
+
+    init(fields: ArraySlice<UInt8>) throws(WireError) {
+        let r = try FieldReader(Array(fields), what: .error)
+        provider = try r.string(Tag.provider.rawValue, .error) ?? ""
+        model = try r.string(Tag.model.rawValue, .error) ?? ""
+        outcome = try r.string(Tag.outcome.rawValue, .error) ?? ""
+        failure = try r.string(Tag.failure.rawValue, .error)
+        upstreamStatus = try r.uint16(Tag.upstreamStatus.rawValue, .error)
+        waitMs = try r.uint32(Tag.waitMs.rawValue, .error)
+        then = try r.string(Tag.then.rawValue, .error)
+        retryBudgetRefused = try r.bool(Tag.retryBudgetRefused.rawValue, .error) ?? false
+        message = try r.string(Tag.message.rawValue, .error)
+    }
+}
+
 public struct ErrorMessage: Sendable, Hashable, Error {
-    enum Tag: UInt16 { case code = 1, message = 2, upstreamStatus = 3, provider = 4, retryAfterMs = 5 }
+    enum Tag: UInt16 { case code = 1, message = 2, upstreamStatus = 3, provider = 4, retryAfterMs = 5, attempts = 6 }
 
     public var code: ErrorCode
     /// Readable, and safe: never contains prompts, completions, tokens or keys.
@@ -370,9 +441,12 @@ public struct ErrorMessage: Sendable, Hashable, Error {
     public var provider: String?
     /// A hint for when trying again makes sense.
     public var retryAfterMs: UInt32?
+    /// For a call that failed after walking its route: each target tried or skipped, in order.
+    public var attempts: [AttemptReport]
 
     public init(code: ErrorCode, message: String, upstreamStatus: UInt16? = nil, provider: String? = nil,
-                retryAfterMs: UInt32? = nil) {
+                retryAfterMs: UInt32? = nil, attempts: [AttemptReport] = []) {
+        self.attempts = attempts
         self.code = code
         self.message = message
         self.upstreamStatus = upstreamStatus
@@ -391,6 +465,12 @@ public struct ErrorMessage: Sendable, Hashable, Error {
         if let upstreamStatus { w.uint16(Tag.upstreamStatus.rawValue, upstreamStatus) }
         w.string(Tag.provider.rawValue, provider)
         w.uint32(Tag.retryAfterMs.rawValue, retryAfterMs)
+        if !attempts.isEmpty {
+            // A nested field list: one field of tag 1 per attempt, in order (the only list where a tag repeats).
+            var list = FieldWriter()
+            for a in attempts { list.bytes(1, a.fields()) }
+            w.bytes(Tag.attempts.rawValue, list.bytes)
+        }
         return Frame(streamID: streamID, type: .error, payload: w.bytes)
     }
 
@@ -404,6 +484,14 @@ public struct ErrorMessage: Sendable, Hashable, Error {
         upstreamStatus = try r.uint16(Tag.upstreamStatus.rawValue, .error)
         provider = try r.string(Tag.provider.rawValue, .error)
         retryAfterMs = try r.uint32(Tag.retryAfterMs.rawValue, .error)
+        if let nested = r.bytes(Tag.attempts.rawValue) {
+            let list = try FieldReader(nested, what: .error)
+            var found: [AttemptReport] = []
+            for entry in list.all(1) { found.append(try AttemptReport(fields: entry)) }
+            attempts = found
+        } else {
+            attempts = []
+        }
     }
 }
 

@@ -154,6 +154,20 @@ vector("52-window-update-past-max", "WINDOW_UPDATE with an increment of 2^31, pa
        "WINDOW_UPDATE", 5, 0, u32(1 << 31), expect="PROTOCOL_ERROR")
 vector("53-hello-stream-window-zero", "Client HELLO with a stream_window of 0.",
        "HELLO", 0, 0, MAGIC + fields((1, u16(1)), (2, u16(1)), (11, u32(0))), expect="PROTOCOL_ERROR")
+ATTEMPT_1 = fields((1, b"openai"), (2, b"gpt-4o-mini"), (3, b"error_status"), (4, b"transient"), (5, u16(503)),
+                   (6, u32(100)), (7, b"retried"), (9, b"HTTP 503: overloaded"))
+ATTEMPT_2 = fields((1, b"openai"), (2, b"gpt-4o-mini"), (3, b"error_status"), (4, b"transient"), (5, u16(503)),
+                   (7, b"moved_on"), (8, u8(1)), (9, b"HTTP 503: overloaded; moving on: retry budget refused"))
+ATTEMPT_3 = fields((1, b"anthropic"), (2, b"claude-sonnet"), (3, b"breaker_open"), (7, b"gave_up"),
+                   (9, b"skipped: circuit breaker open"))
+vector("54-error-attempts", "ERROR on stream 5 after the route's walk: each target tried or skipped, in order.",
+       "ERROR", 5, 0, fields((1, u16(CODES["UPSTREAM_ERROR"])), (2, b"all 2 target(s) of the route failed"),
+                             (3, u16(503)), (4, b"openai"),
+                             (6, fields((1, ATTEMPT_1), (1, ATTEMPT_2), (1, ATTEMPT_3)))))
+vector("55-error-attempt-bool-two", "ERROR whose attempt says retry_budget_refused (a bool) is 2.",
+       "ERROR", 5, 0, fields((1, u16(CODES["UPSTREAM_ERROR"])), (2, b"x"),
+                             (6, fields((1, fields((1, b"p"), (2, b"m"), (3, b"error_status"), (8, u8(2))))))),
+       expect="PROTOCOL_ERROR")
 vector("21-reserved-bit", "PING with the stream id's reserved top bit set.",
        "PING", 0x80000000, 0, bytes(8), expect="PROTOCOL_ERROR")
 vector("22-undefined-flag", "DATA with flag bit 0x80, which v1 does not define.",

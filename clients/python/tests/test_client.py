@@ -192,3 +192,15 @@ def test_wait_ready(fake: Fake) -> None:
         d.stop()
     with pytest.raises(breakwater.DaemonUnavailable):
         breakwater.Client(d.socket).wait_ready(0.3)
+
+
+def test_a_failed_call_carries_its_attempts(fake: Fake, daemon: Daemon) -> None:
+    # retry_count 2 (the fixture's config): three attempts, two retries after a backoff, then it gives up.
+    fake.script({"status": 503}, {"status": 503}, {"status": 503})
+    with pytest.raises(breakwater.UpstreamError) as e:
+        breakwater.Client(daemon.socket).send("default", chat("x"))
+    attempts = e.value.attempts
+    assert [a.outcome for a in attempts] == ["error_status"] * 3, attempts
+    assert [a.then for a in attempts] == ["retried", "retried", "gave_up"]
+    assert all(a.upstream_status == 503 and a.failure == "transient" and a.provider == "fake" for a in attempts)
+    assert attempts[0].wait_ms is not None

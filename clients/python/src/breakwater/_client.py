@@ -45,8 +45,7 @@ def _usage(t: CallTrailers) -> Usage:
 
 def _trailer_error(t: CallTrailers, head: Optional[CallResponse]) -> BreakwaterError:
     assert t.error is not None
-    return error_for(t.error, t.message or "", attempts=head.attempts if head else None,
-                     provider=head.provider if head else None)
+    return error_for(t.error, t.message or "", provider=head.provider if head else None)
 
 
 def _request(route: str, stream: bool, timeout: Optional[float], request_id: Optional[str], action: Optional[str],

@@ -235,7 +235,7 @@ class Connection:
                     error: BreakwaterError = NotStarted(m.message, code=m.code)
                 else:
                     error = error_for(m.code, m.message, upstream_status=m.upstream_status,
-                                      retry_after_ms=m.retry_after_ms, provider=m.provider)
+                                      retry_after_ms=m.retry_after_ms, provider=m.provider, attempts=m.attempts)
                 self._deliver(frame.stream_id, ("failed", error), final=True)
             elif kind == FrameType.GOAWAY:
                 g = GoAway.from_frame(frame)

@@ -1,26 +1,27 @@
 """Exceptions: one base class with the protocol's code and the details the daemon sent, a subclass per family."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import Dict, List, Optional, Type
 
-from ._wire import ErrorCode, code_name
+from ._wire import Attempt, ErrorCode, code_name
 
 
 class BreakwaterError(Exception):
     """A call or connection failed. `code` is the protocol's error code (an `ErrorCode` value, or None for a
     failure on this side such as the daemon being unreachable); `upstream_status` the provider's HTTP status for
-    upstream errors; `retry_after` seconds the daemon suggests waiting; `attempts` the upstream attempts the call
-    took when the daemon said (None when it did not); `provider` the provider that failed."""
+    upstream errors; `retry_after` seconds the daemon suggests waiting; `attempts` each target the call tried or
+    skipped, in order (`breakwater.Attempt`: provider, model, outcome, failure, upstream status, the wait chosen,
+    what came next), empty when the daemon sent none; `provider` the provider that failed."""
 
     def __init__(self, message: str, *, code: Optional[int] = None, upstream_status: Optional[int] = None,
-                 retry_after: Optional[float] = None, attempts: Optional[int] = None,
+                 retry_after: Optional[float] = None, attempts: Optional[List[Attempt]] = None,
                  provider: Optional[str] = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.upstream_status = upstream_status
         self.retry_after = retry_after
-        self.attempts = attempts
+        self.attempts: List[Attempt] = attempts or []
         self.provider = provider
 
     @property
@@ -116,7 +117,7 @@ _FAMILIES: Dict[int, Type[BreakwaterError]] = {
 
 
 def error_for(code: int, message: str, *, upstream_status: Optional[int] = None,
-              retry_after_ms: Optional[int] = None, attempts: Optional[int] = None,
+              retry_after_ms: Optional[int] = None, attempts: Optional[List[Attempt]] = None,
               provider: Optional[str] = None) -> BreakwaterError:
     """The exception for a code the daemon sent: its family's class, or ProtocolViolation for connection codes
     without a family, or the base class for a code this client does not know."""

@@ -208,6 +208,23 @@ def read_fields(payload: bytes, schema: Dict[int, str], start: int = 0) -> Dict[
     return values
 
 
+def read_all(payload: bytes, tag: int) -> List[bytes]:
+    """Every field with `tag`, in order: for nested lists whose every entry has one tag (ERROR's attempts)."""
+    found: List[bytes] = []
+    i = 0
+    while i < len(payload):
+        if len(payload) - i < 6:
+            raise WireError(ErrorCode.PROTOCOL_ERROR, "field header runs past the end of the payload")
+        t, length = struct.unpack_from(">HI", payload, i)
+        i += 6
+        if length > len(payload) - i:
+            raise WireError(ErrorCode.PROTOCOL_ERROR, "field %d runs past the end of the payload" % t)
+        if t == tag:
+            found.append(bytes(payload[i:i + length]))
+        i += length
+    return found
+
+
 def write_fields(fields: List[Tuple[int, str, object]]) -> bytes:
     """Writes the fields that are not None, in the order given (tag order, as the daemon's encoder does)."""
     out = bytearray()
@@ -357,7 +374,42 @@ class CallTrailers:
         return cls(error, f.get(3), f.get(4), f.get(5), f.get(6))  # type: ignore[arg-type]
 
 
-_ERROR = {1: U16, 2: STRING, 3: U16, 4: STRING, 5: U32}
+_ATTEMPT = {1: STRING, 2: STRING, 3: STRING, 4: STRING, 5: U16, 6: U32, 7: STRING, 8: BOOL, 9: STRING}
+
+
+@dataclass
+class Attempt:
+    """One step of a failed call's walk along its route: a target tried or skipped, and what came of it.
+
+    ``outcome``: ``error_status``, ``timed_out``, ``unreachable``, ``malformed``, ``stream_error``,
+    ``configuration`` (the request went out, or was to); ``breaker_open``, ``keys_busy``, ``policy``, ``budget``,
+    ``deadline``, ``no_credential``, ``not_translatable`` (skipped). ``failure``: the failure's class
+    (``transient``, ``rate_limited``, ...). ``wait_ms``: the wait chosen after it. ``then``: ``retried``,
+    ``moved_on`` or ``gave_up``. ``retry_budget_refused``: the retry budget refused its retry."""
+    provider: str
+    model: str
+    outcome: str
+    failure: Optional[str] = None
+    upstream_status: Optional[int] = None
+    wait_ms: Optional[int] = None
+    then: Optional[str] = None
+    retry_budget_refused: bool = False
+    message: Optional[str] = None
+
+    def fields(self) -> bytes:
+        return write_fields([
+            (1, STRING, self.provider), (2, STRING, self.model), (3, STRING, self.outcome), (4, STRING, self.failure),
+            (5, U16, self.upstream_status), (6, U32, self.wait_ms), (7, STRING, self.then),
+            (8, BOOL, True if self.retry_budget_refused else None), (9, STRING, self.message)])
+
+    @classmethod
+    def from_fields(cls, raw: bytes) -> "Attempt":
+        f = read_fields(raw, _ATTEMPT)
+        return cls(f.get(1, ""), f.get(2, ""), f.get(3, ""), f.get(4), f.get(5), f.get(6),  # type: ignore[arg-type]
+                   f.get(7), bool(f.get(8, False)), f.get(9))  # type: ignore[arg-type]
+
+
+_ERROR = {1: U16, 2: STRING, 3: U16, 4: STRING, 5: U32, 6: BYTES}
 
 
 @dataclass
@@ -367,18 +419,21 @@ class ErrorMessage:
     upstream_status: Optional[int] = None
     provider: Optional[str] = None
     retry_after_ms: Optional[int] = None
+    attempts: List[Attempt] = field(default_factory=list)
 
     def frame(self, stream_id: int) -> Frame:
+        nested = b"".join(struct.pack(">HI", 1, len(a.fields())) + a.fields() for a in self.attempts)
         return Frame(FrameType.ERROR, stream_id, 0, write_fields([
             (1, U16, self.code), (2, STRING, self.message), (3, U16, self.upstream_status),
-            (4, STRING, self.provider), (5, U32, self.retry_after_ms)]))
+            (4, STRING, self.provider), (5, U32, self.retry_after_ms), (6, BYTES, nested or None)]))
 
     @classmethod
     def from_frame(cls, frame: Frame) -> "ErrorMessage":
         f = read_fields(frame.payload, _ERROR)
         if 1 not in f:
             raise WireError(ErrorCode.PROTOCOL_ERROR, "ERROR has no code")
-        return cls(f[1], f.get(2, ""), f.get(3), f.get(4), f.get(5))  # type: ignore[arg-type]
+        attempts = [Attempt.from_fields(raw) for raw in read_all(f[6], 1)] if 6 in f else []  # type: ignore
+        return cls(f[1], f.get(2, ""), f.get(3), f.get(4), f.get(5), attempts)  # type: ignore[arg-type]
 
 
 _GOAWAY = {1: U32, 2: U16, 3: STRING}
