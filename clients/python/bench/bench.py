@@ -10,6 +10,7 @@ Prints the machine, then per concurrency the calls/s and p50/p90/p99 of each pat
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import pathlib
@@ -62,6 +63,32 @@ def run(concurrency: int, seconds: float, call: Callable[[], None]) -> Tuple[flo
     return len(latencies) / seconds, latencies
 
 
+def run_async(concurrency: int, seconds: float, make_call: Callable[[], Callable[[], "asyncio.Future[None]"]]
+              ) -> Tuple[float, List[float]]:
+    """The same closed loop with `concurrency` asyncio tasks on one event loop."""
+    async def go() -> Tuple[float, List[float]]:
+        call = make_call()
+        latencies: List[float] = []
+        phase = {"measuring": False, "stop": False}
+
+        async def worker() -> None:
+            while not phase["stop"]:
+                t = time.perf_counter()
+                await call()
+                if phase["measuring"]:
+                    latencies.append(time.perf_counter() - t)
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+        await asyncio.sleep(1.0)
+        phase["measuring"] = True
+        await asyncio.sleep(seconds)
+        phase["stop"] = True
+        await asyncio.gather(*tasks)
+        return len(latencies) / seconds, latencies
+
+    return asyncio.run(go())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", default=str(pathlib.Path(__file__).resolve().parents[3] / ".build" / "release"))
@@ -98,6 +125,9 @@ def main() -> None:
         def call_sidecar() -> None:
             client.send("default", BODY)
 
+        def call_sidecar_fresh() -> None:
+            fresh.send("default", BODY)
+
         print("python client bench: provider latency %d ms, %.0f s per phase" % (args.provider_latency_ms,
                                                                                  args.seconds))
         print("machine: %d cores, %s, Python %s, httpx %s" % (os.cpu_count() or 0, platform.processor() or
@@ -106,7 +136,9 @@ def main() -> None:
         print("command: %s" % " ".join(sys.argv))
         for concurrency in (1, 32):
             rows = []
-            for name, fn in (("httpx → fake", call_direct), ("breakwater → breakwaterd → fake", call_sidecar)):
+            fresh = breakwater.Client(sock)
+            for name, fn in (("httpx → fake", call_direct), ("breakwater → breakwaterd → fake", call_sidecar),
+                             ("breakwater, client made after httpx", call_sidecar_fresh)):
                 rate, lat = run(concurrency, args.seconds, fn)
                 rows.append((name, rate, lat))
                 print("  c=%-3d %-33s %7.0f calls/s  p50 %7.2f ms  p90 %7.2f ms  p99 %7.2f ms  (%d calls)"
@@ -114,6 +146,35 @@ def main() -> None:
                          1000 * percentile(lat, 0.99), len(lat)))
             added = 1000 * (statistics.median(rows[1][2]) - statistics.median(rows[0][2]))
             print("  c=%-3d added p50: %+.2f ms" % (concurrency, added))
+            fresh.close()
+        for concurrency in (1, 32):
+            def direct_async() -> Callable[[], "asyncio.Future[None]"]:
+                ac = httpx.AsyncClient(limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+
+                async def call() -> None:
+                    r = await ac.post(base_url + "/chat/completions", json=body,
+                                      headers={"authorization": "Bearer sk-bench"})
+                    r.raise_for_status()
+                    r.json()
+                return call  # type: ignore[return-value]
+
+            def sidecar_async() -> Callable[[], "asyncio.Future[None]"]:
+                bc = breakwater.AsyncClient(sock)
+
+                async def call() -> None:
+                    await bc.send("default", BODY)
+                return call  # type: ignore[return-value]
+
+            rows = []
+            for name, make in (("asyncio httpx → fake", direct_async),
+                               ("asyncio breakwater → breakwaterd → fake", sidecar_async)):
+                rate, lat = run_async(concurrency, args.seconds, make)
+                rows.append((name, rate, lat))
+                print("  c=%-3d %-40s %7.0f calls/s  p50 %7.2f ms  p90 %7.2f ms  p99 %7.2f ms  (%d calls)"
+                      % (concurrency, name, rate, 1000 * statistics.median(lat), 1000 * percentile(lat, 0.9),
+                         1000 * percentile(lat, 0.99), len(lat)))
+            added = 1000 * (statistics.median(rows[1][2]) - statistics.median(rows[0][2]))
+            print("  c=%-3d asyncio added p50: %+.2f ms" % (concurrency, added))
         client.close()
     finally:
         daemon.terminate()
