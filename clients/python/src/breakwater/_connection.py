@@ -161,6 +161,8 @@ class Connection:
             self._consume(sid, count)
 
     def _consume(self, sid: int, count: int) -> None:
+        if not self.flow_control:
+            return  # the daemon did not agree to credit: it must get no WINDOW_UPDATE
         call = self._calls.get(sid)
         if call is None:
             return  # the call ended: no credit is owed
