@@ -75,6 +75,29 @@ public final class BreakwaterClient: Sendable {
         }
     }
 
+    /// Returns once the daemon answers HELLO (connecting if needed); `.daemonUnavailable` when it has not within
+    /// `timeout` — for an app that starts beside the daemon and must not send its first call into the void.
+    /// A refusal the daemon states (bad credential, too many connections) is thrown at once.
+    public func waitReady(timeout: Duration) async throws(BreakwaterError) {
+        let deadline = ContinuousClock.now + timeout
+        var last = BreakwaterError(.daemonUnavailable, "no daemon at \(configuration.socketPath)")
+        while true {
+            switch await sharedConnection() {
+            case .success:
+                return
+            case .failure(let error) where error.kind == .connection:
+                throw error
+            case .failure(let error):
+                last = error
+            }
+            guard ContinuousClock.now < deadline, !Task.isCancelled else {
+                throw BreakwaterError(.daemonUnavailable, "the daemon at \(configuration.socketPath) was not ready "
+                    + "within \(timeout): \(last.message)")
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     /// The limits the daemon announced, connecting first if needed.
     public func serverLimits() async throws(BreakwaterError) -> Limits {
         try await currentConnection().serverLimits

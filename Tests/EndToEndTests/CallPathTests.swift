@@ -10,6 +10,23 @@ import Glibc
 /// The path app → client shim → Unix socket → breakwaterd → libcurl → provider, with every part real except the
 /// provider (an in-process fake speaking OpenAI's wire format over loopback).
 @Suite(.serialized, .timeLimit(.minutes(2))) struct CallPathTests {
+    /// `waitReady` returns once the daemon answers, and fails with `.daemonUnavailable` within its timeout
+    /// when none does (the shim's own reconnect attempts included).
+    @Test func waitReadyWaitsForTheDaemonAndNoLonger() async throws {
+        let d = try await DaemonUnderTest.start()
+        defer { d.stop() }
+        try await d.client().waitReady(timeout: .seconds(10))
+        let nobody = BreakwaterClient(socketPath: d.socket + ".none")
+        let started = ContinuousClock.now
+        do {
+            try await nobody.waitReady(timeout: .milliseconds(300))
+            Issue.record("ready without a daemon")
+        } catch {
+            #expect(error.kind == .daemonUnavailable)
+        }
+        #expect(ContinuousClock.now - started < .seconds(8), "bounded by the timeout and one round of reconnects")
+    }
+
     @Test func plainCall() async throws {
         let d = try await DaemonUnderTest.start()
         defer { d.stop() }
