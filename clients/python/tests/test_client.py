@@ -204,3 +204,20 @@ def test_a_failed_call_carries_its_attempts(fake: Fake, daemon: Daemon) -> None:
     assert [a.then for a in attempts] == ["retried", "retried", "gave_up"]
     assert all(a.upstream_status == 503 and a.failure == "transient" and a.provider == "fake" for a in attempts)
     assert attempts[0].wait_ms is not None
+
+
+def test_a_call_past_its_deadline_is_a_timeout(fake: Fake, daemon: Daemon) -> None:
+    fake.script({"delay_first_byte_ms": 5000})
+    with pytest.raises(breakwater.Timeout) as e:
+        breakwater.Client(daemon.socket).send("default", chat("slow"), timeout=0.5)
+    assert e.value.code == breakwater.ErrorCode.TIMEOUT
+
+
+def test_a_provider_that_keeps_rate_limiting_is_rate_limited(fake: Fake, daemon: Daemon) -> None:
+    # Every answer 429 asking for a minute: past the call's 2 s deadline, so the daemon says so at once.
+    fake.personality({"name": "limited", "default_step": {"status": 429, "retry_after": "60"}})
+    with pytest.raises(breakwater.RateLimited) as e:
+        breakwater.Client(daemon.socket).send("default", chat("x"), timeout=2)
+    assert e.value.code == breakwater.ErrorCode.RATE_LIMITED
+    assert e.value.retry_after is not None and e.value.retry_after > 1
+    assert e.value.attempts and e.value.attempts[0].upstream_status == 429

@@ -50,10 +50,12 @@ def test_a_restart_under_load_fails_no_call_that_had_not_started(fake: Fake, dae
 
 
 REFUND_TOKEN = "py-test-refund-token-0123456789abcdef"
+BUDGET_TOKEN = "py-test-budget-token-0123456789abcdef"
 
 
-def policy() -> str:
+def policy(approval_timeout: str = "20s") -> str:
     digest = hashlib.sha256(REFUND_TOKEN.encode()).hexdigest()
+    budget_digest = hashlib.sha256(BUDGET_TOKEN.encode()).hexdigest()
     issued = (datetime.now(timezone.utc) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"""\
 anonymous: deny
@@ -66,8 +68,14 @@ agents:
       credentials: [{{name: t1, token_sha256: {digest}, issued_at: {issued}, validity_window: 1h}}]
     scopes: {{actions: [refund.issue], routes: [default], models: ["*"]}}
     relationships: [{{agent_to_tenant: acme}}]
+  budget-agent:
+    agent_identity:
+      credentials: [{{name: t1, token_sha256: {budget_digest}, issued_at: {issued}, validity_window: 1h}}]
+    scopes: {{actions: ["*"], routes: ["*"], models: ["*"]}}
+    relationships: [{{agent_to_tenant: "*"}}]
+    budgets: {{daily: {{tokens: 10}}}}
 conditional_controls:
-  destructive_changes: {{actions: [refund.issue], require_approval: true, approval_timeout: 20s}}
+  destructive_changes: {{actions: [refund.issue], require_approval: true, approval_timeout: {approval_timeout}}}
 """
 
 
@@ -110,3 +118,42 @@ def test_a_call_outside_the_agents_scope_is_forbidden(governed: Daemon) -> None:
     with pytest.raises(breakwater.Forbidden) as e:
         client.send("default", chat("export"), action="user.export", tenant="acme")
     assert e.value.code == breakwater.ErrorCode.FORBIDDEN
+
+
+def test_a_denied_approval_is_approval_denied(fake: Fake, governed: Daemon) -> None:
+    client = breakwater.Client(governed.socket, credential=REFUND_TOKEN)
+    notices: List[breakwater.CallNotice] = []
+    errors: List[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.send("default", chat("refund"), action="refund.issue", tenant="acme", on_notice=notices.append)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            errors.append(e)
+
+    t = threading.Thread(target=call)
+    t.start()
+    assert wait_until(lambda: bool(notices))
+    denied = governed.cli("deny", str(notices[0].approval_id))
+    assert denied.returncode == 0, denied.stdout + denied.stderr
+    t.join(20)
+    assert len(errors) == 1 and isinstance(errors[0], breakwater.ApprovalDenied), errors
+    assert fake.stats()["requests"] == 0
+
+
+def test_an_approval_nobody_gives_expires(fake: Fake) -> None:
+    d = Daemon(fake, policy=policy(approval_timeout="1s"))
+    try:
+        client = breakwater.Client(d.socket, credential=REFUND_TOKEN)
+        with pytest.raises(breakwater.ApprovalExpired):
+            client.send("default", chat("refund"), action="refund.issue", tenant="acme")
+    finally:
+        d.stop()
+
+
+def test_a_spent_budget_is_budget_exceeded(governed: Daemon) -> None:
+    client = breakwater.Client(governed.socket, credential=BUDGET_TOKEN)
+    with pytest.raises(breakwater.BudgetExceeded) as e:
+        for _ in range(3):  # the first call may fit the 10 tokens' estimate; its usage spends the rest
+            client.send("default", chat("spend"), action="report.read", tenant="acme")
+    assert e.value.code == breakwater.ErrorCode.BUDGET_EXCEEDED
