@@ -10,9 +10,16 @@ let strict: [SwiftSetting] = [
     .treatAllWarnings(as: .error),
 ]
 
+/// A dependency on another package that only the daemon, its tools and tests use: guarded by the `Daemon` trait,
+/// so an app that depends on this package for `BreakwaterClient` with `traits: []` resolves none of them
+/// (SwiftPM leaves out a package whose every use is behind a trait the depending package did not enable).
+func daemonOnly(_ name: String, _ package: String) -> Target.Dependency {
+    .product(name: name, package: package, condition: .when(traits: ["Daemon"]))
+}
+
 let nio: [Target.Dependency] = [
-    .product(name: "NIOCore", package: "swift-nio"),
-    .product(name: "NIOPosix", package: "swift-nio"),
+    daemonOnly("NIOCore", "swift-nio"),
+    daemonOnly("NIOPosix", "swift-nio"),
 ]
 
 let package = Package(
@@ -28,6 +35,11 @@ let package = Package(
         .executable(name: "breakwater-journal-bench", targets: ["breakwater-journal-bench"]),
         // A private systemd-journald per test, and a reader for what landed in it.
         .library(name: "JournalTestKit", targets: ["JournalTestKit"]),
+    ],
+    traits: [
+        .trait(name: "Daemon", description: "The daemon, its CLI, benchmarks and tests, and their dependencies (on "
+               + "by default). An app that only needs the client shim depends with `traits: []`."),
+        .default(enabledTraits: ["Daemon"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -70,13 +82,13 @@ let package = Package(
         // injected clock.
         .target(
             name: "Governance",
-            dependencies: ["Resilience", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["Resilience", daemonOnly("Crypto", "swift-crypto")],
             swiftSettings: strict
         ),
         // YAML config and policy files with file:line errors.
         .target(
             name: "Config",
-            dependencies: ["Resilience", "Governance", .product(name: "Yams", package: "Yams")],
+            dependencies: ["Resilience", "Governance", daemonOnly("Yams", "Yams")],
             swiftSettings: strict
         ),
         // The daemon's request path and server, as a library so tests can drive it in-process too.
@@ -84,11 +96,11 @@ let package = Package(
             name: "BreakwaterDaemon",
             dependencies: nio + [
                 "BreakwaterWire", "Providers", "CurlTransport", "Systemd", "Config", "Resilience", "Governance",
-                .product(name: "NIOExtras", package: "swift-nio-extras"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                daemonOnly("NIOExtras", "swift-nio-extras"),
+                daemonOnly("ServiceLifecycle", "swift-service-lifecycle"),
+                daemonOnly("Logging", "swift-log"),
+                daemonOnly("GRDB", "GRDB.swift"),
+                daemonOnly("UnixSignals", "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -96,25 +108,25 @@ let package = Package(
             name: "breakwaterd",
             dependencies: [
                 "BreakwaterDaemon", "Config", "Systemd", "Governance",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                daemonOnly("ArgumentParser", "swift-argument-parser"),
+                daemonOnly("ServiceLifecycle", "swift-service-lifecycle"),
+                daemonOnly("UnixSignals", "swift-service-lifecycle"),
+                daemonOnly("NIOPosix", "swift-nio"),
+                daemonOnly("Logging", "swift-log"),
             ],
             swiftSettings: strict
         ),
         // The stand-in for the internet: each provider's real wire format, with scripted faults.
         .target(
             name: "FakeProviderKit",
-            dependencies: nio + [.product(name: "NIOHTTP1", package: "swift-nio")],
+            dependencies: nio + [daemonOnly("NIOHTTP1", "swift-nio")],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "fake-provider",
             dependencies: [
                 "FakeProviderKit",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                daemonOnly("ArgumentParser", "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
@@ -123,7 +135,7 @@ let package = Package(
             dependencies: [
                 // Config and Governance for `breakwater config check`: the daemon's own loaders, run locally.
                 "BreakwaterClient", "Config", "Governance",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                daemonOnly("ArgumentParser", "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
@@ -132,8 +144,8 @@ let package = Package(
             dependencies: [
                 // Governance for `--policy`: the token digest the generated policy holds.
                 "BreakwaterClient", "CurlTransport", "Governance",
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                daemonOnly("Histogram", "hdrhistogram-swift"),
+                daemonOnly("ArgumentParser", "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
@@ -143,7 +155,7 @@ let package = Package(
             name: "breakwater-journal-bench",
             dependencies: [
                 "Systemd", "JournalTestKit",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                daemonOnly("ArgumentParser", "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
@@ -157,9 +169,9 @@ let package = Package(
             name: "BreakwaterDaemonTests",
             dependencies: [
                 "BreakwaterDaemon", "BreakwaterWire", "Config", "CurlTransport", "Resilience",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                daemonOnly("NIOCore", "swift-nio"),
+                daemonOnly("NIOEmbedded", "swift-nio"),
+                daemonOnly("Logging", "swift-log"),
             ],
             swiftSettings: strict),
         .testTarget(name: "FakeProviderKitTests", dependencies: ["FakeProviderKit"], swiftSettings: strict),
@@ -175,7 +187,7 @@ let package = Package(
             dependencies: [
                 "BreakwaterClient", "BreakwaterWire", "FakeProviderKit", "Governance", "JournalTestKit",
                 // To read the daemon's state store (wait for a write before a crash).
-                .product(name: "GRDB", package: "GRDB.swift"),
+                daemonOnly("GRDB", "GRDB.swift"),
                 // Listed so `swift test` builds the binaries the end-to-end tests start as real processes.
                 "breakwaterd", "fake-provider", "breakwater",
             ],

@@ -42,11 +42,29 @@ fi
 passed=$(sed -n 's/^[✔━] Test run with \([0-9]*\) tests\{0,1\} .*/\1/p' "$tmp/test.log")
 echo "$passed passed, 0 failed"
 
+echo "== examples/swift-app: an app on the Swift shim resolves no package but this one"
+swift package --package-path examples/swift-app show-dependencies --format json > "$tmp/swift-app-deps.json"
+python3 - "$tmp/swift-app-deps.json" <<'PY'
+import json, sys
+tree = json.load(open(sys.argv[1]))
+names = []
+def walk(node):
+    for d in node.get("dependencies", []):
+        names.append(d["name"])
+        walk(d)
+walk(tree)
+print("examples/swift-app resolves: " + ", ".join(names))
+if names != ["breakwater"]:
+    sys.exit("examples/swift-app resolves more than the breakwater package: %s" % names)
+PY
+swift build --package-path examples/swift-app 2>&1 | tail -n 1
+
 echo "== Python client (clients/python: pytest, against the daemon and fake provider just built)"
 venv=.build/python-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check "./clients/python[test]"   # pytest, httpx, openai
-if ! BREAKWATER_BIN_DIR="$PWD/.build/debug" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+if ! BREAKWATER_SWIFT_APP="$PWD/examples/swift-app/.build/debug/swift-app" \
+        BREAKWATER_BIN_DIR="$PWD/.build/debug" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
         clients/python/tests > "$tmp/pytest.log" 2>&1; then
     tail -n 60 "$tmp/pytest.log"
     echo "Python client tests FAILED"
