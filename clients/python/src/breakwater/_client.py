@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, Optional, Union
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Union
 
 from ._connection import Connection, Event, NotStarted, make_request_id, socket_path
 from ._errors import BreakwaterError, DaemonUnavailable, ProtocolViolation, error_for
@@ -62,6 +62,52 @@ def _body(body: Union[Dict[str, Any], bytes, str]) -> bytes:
     if isinstance(body, str):
         return body.encode()
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+class _Answer:
+    """A call's events, folded as they arrive into what the app gets — the same for both clients: notices go to the
+    callback; a failure raises; a streamed call is ready at its RESPONSE, a whole answer at its TRAILERS."""
+
+    def __init__(self, on_notice: Optional[NoticeCallback], streamed: bool) -> None:
+        self.on_notice = on_notice
+        self.streamed = streamed
+        self.head: Optional[CallResponse] = None
+        self.trailers: Optional[CallTrailers] = None
+        self.chunks: List[bytes] = []
+
+    def take(self, event: Event) -> bool:
+        """True once the answer is ready (`head`; for a whole answer also `body` and `trailers`)."""
+        kind, value = event
+        if kind == "notice":
+            if self.on_notice is not None:
+                self.on_notice(value)  # type: ignore[arg-type]
+            return False
+        if kind == "failed":
+            raise value  # type: ignore[misc]
+        if kind == "response":
+            self.head = value  # type: ignore[assignment]
+            return self.streamed
+        if not self.streamed and kind == "data":
+            self.chunks.append(value)  # type: ignore[arg-type]
+            return False
+        if not self.streamed and kind == "trailers":
+            trailers: CallTrailers = value  # type: ignore[assignment]
+            if trailers.error is not None:
+                raise _trailer_error(trailers, self.head)
+            if self.head is None:
+                raise ProtocolViolation("TRAILERS before RESPONSE")
+            self.trailers = trailers
+            return True
+        raise ProtocolViolation("the answer did not start with RESPONSE")
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def completion(self) -> Completion:
+        assert self.head is not None and self.trailers is not None
+        h = self.head
+        return Completion(json.loads(self.body), h.provider, h.model, h.attempts, h.request_id, _usage(self.trailers))
 
 
 class _Base:
@@ -165,9 +211,10 @@ class Client(_Base):
             events: "queue.Queue[Event]" = queue.Queue()
             conn, sid = self._open(request, data, events.put, grants_on_delivery=True)
             try:
-                head, raw, trailers = self._gather(events, on_notice)
-                return Completion(json.loads(raw), head.provider, head.model, head.attempts, head.request_id,
-                                  _usage(trailers))
+                answer = _Answer(on_notice, streamed=False)
+                while not answer.take(events.get()):
+                    pass
+                return answer.completion()
             except NotStarted:
                 if resend == RESEND_ATTEMPTS:
                     raise
@@ -188,17 +235,11 @@ class Client(_Base):
             events: "queue.Queue[Event]" = queue.Queue()
             conn, sid = self._open(request, data, events.put, grants_on_delivery=False)
             try:
-                while True:
-                    kind, value = events.get()
-                    if kind == "notice":
-                        if on_notice is not None:
-                            on_notice(value)  # type: ignore[arg-type]
-                    elif kind == "response":
-                        return Stream(conn, sid, value, events, self)  # type: ignore[arg-type]
-                    elif kind == "failed":
-                        raise value  # type: ignore[misc]
-                    else:
-                        raise ProtocolViolation("the answer did not start with RESPONSE")
+                answer = _Answer(on_notice, streamed=True)
+                while not answer.take(events.get()):
+                    pass
+                assert answer.head is not None
+                return Stream(conn, sid, answer.head, events, self)
             except NotStarted:
                 if resend == RESEND_ATTEMPTS:
                     raise
@@ -212,7 +253,10 @@ class Client(_Base):
         daemon's config names in ``admins``."""
         events: "queue.Queue[Event]" = queue.Queue()
         self._open(AdminRequest(command), _body(arguments or {}), events.put, grants_on_delivery=True)
-        return json.loads(self._gather(events, None)[1])
+        answer = _Answer(None, streamed=False)
+        while not answer.take(events.get()):
+            pass
+        return json.loads(answer.body)
 
     def _open(self, first: Union[CallRequest, AdminRequest], body: bytes, sink: Callable[[Event], None],
               grants_on_delivery: bool) -> "tuple[Connection, int]":
@@ -223,72 +267,40 @@ class Client(_Base):
                 return conn, sid
         raise DaemonUnavailable("the daemon takes no new calls on its connections (draining)")
 
-    @staticmethod
-    def _gather(events: "queue.Queue[Event]",
-                on_notice: Optional[NoticeCallback]) -> "tuple[CallResponse, bytes, CallTrailers]":
-        """A whole answer's head, body and trailers, as the reader thread hands them over."""
-        head: Optional[CallResponse] = None
-        chunks = []
-        while True:
-            kind, value = events.get()
-            if kind == "notice":
-                if on_notice is not None:
-                    on_notice(value)  # type: ignore[arg-type]
-            elif kind == "response":
-                head = value  # type: ignore[assignment]
-            elif kind == "data":
-                chunks.append(value)
-            elif kind == "failed":
-                raise value  # type: ignore[misc]
-            elif kind == "trailers":
-                trailers: CallTrailers = value  # type: ignore[assignment]
-                if trailers.error is not None:
-                    raise _trailer_error(trailers, head)
-                if head is None:
-                    raise ProtocolViolation("TRAILERS before RESPONSE")
-                return head, b"".join(chunks), trailers  # type: ignore[arg-type]
 
+class _StreamBase:
+    """What a sync and an asyncio stream share: who answered, the usage once ended, the step from one event to the
+    app's next chunk, and cancelling."""
 
-class Stream:
-    """A streamed answer: iterate for each chunk (a ``chat.completion.chunk`` dict). ``provider``, ``model`` and
-    ``attempts`` say who answered; ``usage`` is set once the stream has ended. A stream the provider cut raises
-    StreamInterrupted; ``close()`` (or leaving a ``with`` block early) cancels the call."""
-
-    def __init__(self, conn: Connection, sid: int, head: CallResponse, events: "queue.Queue[Event]",
-                 owner: "Client") -> None:
+    def __init__(self, conn: Connection, sid: int, head: CallResponse, owner: _Base) -> None:
         self._owner = owner  # keeps the client, and so its connection, open while the stream is read
         self._conn = conn
         self._sid = sid
-        self._events = events
+        self._head = head
         self.provider = head.provider
         self.model = head.model
         self.attempts = head.attempts
         self.request_id = head.request_id
-        self._head = head
         self.usage: Optional[Usage] = None
         self._done = False
 
-    def __iter__(self) -> Iterator[Dict[str, Any]]:
-        return self
-
-    def __next__(self) -> Dict[str, Any]:
-        if self._done:
-            raise StopIteration
-        while True:
-            kind, value = self._events.get()
-            if kind == "data":
-                self._conn.consumed(self._sid, len(value))  # type: ignore[arg-type]
-                return json.loads(value)  # type: ignore[arg-type,no-any-return]
-            self._done = True
-            if kind == "trailers":
-                trailers: CallTrailers = value  # type: ignore[assignment]
-                self.usage = _usage(trailers)
-                if trailers.error is not None:
-                    raise _trailer_error(trailers, self._head)
-                raise StopIteration
-            if kind == "failed":
-                raise value  # type: ignore[misc]
-            self._done = False  # a late notice: keep reading
+    def _take(self, event: Event) -> Optional[Dict[str, Any]]:
+        """The app's next chunk, or None: read on (a late notice), or the stream has ended (`_done`). A chunk taken
+        gives its bytes back to the daemon as credit."""
+        kind, value = event
+        if kind == "data":
+            self._conn.consumed(self._sid, len(value))  # type: ignore[arg-type]
+            return json.loads(value)  # type: ignore[arg-type,no-any-return]
+        if kind == "notice":
+            return None
+        self._done = True
+        if kind == "trailers":
+            trailers: CallTrailers = value  # type: ignore[assignment]
+            self.usage = _usage(trailers)
+            if trailers.error is not None:
+                raise _trailer_error(trailers, self._head)
+            return None
+        raise value  # type: ignore[misc]
 
     def close(self) -> None:
         """Abandons the stream if it has not ended: CANCEL, and the daemon stops the upstream request."""
@@ -296,17 +308,38 @@ class Stream:
             self._done = True
             self._conn.cancel(self._sid)
 
-    def __enter__(self) -> "Stream":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __del__(self) -> None:
         try:
             self.close()
         except Exception:
             pass
+
+
+class Stream(_StreamBase):
+    """A streamed answer: iterate for each chunk (a ``chat.completion.chunk`` dict). ``provider``, ``model`` and
+    ``attempts`` say who answered; ``usage`` is set once the stream has ended. A stream the provider cut raises
+    StreamInterrupted; ``close()`` (or leaving a ``with`` block early) cancels the call."""
+
+    def __init__(self, conn: Connection, sid: int, head: CallResponse, events: "queue.Queue[Event]",
+                 owner: "Client") -> None:
+        super().__init__(conn, sid, head, owner)
+        self._events = events
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        return self
+
+    def __next__(self) -> Dict[str, Any]:
+        while not self._done:
+            chunk = self._take(self._events.get())
+            if chunk is not None:
+                return chunk
+        raise StopIteration
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class AsyncClient(_Base):
@@ -352,27 +385,10 @@ class AsyncClient(_Base):
         for resend in range(RESEND_ATTEMPTS + 1):
             conn, sid, events = await self._open_async(request, data, grants_on_delivery=True)
             try:
-                head: Optional[CallResponse] = None
-                chunks = []
-                while True:
-                    kind, value = await events.get()
-                    if kind == "notice":
-                        if on_notice is not None:
-                            on_notice(value)  # type: ignore[arg-type]
-                    elif kind == "response":
-                        head = value  # type: ignore[assignment]
-                    elif kind == "data":
-                        chunks.append(value)
-                    elif kind == "failed":
-                        raise value  # type: ignore[misc]
-                    else:
-                        trailers: CallTrailers = value  # type: ignore[assignment]
-                        if trailers.error is not None:
-                            raise _trailer_error(trailers, head)
-                        if head is None:
-                            raise ProtocolViolation("TRAILERS before RESPONSE")
-                        return Completion(json.loads(b"".join(chunks)), head.provider, head.model,  # type: ignore
-                                          head.attempts, head.request_id, _usage(trailers))
+                answer = _Answer(on_notice, streamed=False)
+                while not answer.take(await events.get()):
+                    pass
+                return answer.completion()
             except NotStarted:
                 if resend == RESEND_ATTEMPTS:
                     raise
@@ -393,17 +409,11 @@ class AsyncClient(_Base):
         for resend in range(RESEND_ATTEMPTS + 1):
             conn, sid, events = await self._open_async(request, data, grants_on_delivery=False)
             try:
-                while True:
-                    kind, value = await events.get()
-                    if kind == "notice":
-                        if on_notice is not None:
-                            on_notice(value)  # type: ignore[arg-type]
-                    elif kind == "response":
-                        return AsyncStream(conn, sid, value, events, self)  # type: ignore[arg-type]
-                    elif kind == "failed":
-                        raise value  # type: ignore[misc]
-                    else:
-                        raise ProtocolViolation("the answer did not start with RESPONSE")
+                answer = _Answer(on_notice, streamed=True)
+                while not answer.take(await events.get()):
+                    pass
+                assert answer.head is not None
+                return AsyncStream(conn, sid, answer.head, events, self)
             except NotStarted:
                 if resend == RESEND_ATTEMPTS:
                     raise
@@ -413,53 +423,27 @@ class AsyncClient(_Base):
         raise AssertionError("unreachable")
 
 
-class AsyncStream:
+class AsyncStream(_StreamBase):
     """A streamed answer for asyncio: ``async for chunk in stream``; see ``Stream``."""
 
     def __init__(self, conn: Connection, sid: int, head: CallResponse, events: "asyncio.Queue[Event]",
                  owner: "AsyncClient") -> None:
-        self._owner = owner  # keeps the client, and so its connection, open while the stream is read
-        self._conn = conn
-        self._sid = sid
+        super().__init__(conn, sid, head, owner)
         self._events = events
-        self._head = head
-        self.provider = head.provider
-        self.model = head.model
-        self.attempts = head.attempts
-        self.request_id = head.request_id
-        self.usage: Optional[Usage] = None
-        self._done = False
 
     def __aiter__(self) -> AsyncIterator[Dict[str, Any]]:
         return self
 
     async def __anext__(self) -> Dict[str, Any]:
-        if self._done:
-            raise StopAsyncIteration
         try:
-            while True:
-                kind, value = await self._events.get()
-                if kind == "data":
-                    self._conn.consumed(self._sid, len(value))  # type: ignore[arg-type]
-                    return json.loads(value)  # type: ignore[arg-type,no-any-return]
-                if kind == "notice":
-                    continue
-                self._done = True
-                if kind == "trailers":
-                    trailers: CallTrailers = value  # type: ignore[assignment]
-                    self.usage = _usage(trailers)
-                    if trailers.error is not None:
-                        raise _trailer_error(trailers, self._head)
-                    raise StopAsyncIteration
-                raise value  # type: ignore[misc]
+            while not self._done:
+                chunk = self._take(await self._events.get())
+                if chunk is not None:
+                    return chunk
         except asyncio.CancelledError:
             self.close()
             raise
-
-    def close(self) -> None:
-        if not self._done:
-            self._done = True
-            self._conn.cancel(self._sid)
+        raise StopAsyncIteration
 
     async def aclose(self) -> None:
         self.close()
@@ -469,9 +453,3 @@ class AsyncStream:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
