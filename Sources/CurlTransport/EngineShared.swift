@@ -51,22 +51,21 @@ final class EngineShared: @unchecked Sendable {
 
     /// Queues a cancellation; a no-op once the engine is shut down (shutdown cancels everything anyway).
     func submitCancel(_ id: TransferID) {
-        queue.withLock { queue in
-            guard !queue.isShutdown else {
-                return
-            }
-            queue.commands.append(.cancel(id))
-            wakeUpIfNeeded(&queue)
-        }
+        submit(.cancel(id))
     }
 
     /// Queues a resume of a paused transfer; a no-op once the engine is shut down.
     func submitResume(_ id: TransferID) {
+        submit(.resume(id))
+    }
+
+    /// Queues a command about a transfer already started and wakes the loop; a no-op once the engine is shut down.
+    private func submit(_ command: EngineCommand) {
         queue.withLock { queue in
             guard !queue.isShutdown else {
                 return
             }
-            queue.commands.append(.resume(id))
+            queue.commands.append(command)
             wakeUpIfNeeded(&queue)
         }
     }
