@@ -113,7 +113,7 @@ final class CallDriver {
     let deadline: Instant
     let shared: DaemonContext
     let eventLoop: any EventLoop
-    private(set) weak var connection: ConnectionHandler?
+    private(set) weak var connection: (any CallSink)?
     /// What policy checks for this call; nil when no policy is in force.
     let access: AccessRequest?
     /// Stamped on every audit event of this call.
@@ -131,7 +131,7 @@ final class CallDriver {
 
     init(streamID: StreamID, requestID: String, chat: ChatRequest, stream: Bool, chain: [ResolvedTarget],
          fallback: FallbackPolicy, deadline: Instant, shared: DaemonContext, eventLoop: any EventLoop,
-         connection: ConnectionHandler, flow: ReaderFlow, access: AccessRequest? = nil, subject: AuditSubject) {
+         connection: any CallSink, flow: ReaderFlow, access: AccessRequest? = nil, subject: AuditSubject) {
         self.flow = flow
         self.access = access
         self.subject = subject

@@ -12,7 +12,7 @@ import Systemd
 
 /// The protocol state machine of one connection, on its event loop: HELLO, calls by stream id, CANCEL, PING,
 /// draining on GOAWAY. Protocol violations get an ERROR frame on stream 0 and close this connection only.
-final class ConnectionHandler: ChannelInboundHandler {
+final class ConnectionHandler: ChannelInboundHandler, CallSink {
     typealias InboundIn = Frame
     typealias OutboundOut = Frame
 
@@ -132,35 +132,9 @@ final class ConnectionHandler: ChannelInboundHandler {
             clientName = hello.clientName
             startedNotices = hello.startedNotices
             streamWindow = hello.streamWindow.map(Int.init)
-            if let governance = shared.governance {
-                // Unknown peers (not a Unix socket) match no uid or gid rule.
-                let who = peer ?? PeerCredentials(uid: .max, gid: .max, pid: 0)
-                let subject = AuditSubject(requestID: "", peer: who, clientName: hello.clientName)
-                switch governance.authenticate(token: hello.credential, peer: who) {
-                case .authenticated(let p, let rule):
-                    principal = p
-                    shared.audit(.identityCheck, subject) { e in
-                        e.agent = p.agent
-                        e.decision = .allow
-                        e.rule = rule
-                    }
-                case .refused(let refusal) where hello.credential == nil:
-                    // No credential at all: the connection may still carry admin commands (judged by SO_PEERCRED),
-                    // but every call on it is refused.
-                    _ = refusal
-                case .refused(let refusal):
-                    // The reason names the check that failed, never the token.
-                    shared.audit(.identityCheck, subject) { e in
-                        e.agent = refusal.agent
-                        e.decision = .deny
-                        e.rule = refusal.rule
-                        e.reason = refusal.code.rawValue
-                    }
-                    shared.logger.notice("credential refused", metadata: [
-                        "code": "\(refusal.code.rawValue)", "peer": "\(who)",
-                    ])
-                    throw WireError(.unauthenticated, "credential refused: \(refusal.code.rawValue)")
-                }
+            switch shared.authenticate(credential: hello.credential, peer: peer, clientName: hello.clientName) {
+            case .success(let p): principal = p
+            case .failure(let refusal): throw refusal
             }
             phase = .open
             context.writeAndFlush(wrapOutboundOut(
@@ -366,45 +340,17 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func start(_ id: StreamID, request: CallRequest, body: [UInt8], flow: ReaderFlow,
                        context: ChannelHandlerContext) {
-        let requestID = request.requestID ?? RequestID.make()
-        func refuse(_ code: ErrorCode, _ message: String) {
+        let origin = CallOrigin(peer: peer, principal: principal, clientName: clientName)
+        switch shared.makeCall(request, body: body, streamID: id, origin: origin, sink: self, flow: flow,
+                               eventLoop: context.eventLoop) {
+        case .success(let driver):
+            running[id] = driver
+            shared.launch(driver)
+        case .failure(let refusal):
             shared.stats.callsFailed.add(1, ordering: .relaxed)
-            context.writeAndFlush(wrapOutboundOut(
-                ErrorMessage(code: code, message: message).frame(streamID: id)
-            ), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(refusal.frame(streamID: id)), promise: nil)
             closeIfIdle(context: context)
         }
-        guard let route = shared.router.routes[request.route], !route.chain.isEmpty else {
-            return refuse(.unknownRoute, "no route named \"\(request.route)\"")
-        }
-        var chat: ChatRequest
-        do {
-            chat = try ChatRequest(json: body)
-        } catch {
-            return refuse(.badRequest, error.message)
-        }
-        // The REQUEST frame's flag decides streaming, whatever the body says.
-        chat.stream = request.stream
-        let timeout = request.timeoutMs.map { Duration.milliseconds(Int64($0)) } ?? shared.defaultCallTimeout
-        var access: AccessRequest?
-        if shared.governance != nil {
-            guard let principal else {
-                return refuse(.forbidden, "this connection presented no agent credential in its HELLO")
-            }
-            access = AccessRequest(principal: principal, action: request.action, tenant: request.tenant,
-                                   route: request.route, model: route.chain.first?.model,
-                                   stepUpToken: request.stepUpToken.map(PresentedToken.init), pass: .admission)
-        }
-        let subject = AuditSubject(requestID: requestID, agent: principal?.agent, tenant: request.tenant,
-                                   action: request.action, route: request.route, peer: peer, clientName: clientName)
-        let driver = CallDriver(
-            streamID: id, requestID: requestID, chat: chat, stream: request.stream, chain: route.chain,
-            fallback: route.fallback, deadline: shared.resilience.clock.now() + timeout, shared: shared,
-            eventLoop: context.eventLoop, connection: self, flow: flow, access: access, subject: subject)
-        running[id] = driver
-        shared.stats.callsStarted.add(1, ordering: .relaxed)
-        shared.stats.callsInFlight.add(1, ordering: .relaxed)
-        driver.admit()
     }
 
     /// Frames of a call still running, on this event loop. Frames for a call that ended (cancelled) are dropped.
