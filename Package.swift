@@ -97,6 +97,7 @@ let package = Package(
             dependencies: nio + [
                 "BreakwaterWire", "Providers", "CurlTransport", "Systemd", "Config", "Resilience", "Governance",
                 daemonOnly("NIOExtras", "swift-nio-extras"),
+                daemonOnly("NIOHTTP1", "swift-nio"),
                 daemonOnly("ServiceLifecycle", "swift-service-lifecycle"),
                 daemonOnly("Logging", "swift-log"),
                 daemonOnly("GRDB", "GRDB.swift"),

@@ -6,6 +6,7 @@ import Governance
 import Logging
 import NIOCore
 import NIOExtras
+import NIOHTTP1
 import NIOPosix
 import Resilience
 import ServiceLifecycle
@@ -19,6 +20,8 @@ public enum ListenAddress: Sendable, Equatable {
     case inheritedFD(Int32)
     /// A Unix socket path the daemon binds itself (run by hand).
     case path(String)
+    /// A loopback TCP address (the HTTP front's optional `http.tcp`).
+    case tcp(host: String, port: Int)
 }
 
 /// The daemon as a `Service`: binds (or adopts) the socket, serves until graceful shutdown, then sends GOAWAY on
@@ -28,6 +31,8 @@ public final class BreakwaterServer: Service, Sendable {
     private let settings: DaemonSettings
     private let sources: DaemonSettings.Sources
     private let address: ListenAddress
+    /// The HTTP front's listeners: a socket from systemd or a path, and `http.tcp` when configured.
+    private let httpAddresses: [ListenAddress]
     private let logger: Logger
     private let group: any EventLoopGroup
     private let stateDirectory: String?
@@ -36,9 +41,11 @@ public final class BreakwaterServer: Service, Sendable {
 
     /// `settings.policy` nil: no runtime enforcement (every local caller may use every route), logged at start-up.
     /// `sources`: where SIGHUP re-reads the settings from. `stateDirectory` nil: nothing survives a restart.
-    public init(settings: DaemonSettings, sources: DaemonSettings.Sources, address: ListenAddress, logger: Logger,
+    public init(settings: DaemonSettings, sources: DaemonSettings.Sources, address: ListenAddress,
+                httpAddresses: [ListenAddress] = [], logger: Logger,
                 stateDirectory: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.httpAddresses = httpAddresses
         self.settings = settings
         self.sources = sources
         self.stateDirectory = stateDirectory
@@ -136,21 +143,18 @@ public final class BreakwaterServer: Service, Sendable {
                 }
             }
 
-        let channel: any Channel
-        let where_: String
-        switch address {
-        case .inheritedFD(let fd):
-            channel = try await bootstrap.withBoundSocket(fd).get()
-            where_ = "socket from systemd (fd \(fd))"
-        case .path(let path):
-            try FileManager.default.createDirectory(
-                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
-            chmod(path, 0o660)
-            where_ = path
+        let (channel, where_) = try await Self.bind(bootstrap, to: address)
+        var httpChannels: [any Channel] = []
+        var httpWhere: [String] = []
+        for http in httpAddresses {
+            let overTCP = if case .tcp = http { true } else { false }
+            let (c, w) = try await Self.bind(httpBootstrap(shared: shared, quiesce: quiesce, overTCP: overTCP), to: http)
+            httpChannels.append(c)
+            httpWhere.append(w)
         }
         logger.info("breakwaterd serving", metadata: [
-            "listen": "\(where_)", "routes": "\(router.routes.keys.sorted().joined(separator: ","))",
+            "listen": "\(where_)", "http": "\(httpWhere.isEmpty ? "off" : httpWhere.joined(separator: ", "))",
+            "routes": "\(router.routes.keys.sorted().joined(separator: ","))",
         ])
         if settings.policy == nil {
             logger.warning("no policy file: runtime enforcement is off, every local caller may use every route")
@@ -186,8 +190,53 @@ public final class BreakwaterServer: Service, Sendable {
         let drained = group.next().makePromise(of: Void.self)
         quiesce.initiateShutdown(promise: drained)
         try? await drained.futureResult.get()
-        _ = channel
+        _ = (channel, httpChannels)
         logger.info("stopped")
+    }
+
+    /// Binds (or adopts) one listening socket; returns it and where it listens, for the log.
+    private static func bind(_ bootstrap: ServerBootstrap, to address: ListenAddress) async throws
+        -> (any Channel, String) {
+        switch address {
+        case .inheritedFD(let fd):
+            return (try await bootstrap.withBoundSocket(fd).get(), "socket from systemd (fd \(fd))")
+        case .path(let path):
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            let channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+            chmod(path, 0o660)
+            return (channel, path)
+        case .tcp(let host, let port):
+            return (try await bootstrap.bind(host: host, port: port).get(), "tcp \(host):\(port)")
+        }
+    }
+
+    /// The HTTP front's pipeline: the connection guard on raw bytes, NIO's HTTP/1 codec with its pipelining and
+    /// error handlers (a request it cannot parse gets 400 and the connection closes), then the front itself.
+    private func httpBootstrap(shared: DaemonContext, quiesce: ServerQuiescingHelper, overTCP: Bool) -> ServerBootstrap {
+        let settings = HTTPFrontSettings(self.settings.config.http, overTCP: overTCP)
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.writeBufferWaterMark, value: ConnectionHandler.writeBufferWaterMark)
+            .childChannelInitializer { channel in
+                // TCP has no peer credentials (SO_PEERCRED there reads as the overflow uid): nil, never a uid.
+                let peer = overTCP ? channel.eventLoop.makeSucceededFuture(nil) : PeerCredentials.read(from: channel)
+                return peer.flatMapThrowing { peer in
+                    let front = HTTPFrontHandler(shared: shared, settings: settings, peer: peer)
+                    let connectionGuard = HTTPConnectionGuard(shared: shared, settings: settings, peer: peer,
+                                                              front: front)
+                    front.connectionGuard = connectionGuard
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(connectionGuard)
+                    try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                    try pipeline.addHandler(front)
+                }
+            }
     }
 
     /// SIGHUP: re-reads the config, the policy and the provider keys, between RELOADING=1 and READY=1. Settings

@@ -67,16 +67,27 @@ extension DaemonContext {
     /// and then calls `launch(_:)` (the driver may end the call, and report to the sink, before `launch` returns).
     func makeCall(_ request: CallRequest, body: [UInt8], streamID: StreamID, origin: CallOrigin,
                   sink: any CallSink, flow: ReaderFlow, eventLoop: any EventLoop) -> Result<CallDriver, ErrorMessage> {
-        let requestID = request.requestID ?? RequestID.make()
-        guard let route = router.routes[request.route], !route.chain.isEmpty else {
+        guard router.routes[request.route] != nil else {
             return .failure(ErrorMessage(code: .unknownRoute, message: "no route named \"\(request.route)\""))
         }
-        var chat: ChatRequest
+        let chat: ChatRequest
         do {
             chat = try ChatRequest(json: body)
         } catch {
             return .failure(ErrorMessage(code: .badRequest, message: error.message))
         }
+        return makeCall(request, chat: chat, streamID: streamID, origin: origin, sink: sink, flow: flow,
+                        eventLoop: eventLoop)
+    }
+
+    /// `makeCall` for a body already parsed (the HTTP front reads `model` and `stream` from it first).
+    func makeCall(_ request: CallRequest, chat parsed: ChatRequest, streamID: StreamID, origin: CallOrigin,
+                  sink: any CallSink, flow: ReaderFlow, eventLoop: any EventLoop) -> Result<CallDriver, ErrorMessage> {
+        let requestID = request.requestID ?? RequestID.make()
+        guard let route = router.routes[request.route], !route.chain.isEmpty else {
+            return .failure(ErrorMessage(code: .unknownRoute, message: "no route named \"\(request.route)\""))
+        }
+        var chat = parsed
         // The REQUEST frame's flag decides streaming, whatever the body says.
         chat.stream = request.stream
         let timeout = request.timeoutMs.map { Duration.milliseconds(Int64($0)) } ?? defaultCallTimeout

@@ -30,6 +30,12 @@ public struct DaemonSettings: Sendable {
             config.admins.uids.insert(getuid())
             let policyPath = policyOverride ?? config.policyPath
             let policy = try policyPath.map { path throws(ConfigError) in try PolicyLoader.load(file: path) }
+            if config.http.tcpListen != nil, policy == nil {
+                throw ConfigError(issues: [ConfigIssue(
+                    file: configPath ?? "<config>", line: 0, column: 0,
+                    message: "http.tcp needs a policy: TCP has no peer credentials, so every call on it must "
+                        + "present an agent token, and only a policy defines agents")])
+            }
             return DaemonSettings(config: config, policy: policy, policyPath: policyPath)
         }
     }

@@ -109,6 +109,16 @@ final class ResilienceRegistry: Sendable {
         return permit
     }
 
+    /// Why `target` cannot take a call now — no API key, or its breaker open — or nil when it can (rate-limit pacing
+    /// only delays a call, so it is not counted). For `GET /healthz`.
+    func unavailability(_ target: ResolvedTarget) -> String? {
+        guard !target.provider.apiKeys.isEmpty else { return "no API key" }
+        let key = BreakerKey(provider: target.provider.name, model: target.model)
+        let now = clock.now()
+        let allows = state.withLock { s in s.breakers[key]?.wouldAllow(now: now) ?? true }
+        return allows ? nil : "circuit breaker open"
+    }
+
     /// Whether `target` could take a call of `tokens` now: its breaker would let it through and one of its keys
     /// is free. Takes nothing; for deciding between waiting here and moving on.
     func isReady(_ target: ResolvedTarget, tokens: Int) -> Bool {

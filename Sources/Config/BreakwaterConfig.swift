@@ -12,6 +12,8 @@ public struct BreakwaterConfig: Sendable, Equatable {
     public var policyPath: String?
     /// Who may run admin commands (`admins: {uids: [...], gids: [...]}`); root and the daemon's own user by default.
     public var admins = PeerSet(uids: [0])
+    /// The OpenAI-compatible HTTP front and `/metrics` (`http:`).
+    public var http = HTTPFrontConfig()
 
     public init(socketPath: String? = nil, limits: LimitsConfig = LimitsConfig(),
                 providers: [String: ProviderConfig], routes: [String: RouteConfig]) {
@@ -30,6 +32,37 @@ public struct BreakwaterConfig: Sendable, Equatable {
         )],
         routes: ["default": RouteConfig(targets: [RouteTarget(provider: "openai", model: "gpt-4o-mini")])]
     )
+}
+
+/// The HTTP front (`http:`): the same calls as the binary protocol, spoken as OpenAI's chat-completions API.
+public struct HTTPFrontConfig: Sendable, Equatable {
+    /// Who may read `GET /metrics`.
+    public enum MetricsAccess: String, Sendable, Equatable, CaseIterable {
+        /// The config's `admins` (by SO_PEERCRED), as for admin commands. The default.
+        case admins
+        /// Anyone who can connect to the HTTP socket (or, with `tcp`, to the port).
+        case everyone
+    }
+
+    /// The Unix socket the daemon binds for HTTP when systemd passes none (`breakwaterd --http-socket` overrides);
+    /// nil: no HTTP socket unless systemd passes one.
+    public var socketPath: String?
+    /// A loopback TCP listener, `127.0.0.1:PORT` or `[::1]:PORT`; nil (the default): none. With no peer
+    /// credentials on TCP, every call on it needs an agent token, so it needs a policy.
+    public struct TCPListen: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+    }
+    /// A loopback TCP listener (`tcp: 127.0.0.1:PORT` or `[::1]:PORT`); nil (the default): none. With no peer
+    /// credentials on TCP, every call on it needs an agent token, so it needs a policy.
+    public var tcpListen: TCPListen?
+    /// A request, once its first byte arrived, must be whole (head and body) within this; else 408 and close.
+    public var requestTimeout: Duration = .seconds(10)
+    /// A keep-alive connection with no request for this long is closed.
+    public var idleTimeout: Duration = .seconds(60)
+    public var metrics = MetricsAccess.admins
+
+    public init() {}
 }
 
 public struct LimitsConfig: Sendable, Equatable {

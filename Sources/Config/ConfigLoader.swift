@@ -10,12 +10,23 @@ public struct ConfigIssue: Sendable, Equatable, CustomStringConvertible {
     public var message: String
 
     public var description: String { "\(file):\(line):\(column): \(message)" }
+
+    public init(file: String, line: Int, column: Int, message: String) {
+        self.file = file
+        self.line = line
+        self.column = column
+        self.message = message
+    }
 }
 
 /// Every problem found in a config file; thrown only after the whole file has been checked.
 public struct ConfigError: Error, Sendable, CustomStringConvertible {
     public var issues: [ConfigIssue]
     public var description: String { issues.map(\.description).joined(separator: "\n") }
+
+    public init(issues: [ConfigIssue]) {
+        self.issues = issues
+    }
 }
 
 /// Reads the YAML config. Walks Yams' node tree (not Codable) so every error can point at its line and column,
@@ -38,7 +49,7 @@ public enum ConfigLoader {
 /// The config file's sections.
 extension NodeReader {
     mutating func readRoot(_ root: Node, into config: inout BreakwaterConfig) {
-        let rootKeys: Set = ["socket", "limits", "providers", "routes", "admins", "policy"]
+        let rootKeys: Set = ["socket", "limits", "providers", "routes", "admins", "policy", "http"]
         for (key, _, value) in entries(root, "config", allowed: rootKeys) {
             switch key {
             case "policy":
@@ -49,6 +60,8 @@ extension NodeReader {
                 config.socketPath = string(value, "socket")
             case "limits":
                 readLimits(value, into: &config.limits)
+            case "http":
+                readHTTP(value, into: &config.http)
             case "providers":
                 config.providers = [:]
                 for (name, _, p) in entries(value, "providers") {
@@ -105,6 +118,46 @@ extension NodeReader {
             case "upstream_connections": if let n = count(v, key, min: 1) { limits.upstreamConnections = n }
             default: break
             }
+        }
+    }
+
+    mutating func readHTTP(_ node: Node, into http: inout HTTPFrontConfig) {
+        let keys: Set = ["socket", "tcp", "request_timeout", "idle_timeout", "metrics"]
+        for (key, _, v) in entries(node, "http", allowed: keys) {
+            switch key {
+            case "socket": http.socketPath = string(v, "http.socket")
+            case "tcp":
+                guard let text = string(v, "http.tcp") else { break }
+                if let listen = Self.loopbackListen(text) {
+                    http.tcpListen = listen
+                } else {
+                    issue(v, "http.tcp must be a loopback address and port, like 127.0.0.1:8080 or [::1]:8080 "
+                             + "(the HTTP front is for this host only), got \"\(text)\"")
+                }
+            case "request_timeout": if let d = duration(v, key) { http.requestTimeout = d }
+            case "idle_timeout": if let d = duration(v, key) { http.idleTimeout = d }
+            case "metrics":
+                guard let text = string(v, "http.metrics") else { break }
+                if let access = HTTPFrontConfig.MetricsAccess(rawValue: text) {
+                    http.metrics = access
+                } else {
+                    issue(v, "http.metrics must be one of: "
+                             + HTTPFrontConfig.MetricsAccess.allCases.map(\.rawValue).joined(separator: ", "))
+                }
+            default: break
+            }
+        }
+    }
+
+    /// `127.0.0.1:8080`, `localhost:8080` or `[::1]:8080` (port 1–65535); nil for anything off the loopback.
+    static func loopbackListen(_ text: String) -> HTTPFrontConfig.TCPListen? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (1...65535).contains(port) else { return nil }
+        let host = String(text[..<colon])
+        switch host {
+        case "127.0.0.1", "localhost": return .init(host: "127.0.0.1", port: port)
+        case "[::1]": return .init(host: "::1", port: port)
+        default: return nil
         }
     }
 

@@ -17,6 +17,24 @@ public enum Systemd {
         return (0..<n).map { listenFDsStart + $0 }
     }
 
+    /// Listening sockets passed by socket activation with their names (`FileDescriptorName=`, or
+    /// `systemd-socket-activate --fdname=`; "unknown" when none was given), unsetting the variables as
+    /// `listenFDs()` does.
+    public static func namedListenFDs() -> [(fd: Int32, name: String)] {
+        var names: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+        let n = sd_listen_fds_with_names(1, &names)
+        guard n > 0 else { return [] }
+        defer {
+            if let names {
+                for i in 0..<Int(n) { free(names[i]) }
+                free(names)
+            }
+        }
+        return (0..<n).map { i in
+            (listenFDsStart + i, names?[Int(i)].map { String(cString: $0) } ?? "unknown")
+        }
+    }
+
     /// True when `fd` is a listening Unix stream socket (what `breakwater.socket` hands over).
     public static func isUnixStreamListener(_ fd: Int32) -> Bool {
         sd_is_socket_unix(fd, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0

@@ -23,6 +23,10 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Unix socket path to bind when systemd has not passed a socket.")
     var socket: String?
 
+    @Option(name: .customLong("http-socket"),
+            help: "Unix socket path for the OpenAI-compatible HTTP front when systemd has not passed one (overrides the config's http.socket).")
+    var httpSocket: String?
+
     @Option(name: .customLong("check-config"), help: "Check a config file, print every error with file:line, exit.")
     var checkConfig: String?
 
@@ -75,18 +79,29 @@ struct BreakwaterDaemonCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
 
+        // From systemd: the socket named "http" (FileDescriptorName=http) is the HTTP front's; the other one is
+        // the binary protocol's. Either may come from systemd while the other is bound here.
+        let inherited = Systemd.namedListenFDs()
         let address: ListenAddress
-        if let fd = Systemd.listenFDs().first {
+        if let fd = inherited.first(where: { $0.name != "http" })?.fd {
             address = .inheritedFD(fd)
         } else {
             address = .path(socket ?? settings.config.socketPath ?? Self.defaultSocketPath())
         }
+        var http: [ListenAddress] = []
+        if let fd = inherited.first(where: { $0.name == "http" })?.fd {
+            http.append(.inheritedFD(fd))
+        } else if let path = httpSocket ?? settings.config.http.socketPath {
+            http.append(.path(path))
+        }
+        if let tcp = settings.config.http.tcpListen { http.append(.tcp(host: tcp.host, port: tcp.port)) }
         Self.raiseOpenFileLimit(logger: logger)
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         // systemd's StateDirectory= may list several paths, separated by colons: the first is ours.
         let state = stateDir ?? ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?
             .split(separator: ":").first.map(String.init)
-        let server = BreakwaterServer(settings: settings, sources: sources, address: address, logger: logger,
+        let server = BreakwaterServer(settings: settings, sources: sources, address: address, httpAddresses: http,
+                                      logger: logger,
                                       stateDirectory: state, group: eventLoops)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: server)],
