@@ -50,6 +50,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         // SHA-256 for agent credentials. The range keeps the 4.x that swift-nio-extras already resolves.
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
@@ -98,6 +99,7 @@ let package = Package(
                 "BreakwaterWire", "Providers", "CurlTransport", "Systemd", "Config", "Resilience", "Governance",
                 daemonOnly("NIOExtras", "swift-nio-extras"),
                 daemonOnly("NIOHTTP1", "swift-nio"),
+                daemonOnly("Prometheus", "swift-prometheus"),
                 daemonOnly("ServiceLifecycle", "swift-service-lifecycle"),
                 daemonOnly("Logging", "swift-log"),
                 daemonOnly("GRDB", "GRDB.swift"),

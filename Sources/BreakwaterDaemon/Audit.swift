@@ -37,6 +37,7 @@ extension DaemonContext {
 
     /// The audit kind and fields of a policy refusal.
     func auditDecision(_ decision: Decision, _ subject: AuditSubject, model: String?) {
+        metrics.policyDecision(decision.metricName, rule: decision.rule)
         let kind: AuditEventKind
         switch decision {
         case .rateLimited: kind = .rateLimitRefused
@@ -58,6 +59,19 @@ extension DaemonContext {
             case .rateLimited(_, let wait): e.set(.retryAfterMilliseconds, wait.nanoseconds / 1_000_000)
             default: break
             }
+        }
+    }
+}
+
+extension Decision {
+    /// The `decision` label of `breakwater_policy_decisions_total`.
+    var metricName: String {
+        switch self {
+        case .allow: "allow"
+        case .deny: "deny"
+        case .requireStepUp: "require_step_up"
+        case .rateLimited: "rate_limited"
+        case .requireApproval: "require_approval"
         }
     }
 }

@@ -115,10 +115,13 @@ public final class BreakwaterServer: Service, Sendable {
         }
         defer { _ = auditWriter?.shutdown(timeout: .seconds(5)) }
         let router = Router(config: settings.config, environment: environment)
-        let resilience = ResilienceRegistry(clock: clock, logger: logger, audit: auditWriter, store: store)
+        let metrics = DaemonMetrics()
+        let resilience = ResilienceRegistry(clock: clock, logger: logger, audit: auditWriter, store: store,
+                                            metrics: metrics)
         resilience.restoreBreakers(router: router)
         let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger,
-                                   resilience: resilience, governance: governance, auditWriter: auditWriter)
+                                   resilience: resilience, governance: governance, auditWriter: auditWriter,
+                                   metrics: metrics)
         let quiesce = ServerQuiescingHelper(group: group)
         let limits = shared.limits
         let bootstrap = ServerBootstrap(group: group)

@@ -66,6 +66,7 @@ extension CallDriver {
             _ = governance.expireDue()
         }
         awaitApproval(id: id, deadline: queued.deadline, timer: timer)
+        shared.metrics.policyDecision("require_approval", rule: rule)
         shared.audit(.approvalRequested, subject) { e in
             e.decision = .pending
             e.rule = rule

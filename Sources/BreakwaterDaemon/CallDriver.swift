@@ -193,6 +193,7 @@ final class CallDriver {
         }
         let elapsed = shared.resilience.clock.now() - startedAt
         let attempts = walk.attemptCount
+        shared.metrics.callEnded(route: subject.route, outcome: outcome)
         shared.audit(.callCompleted, subject) { e in
             e.set(.attempts, attempts)
             switch outcome {
@@ -277,6 +278,7 @@ final class CallDriver {
         if let last = walk.records.indices.last, walk.records[last].then == nil {
             walk.records[last].then = next == nil ? "gave_up" : "moved_on"
         }
+        if next != nil { shared.metrics.movedOn(route: subject.route, from: target) }
         shared.audit(.fallback, subject) { e in
             e[.fallbackFrom] = target.label
             e[.fallbackTo] = next
@@ -385,6 +387,7 @@ final class CallDriver {
         let call = UpstreamCall(
             streamID: streamID, requestID: requestID, target: target, stream: stream, attemptNumber: walk.attemptCount,
             maxFramePayload: Int(shared.limits.maxFramePayload), flow: flow, stats: shared.stats,
+            metrics: shared.metrics,
             driver: NIOLoopBound(self, eventLoop: eventLoop), eventLoop: eventLoop)
         phase = .attempting(Attempt(holds: holds, number: walk.attemptCount, call: call))
         let t = target.provider.config.timeouts
@@ -432,6 +435,7 @@ final class CallDriver {
             return .skipped
         }
         walk.pacedOnTarget += at - now
+        shared.metrics.waitedForKey(target, at - now)
         wait(at - now, then: target, place: .place(target, key: index, tokens: tokens))  // pace under the limits
         return .scheduled
     }
@@ -501,6 +505,8 @@ final class CallDriver {
         let counted = attempt.holds.settle(result, classification, endsCall: classification == nil && !attempt.holds.probe,
                                            firstOnTarget: walk.firstOnTarget, shared: shared)
         let number = attempt.number
+        shared.metrics.attemptEnded(target, failure: classification.map { "\($0.kind)" }, duration: result.duration,
+                                    usage: classification == nil ? result.usage : nil)
         shared.audit(.upstreamAttempt, subject) { e in
             e.provider = target.provider.name
             e.model = target.model
@@ -545,6 +551,7 @@ final class CallDriver {
         var step = RetryPlanner.decide(input, retry: target.provider.retry, fallback: fallback)
         // The host-wide budget is asked only for a retry that would really happen, so it counts real retries.
         if case .retry = step, !shared.resilience.tryRetry(target.provider) {
+            shared.metrics.retryBudgetRefused(target)
             input.budgetAllows = false
             walk.records[walk.records.count - 1].retryBudgetRefused = true
             step = RetryPlanner.decide(input, retry: target.provider.retry, fallback: fallback)
@@ -554,6 +561,7 @@ final class CallDriver {
         }
         switch step {
         case .retry(let delay):
+            shared.metrics.retried(target)
             walk.records[walk.records.count - 1].then = "retried"
             walk.records[walk.records.count - 1].wait = delay
             if RetryPlanner.isPaced(input, retry: target.provider.retry) {

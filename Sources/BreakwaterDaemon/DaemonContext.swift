@@ -32,10 +32,13 @@ final class DaemonContext: Sendable {
     let governance: GovernanceRegistry?
     /// The journal audit trail; nil if the writer could not start (logged).
     let auditWriter: JournalAuditWriter?
+    /// What `GET /metrics` shows.
+    let metrics: DaemonMetrics
 
     init(router: Router, engine: any TransferEngine, stats: DaemonStats, logger: Logger, resilience: ResilienceRegistry,
-         governance: GovernanceRegistry?, auditWriter: JournalAuditWriter?) {
+         governance: GovernanceRegistry?, auditWriter: JournalAuditWriter?, metrics: DaemonMetrics? = nil) {
         self.auditWriter = auditWriter
+        self.metrics = metrics ?? resilience.metrics ?? DaemonMetrics()
         self.current = Mutex(router)
         self.engine = engine
         // Frame and body limits are promised in every HELLO, so they stay as started until a restart.

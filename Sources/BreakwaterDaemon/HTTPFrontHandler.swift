@@ -150,7 +150,7 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         let endpoints: [String: HTTPMethod] = [
             "/v1/chat/completions": .POST, "/chat/completions": .POST, "/v1/models": .GET, "/models": .GET,
-            "/healthz": .GET,
+            "/healthz": .GET, "/metrics": .GET,
         ]
         guard let method = endpoints[path] else {
             return respond(head, error: ErrorMessage(code: .badRequest, message: "no such endpoint: \(path)"),
@@ -166,7 +166,7 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
         case "/healthz":
             let (ready, report) = health()
             respond(head, status: ready ? .ok : .serviceUnavailable, json: HTTPErrors.json(report))
-        default: break
+        default: metrics(head)
         }
     }
 
@@ -472,5 +472,18 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
         var report: [String: Any] = ["status": ready ? "ready" : "not_ready", "routes": routes]
         if !reasons.isEmpty { report["why"] = reasons }
         return (ready, report)
+    }
+
+    /// `/metrics`: for the config's admins by SO_PEERCRED unless `http.metrics: everyone` (on TCP, with no peer
+    /// credentials, only then).
+    private func metrics(_ head: HTTPRequestHead) {
+        if settings.metrics == .admins {
+            guard let peer, shared.router.config.admins.contains(peer) else {
+                return respond(head, error: ErrorMessage(code: .forbidden, message: "/metrics is for the uids/gids "
+                                                         + "in the config's admins (http.metrics: admins)"))
+            }
+        }
+        respond(head, status: .ok, json: shared.metrics.exposition(shared),
+                contentType: "text/plain; version=0.0.4; charset=utf-8")
     }
 }

@@ -53,8 +53,12 @@ final class ResilienceRegistry: Sendable {
     /// Where open breakers are kept across restarts.
     private let store: StateStore?
 
+    /// Breaker transitions are counted here (the daemon's metrics); nil in tests that do not look.
+    let metrics: DaemonMetrics?
+
     init(clock: any ResilienceClock = SystemClock(), logger: Logger, audit: JournalAuditWriter? = nil,
-         store: StateStore? = nil) {
+         store: StateStore? = nil, metrics: DaemonMetrics? = nil) {
+        self.metrics = metrics
         self.clock = clock
         self.logger = logger
         self.audit = audit
@@ -372,6 +376,7 @@ final class ResilienceRegistry: Sendable {
             logger.log(level: t.to == .open ? .warning : .notice, "circuit breaker \(t.from) → \(t.to)", metadata: [
                 "target": "\(key.description)", "reason": "\(t.reason)",
             ])
+            metrics?.breakerTransition(provider: key.provider, model: key.model, to: t.to.rawValue)
             var e = AuditEvent(.breakerTransition)
             e.provider = key.provider
             e.model = key.model

@@ -38,6 +38,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     /// The call's credit and its connection's room: a streamed answer pauses while the app is behind.
     let flow: ReaderFlow
     let stats: DaemonStats
+    let metrics: DaemonMetrics
     let startedAt = ContinuousClock.now
 
     // Engine-thread state.
@@ -54,8 +55,9 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     private var oversized = false
 
     init(streamID: StreamID, requestID: String, target: ResolvedTarget, stream: Bool, attemptNumber: Int,
-         maxFramePayload: Int, flow: ReaderFlow, stats: DaemonStats, driver: NIOLoopBound<CallDriver>,
-         eventLoop: any EventLoop) {
+         maxFramePayload: Int, flow: ReaderFlow, stats: DaemonStats, metrics: DaemonMetrics,
+         driver: NIOLoopBound<CallDriver>, eventLoop: any EventLoop) {
+        self.metrics = metrics
         self.flow = flow
         self.stats = stats
         self.streamID = streamID
@@ -118,6 +120,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
                 if !sentResponse {
                     frames.append(responseFrame())
                     sentResponse = true
+                    metrics.firstChunk(target, after: ContinuousClock.now - startedAt)
                 }
                 frames.append(contentsOf: dataFrames(chunk))
             case .done:
