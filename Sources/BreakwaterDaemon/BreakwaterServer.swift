@@ -146,7 +146,7 @@ public final class BreakwaterServer: Service, Sendable {
                 }
             }
 
-        let (channel, where_) = try await Self.bind(bootstrap, to: address)
+        // The HTTP front first: once the binary socket answers (what clients wait for), both are open.
         var httpChannels: [any Channel] = []
         var httpWhere: [String] = []
         for http in httpAddresses {
@@ -155,6 +155,7 @@ public final class BreakwaterServer: Service, Sendable {
             httpChannels.append(c)
             httpWhere.append(w)
         }
+        let (channel, where_) = try await Self.bind(bootstrap, to: address)
         logger.info("breakwaterd serving", metadata: [
             "listen": "\(where_)", "http": "\(httpWhere.isEmpty ? "off" : httpWhere.joined(separator: ", "))",
             "routes": "\(router.routes.keys.sorted().joined(separator: ","))",

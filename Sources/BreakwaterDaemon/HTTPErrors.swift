@@ -20,19 +20,21 @@ enum HTTPErrors {
             return Mapping(status: .notFound, type: "invalid_request_error")
         case .unauthenticated:
             return Mapping(status: .unauthorized, type: "authentication_error")
-        case .forbidden, .stepUpRequired, .approvalDenied, .approvalExpired:
+        case .forbidden, .stepUpRequired, .approvalDenied:
             return Mapping(status: .forbidden, type: "permission_error")
+        case .approvalExpired:
+            return Mapping(status: .requestTimeout, type: "approval_expired")
         case .rateLimited, .concurrencyLimit, .tooManyCalls:
             return Mapping(status: .tooManyRequests, type: "rate_limit_error")
         case .budgetExceeded:
             return Mapping(status: .tooManyRequests, type: "insufficient_quota")
         case .upstreamError:
-            // A provider's 4xx other than auth and rate limits is about the request itself: passed on as it came
-            // (400, 404, 413, 422, ...). Anything else from the provider is a bad gateway.
-            if let s = error.upstreamStatus, (400..<500).contains(s), ![401, 403, 407, 429].contains(s) {
-                return Mapping(status: HTTPResponseStatus(statusCode: Int(s)), type: "invalid_request_error")
+            // The provider's own status (400, 404, 422, 500, 503, ...), as the Python transport gives it — except
+            // 401, 403 and 407, which are about the daemon's provider key, not the app's token: 502.
+            if let s = error.upstreamStatus, s >= 400, s < 600, ![401, 403, 407].contains(s) {
+                return Mapping(status: HTTPResponseStatus(statusCode: Int(s)), type: "upstream_error")
             }
-            return Mapping(status: .badGateway, type: "api_error")
+            return Mapping(status: .badGateway, type: "upstream_error")
         case .upstreamMalformed, .streamInterrupted, .eventTooLarge:
             return Mapping(status: .badGateway, type: "api_error")
         case .upstreamUnavailable, .notAccepted, .shuttingDown, .tooManyConnections:
@@ -46,12 +48,12 @@ enum HTTPErrors {
     }
 
     /// `{"error": {"message", "type", "param", "code", ...}}`: OpenAI's shape, with the protocol's code name in
-    /// `code` (lowercase, as OpenAI's codes are) and, for a failed walk, every attempt. Messages name what failed,
+    /// `code` (`RATE_LIMITED`, as the Python client names it) and, for a failed walk, every attempt. Messages name what failed,
     /// never a prompt, completion or key.
     static func body(for error: ErrorMessage) -> [String: Any] {
         var object: [String: Any] = [
             "message": error.message, "type": mapping(for: error).type, "param": NSNull(),
-            "code": error.code.name.lowercased(),
+            "code": error.code.name,
         ]
         if let p = error.provider { object["provider"] = p }
         if let s = error.upstreamStatus { object["upstream_status"] = Int(s) }

@@ -181,12 +181,13 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
             return refuseCall(head, ErrorMessage(code: .badRequest, message: error.message))
         }
         let headers = head.headers
-        // The route: the body's `model` when a route has that name, else X-Breakwater-Route.
+        // The route: X-Breakwater-Route when the app sets it, else the body's `model` when a route has that name
+        // (as the Python client's transport decides).
         let route: String
-        if let model = chat.model, shared.router.routes[model] != nil {
-            route = model
-        } else if let named = headers.first(name: "x-breakwater-route") {
+        if let named = headers.first(name: "x-breakwater-route") {
             route = named
+        } else if let model = chat.model, shared.router.routes[model] != nil {
+            route = model
         } else {
             return refuseCall(head, ErrorMessage(code: .unknownRoute, message: "no route named \""
                 + "\(chat.model ?? "")\": name a route as the model, or in the X-Breakwater-Route header"))
@@ -212,14 +213,14 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
             }
         }
         let timeout = headers.first(name: "x-breakwater-timeout-ms").flatMap { UInt32($0) }
-        let requestID = headers.first(name: "x-request-id") ?? headers.first(name: "x-breakwater-request-id")
+        let requestID = headers.first(name: "x-breakwater-request-id") ?? headers.first(name: "x-request-id")
         if let requestID, requestID.utf8.count > 128 {
             return refuseCall(head, ErrorMessage(code: .badRequest, message: "the request id is longer than 128 bytes"))
         }
         let request = CallRequest(
             route: route, stream: chat.stream, timeoutMs: timeout, requestID: requestID,
             action: headers.first(name: "x-breakwater-action"), tenant: headers.first(name: "x-breakwater-tenant"),
-            stepUpToken: headers.first(name: "x-breakwater-step-up").map { Array($0.utf8) })
+            stepUpToken: headers.first(name: "x-breakwater-step-up-token").map { Array($0.utf8) })
         let id = nextStreamID
         nextStreamID &+= 2
         let exchange = Exchange(streamID: id, request: head, stream: chat.stream)
@@ -331,8 +332,9 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
     /// Who answered and how: on every successful answer (for a stream, in its head).
     private func answerHeaders(_ exchange: Exchange) -> [(String, String)] {
         guard let r = exchange.response else { return [] }
-        return [("x-request-id", r.requestID), ("x-breakwater-provider", r.provider), ("x-breakwater-model", r.model),
-                ("x-breakwater-attempts", String(r.attempts))]
+        return [("x-breakwater-provider", r.provider), ("x-breakwater-model", r.model),
+                ("x-breakwater-attempts", String(r.attempts)), ("x-breakwater-request-id", r.requestID),
+                ("x-request-id", r.requestID)]
     }
 
     private func sendStreamHead(_ exchange: Exchange) {

@@ -67,10 +67,13 @@ class Daemon:
     `extra` adds to the config."""
 
     def __init__(self, fake: Fake, extra: str = "", retry: str = "{retry_count: 2, backoff_base: 10ms}",
-                 backup: Optional[Fake] = None, policy: Optional[str] = None) -> None:
-        """`backup`: a second provider, and route `chain`: [fake, backup]. `policy`: a policy file's text."""
+                 backup: Optional[Fake] = None, policy: Optional[str] = None, fake_options: str = "") -> None:
+        """`backup`: a second provider, and route `chain`: [fake, backup]. `policy`: a policy file's text.
+        `fake_options`: more keys of provider `fake` (e.g. `circuit_breaker: {...}`)."""
         self.dir = tempfile.TemporaryDirectory()
         self.socket = os.path.join(self.dir.name, "bw.sock")
+        # The OpenAI-compatible HTTP front, on its own socket.
+        self.http_socket = os.path.join(self.dir.name, "http.sock")
         config = os.path.join(self.dir.name, "breakwater.yaml")
         pathlib.Path(config).write_text(
             "providers:\n"
@@ -81,12 +84,13 @@ class Daemon:
             "    http_version: \"1.1\"\n"
             "    retry_config: %s\n"
             "%s"
+            "%s"
             "routes:\n"
             "  default:\n"
             "    - provider: fake\n"
             "      model: gpt-4o-mini\n"
             "%s"
-            "%s" % (fake.base_url, retry,
+            "%s" % (fake.base_url, retry, "".join("    %s\n" % line for line in fake_options.splitlines()),
                     "" if backup is None else
                     "  backup:\n    kind: openai\n    base_url: %s\n    api_key_env: BW_TEST_KEY\n"
                     "    http_version: \"1.1\"\n" % backup.base_url,
@@ -94,7 +98,8 @@ class Daemon:
                     "  chain:\n    - provider: fake\n      model: gpt-4o-mini\n    - provider: backup\n"
                     "      model: gpt-4o\n",
                     extra))
-        self.arguments = [str(bin_dir() / "breakwaterd"), "--config", config, "--socket", self.socket]
+        self.arguments = [str(bin_dir() / "breakwaterd"), "--config", config, "--socket", self.socket,
+                          "--http-socket", self.http_socket]
         if policy is not None:
             pathlib.Path(self.dir.name, "policy.yaml").write_text(policy)
             self.arguments += ["--policy", os.path.join(self.dir.name, "policy.yaml")]
