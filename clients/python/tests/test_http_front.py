@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -314,10 +315,12 @@ def test_bad_http_input_gets_a_4xx_and_a_close_while_a_healthy_stream_carries_on
 
 
 APP_TOKEN = "py-test-http-app-token-0123456789abcdef"
+TCP_TOKEN = "py-test-http-tcp-token-0123456789abcdef"
 
 
 def root_only_policy() -> str:
     digest = hashlib.sha256(APP_TOKEN.encode()).hexdigest()
+    tcp_digest = hashlib.sha256(TCP_TOKEN.encode()).hexdigest()
     issued = (datetime.now(timezone.utc) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"""\
 anonymous: deny
@@ -326,6 +329,11 @@ agents:
     agent_identity:
       credentials: [{{name: t1, token_sha256: {digest}, issued_at: {issued}, validity_window: 1h}}]
       uids: [0]
+    scopes: {{actions: [chat.reply], routes: [default], models: ["*"]}}
+    relationships: [{{agent_to_tenant: acme}}]
+  tcp-app:
+    agent_identity:
+      credentials: [{{name: t1, token_sha256: {tcp_digest}, issued_at: {issued}, validity_window: 1h}}]
     scopes: {{actions: [chat.reply], routes: [default], models: ["*"]}}
     relationships: [{{agent_to_tenant: acme}}]
 """
@@ -469,3 +477,76 @@ def test_the_http_socket_from_systemd_socket_activate(fake: Fake, daemon: Daemon
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert "http=socket from systemd" in err, err[-2000:]
+
+
+# MARK: approvals and the TCP listener
+
+
+def test_a_pending_approval_holds_the_request_open_and_streams_say_so(fake: Fake) -> None:
+    from test_daemon_life import REFUND_TOKEN, policy
+
+    d = Daemon(fake, policy=policy())
+    try:
+        headers = ["-H", "Authorization: Bearer " + REFUND_TOKEN, "-H", "x-breakwater-action: refund.issue",
+                   "-H", "x-breakwater-tenant: acme"]
+        proc = subprocess.Popen(["curl", "-sS", "-N", "--unix-socket", d.http_socket, URL, "-d", body(stream=True),
+                                 *headers], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        comment = proc.stdout.readline()
+        assert comment.startswith(": ") and "breakwater approve apr-" in comment, comment
+        assert fake.stats()["requests"] == 0, "nothing reaches the provider before the approval"
+        approval = comment.split("breakwater approve ")[1].split()[0]
+        approved = d.cli("approve", approval)
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        rest = proc.stdout.read()
+        proc.wait(10)
+        assert rest.rstrip().endswith("data: [DONE]"), rest[-300:]
+
+        # A plain request is simply held open until someone decides.
+        result: List[Any] = []
+        client = sdk(d, api_key=REFUND_TOKEN)
+        t = threading.Thread(target=lambda: result.append(client.chat.completions.create(  # type: ignore
+            model="default", messages=MESSAGES,
+            extra_headers={"x-breakwater-action": "refund.issue", "x-breakwater-tenant": "acme"})))
+        t.start()
+        assert wait_until(lambda: "apr-" in d.cli("approvals").stdout), "the call waits for an approval"
+        listed = d.cli("approvals").stdout
+        approval = next(w for w in listed.split() if w.startswith("apr-"))
+        assert not result, "no answer before the approval"
+        assert d.cli("approve", approval).returncode == 0
+        t.join(20)
+        assert result and result[0].choices[0].message.content == "Echo: Hello there", result
+    finally:
+        d.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_loopback_tcp_listener_needs_a_policy_and_a_token_on_every_call(fake: Fake) -> None:
+    port = free_port()
+    d = Daemon(fake, policy=root_only_policy(), extra="http:\n  tcp: 127.0.0.1:%d\n" % port)
+    try:
+        url = "http://127.0.0.1:%d/v1/chat/completions" % port
+        with httpx.Client(timeout=20) as c:
+            headers = {"x-breakwater-action": "chat.reply", "x-breakwater-tenant": "acme"}
+            assert c.post(url, content=body(), headers=headers).status_code == 401
+            bound = c.post(url, content=body(), headers={**headers, "authorization": "Bearer " + APP_TOKEN})
+            # That agent's token is bound to uid 0: on TCP there is no uid, so even the right token is refused.
+            assert bound.status_code == 401 and bound.json()["error"]["code"] == "UNAUTHENTICATED", bound.text
+            ok = c.post(url, content=body(), headers={**headers, "authorization": "Bearer " + TCP_TOKEN})
+            assert ok.status_code == 200 and ok.headers["x-breakwater-provider"] == "fake", ok.text
+            assert c.get("http://127.0.0.1:%d/metrics" % port).status_code == 403, "no admins on TCP"
+    finally:
+        d.stop()
+    # Without a policy the daemon refuses to start: TCP callers would have no identity at all.
+    with tempfile.TemporaryDirectory() as tmp:
+        config = os.path.join(tmp, "tcp.yaml")
+        with open(config, "w") as f:
+            f.write("http:\n  tcp: 127.0.0.1:%d\n" % port)
+        out = subprocess.run([str(bin_dir() / "breakwaterd"), "--config", config, "--socket",
+                              os.path.join(tmp, "s")], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "http.tcp needs a policy" in out.stderr, out.stderr
