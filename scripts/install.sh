@@ -87,12 +87,12 @@ echo "$PREFIX/bin/breakwaterd, $PREFIX/bin/breakwater"
 
 # The units name /usr/local; point them at this PREFIX instead (ExecStart= and the Documentation= link).
 install -d -m 0755 "$units"
-for unit in breakwater.socket breakwater.service; do
+for unit in breakwater.socket breakwater-http.socket breakwater.service; do
     sed "s|/usr/local/|$PREFIX/|g" "systemd/$unit" > "$units/$unit.tmp"
     chmod 0644 "$units/$unit.tmp"
     mv -f "$units/$unit.tmp" "$units/$unit"
 done
-echo "/etc/systemd/system/breakwater.socket, breakwater.service (ExecStart=$PREFIX/bin/breakwaterd)"
+echo "/etc/systemd/system/breakwater.socket, breakwater-http.socket, breakwater.service (ExecStart=$PREFIX/bin/breakwaterd)"
 
 install -D -m 0644 systemd/breakwater.catalog "$root/usr/lib/systemd/catalog/breakwater.catalog"
 echo "/usr/lib/systemd/catalog/breakwater.catalog"
@@ -131,7 +131,7 @@ echo "$PREFIX/share/doc/breakwater/README.md"
 if [ -n "$DESTDIR" ]; then
     echo "== staged under $DESTDIR; on the target system, run:"
     echo "  systemd-sysusers breakwater.conf && journalctl --update-catalog"
-    echo "  systemctl daemon-reload && systemctl enable --now breakwater.socket"
+    echo "  systemctl daemon-reload && systemctl enable --now breakwater.socket breakwater-http.socket"
     exit 0
 fi
 
@@ -144,11 +144,11 @@ if command -v journalctl > /dev/null; then
     journalctl --update-catalog
 fi
 
-enable="systemctl daemon-reload && systemctl enable --now breakwater.socket"
+enable="systemctl daemon-reload && systemctl enable --now breakwater.socket breakwater-http.socket"
 if [ -d /run/systemd/system ]; then
     echo "== $enable"
     systemctl daemon-reload
-    systemctl enable --now breakwater.socket
+    systemctl enable --now breakwater.socket breakwater-http.socket
 else
     echo "== systemd is not running here; once it is, run:"
     echo "  $enable"

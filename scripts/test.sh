@@ -17,9 +17,9 @@ swift build --build-tests 2>&1 | tail -n 3
 
 echo "== systemd units: syntax and hardening"
 # verify needs ExecStart's binary to exist: check a copy pointing at the one just built.
-cp systemd/breakwater.socket "$tmp/"
+cp systemd/breakwater.socket systemd/breakwater-http.socket "$tmp/"
 sed "s|/usr/local/bin/breakwaterd|$PWD/.build/debug/breakwaterd|" systemd/breakwater.service > "$tmp/breakwater.service"
-systemd-analyze verify "$tmp/breakwater.socket" "$tmp/breakwater.service"
+systemd-analyze verify "$tmp/breakwater.socket" "$tmp/breakwater-http.socket" "$tmp/breakwater.service"
 systemd-analyze security --offline=yes --threshold=20 systemd/breakwater.service | tail -n 1
 
 echo "== demo (README command one)"

@@ -14,10 +14,11 @@ if [ -z "$DESTDIR" ] && [ "$(id -u)" -ne 0 ]; then
 fi
 
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
-    systemctl disable --now breakwater.socket breakwater.service || true
+    systemctl disable --now breakwater.socket breakwater-http.socket breakwater.service || true
 fi
 rm -f "$DESTDIR$PREFIX/bin/breakwaterd" "$DESTDIR$PREFIX/bin/breakwater" \
-    "$DESTDIR/etc/systemd/system/breakwater.socket" "$DESTDIR/etc/systemd/system/breakwater.service" \
+    "$DESTDIR/etc/systemd/system/breakwater.socket" "$DESTDIR/etc/systemd/system/breakwater-http.socket" \
+    "$DESTDIR/etc/systemd/system/breakwater.service" \
     "$DESTDIR/usr/lib/systemd/catalog/breakwater.catalog" "$DESTDIR/usr/lib/sysusers.d/breakwater.conf" \
     "$DESTDIR/etc/breakwater/policy.example.yaml"
 rm -rf "$DESTDIR$PREFIX/share/doc/breakwater"

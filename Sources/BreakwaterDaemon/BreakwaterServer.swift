@@ -122,6 +122,7 @@ public final class BreakwaterServer: Service, Sendable {
         let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger,
                                    resilience: resilience, governance: governance, auditWriter: auditWriter,
                                    metrics: metrics)
+        // NIO's quiescing helper watches one server channel: one per listener, all drained at a graceful stop.
         let quiesce = ServerQuiescingHelper(group: group)
         let limits = shared.limits
         let bootstrap = ServerBootstrap(group: group)
@@ -149,9 +150,12 @@ public final class BreakwaterServer: Service, Sendable {
         // The HTTP front first: once the binary socket answers (what clients wait for), both are open.
         var httpChannels: [any Channel] = []
         var httpWhere: [String] = []
+        var httpQuiesce: [ServerQuiescingHelper] = []
         for http in httpAddresses {
             let overTCP = if case .tcp = http { true } else { false }
-            let (c, w) = try await Self.bind(httpBootstrap(shared: shared, quiesce: quiesce, overTCP: overTCP), to: http)
+            let helper = ServerQuiescingHelper(group: group)
+            httpQuiesce.append(helper)
+            let (c, w) = try await Self.bind(httpBootstrap(shared: shared, quiesce: helper, overTCP: overTCP), to: http)
             httpChannels.append(c)
             httpWhere.append(w)
         }
@@ -191,9 +195,13 @@ public final class BreakwaterServer: Service, Sendable {
 
         Systemd.notify("STOPPING=1\nSTATUS=draining; " + stats.statusLine)
         logger.info("draining", metadata: ["calls_in_flight": "\(stats.callsInFlight.load(ordering: .relaxed))"])
-        let drained = group.next().makePromise(of: Void.self)
-        quiesce.initiateShutdown(promise: drained)
-        try? await drained.futureResult.get()
+        // Every listener stops accepting and every connection drains at once; then wait for all of them.
+        let drains = ([quiesce] + httpQuiesce).map { helper in
+            let drained = group.next().makePromise(of: Void.self)
+            helper.initiateShutdown(promise: drained)
+            return drained.futureResult
+        }
+        for drained in drains { try? await drained.get() }
         _ = (channel, httpChannels)
         logger.info("stopped")
     }

@@ -44,6 +44,7 @@ let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent
             ("\(prefix)/bin/breakwaterd", 0o755),
             ("\(prefix)/bin/breakwater", 0o755),
             ("/etc/systemd/system/breakwater.socket", 0o644),
+            ("/etc/systemd/system/breakwater-http.socket", 0o644),
             ("/etc/systemd/system/breakwater.service", 0o644),
             ("/usr/lib/systemd/catalog/breakwater.catalog", 0o644),
             ("/usr/lib/sysusers.d/breakwater.conf", 0o644),
@@ -70,7 +71,7 @@ let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         let execStart = "ExecStart=\(prefix)/bin/breakwaterd --config ${CONFIGURATION_DIRECTORY}/breakwater.yaml"
         #expect(service.split(separator: "\n").contains { $0 == execStart }, "\(service)")
         #expect(!service.contains("/usr/local") && !read(root + "/etc/systemd/system/breakwater.socket")
-            .contains("/usr/local"))
+            .contains("/usr/local") && !read(root + "/etc/systemd/system/breakwater-http.socket").contains("/usr/local"))
 
         // The installed CLI accepts the installed config, and the installed policy example.
         let (checked, check) = try await run(root + prefix + "/bin/breakwater",
@@ -82,12 +83,15 @@ let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         // staged one (the pattern scripts/test.sh uses).
         let verify = logs + "/verify"
         try FileManager.default.createDirectory(atPath: verify, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: root + "/etc/systemd/system/breakwater.socket",
-                                         toPath: verify + "/breakwater.socket")
+        for socket in ["breakwater.socket", "breakwater-http.socket"] {
+            try FileManager.default.copyItem(atPath: root + "/etc/systemd/system/" + socket,
+                                             toPath: verify + "/" + socket)
+        }
         try service.replacingOccurrences(of: "ExecStart=\(prefix)/", with: "ExecStart=\(root + prefix)/")
             .write(toFile: verify + "/breakwater.service", atomically: true, encoding: .utf8)
         let (verified, verifyOut) = try await run("/usr/bin/systemd-analyze",
                                                   ["verify", verify + "/breakwater.socket",
+                                                   verify + "/breakwater-http.socket",
                                                    verify + "/breakwater.service"], in: logs)
         #expect(verified == 0, "\(verifyOut)")
         // And systemd-sysusers makes the socket's group from the installed file.
@@ -112,7 +116,8 @@ let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent
                                                   environment: ["DESTDIR": root, "PREFIX": prefix], in: logs)
         #expect(removed == 0, "\(removedOut)")
         for path in ["\(prefix)/bin/breakwaterd", "\(prefix)/bin/breakwater", "/etc/systemd/system/breakwater.service",
-                     "/etc/systemd/system/breakwater.socket", "/usr/lib/systemd/catalog/breakwater.catalog"] {
+                     "/etc/systemd/system/breakwater.socket", "/etc/systemd/system/breakwater-http.socket",
+                     "/usr/lib/systemd/catalog/breakwater.catalog"] {
             #expect(!FileManager.default.fileExists(atPath: root + path), "\(path) is still there")
         }
         #expect(read(root + "/etc/breakwater/breakwater.yaml") == mine)
@@ -127,7 +132,7 @@ let repoRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         let (status, out) = try await install(into: root, prefix: nil, logs: logs)
         #expect(status == 0, "\(out)")
         #expect(FileManager.default.isExecutableFile(atPath: root + "/usr/local/bin/breakwaterd"))
-        for unit in ["breakwater.socket", "breakwater.service"] {
+        for unit in ["breakwater.socket", "breakwater-http.socket", "breakwater.service"] {
             #expect(read(root + "/etc/systemd/system/" + unit) == read(repoRoot + "/systemd/" + unit), "\(unit)")
         }
     }

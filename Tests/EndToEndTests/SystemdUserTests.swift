@@ -37,6 +37,7 @@ final class UserManager: @unchecked Sendable {
 
     var unitDirectory: String { runtimeDirectory + "/systemd/user" }
     var socket: String { work + "/bw.sock" }
+    var httpSocket: String { work + "/http.sock" }
     var configFile: String { work + "/config/breakwater/breakwater.yaml" }
     /// `$STATE_DIRECTORY/breakwater.sqlite`: a user manager puts StateDirectory= under $XDG_STATE_HOME from
     /// systemd 254 on, under $XDG_CONFIG_HOME before (Debian 12 has 252).
@@ -148,7 +149,9 @@ final class UserManager: @unchecked Sendable {
                                                 withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: m.unitDirectory + "/breakwater.service.d",
                                                 withIntermediateDirectories: true)
-        for unit in ["breakwater.socket", "breakwater.service"] {
+        try FileManager.default.createDirectory(atPath: m.unitDirectory + "/breakwater-http.socket.d",
+                                                withIntermediateDirectories: true)
+        for unit in ["breakwater.socket", "breakwater-http.socket", "breakwater.service"] {
             try FileManager.default.copyItem(atPath: units + "/" + unit, toPath: m.unitDirectory + "/" + unit)
         }
         try """
@@ -159,6 +162,15 @@ final class UserManager: @unchecked Sendable {
             SocketGroup=
 
             """.write(toFile: m.unitDirectory + "/breakwater.socket.d/test.conf", atomically: true, encoding: .utf8)
+        try """
+            # Test drop-in, as for breakwater.socket.
+            [Socket]
+            ListenStream=
+            ListenStream=\(m.httpSocket)
+            SocketGroup=
+
+            """.write(toFile: m.unitDirectory + "/breakwater-http.socket.d/test.conf", atomically: true,
+                      encoding: .utf8)
         try """
             # Test drop-in.
             [Service]
@@ -187,8 +199,22 @@ final class UserManager: @unchecked Sendable {
 
             """.write(toFile: m.unitDirectory + "/breakwater.service.d/test.conf", atomically: true, encoding: .utf8)
         try await m.systemctl(["daemon-reload"])
-        let (started, out) = try await m.systemctl(["start", "breakwater.socket"])
+        let (started, out) = try await m.systemctl(["start", "breakwater.socket", "breakwater-http.socket"])
         try #require(started == 0, "\(out)\n\(m.managerOutput)")
+    }
+
+    /// Real curl (`-sS`, 20 s at most): its exit status and output.
+    static func curl(_ arguments: [String]) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["-sS", "--max-time", "20"] + arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
     static func client(_ m: UserManager) -> BreakwaterClient {
@@ -248,18 +274,22 @@ final class UserManager: @unchecked Sendable {
             try await Self.install(m)
             let client = Self.client(m)
 
-            // 1. Socket activation: nothing runs until the first connection.
+            // 1. Socket activation: nothing runs until the first connection — here an HTTP one, with real curl,
+            // to the HTTP front's socket; then the binary socket is served by the same process.
             #expect(try await m.show("breakwater.service", "ActiveState") == "inactive")
+            let (curled, answer) = try Self.curl(["--unix-socket", m.httpSocket, "http://b/v1/chat/completions",
+                                                  "-d", #"{"model":"default","messages":[{"role":"user","content":"over http"}]}"#])
+            #expect(curled == 0 && answer.contains(#""content":"Echo: over http""#), "\(answer)")
+            #expect(try await m.show("breakwater.service", "ActiveState") == "active")
             let first = try await client.send(route: "default", body: chat("first"))
             #expect(content(first.body) == "Echo: first")
-            #expect(try await m.show("breakwater.service", "ActiveState") == "active")
             let firstPID = try await m.show("breakwater.service", "MainPID")
             print("systemd --user: socket activation started breakwaterd (pid \(firstPID)) on the first connection")
 
             // 2. `systemctl --user status` shows the STATUS= line with live figures.
             let statusShown = try await waitUntil(timeout: .seconds(10)) {
                 let (_, out) = try await m.systemctl(["status", "breakwater.service"])
-                return out.contains("Status: \"serving; connections:") && out.contains("calls: 1,")
+                return out.contains("Status: \"serving; connections:") && out.contains("calls: 2,")
                     && out.contains("calls/s:")
             }
             let (_, status) = try await m.systemctl(["status", "breakwater.service"])

@@ -550,3 +550,17 @@ def test_the_loopback_tcp_listener_needs_a_policy_and_a_token_on_every_call(fake
         out = subprocess.run([str(bin_dir() / "breakwaterd"), "--config", config, "--socket",
                               os.path.join(tmp, "s")], capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "http.tcp needs a policy" in out.stderr, out.stderr
+
+
+def test_a_graceful_stop_lets_an_http_stream_in_flight_finish(fake: Fake, daemon: Daemon) -> None:
+    fake.script({"chunks": 10, "chunk_interval_ms": 150})
+    proc = subprocess.Popen(["curl", "-sS", "-N", "--unix-socket", daemon.http_socket, URL, "-d", body(stream=True)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("data: "), first
+    daemon.process.terminate()  # SIGTERM: drain
+    rest = proc.stdout.read()
+    proc.wait(10)
+    assert rest.rstrip().endswith("data: [DONE]"), rest[-300:]
+    assert daemon.process.wait(30) == 0
