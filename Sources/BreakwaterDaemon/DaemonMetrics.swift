@@ -82,9 +82,61 @@ final class DaemonMetrics: Sendable {
     }
 
     /// The labels of everything about one upstream target: GenAI's, plus the provider's name in the config.
-    private static func labels(_ target: ResolvedTarget) -> [(String, String)] {
+    fileprivate static func labels(_ target: ResolvedTarget) -> [(String, String)] {
         [("gen_ai_operation_name", "chat"), ("gen_ai_provider_name", genAIProvider(target.provider.config.kind)),
          ("gen_ai_request_model", target.model), ("breakwater_provider", target.provider.name)]
+    }
+
+    // MARK: The common case's series, looked up once
+
+    /// The series every answered call touches, per target: made in the registry once (its lookup checks names and
+    /// labels each time, which cost several microseconds per call) and kept here, behind one short lock.
+    private final class TargetSeries: Sendable {
+        let answered: Counter
+        let duration: DurationHistogram
+        let inputTokens: ValueHistogram
+        let outputTokens: ValueHistogram
+        let firstChunk: DurationHistogram
+
+        init(_ target: ResolvedTarget, _ registry: PrometheusCollectorRegistry) {
+            let labels = DaemonMetrics.labels(target)
+            answered = registry.makeCounter(descriptor: DaemonMetrics.attempts.descriptor, labels: [
+                ("provider", target.provider.name), ("model", target.model), ("outcome", "ok"),
+            ])
+            duration = registry.makeDurationHistogram(descriptor: DaemonMetrics.duration.descriptor, labels: labels,
+                                                      buckets: DaemonMetrics.durationBuckets)
+            inputTokens = registry.makeValueHistogram(descriptor: DaemonMetrics.tokens.descriptor,
+                                                      labels: labels + [("gen_ai_token_type", "input")],
+                                                      buckets: DaemonMetrics.tokenBuckets)
+            outputTokens = registry.makeValueHistogram(descriptor: DaemonMetrics.tokens.descriptor,
+                                                       labels: labels + [("gen_ai_token_type", "output")],
+                                                       buckets: DaemonMetrics.tokenBuckets)
+            firstChunk = registry.makeDurationHistogram(descriptor: DaemonMetrics.firstToken.descriptor,
+                                                        labels: labels, buckets: DaemonMetrics.firstTokenBuckets)
+        }
+    }
+
+    private struct TargetKey: Hashable {
+        var provider: String
+        var model: String
+    }
+
+    private struct CallKey: Hashable {
+        var route: String
+        var outcome: String
+    }
+
+    private let targets = Mutex<[TargetKey: TargetSeries]>([:])
+    private let callCounters = Mutex<[CallKey: Counter]>([:])
+
+    private func series(_ target: ResolvedTarget) -> TargetSeries {
+        let key = TargetKey(provider: target.provider.name, model: target.model)
+        return targets.withLock { known in
+            if let s = known[key] { return s }
+            let made = TargetSeries(target, registry)
+            known[key] = made
+            return made
+        }
     }
 
     // MARK: Recording
@@ -96,31 +148,39 @@ final class DaemonMetrics: Sendable {
         case .cancelled: "cancelled"
         case .handedBack: "handed_back"
         }
-        registry.makeCounter(descriptor: Self.calls.descriptor, labels: [("route", route ?? ""), ("outcome", name)]).increment()
+        let key = CallKey(route: route ?? "", outcome: name)
+        let counter = callCounters.withLock { known in
+            if let c = known[key] { return c }
+            let made = registry.makeCounter(descriptor: Self.calls.descriptor,
+                                            labels: [("route", key.route), ("outcome", name)])
+            known[key] = made
+            return made
+        }
+        counter.increment()
     }
 
     /// One upstream request's end: `failure` nil when it answered (with its usage, when the provider gave it).
     func attemptEnded(_ target: ResolvedTarget, failure: String?, duration: Duration, usage: Usage?) {
-        let labels = Self.labels(target)
+        guard let failure else {
+            let s = series(target)
+            s.answered.increment()
+            s.duration.record(duration)
+            if let p = usage?.promptTokens { s.inputTokens.record(Double(p)) }
+            if let c = usage?.completionTokens { s.outputTokens.record(Double(c)) }
+            return
+        }
+        // Failures are rarer: straight to the registry.
         registry.makeCounter(descriptor: Self.attempts.descriptor, labels: [
-            ("provider", target.provider.name), ("model", target.model), ("outcome", failure ?? "ok"),
+            ("provider", target.provider.name), ("model", target.model), ("outcome", failure),
         ]).increment()
         registry.makeDurationHistogram(descriptor: Self.duration.descriptor,
-                                       labels: labels + (failure.map { [("error_type", $0)] } ?? []),
+                                       labels: Self.labels(target) + [("error_type", failure)],
                                        buckets: Self.durationBuckets).record(duration)
-        if let usage {
-            for (type, count) in [("input", usage.promptTokens), ("output", usage.completionTokens)] {
-                guard let count else { continue }
-                registry.makeValueHistogram(descriptor: Self.tokens.descriptor, labels: labels + [("gen_ai_token_type", type)],
-                                            buckets: Self.tokenBuckets).record(Double(count))
-            }
-        }
     }
 
     /// Called on the libcurl thread (the histogram is safe from any thread).
     func firstChunk(_ target: ResolvedTarget, after: Duration) {
-        registry.makeDurationHistogram(descriptor: Self.firstToken.descriptor, labels: Self.labels(target),
-                                       buckets: Self.firstTokenBuckets).record(after)
+        series(target).firstChunk.record(after)
     }
 
     func retried(_ target: ResolvedTarget) {
