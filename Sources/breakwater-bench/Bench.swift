@@ -37,6 +37,13 @@ struct Bench: AsyncParsableCommand {
         (direct, retries only, with fallback), success rate, throughput, latency and upstream attempts per call \
         as the fake providers counted them (README, Benchmark).
         """) var chaos = false
+    @Flag(help: """
+        The OpenAI-compatible HTTP front instead: wrk (one thread; Debian's wrk package) straight at the fake \
+        provider and through the daemon's loopback TCP listener, and the binary protocol through the shim, at each \
+        of --http-connections, against one governed daemon (README, Benchmark).
+        """) var http = false
+    @Option(help: "With --http: numbers of connections (and calls in flight), comma-separated.")
+    var httpConnections = "1,16,64"
     @Option(help: "With --chaos: concurrencies to run each row at, comma-separated.") var chaosConcurrency = "16,64"
     @Option(help: "With --chaos: the rows to run, by number or name, comma-separated (e.g. 3,5 or hard-down).")
     var rows: String?
@@ -72,6 +79,15 @@ struct Bench: AsyncParsableCommand {
         let dir = String(cString: mkdtemp(&template)!)
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
+        if http {
+            print("breakwater-bench --http")
+            print("machine: " + Machine.line)
+            print("command: " + Machine.command)
+            let connections = try Chaos.parseConcurrencies(httpConnections)
+            try await HTTPBench(bin: bin, dir: dir, seconds: Int(seconds ?? 8), connections: connections,
+                                latencyMs: providerLatencyMs.first ?? 0).run()
+            return
+        }
         if chaos {
             let run = try Chaos(
                 bin: bin, dir: dir, seconds: seconds ?? 10, warmup: warmup,

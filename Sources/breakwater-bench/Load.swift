@@ -283,6 +283,9 @@ final class Child: @unchecked Sendable {
     /// VmHWM: the most resident memory the process has used, in KiB (shared library pages included).
     func peakRSSKiB() -> Int? { statusField("VmHWM:") }
 
+    /// VmRSS: resident memory now, in KiB (shared library pages included).
+    func residentKiB() -> Int? { statusField("VmRSS:") }
+
     /// RssAnon: the process's own (anonymous) resident memory now, in KiB: heap, stacks, buffers.
     func anonymousRSSKiB() -> Int? { statusField("RssAnon:") }
 
