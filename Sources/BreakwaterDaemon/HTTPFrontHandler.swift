@@ -116,6 +116,12 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
                 return refuseBody(head, context: context)
             }
             state = .receiving(head, context.channel.allocator.buffer(capacity: 0))
+            // curl (and others) send `Expect: 100-continue` before a body over 1 KiB and wait up to a second for
+            // the go-ahead: give it at once (NIO's pipeline handler passes informational heads through).
+            if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version,
+                                                                             status: .continue))), promise: nil)
+            }
         case .body(var chunk):
             guard case .receiving(let head, var body) = state else { return }  // .refused: dropped
             guard body.readableBytes + chunk.readableBytes <= Int(shared.limits.maxBody) else {

@@ -71,6 +71,12 @@ def test_curl_plain(daemon: Daemon) -> None:
     assert headers["content-type"] == "application/json"
     assert headers["x-breakwater-provider"] == "fake" and headers["x-breakwater-attempts"] == "1"
     assert headers["x-breakwater-request-id"]
+    # `Expect: 100-continue` (curl sends it for large uploads, and waits up to 1 s for the go-ahead): it comes at once.
+    long = json.dumps({"model": "default", "messages": [{"role": "user", "content": "x" * 4000}]})
+    out = subprocess.run(["curl", "-sS", "--unix-socket", daemon.http_socket, URL, "-H", "Expect: 100-continue",
+                          "-d", long, "-o", "/dev/null", "-w", "%{http_code} %{time_total}"],
+                         capture_output=True, text=True, timeout=30).stdout.split()
+    assert out[0] == "200" and float(out[1]) < 0.5, out
 
 
 def test_curl_streamed_chunks_arrive_before_the_end(fake: Fake, daemon: Daemon) -> None:
