@@ -570,3 +570,32 @@ def test_a_graceful_stop_lets_an_http_stream_in_flight_finish(fake: Fake, daemon
     proc.wait(10)
     assert rest.rstrip().endswith("data: [DONE]"), rest[-300:]
     assert daemon.process.wait(30) == 0
+
+
+def test_an_http_client_that_stops_reading_pauses_its_stream_upstream(fake: Fake, daemon: Daemon) -> None:
+    """The same flow control as the binary protocol's per-connection bound: past 1 MiB unsent to the app, the call
+    stops reading its provider; the daemon does not buffer the answer. (25 MB, so that what the kernel's socket
+    buffers hold on the way is a small part of it.)"""
+    fake.script({"content": "word " * 4_000_000, "chunks": 20_000})
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(daemon.http_socket)
+        payload = body(stream=True).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n" % len(payload)
+                  + payload)
+
+        def status() -> Dict[str, Any]:
+            return json.loads(daemon.cli("status", "--json").stdout)  # type: ignore[no-any-return]
+
+        assert wait_until(lambda: status()["calls_waiting_for_reader"] == 1, 20), status()
+        first = status()["upstream_body_bytes"]
+        time.sleep(1)  # paused: nothing more is read from the provider
+        again = status()["upstream_body_bytes"]
+        print("paused after reading %.1f MB of the provider's ~25 MB; a second later %.1f MB"
+              % (first / 1e6, again / 1e6))
+        assert again == first and again < 15_000_000, (first, again)
+        assert fake.stats()["completed"] == 0
+    finally:
+        s.close()
+    assert wait_until(lambda: fake.stats()["aborted"] == 1, 10), fake.stats()
+    assert wait_until(lambda: status()["calls_waiting_for_reader"] == 0 and status()["calls_in_flight"] == 0)
