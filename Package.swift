@@ -174,6 +174,7 @@ let package = Package(
                 "BreakwaterDaemon", "BreakwaterWire", "Config", "CurlTransport", "Resilience",
                 daemonOnly("NIOCore", "swift-nio"),
                 daemonOnly("NIOEmbedded", "swift-nio"),
+                daemonOnly("NIOHTTP1", "swift-nio"),
                 daemonOnly("Logging", "swift-log"),
             ],
             swiftSettings: strict),

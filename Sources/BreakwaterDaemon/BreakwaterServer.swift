@@ -115,7 +115,7 @@ public final class BreakwaterServer: Service, Sendable {
         }
         defer { _ = auditWriter?.shutdown(timeout: .seconds(5)) }
         let router = Router(config: settings.config, environment: environment)
-        let metrics = DaemonMetrics()
+        let metrics = DaemonMetrics(agents: settings.config.http.metricsAgents)
         let resilience = ResilienceRegistry(clock: clock, logger: logger, audit: auditWriter, store: store,
                                             metrics: metrics)
         resilience.restoreBreakers(router: router)

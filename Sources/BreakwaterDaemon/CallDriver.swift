@@ -194,6 +194,7 @@ final class CallDriver {
         let elapsed = shared.resilience.clock.now() - startedAt
         let attempts = walk.attemptCount
         shared.metrics.callEnded(route: subject.route, outcome: outcome)
+        shared.metrics.agentCallEnded(subject.agent, outcome: outcome)
         shared.audit(.callCompleted, subject) { e in
             e.set(.attempts, attempts)
             switch outcome {

@@ -16,6 +16,12 @@ import Systemd
 /// number of series is bounded by the config. The README's "Metrics" lists every metric and its labels.
 final class DaemonMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
+    /// `http.metrics_agents` as the daemon started: the agents with series of their own.
+    let agents: Set<String>
+
+    init(agents: Set<String> = []) {
+        self.agents = agents
+    }
 
     /// A metric's name, unit suffix and help (swift-prometheus' `MetricNameDescriptor` is not `Sendable`, so the
     /// strings are kept and the descriptor made when a series is looked up).
@@ -32,6 +38,10 @@ final class DaemonMetrics: Sendable {
 
     static let calls = name("breakwater_calls", "total", "Calls that ended, by route and outcome (ok, cancelled, "
                             + "handed_back, or the protocol error code)")
+    static let agentCalls = name("breakwater_agent_calls", "total", "Calls that ended, by agent (those in "
+                                 + "http.metrics_agents) and outcome")
+    static let agentTokens = name("breakwater_agent_tokens", "total", "Tokens of answered calls, by agent (those in "
+                                  + "http.metrics_agents) and type (input, output)")
     static let attempts = name("breakwater_upstream_attempts", "total", "Upstream requests, by provider, model "
                                + "and outcome (ok or the failure kind)")
     static let retries = name("breakwater_retries", "total", "Retries of a target after a failed attempt")
@@ -157,6 +167,26 @@ final class DaemonMetrics: Sendable {
             return made
         }
         counter.increment()
+    }
+
+    /// A call's end, for an agent the config names in `http.metrics_agents` (nothing for any other).
+    func agentCallEnded(_ agent: String?, outcome: CallOutcome) {
+        guard let agent, agents.contains(agent) else { return }
+        let name: String = switch outcome {
+        case .answered: "ok"
+        case .failed(let code): code.name.lowercased()
+        case .cancelled: "cancelled"
+        case .handedBack: "handed_back"
+        }
+        registry.makeCounter(descriptor: Self.agentCalls.descriptor, labels: [("agent", agent), ("outcome", name)])
+            .increment()
+        if case .answered(let usage) = outcome {
+            for (type, count) in [("input", usage?.promptTokens), ("output", usage?.completionTokens)] {
+                guard let count else { continue }
+                registry.makeCounter(descriptor: Self.agentTokens.descriptor, labels: [("agent", agent), ("type", type)])
+                    .increment(by: Int64(count))
+            }
+        }
     }
 
     /// One upstream request's end: `failure` nil when it answered (with its usage, when the provider gave it).

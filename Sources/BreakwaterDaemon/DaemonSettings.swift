@@ -30,6 +30,13 @@ public struct DaemonSettings: Sendable {
             config.admins.uids.insert(getuid())
             let policyPath = policyOverride ?? config.policyPath
             let policy = try policyPath.map { path throws(ConfigError) in try PolicyLoader.load(file: path) }
+            if let policy {
+                for agent in config.http.metricsAgents.sorted() where policy.agents[agent] == nil {
+                    throw ConfigError(issues: [ConfigIssue(
+                        file: configPath ?? "<config>", line: 0, column: 0,
+                        message: "http.metrics_agents names agent \"\(agent)\", which the policy does not define")])
+                }
+            }
             if config.http.tcpListen != nil, policy == nil {
                 throw ConfigError(issues: [ConfigIssue(
                     file: configPath ?? "<config>", line: 0, column: 0,

@@ -61,6 +61,9 @@ public struct HTTPFrontConfig: Sendable, Equatable {
     /// A keep-alive connection with no request for this long is closed.
     public var idleTimeout: Duration = .seconds(60)
     public var metrics = MetricsAccess.admins
+    /// Agents (policy ids) that get series of their own in `/metrics` (calls and tokens by agent); none by
+    /// default, so the number of series does not grow with the number of agents.
+    public var metricsAgents: Set<String> = []
 
     public init() {}
 }

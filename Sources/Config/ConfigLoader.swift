@@ -122,7 +122,7 @@ extension NodeReader {
     }
 
     mutating func readHTTP(_ node: Node, into http: inout HTTPFrontConfig) {
-        let keys: Set = ["socket", "tcp", "request_timeout", "idle_timeout", "metrics"]
+        let keys: Set = ["socket", "tcp", "request_timeout", "idle_timeout", "metrics", "metrics_agents"]
         for (key, _, v) in entries(node, "http", allowed: keys) {
             switch key {
             case "socket": http.socketPath = string(v, "http.socket")
@@ -133,6 +133,14 @@ extension NodeReader {
                 } else {
                     issue(v, "http.tcp must be a loopback address and port, like 127.0.0.1:8080 or [::1]:8080 "
                              + "(the HTTP front is for this host only), got \"\(text)\"")
+                }
+            case "metrics_agents":
+                guard let list = v.sequence else {
+                    issue(v, "http.metrics_agents must be a list of agent ids")
+                    break
+                }
+                for item in list {
+                    if let id = string(item, "http.metrics_agents") { http.metricsAgents.insert(id) }
                 }
             case "request_timeout": if let d = duration(v, key) { http.requestTimeout = d }
             case "idle_timeout": if let d = duration(v, key) { http.idleTimeout = d }

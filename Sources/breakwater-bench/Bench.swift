@@ -130,23 +130,32 @@ struct Bench: AsyncParsableCommand {
             """
     }
 
-    func scenario(bin: String, dir: String, latencyMs: Int) async throws {
-        let personality = dir + "/personality-\(latencyMs).json"
-        // Rate-limit headers far above what the load can reach: the daemon honours them, the direct path cannot.
+    /// The fake provider answering after `latencyMs`, announcing rate limits far above what the load can reach (the
+    /// daemon honours them, the direct path cannot), and a daemon config with it as provider `fake` and route
+    /// `default` (plus `extraConfig`, whole YAML lines). `tag` names its files in `dir`.
+    static func startFake(bin: String, dir: String, latencyMs: Int, tag: String,
+                          extraConfig: String = "") throws -> (fake: Child, port: Int, config: String) {
+        let personality = dir + "/personality-\(tag).json"
         let json = #"{"name": "bench", "default_step": {"delay_first_byte_ms": \#(latencyMs)}, "#
             + #""ratelimit_limit_requests": 1000000000, "ratelimit_limit_tokens": 1000000000000}"#
         try json.write(toFile: personality, atomically: true, encoding: .utf8)
         let fake = try Child(bin + "/fake-provider", ["--port", "0", "--personality", personality],
-                             log: dir + "/fake-\(latencyMs).log")
-        defer { fake.stop() }
+                             log: dir + "/fake-\(tag).log")
         let port = try fake.port()
-        let config = dir + "/bench.yaml"
+        let config = dir + "/bench-\(tag).yaml"
         try """
         providers:
           fake: {kind: openai, base_url: "http://127.0.0.1:\(port)/v1", api_key_env: BENCH_KEY, http_version: "1.1"}
         routes:
           default: [{provider: fake, model: gpt-4o-mini}]
-        """.write(toFile: config, atomically: true, encoding: .utf8)
+
+        """.appending(extraConfig).write(toFile: config, atomically: true, encoding: .utf8)
+        return (fake, port, config)
+    }
+
+    func scenario(bin: String, dir: String, latencyMs: Int) async throws {
+        let (fake, port, config) = try Self.startFake(bin: bin, dir: dir, latencyMs: latencyMs, tag: "\(latencyMs)")
+        defer { fake.stop() }
         let socket = dir + "/bench-\(latencyMs).sock"
         var policyArguments: [String] = []
         if policy {

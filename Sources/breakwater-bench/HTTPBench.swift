@@ -49,24 +49,10 @@ struct HTTPBench {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/wrk") else {
             throw ValidationError("--http needs wrk (Debian: apt-get install wrk)")
         }
-        let personality = dir + "/personality-http.json"
-        let json = #"{"name": "bench", "default_step": {"delay_first_byte_ms": \#(latencyMs)}, "#
-            + #""ratelimit_limit_requests": 1000000000, "ratelimit_limit_tokens": 1000000000000}"#
-        try json.write(toFile: personality, atomically: true, encoding: .utf8)
-        let fake = try Child(bin + "/fake-provider", ["--port", "0", "--personality", personality],
-                             log: dir + "/fake-http.log")
-        defer { fake.stop() }
-        let fakePort = try fake.port()
         let httpPort = try Self.freePort()
-        let config = dir + "/bench-http.yaml"
-        try """
-        providers:
-          fake: {kind: openai, base_url: "http://127.0.0.1:\(fakePort)/v1", api_key_env: BENCH_KEY, http_version: "1.1"}
-        routes:
-          default: [{provider: fake, model: gpt-4o-mini}]
-        http:
-          tcp: 127.0.0.1:\(httpPort)
-        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let (fake, fakePort, config) = try Bench.startFake(bin: bin, dir: dir, latencyMs: latencyMs, tag: "http",
+                                                           extraConfig: "http:\n  tcp: 127.0.0.1:\(httpPort)\n")
+        defer { fake.stop() }
         try Bench.policyText.write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
         let socket = dir + "/bench-http.sock"
         let daemon = try Child(bin + "/breakwaterd", ["--config", config, "--socket", socket, "--policy",

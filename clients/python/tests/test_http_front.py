@@ -355,7 +355,7 @@ def binary_outcome(d: Daemon, token: Optional[str], action: str = "chat.reply") 
 
 
 def test_tokens_and_peer_credentials_are_checked_as_on_the_binary_socket(fake: Fake) -> None:
-    d = Daemon(fake, policy=root_only_policy())
+    d = Daemon(fake, policy=root_only_policy(), extra="http:\n  metrics_agents: [app]\n")
     try:
         open_to_nobody(d)
 
@@ -391,6 +391,13 @@ def test_tokens_and_peer_credentials_are_checked_as_on_the_binary_socket(fake: F
             sdk(d, api_key=APP_TOKEN).chat.completions.create(  # type: ignore
                 model="default", messages=MESSAGES, extra_headers={"x-breakwater-action": "user.export",
                                                                    "x-breakwater-tenant": "acme"})
+        # Per-agent series only for the agents http.metrics_agents names: calls on both sockets count.
+        _, _, text = curl(d, "http://b/metrics")
+        m = metric_samples(text)
+        agent_ok = m.get(("breakwater_agent_calls_total", (("agent", "app"), ("outcome", "ok"))))
+        assert agent_ok == 3, sorted(k for k in m if k[0].startswith("breakwater_agent"))
+        assert m.get(("breakwater_agent_tokens_total", (("agent", "app"), ("type", "output")))), "tokens by agent"
+        assert not any(dict(ls).get("agent") == "tcp-app" for (_, ls) in m)
     finally:
         d.stop()
 
