@@ -17,6 +17,8 @@ command -v nsenter >/dev/null && command -v setpriv >/dev/null || need+=(util-li
 command -v python3 >/dev/null || need+=(python3)
 # venv + ensurepip: the Python client's tests run in a virtualenv of their own (pytest, the openai SDK from PyPI).
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# curl: the HTTP front's tests call it as any app would (curl --unix-socket).
+command -v curl >/dev/null || need+=(curl)
 # nghttpx: a real HTTP/2 server for the h2c upstream test.
 command -v openssl >/dev/null || need+=(openssl)
 command -v nghttpx >/dev/null || [ -x /usr/sbin/nghttpx ] || need+=(nghttp2-proxy)
