@@ -186,6 +186,37 @@ public final class BreakwaterClient: Sendable {
         }
     }
 
+    /// Asks, before the app executes an action, whether its agent may (AUTHORIZE): through the daemon's policy —
+    /// identity, scopes, tenant, step-up, rate limits, concurrency — and, when a control says so, a person's
+    /// approval, bound to exactly these `arguments` (a JSON object). Returns the decision when allowed; a refusal is
+    /// thrown as a `.call` error whose `code` says why (`FORBIDDEN`, `STEP_UP_REQUIRED`, `RATE_LIMITED`,
+    /// `CONCURRENCY_LIMIT`, `APPROVAL_DENIED`, `APPROVAL_EXPIRED`, `BAD_REQUEST` for arguments that are not a JSON
+    /// object).
+    /// `onNotice` hears that the action waits for an approval, with the id an approver uses.
+    public func authorize(action: String, tenant: String? = nil, arguments: [UInt8] = Array("{}".utf8),
+                          stepUpToken: String? = nil, timeoutMs: UInt32? = nil, requestID: String? = nil,
+                          onNotice: (@Sendable (CallNotice) -> Void)? = nil) async throws(BreakwaterError)
+        -> ActionDecision {
+        let request = AuthorizeRequest(action: action, tenant: tenant, requestID: requestID ?? RequestID.make(),
+                                       stepUpToken: stepUpToken.map { Array($0.utf8) }, timeoutMs: timeoutMs)
+        let call = UnaryCall(onNotice: onNotice)
+        let conn = try await currentConnection()
+        let opened = try conn.open(grantsOnDelivery: true, sink: { call.receive($0) }, makeFrames: { id in
+            [request.frame(streamID: id), .data(streamID: id, arguments, endStream: true)]
+        })
+        guard let id = opened else { throw BreakwaterError(.connectionLost, "connection is draining") }
+        let answer = try await withTaskCancellationHandler {
+            await call.result()
+        } onCancel: {
+            if call.cancel() { conn.cancel(id) }
+        }.get()
+        do {
+            return try ActionDecision(payload: answer.body)
+        } catch {
+            throw BreakwaterError(.protocolViolation, error.message)
+        }
+    }
+
     /// Runs an admin command (`status`, ...) and returns its JSON answer. Needs a uid or gid the daemon's config
     /// names in `admins`; otherwise `FORBIDDEN`.
     public func admin(_ command: String, arguments: [UInt8] = Array("{}".utf8)) async throws(BreakwaterError)

@@ -457,7 +457,7 @@ final class Connection: Sendable {
                 deliver(frame.streamID, .notice(try CallNotice(frame: frame)), final: false)
             case .started:
                 state.withLock { s in s.sinks[frame.streamID]?.started = true }
-            case .pong, .hello, .request, .cancel, .admin, .windowUpdate:
+            case .pong, .hello, .request, .cancel, .admin, .windowUpdate, .authorize:
                 break
             }
         } catch {

@@ -66,9 +66,13 @@ enum AdminCommands {
             }
             let list: [[String: Any]] = visible.map { r in
                 let subject = r.subject
-                var o: [String: Any] = ["id": r.id, "agent": subject.agent, "route": subject.route,
-                                        "rule": subject.rule, "requester_uid": r.requester.uid,
-                                        "requester_pid": r.requester.pid]
+                var o: [String: Any] = ["id": r.id, "agent": subject.agent, "rule": subject.rule,
+                                        "requester_uid": r.requester.uid, "requester_pid": r.requester.pid]
+                if let route = subject.route { o["route"] = route }
+                // An action's approval: the hash the approval binds and the fields the policy shows; the other
+                // arguments are not in the daemon's answer at all.
+                if let hash = subject.argumentHash { o["argument_hash"] = hash }
+                if let shown = subject.shownArguments { o["arguments"] = shown }
                 if let a = subject.action { o["action"] = a }
                 if let t = subject.tenant { o["tenant"] = t }
                 if let m = subject.model { o["model"] = m }

@@ -17,6 +17,7 @@ extension CallDriver {
     private func handle(_ decision: Decision, governance: GovernanceRegistry, afterApproval: Bool) {
         guard case .admitting = phase, let access else { return }
         let action = access.action ?? "the call"
+        decisionRule = decision.rule
         if case .requireApproval = decision {} else {
             shared.auditDecision(decision, subject, model: access.model)
         }
@@ -38,13 +39,37 @@ extension CallDriver {
                    retryAfterMs: UInt32(clamping: wait.nanoseconds / 1_000_000))
         case .requireApproval(let rule, let timeout, let approvers):
             guard !afterApproval else { return refuse(.forbidden, "approval loop in policy (rule \(rule))") }
+            // An action approved earlier with the very same arguments, within the window the policy allows.
+            if let key = reuseKey(rule: rule), let approvalID = governance.reusableApproval(key) {
+                approvalUsed = approvalID
+                shared.audit(.approvalReused, subject) { e in
+                    e.rule = rule
+                    e[.approvalID] = approvalID
+                    e[.argumentHash] = key.argumentHash
+                }
+                var again = access
+                again.pass = .afterApproval
+                return handle(governance.authorize(again), governance: governance, afterApproval: true)
+            }
             waitForApproval(rule: rule, timeout: timeout, approvers: approvers, governance: governance)
         }
+    }
+
+    /// What a reusable approval of this action would be valid for (nil for an LLM call, which has no arguments).
+    private func reuseKey(rule: String) -> GovernanceRegistry.ReuseKey? {
+        guard case .action = work, let access, let hash = access.argumentHash else { return nil }
+        return GovernanceRegistry.ReuseKey(agent: access.principal.agent, action: access.action,
+                                           tenant: access.tenant, argumentHash: hash, rule: rule)
     }
 
     private func waitForApproval(rule: String, timeout: Duration, approvers: PeerSet,
                                  governance: GovernanceRegistry) {
         guard let access else { return }
+        // An action's approver sees the fields the policy shows, and nothing else of its arguments.
+        var shown: [String: String]?
+        if case .action(let action) = work {
+            shown = action.shown(governance.approvalControl(rule: rule)?.shownArguments ?? [])
+        }
         var rng = SystemRandomNumberGenerator()
         let fresh = "apr-" + String(rng.next() as UInt64, radix: 36)
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
@@ -54,7 +79,7 @@ extension CallDriver {
             queued = try governance.requestApproval(
                 id: fresh, requestID: requestID, request: access,
                 requester: connection?.peer ?? PeerCredentials(uid: .max, gid: .max, pid: 0),
-                rule: rule, approvers: approvers, timeout: timeout,
+                rule: rule, approvers: approvers, timeout: timeout, shownArguments: shown,
                 onOutcome: { outcome in loop.execute { bound.value.approvalDecided(outcome) } },
                 onStored: { loop.execute { bound.value.approvalStored() } })
         } catch {
@@ -71,6 +96,8 @@ extension CallDriver {
             e.decision = .pending
             e.rule = rule
             e[.approvalID] = id
+            e[.argumentHash] = access.argumentHash
+            e[.shownArguments] = shown.map(AuthorizedAction.json)
             e.set(.timeoutMilliseconds, remaining.nanoseconds / 1_000_000)
         }
         shared.logger.notice("approval requested", metadata: [
@@ -99,6 +126,7 @@ extension CallDriver {
         let waited = shared.resilience.clock.now() - startedAt
         shared.audit(outcome.auditKind, subject) { e in
             e[.approvalID] = id
+            e[.argumentHash] = access.argumentHash
             e.set(.waitedMilliseconds, waited.nanoseconds / 1_000_000)
             switch outcome {
             case .approved(let by):
@@ -114,6 +142,12 @@ extension CallDriver {
         }
         switch outcome {
         case .approved:
+            approvalUsed = id
+            // An action's approval bound to its arguments: reusable for the policy's window, else this use only.
+            if let rule = decisionRule, let key = reuseKey(rule: rule),
+               let window = governance.approvalControl(rule: rule)?.reusableFor, window > .zero {
+                governance.keepReusable(key, approvalID: id, for: window)
+            }
             access.pass = .afterApproval
             handle(governance.authorize(access), governance: governance, afterApproval: true)
         case .denied(let reason):

@@ -1,4 +1,5 @@
 import BreakwaterWire
+import Foundation
 import Config
 import CurlTransport
 import Governance
@@ -104,9 +105,25 @@ final class CallDriver {
         }
     }
 
+    /// What the call is for: an LLM request to walk along its route, or an action to authorize (AUTHORIZE), which
+    /// goes through the same gate and approvals and ends there, with no upstream attempt.
+    enum Work {
+        case chat(ChatRequest)
+        case action(AuthorizedAction)
+    }
+
     let streamID: StreamID
     let requestID: String
-    let chat: ChatRequest
+    let work: Work
+    /// The LLM request: only attempts read it, and an action never makes one (`admitted` ends it first).
+    private var chat: ChatRequest {
+        guard case .chat(let chat) = work else { preconditionFailure("an action has no upstream attempt") }
+        return chat
+    }
+    /// The rule of the gate's last decision on the call (for an action's answer and audit).
+    var decisionRule: String?
+    /// The approval that let the call through (granted for it, or reused), for an action's answer.
+    var approvalUsed: String?
     let stream: Bool
     let chain: [ResolvedTarget]
     let fallback: FallbackPolicy
@@ -129,7 +146,7 @@ final class CallDriver {
     /// Whether the app is taking the answer (credit, its connection's room); each attempt reads it.
     let flow: ReaderFlow
 
-    init(streamID: StreamID, requestID: String, chat: ChatRequest, stream: Bool, chain: [ResolvedTarget],
+    init(streamID: StreamID, requestID: String, work: Work, stream: Bool, chain: [ResolvedTarget],
          fallback: FallbackPolicy, deadline: Instant, shared: DaemonContext, eventLoop: any EventLoop,
          connection: any CallSink, flow: ReaderFlow, access: AccessRequest? = nil, subject: AuditSubject) {
         self.flow = flow
@@ -137,7 +154,7 @@ final class CallDriver {
         self.subject = subject
         self.streamID = streamID
         self.requestID = requestID
-        self.chat = chat
+        self.work = work
         self.stream = stream
         self.chain = chain
         self.fallback = fallback
@@ -158,7 +175,30 @@ final class CallDriver {
     func admitted(agent: String?) {
         guard case .admitting = phase else { return }
         admittedAgent = agent
+        if case .action(let action) = work { return allow(action) }
         tryNextTarget()
+    }
+
+    /// An action passed the gate: the app may execute it. The answer is RESPONSE + one DATA frame with the
+    /// decision (JSON) + TRAILERS, as an admin command's.
+    private func allow(_ action: AuthorizedAction) {
+        var rng = SystemRandomNumberGenerator()
+        let decisionID = "dec-" + String(rng.next() as UInt64, radix: 36)
+        let rule = decisionRule ?? "no_policy"
+        let body = ActionDecision(decisionID: decisionID, rule: rule, argumentHash: action.argumentHash,
+                                  approvalID: approvalUsed).payload
+        shared.audit(.actionAllowed, subject) { e in
+            e.rule = rule
+            e[.argumentHash] = action.argumentHash
+            e[.decisionID] = decisionID
+            e[.approvalID] = approvalUsed
+        }
+        finish(.answered(nil), [
+            CallResponse(status: 200, provider: "breakwaterd", model: "authorize", attempts: 0, requestID: requestID)
+                .frame(streamID: streamID),
+            Frame.data(streamID: streamID, body),
+            CallTrailers().frame(streamID: streamID),
+        ], audited: true)
     }
 
     func awaitApproval(id: String, deadline: Instant, timer: Scheduled<Void>) {
@@ -177,19 +217,33 @@ final class CallDriver {
     func refuse(_ code: ErrorCode, _ message: String, retryAfterMs: UInt32? = nil) {
         guard !isFinished else { return }
         stopHolding(withdrawApproval: true)
+        let isAction = if case .action = work { true } else { false }
         finish(.failed(code),
-               [ErrorMessage(code: code, message: message, retryAfterMs: retryAfterMs).frame(streamID: streamID)])
+               [ErrorMessage(code: code, message: message, retryAfterMs: retryAfterMs).frame(streamID: streamID)],
+               reason: isAction ? message : nil)
     }
 
     // MARK: Ending
 
     /// The call's last frames and outcome: frees its policy slot, audits, and hands both to the connection.
-    private func finish(_ outcome: CallOutcome, _ frames: [Frame], reason: String? = nil) {
+    private func finish(_ outcome: CallOutcome, _ frames: [Frame], reason: String? = nil, audited: Bool = false) {
         phase = .finished
         flow.end()
         if let agent = admittedAgent {
             admittedAgent = nil
             shared.governance?.release(agent: agent)
+        }
+        if case .action(let action) = work {
+            // An action's end is its decision: allowed (audited by `allow`), or refused here.
+            if case .failed(let code) = outcome, !audited {
+                shared.audit(.actionDenied, subject) { e in
+                    e.rule = decisionRule
+                    e.reason = reason ?? code.name
+                    e[.argumentHash] = action.argumentHash
+                }
+            }
+            connection?.callEnded(streamID, frames: frames, outcome: outcome)
+            return
         }
         let elapsed = shared.resilience.clock.now() - startedAt
         let attempts = walk.attemptCount

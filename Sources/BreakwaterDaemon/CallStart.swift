@@ -104,7 +104,7 @@ extension DaemonContext {
                                    action: request.action, route: request.route, peer: origin.peer,
                                    clientName: origin.clientName)
         return .success(CallDriver(
-            streamID: streamID, requestID: requestID, chat: chat, stream: request.stream, chain: route.chain,
+            streamID: streamID, requestID: requestID, work: .chat(chat), stream: request.stream, chain: route.chain,
             fallback: route.fallback, deadline: resilience.clock.now() + timeout, shared: self,
             eventLoop: eventLoop, connection: sink, flow: flow, access: access, subject: subject))
     }

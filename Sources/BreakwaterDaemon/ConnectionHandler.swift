@@ -26,6 +26,7 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
         enum Kind {
             case call(CallRequest)
             case admin(AdminRequest)
+            case authorize(AuthorizeRequest)
         }
 
         var kind: Kind
@@ -144,7 +145,7 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
             return
         }
         switch frame.type {
-        case .request, .admin:
+        case .request, .admin, .authorize:
             try openCall(frame, context: context)
         case .data:
             try receiveBody(frame, context: context)
@@ -175,8 +176,11 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
         highestStreamID = id
         let kind: Pending.Kind
         do {
-            kind = frame.type == .admin
-                ? .admin(try AdminRequest(frame: frame)) : .call(try CallRequest(frame: frame))
+            switch frame.type {
+            case .admin: kind = .admin(try AdminRequest(frame: frame))
+            case .authorize: kind = .authorize(try AuthorizeRequest(frame: frame))
+            default: kind = .call(try CallRequest(frame: frame))
+            }
         } catch where !error.code.isConnectionError {
             // The call alone fails; DATA that follows for it is dropped (its id is below the highest).
             shared.stats.callsFailed.add(1, ordering: .relaxed)
@@ -203,6 +207,7 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
             // The body must be whole within the call's deadline (admin commands: the default one).
             var timeout = shared.defaultCallTimeout
             if case .call(let request) = kind, let ms = request.timeoutMs { timeout = .milliseconds(Int64(ms)) }
+            if case .authorize(let request) = kind, let ms = request.timeoutMs { timeout = .milliseconds(Int64(ms)) }
             pending[id] = Pending(kind: kind, body: [], flow: flow, timeout: timeout,
                                   due: context.eventLoop.now + .nanoseconds(timeout.nanoseconds))
         }
@@ -316,6 +321,8 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
         case .call(let request): start(id, request: request, body: complete.body, flow: complete.flow,
                                        context: context)
         case .admin(let request): admin(id, request: request, body: complete.body, context: context)
+        case .authorize(let request): authorize(id, request: request, body: complete.body, flow: complete.flow,
+                                                context: context)
         }
     }
 
@@ -343,6 +350,30 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
         let origin = CallOrigin(peer: peer, principal: principal, clientName: clientName)
         switch shared.makeCall(request, body: body, streamID: id, origin: origin, sink: self, flow: flow,
                                eventLoop: context.eventLoop) {
+        case .success(let driver):
+            running[id] = driver
+            shared.launch(driver)
+        case .failure(let refusal):
+            shared.stats.callsFailed.add(1, ordering: .relaxed)
+            context.writeAndFlush(wrapOutboundOut(refusal.frame(streamID: id)), promise: nil)
+            closeIfIdle(context: context)
+        }
+    }
+
+    /// AUTHORIZE: the action goes through the gate (and a person, when the policy says so) like a call, and ends
+    /// with the decision.
+    private func authorize(_ id: StreamID, request: AuthorizeRequest, body: [UInt8], flow: ReaderFlow,
+                           context: ChannelHandlerContext) {
+        let made: Result<CallDriver, ErrorMessage>
+        do {
+            let action = try AuthorizedAction(name: request.action, arguments: body)
+            made = shared.makeAction(request, action: action, streamID: id,
+                                     origin: CallOrigin(peer: peer, principal: principal, clientName: clientName),
+                                     sink: self, flow: flow, eventLoop: context.eventLoop)
+        } catch {
+            made = .failure(ErrorMessage(error))
+        }
+        switch made {
         case .success(let driver):
             running[id] = driver
             shared.launch(driver)

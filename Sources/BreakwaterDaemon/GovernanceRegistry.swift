@@ -20,6 +20,18 @@ final class GovernanceRegistry: Sendable {
         /// Approvals restored from the state store, by the request id of the call that waited on them: the same
         /// call sent again after a restart waits on its old approval instead of queueing a second one.
         var restored: [String: String] = [:]
+        /// Approvals of actions that the policy lets allow the same action again (`approval_reusable_for`), until
+        /// when. Not kept across restarts: after one, the next such action asks again.
+        var reusable: [ReuseKey: (approvalID: String, until: Instant)] = [:]
+    }
+
+    /// What a reusable approval of an action is valid for: exactly these.
+    struct ReuseKey: Hashable {
+        var agent: String
+        var action: String?
+        var tenant: String?
+        var argumentHash: String
+        var rule: String
     }
 
     let clock: any ResilienceClock
@@ -98,12 +110,41 @@ final class GovernanceRegistry: Sendable {
         }
     }
 
+    /// The approval control behind a decision's rule (`conditional_controls.NAME.require_approval`).
+    func approvalControl(rule: String) -> ApprovalControl? {
+        state.withLock { s in
+            s.gate.policy.controls.first { $0.rule("require_approval") == rule }?.requireApproval
+        }
+    }
+
+    /// The approval that allows `key` again, if one does and its window has not passed.
+    func reusableApproval(_ key: ReuseKey) -> String? {
+        let now = clock.now()
+        return state.withLock { s in
+            guard let grant = s.reusable[key] else { return nil }
+            guard grant.until > now else {
+                s.reusable[key] = nil
+                return nil
+            }
+            return grant.approvalID
+        }
+    }
+
+    /// An approval just granted for `key` allows it again for `window`.
+    func keepReusable(_ key: ReuseKey, approvalID: String, for window: Duration) {
+        let until = clock.now() + window
+        state.withLock { s in
+            s.reusable = s.reusable.filter { $0.value.until > until - window }  // drop the lapsed ones
+            s.reusable[key] = (approvalID, until)
+        }
+    }
+
     /// Frees the in-flight slot an admitted call held.
     func release(agent: String) {
         state.withLock { $0.gate.release(agent: agent) }
     }
 
-    func explain(agent: String, action: String?, tenant: String?, route: String, model: String?) -> Explanation {
+    func explain(agent: String, action: String?, tenant: String?, route: String?, model: String?) -> Explanation {
         let now = clock.now()
         let wall = Self.wallNow
         return state.withLock {
@@ -118,7 +159,7 @@ final class GovernanceRegistry: Sendable {
     /// the caller's thread. A call sent again after a restart (same request id and agent) waits on the approval it
     /// had: returned are the id and deadline in force.
     func requestApproval(id: String, requestID: String, request: AccessRequest, requester: PeerCredentials,
-                         rule: String, approvers: PeerSet, timeout: Duration,
+                         rule: String, approvers: PeerSet, timeout: Duration, shownArguments: [String: String]? = nil,
                          onOutcome: @escaping @Sendable (ApprovalOutcome) -> Void,
                          onStored: @escaping @Sendable () -> Void)
         throws(ApprovalRefusal) -> (id: String, deadline: Instant) {
@@ -129,7 +170,7 @@ final class GovernanceRegistry: Sendable {
             // The request id is the client's: the whole request must match, so an agent cannot re-use an approval
             // given for one action, tenant or route for another.
             if let old = s.restored[requestID], let entry = s.approvals[old], s.waiters[old] == nil,
-               entry.subject == ApprovalSubject(request: request, rule: rule) {
+               entry.subject == ApprovalSubject(request: request, rule: rule, shownArguments: shownArguments) {
                 s.restored[requestID] = nil
                 switch entry.state {
                 case .pending:
@@ -147,7 +188,8 @@ final class GovernanceRegistry: Sendable {
                 }
             }
             _ = try s.approvals.request(id: id, request: request, requester: requester, rule: rule,
-                                        approvers: approvers, timeout: timeout, now: now, wallNow: wall)
+                                        approvers: approvers, timeout: timeout, now: now, wallNow: wall,
+                                        shownArguments: shownArguments)
             s.waiters[id] = onOutcome
             return (id, now + timeout, s.approvals.snapshot(now: now, wallNow: wall).first { $0.id == id }, nil)
         }

@@ -18,6 +18,9 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case started = 0x0D
     /// Client → daemon on a call's stream: more credit for the daemon's DATA on it (flow control, see HELLO).
     case windowUpdate = 0x0E
+    /// Client → daemon: may the agent perform an action now? On a new call stream; the action's JSON arguments
+    /// follow in DATA frames. Answered through the policy's gate, with no LLM call.
+    case authorize = 0x0F
 }
 
 /// Frame flags. Only `endStream` is defined in v1; other bits must be zero.
@@ -82,7 +85,7 @@ public struct FrameHeader: Sendable, Hashable {
         switch type {
         case .hello, .ping, .pong, .goAway:
             if streamID != 0 { throw WireError(.protocolError, "\(type) frame must be on stream 0") }
-        case .request, .data, .response, .trailers, .cancel, .notice, .admin, .started, .windowUpdate:
+        case .request, .data, .response, .trailers, .cancel, .notice, .admin, .started, .windowUpdate, .authorize:
             if streamID == 0 { throw WireError(.invalidStreamID, "\(type) frame must not be on stream 0") }
         case .error:
             break

@@ -265,6 +265,103 @@ public struct AdminRequest: Sendable, Hashable {
     }
 }
 
+/// AUTHORIZE asks, before the app executes an action, whether its agent may: on a new odd stream id, like REQUEST;
+/// the action's arguments, a JSON object (possibly `{}`), follow in DATA frames, the last flagged END_STREAM (or
+/// AUTHORIZE itself is). The daemon answers through the same gate as calls — RESPONSE + one DATA frame with the
+/// decision (`ActionDecision`, a field list) + TRAILERS, or ERROR (`FORBIDDEN`,
+/// `STEP_UP_REQUIRED`, `RATE_LIMITED`, `CONCURRENCY_LIMIT`, `APPROVAL_DENIED`, `APPROVAL_EXPIRED`, ...), with
+/// NOTICE `pending_approval` first when a person must decide.
+public struct AuthorizeRequest: Sendable, Hashable {
+    enum Tag: UInt16 { case action = 1, tenant = 2, requestID = 3, stepUpToken = 4, timeoutMs = 5 }
+
+    /// The action the app is about to perform, e.g. `refund.issue`.
+    public var action: String
+    public var tenant: String?
+    /// The caller's own correlation id (at most 128 bytes); the daemon makes one when absent.
+    public var requestID: String?
+    /// The short-lived second credential for actions that need step-up authentication. Secret.
+    public var stepUpToken: [UInt8]?
+    /// How long the app waits at most (an approval included); `limits.default_call_timeout` when absent.
+    public var timeoutMs: UInt32?
+
+    public init(action: String, tenant: String? = nil, requestID: String? = nil, stepUpToken: [UInt8]? = nil,
+                timeoutMs: UInt32? = nil) {
+        self.action = action
+        self.tenant = tenant
+        self.requestID = requestID
+        self.stepUpToken = stepUpToken
+        self.timeoutMs = timeoutMs
+    }
+
+    public func frame(streamID: StreamID, endStream: Bool = false) -> Frame {
+        var w = FieldWriter()
+        w.string(Tag.action.rawValue, action)
+        w.string(Tag.tenant.rawValue, tenant)
+        w.string(Tag.requestID.rawValue, requestID)
+        if let stepUpToken { w.bytes(Tag.stepUpToken.rawValue, stepUpToken) }
+        w.uint32(Tag.timeoutMs.rawValue, timeoutMs)
+        return Frame(streamID: streamID, type: .authorize, flags: endStream ? .endStream : [], payload: w.bytes)
+    }
+
+    public init(frame: Frame) throws(WireError) {
+        let r = try FieldReader(frame.payload, what: .authorize)
+        guard let action = try r.string(Tag.action.rawValue, .authorize), !action.isEmpty else {
+            throw WireError(.badRequest, "AUTHORIZE has no action")
+        }
+        self.action = action
+        tenant = try r.string(Tag.tenant.rawValue, .authorize)
+        requestID = try r.string(Tag.requestID.rawValue, .authorize)
+        if let id = requestID, id.utf8.count > 128 {
+            throw WireError(.badRequest, "AUTHORIZE request id is longer than 128 bytes")
+        }
+        stepUpToken = r.bytes(Tag.stepUpToken.rawValue)
+        timeoutMs = try r.uint32(Tag.timeoutMs.rawValue, .authorize)
+    }
+}
+
+/// The DATA of an allowed AUTHORIZE (between RESPONSE and TRAILERS): a field list, so a shim decodes it with the
+/// wire codec it already has.
+public struct ActionDecision: Sendable, Hashable {
+    enum Tag: UInt16 { case decisionID = 1, rule = 2, argumentHash = 3, approvalID = 4 }
+
+    /// The daemon's id for this decision (also in the audit trail), for the app's own logs.
+    public var decisionID: String
+    /// The rule that allowed it (`no_policy` when the daemon runs without one).
+    public var rule: String
+    /// SHA-256 (hex) of the arguments' canonical JSON: what an approval was bound to.
+    public var argumentHash: String
+    /// The approval that allowed it, when a person did (or an earlier approval was reused).
+    public var approvalID: String?
+
+    public init(decisionID: String, rule: String, argumentHash: String, approvalID: String? = nil) {
+        self.decisionID = decisionID
+        self.rule = rule
+        self.argumentHash = argumentHash
+        self.approvalID = approvalID
+    }
+
+    public var payload: [UInt8] {
+        var w = FieldWriter()
+        w.string(Tag.decisionID.rawValue, decisionID)
+        w.string(Tag.rule.rawValue, rule)
+        w.string(Tag.argumentHash.rawValue, argumentHash)
+        w.string(Tag.approvalID.rawValue, approvalID)
+        return w.bytes
+    }
+
+    public init(payload: [UInt8]) throws(WireError) {
+        let r = try FieldReader(payload, what: .data)
+        guard let id = try r.string(Tag.decisionID.rawValue, .data), let rule = try r.string(Tag.rule.rawValue, .data),
+              let hash = try r.string(Tag.argumentHash.rawValue, .data) else {
+            throw WireError(.protocolError, "an AUTHORIZE decision lacks decision_id, rule or argument_hash")
+        }
+        decisionID = id
+        self.rule = rule
+        argumentHash = hash
+        approvalID = try r.string(Tag.approvalID.rawValue, .data)
+    }
+}
+
 /// RESPONSE opens the answer: who answered and how. DATA frames with the body follow, then TRAILERS.
 public struct CallResponse: Sendable, Hashable {
     enum Tag: UInt16 { case status = 1, provider = 2, model = 3, attempts = 4, requestID = 5 }

@@ -273,7 +273,7 @@ extension NodeReader {
     mutating func readControl(_ node: Node, name: String) -> ConditionalControl? {
         let what = "conditional_controls \"\(name)\""
         let keys: Set = ["actions", "agents", "require_approval", "approval_timeout", "approvers", "step_up_auth",
-                         "max_age", "issuers", "rate_limit", "burst"]
+                         "max_age", "issuers", "rate_limit", "burst", "approval_reusable_for", "show_arguments"]
         var pairs: [(String, Node, Node)] = []
         if let seq = node.sequence {
             for item in seq { pairs += entries(item, what, allowed: keys) }
@@ -284,6 +284,8 @@ extension NodeReader {
         var approval = false
         var approvalTimeout = Duration.seconds(900)
         var approvers: PeerSet?
+        var reusableFor = Duration.zero
+        var shown: [String] = []
         var stepUp = false
         var maxAge = Duration.seconds(300)
         var issuers: PeerSet?
@@ -302,6 +304,10 @@ extension NodeReader {
                 if let d = policyDuration(v, key) { approvalTimeout = d } else { ok = false }
             case "approvers":
                 approvers = peerSet(v, key)
+            case "approval_reusable_for":
+                if let d = policyDuration(v, key) { reusableFor = d } else { ok = false }
+            case "show_arguments":
+                shown = strings(v, "\(what) show_arguments").map(\.0)
             case "step_up_auth":
                 stepUp = bool(v, key) ?? false
             case "max_age":
@@ -333,7 +339,14 @@ extension NodeReader {
             issue(node, "\(what): burst needs a rate_limit")
             ok = false
         }
-        if approval { control.requireApproval = ApprovalControl(timeout: approvalTimeout, approvers: approvers) }
+        if !approval, reusableFor > .zero || !shown.isEmpty {
+            issue(node, "\(what): approval_reusable_for and show_arguments need require_approval: true")
+            ok = false
+        }
+        if approval {
+            control.requireApproval = ApprovalControl(timeout: approvalTimeout, approvers: approvers,
+                                                      reusableFor: reusableFor, shownArguments: shown)
+        }
         if stepUp { control.stepUpAuth = StepUpControl(maxAge: maxAge, issuers: issuers) }
         if var rate {
             rate.burst = burst

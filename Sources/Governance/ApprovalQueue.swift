@@ -15,12 +15,14 @@ public struct ApprovalQueue: Sendable {
 
     /// Queues a call the gate answered with `.requireApproval`.
     public mutating func request(id: String, request: AccessRequest, requester: PeerCredentials, rule: String,
-                                 approvers: PeerSet, timeout: Duration, now: Instant,
-                                 wallNow: Double) throws(ApprovalRefusal) -> ApprovalTransition {
+                                 approvers: PeerSet, timeout: Duration, now: Instant, wallNow: Double,
+                                 shownArguments: [String: String]? = nil) throws(ApprovalRefusal)
+        -> ApprovalTransition {
         guard !id.isEmpty, entries[id] == nil else {
             throw ApprovalRefusal(code: .duplicateID, id: id, reason: "approval id \"\(id)\" is empty or already used")
         }
-        let entry = ApprovalRequest(id: id, subject: ApprovalSubject(request: request, rule: rule),
+        let entry = ApprovalRequest(id: id, subject: ApprovalSubject(request: request, rule: rule,
+                                                                     shownArguments: shownArguments),
                                     requester: requester, approvers: approvers, requestedAt: now,
                                     requestedAtWall: wallNow, deadline: now + timeout, state: .pending)
         entries[id] = entry
@@ -147,24 +149,35 @@ public struct ApprovalSubject: Sendable, Hashable, Codable {
     public var agent: String
     public var action: String?
     public var tenant: String?
-    public var route: String
+    /// Nil for an action (AUTHORIZE).
+    public var route: String?
     public var model: String?
     /// The control that asked for approval.
     public var rule: String
+    /// An action's arguments: the SHA-256 of their canonical JSON. The approval is valid for these arguments
+    /// only.
+    public var argumentHash: String?
+    /// The argument fields the policy shows approvers (`show_arguments`), as canonical JSON values; the rest of
+    /// the arguments never leave the daemon.
+    public var shownArguments: [String: String]?
 
-    public init(agent: String, action: String?, tenant: String?, route: String, model: String?, rule: String) {
+    public init(agent: String, action: String?, tenant: String?, route: String?, model: String?, rule: String,
+                argumentHash: String? = nil, shownArguments: [String: String]? = nil) {
         self.agent = agent
         self.action = action
         self.tenant = tenant
         self.route = route
         self.model = model
         self.rule = rule
+        self.argumentHash = argumentHash
+        self.shownArguments = shownArguments
     }
 
     /// The subject of `request` under the control `rule`.
-    public init(request: AccessRequest, rule: String) {
+    public init(request: AccessRequest, rule: String, shownArguments: [String: String]? = nil) {
         self.init(agent: request.principal.agent, action: request.action, tenant: request.tenant,
-                  route: request.route, model: request.model, rule: rule)
+                  route: request.route, model: request.model, rule: rule, argumentHash: request.argumentHash,
+                  shownArguments: shownArguments)
     }
 }
 

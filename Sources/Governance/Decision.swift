@@ -98,15 +98,19 @@ public struct AccessRequest: Sendable, Hashable, CustomStringConvertible {
     public var principal: Principal
     public var action: String?
     public var tenant: String?
-    public var route: String
+    /// The route of an LLM call; nil for an action the app asks to perform (AUTHORIZE), which has no route or
+    /// model to check.
+    public var route: String?
     /// The model of the target about to be tried.
     public var model: String?
     /// The step-up credential the call carries, if any.
     public var stepUpToken: PresentedToken?
     public var pass: Pass
+    /// An action's arguments, as an approval binds them: the SHA-256 of their canonical JSON (nil for LLM calls).
+    public var argumentHash: String?
 
-    public init(principal: Principal, action: String?, tenant: String?, route: String, model: String?,
-                stepUpToken: PresentedToken? = nil, pass: Pass = .admission) {
+    public init(principal: Principal, action: String?, tenant: String?, route: String?, model: String?,
+                stepUpToken: PresentedToken? = nil, pass: Pass = .admission, argumentHash: String? = nil) {
         self.principal = principal
         self.action = action
         self.tenant = tenant
@@ -114,11 +118,13 @@ public struct AccessRequest: Sendable, Hashable, CustomStringConvertible {
         self.model = model
         self.stepUpToken = stepUpToken
         self.pass = pass
+        self.argumentHash = argumentHash
     }
 
     public var description: String {
         "\(principal) action \(action.map { "\"\($0)\"" } ?? "(none)") tenant "
-            + "\(tenant.map { "\"\($0)\"" } ?? "(none)") route \"\(route)\" model \(model ?? "(none)") "
+            + "\(tenant.map { "\"\($0)\"" } ?? "(none)") "
+            + (route.map { "route \"\($0)\" model \(model ?? "(none)") " } ?? "arguments \(argumentHash ?? "-") ")
             + "(\(pass.rawValue))"
     }
 }

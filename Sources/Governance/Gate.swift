@@ -46,7 +46,7 @@ public struct Gate: Sendable {
     /// A dry run for `breakwater policy check`: what `authorize(.admission)` would answer for `agent` now, with
     /// every check on the way, changing nothing. Identity is not checked (no token is presented); a control that
     /// needs a step-up credential answers `.requireStepUp`.
-    public func explain(agent: String, action: String?, tenant: String?, route: String, model: String?,
+    public func explain(agent: String, action: String?, tenant: String?, route: String?, model: String?,
                         now: Instant, wallNow: Double) -> Explanation {
         var scratch = self
         var trace: [String] = []
@@ -143,17 +143,21 @@ public struct Gate: Sendable {
         }
         trace.append("action: \(r.action.map { "\"\($0)\"" } ?? "none named") allowed by \(base).scopes.actions "
             + "(\(pattern))")
-        guard agent.scopes.allows(route: r.route) else {
-            return .deny(rule: "\(base).scopes.routes", code: .routeNotInScope,
-                         reason: "route \"\(r.route)\" is not in the scopes of agent \"\(id)\"")
+        if let route = r.route {
+            guard agent.scopes.allows(route: route) else {
+                return .deny(rule: "\(base).scopes.routes", code: .routeNotInScope,
+                             reason: "route \"\(route)\" is not in the scopes of agent \"\(id)\"")
+            }
+            trace.append("route: \"\(route)\" allowed by \(base).scopes.routes")
+            guard agent.scopes.allows(model: r.model) else {
+                return .deny(rule: "\(base).scopes.models", code: .modelNotInScope,
+                             reason: "model \(r.model.map { "\"\($0)\"" } ?? "(unknown)") is not in the scopes of "
+                                 + "agent \"\(id)\"")
+            }
+            trace.append("model: \(r.model.map { "\"\($0)\"" } ?? "any") allowed by \(base).scopes.models")
+        } else {
+            trace.append("route and model: none (an action, not an LLM call)")
         }
-        trace.append("route: \"\(r.route)\" allowed by \(base).scopes.routes")
-        guard agent.scopes.allows(model: r.model) else {
-            return .deny(rule: "\(base).scopes.models", code: .modelNotInScope,
-                         reason: "model \(r.model.map { "\"\($0)\"" } ?? "(unknown)") is not in the scopes of "
-                             + "agent \"\(id)\"")
-        }
-        trace.append("model: \(r.model.map { "\"\($0)\"" } ?? "any") allowed by \(base).scopes.models")
 
         let allowRule = "\(base).scopes.actions"
         if r.pass == .fallback { return .allow(rule: allowRule) }
@@ -263,7 +267,7 @@ public struct Gate: Sendable {
 extension GovernancePolicy {
     /// A dry run against this policy with fresh state (no rate limit spent, nothing in flight): what
     /// `breakwater policy check` prints when it reads the policy file itself rather than asking the daemon.
-    public func explain(agent: String, action: String?, tenant: String?, route: String, model: String?,
+    public func explain(agent: String, action: String?, tenant: String?, route: String?, model: String?,
                         wallNow: Double) -> Explanation {
         Gate(policy: self).explain(agent: agent, action: action, tenant: tenant, route: route, model: model,
                                    now: .zero, wallNow: wallNow)

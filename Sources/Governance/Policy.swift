@@ -204,10 +204,19 @@ public struct ApprovalControl: Sendable, Hashable {
     public var timeout: Duration
     /// Nil: the policy's top-level approvers.
     public var approvers: PeerSet?
+    /// `approval_reusable_for`: how long an approval of an action (AUTHORIZE) also allows the same action, tenant,
+    /// agent and arguments again; zero (the default): single-use.
+    public var reusableFor: Duration
+    /// `show_arguments`: the argument fields approvers see (`breakwater approvals`) and the audit trail records;
+    /// the others are redacted.
+    public var shownArguments: [String]
 
-    public init(timeout: Duration = .seconds(900), approvers: PeerSet? = nil) {
+    public init(timeout: Duration = .seconds(900), approvers: PeerSet? = nil, reusableFor: Duration = .zero,
+                shownArguments: [String] = []) {
         self.timeout = timeout
         self.approvers = approvers
+        self.reusableFor = reusableFor
+        self.shownArguments = shownArguments
     }
 }
 

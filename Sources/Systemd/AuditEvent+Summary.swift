@@ -68,6 +68,15 @@ extension AuditEvent {
             let attempts = self[.attempts].map { " after \($0) attempt\($0 == "1" ? "" : "s")" } ?? ""
             return "Call finished \(outcome?.rawValue ?? "?")\(attempts)"
                 + "\(phrase("in", self[.latencyMilliseconds], "ms"))\(provider == nil ? "" : " (\(step))")"
+        case .actionRequested:
+            return "Action \(what) requested\(who)\(forTenant)\(phrase("with arguments", self[.argumentHash]))"
+        case .actionAllowed:
+            return "Action \(what) allowed\(who)\(forTenant)\(paren("rule", rule))"
+                + "\(phrase("as", self[.decisionID]))"
+        case .actionDenied:
+            return "Action \(what) denied\(who)\(forTenant)\(paren("rule", rule))\(colon(reason))"
+        case .approvalReused:
+            return "Approval reused for \(what)\(who)\(forTenant)\(phrase("with arguments", self[.argumentHash]))"
         case .auditLoss:
             return "Audit entries lost: \(self[.droppedCount] ?? "0") dropped (queue full), "
                 + "\(self[.unwrittenCount] ?? "0") not taken by journald"

@@ -30,8 +30,10 @@ public struct AuditEvent: Sendable, Equatable {
         self.kind = kind
         switch kind {
         case .approvalDenied, .approvalExpired, .stepUpDemanded, .rateLimitRefused, .concurrencyLimitRefused,
-             .budgetRefused:
+             .budgetRefused, .actionDenied:
             decision = .deny
+        case .actionAllowed, .approvalReused:
+            decision = .allow
         case .approvalRequested:
             decision = .pending
         case .approvalGranted:

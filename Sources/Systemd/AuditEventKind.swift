@@ -33,6 +33,15 @@ public enum AuditEventKind: String, CaseIterable, Hashable, Sendable, CustomStri
     case failureRateAlert = "failure_rate_alert"
     /// A call finished and its outcome was sent to the app.
     case callCompleted = "call_completed"
+    /// An app asked to perform an action (AUTHORIZE), with the hash of its arguments.
+    case actionRequested = "action_requested"
+    /// The policy allowed an action: the app may execute it now.
+    case actionAllowed = "action_allowed"
+    /// The policy refused an action (scope, tenant, step-up, rate limit, approval denied or expired, ...).
+    case actionDenied = "action_denied"
+    /// An earlier approval of the same action, tenant, agent and arguments allowed it again, within the window
+    /// the policy sets (`approval_reusable_for`).
+    case approvalReused = "approval_reused"
     /// The writer itself could not record some entries (queue full, or journald not taking them).
     case auditLoss = "audit_loss"
 
@@ -57,6 +66,10 @@ public enum AuditEventKind: String, CaseIterable, Hashable, Sendable, CustomStri
         case .failureRateAlert: "374e785366e546d7aba94dc3f85592b5"
         case .callCompleted: "f91d955ff15343e4b82e60d0aa363d11"
         case .auditLoss: "b1911874625647e68267122ccace6e9e"
+        case .actionRequested: "cfbd6982332d46dd9d03936c097340fd"
+        case .actionAllowed: "49aaba552a1d4a448bbc53bc8387c1bc"
+        case .actionDenied: "fb205ea05474400589747e74ddb60c9a"
+        case .approvalReused: "1c7038dd8141426982aa335795056b89"
         }
     }
 

@@ -124,6 +124,15 @@ extension AuditField {
     /// How long the call may wait before the approval expires, in milliseconds.
     public static let timeoutMilliseconds = AuditField("TIMEOUT_MS")
 
+    // MARK: Actions
+
+    /// The SHA-256 of an action's canonical JSON arguments: what an approval is bound to.
+    public static let argumentHash = AuditField("ARGUMENT_HASH")
+    /// The argument fields the policy shows (`show_arguments`), as a JSON object; the others are never recorded.
+    public static let shownArguments = AuditField("SHOWN_ARGUMENTS")
+    /// The id an allowed action is given, for the app's own logs.
+    public static let decisionID = AuditField("DECISION_ID")
+
     // MARK: Limits and budgets
 
     /// The limit that refused, as configured (`1/min`, `4 in flight`).
@@ -191,6 +200,7 @@ extension AuditField {
         errorClass, latencyMilliseconds, peerUID, peerGID, peerPID, clientName,
         credentialID,
         approvalID, approverUID, waitedMilliseconds, timeoutMilliseconds,
+        argumentHash, shownArguments, decisionID,
         limit, retryAfterMilliseconds, budgetScope, budgetWindow, budgetUnit, budgetLimit, budgetUsed,
         budgetRequested,
         delayMilliseconds, fallbackFrom, fallbackTo, breaker, breakerFrom, breakerTo, failureRate,

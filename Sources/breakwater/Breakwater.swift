@@ -8,7 +8,7 @@ struct Breakwater: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "breakwater",
         abstract: "Talk to breakwaterd: send calls, administer it, check its config, run the demo.",
-        subcommands: [Call.self, Status.self, Breakers.self, Breaker.self, Approvals.self, Approve.self, Deny.self,
+        subcommands: [Call.self, Authorize.self, Status.self, Breakers.self, Breaker.self, Approvals.self, Approve.self, Deny.self,
                       Policy.self, ConfigCommand.self, Demo.self]
     )
 }
@@ -104,6 +104,46 @@ struct Call: AsyncParsableCommand {
     }
 }
 
+/// `breakwater authorize`: for shell tools, the question an app asks before it executes an action.
+struct Authorize: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ask whether the agent may perform an action now (exit 0: allowed; 3: refused).",
+        discussion: """
+            The agent token comes from $BREAKWATER_TOKEN and a step-up token from $BREAKWATER_STEP_UP_TOKEN. When \
+            the policy wants an approval, this waits (printing the approval id on stderr) until an approver \
+            decides or it expires. On success prints the decision as JSON: decision_id, rule, argument_hash, and \
+            approval_id when a person approved.
+            """)
+
+    @OptionGroup var socketOptions: SocketOptions
+    @Option(help: "The action, e.g. refund.issue.") var action: String
+    @Option(help: "The tenant it acts for.") var tenant: String?
+    @Option(help: "The action's arguments, a JSON object (default {}).") var arguments = "{}"
+    @Option(help: "How long to wait at most (an approval included), in milliseconds.") var timeoutMs: UInt32?
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let client = BreakwaterClient(socketPath: socketOptions.path, credential: environment["BREAKWATER_TOKEN"],
+                                      clientName: "breakwater-cli")
+        let notice: @Sendable (CallNotice) -> Void = { n in
+            FileHandle.standardError.write(Data("breakwater: waiting: \(n.message)\n".utf8))
+        }
+        do {
+            let d = try await client.authorize(action: action, tenant: tenant, arguments: Array(arguments.utf8),
+                                               stepUpToken: environment["BREAKWATER_STEP_UP_TOKEN"],
+                                               timeoutMs: timeoutMs, onNotice: notice)
+            var o: [String: Any] = ["decision": "allow", "decision_id": d.decisionID, "rule": d.rule,
+                                    "argument_hash": d.argumentHash]
+            if let a = d.approvalID { o["approval_id"] = a }
+            let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } catch {
+            FileHandle.standardError.write(Data("breakwater: \(error)\n".utf8))
+            throw ExitCode((error as? BreakwaterError)?.kind == .call ? 3 : 2)
+        }
+    }
+}
+
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the daemon's live figures (admins only).")
 
@@ -182,12 +222,19 @@ struct Approvals: AsyncParsableCommand {
         let pending = answer["pending"] as? [[String: Any]] ?? []
         if pending.isEmpty { return print("no calls are waiting for an approval") }
         print("ID".padding(toLength: 18, withPad: " ", startingAt: 0) + "AGENT".padding(toLength: 20, withPad: " ",
-              startingAt: 0) + "ACTION".padding(toLength: 18, withPad: " ", startingAt: 0) + "TENANT")
+              startingAt: 0) + "ACTION".padding(toLength: 18, withPad: " ", startingAt: 0)
+              + "TENANT".padding(toLength: 12, withPad: " ", startingAt: 0) + "ARGUMENTS")
         for p in pending {
+            // An action's approval shows the fields the policy marks (show_arguments); the rest are redacted.
+            var arguments = "-"
+            if let shown = p["arguments"] as? [String: String] {
+                arguments = (shown.keys.sorted().map { "\($0)=\(shown[$0]!)" } + ["(others redacted)"])
+                    .joined(separator: " ")
+            }
             print("\(p["id"] ?? "")".padding(toLength: 18, withPad: " ", startingAt: 0)
                 + "\(p["agent"] ?? "")".padding(toLength: 20, withPad: " ", startingAt: 0)
                 + "\(p["action"] ?? "-")".padding(toLength: 18, withPad: " ", startingAt: 0)
-                + "\(p["tenant"] ?? "-")")
+                + "\(p["tenant"] ?? "-")".padding(toLength: 12, withPad: " ", startingAt: 0) + arguments)
         }
     }
 }

@@ -67,6 +67,8 @@ func reencode(_ frame: Frame) throws(WireError) -> Frame {
     case .admin: return try AdminRequest(frame: frame).frame(streamID: frame.streamID,
                                                               endStream: frame.flags.contains(.endStream))
     case .windowUpdate: return try WindowUpdate(frame: frame).frame(streamID: frame.streamID)
+    case .authorize: return try AuthorizeRequest(frame: frame).frame(streamID: frame.streamID,
+                                                                      endStream: frame.flags.contains(.endStream))
     case .data, .cancel, .ping, .pong, .started: return frame
     }
 }

@@ -94,6 +94,24 @@ enum AuditEventSamples {
             e[.failureRate] = "0.42"
             e[.failureRateThreshold] = "0.25"
             e.set(.sampleCount, 40)
+        case .actionRequested:
+            call()
+            e[.argumentHash] = String(repeating: "ab", count: 32)
+            e[.shownArguments] = #"{"amount":40,"invoice":"1182"}"#
+        case .actionAllowed:
+            call()
+            e.rule = "conditional_controls.destructive_changes.require_approval"
+            e[.argumentHash] = String(repeating: "ab", count: 32)
+            e[.decisionID] = "dec-1"
+        case .actionDenied:
+            call()
+            e.rule = "agents.refund-bot.scopes.actions"
+            e.reason = "out_of_scope"
+            e[.argumentHash] = String(repeating: "ab", count: 32)
+        case .approvalReused:
+            call()
+            e[.approvalID] = "ap-17"
+            e[.argumentHash] = String(repeating: "ab", count: 32)
         case .callCompleted:
             call()
             upstream()

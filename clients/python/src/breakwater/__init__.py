@@ -13,10 +13,11 @@ from ._client import AsyncClient, AsyncStream, Client, Completion, Stream, Usage
 from ._errors import (ApprovalDenied, ApprovalExpired, BadRequest, BreakwaterError, BudgetExceeded, Cancelled,
                       DaemonRestarted, DaemonUnavailable, Forbidden, ProtocolViolation, RateLimited, StepUpRequired,
                       StreamInterrupted, Timeout, UnknownRoute, UpstreamError)
-from ._wire import Attempt, CallNotice, ErrorCode, Limits
+from ._wire import ActionDecision, Attempt, CallNotice, ErrorCode, Limits
 
 __all__ = [
-    "AsyncClient", "AsyncStream", "Client", "Completion", "Stream", "Usage", "Attempt", "CallNotice", "ErrorCode",
+    "AsyncClient", "AsyncStream", "Client", "Completion", "Stream", "Usage", "ActionDecision", "Attempt", "CallNotice",
+    "ErrorCode",
     "Limits",
     "BreakwaterError", "BadRequest", "UnknownRoute", "Forbidden", "StepUpRequired", "RateLimited",
     "BudgetExceeded", "ApprovalDenied", "ApprovalExpired", "UpstreamError", "Timeout", "StreamInterrupted",

@@ -11,7 +11,8 @@ from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional,
 
 from ._connection import Connection, Event, NotStarted, make_request_id, socket_path
 from ._errors import BreakwaterError, DaemonUnavailable, ProtocolViolation, error_for
-from ._wire import AdminRequest, CallNotice, CallRequest, CallResponse, CallTrailers, Limits
+from ._wire import (ActionDecision, AdminRequest, AuthorizeRequest, CallNotice, CallRequest, CallResponse, CallTrailers,
+                    Limits)
 
 NoticeCallback = Callable[[CallNotice], None]
 
@@ -62,6 +63,13 @@ def _body(body: Union[Dict[str, Any], bytes, str]) -> bytes:
     if isinstance(body, str):
         return body.encode()
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _authorize_request(action: str, tenant: Optional[str], step_up_token: Optional[str], timeout: Optional[float],
+                       request_id: Optional[str]) -> AuthorizeRequest:
+    return AuthorizeRequest(action, tenant, request_id or make_request_id(),
+                            step_up_token.encode() if step_up_token is not None else None,
+                            None if timeout is None else int(timeout * 1000))
 
 
 class _Answer:
@@ -248,6 +256,20 @@ class Client(_Base):
                 raise
         raise AssertionError("unreachable")
 
+    def authorize(self, action: str, *, tenant: Optional[str] = None, arguments: Optional[Dict[str, Any]] = None,
+                  step_up_token: Optional[str] = None, timeout: Optional[float] = None,
+                  request_id: Optional[str] = None, on_notice: Optional[NoticeCallback] = None) -> ActionDecision:
+        """Asks, before the app executes ``action``, whether its agent may: the daemon's policy decides (and a person,
+        when it says so, approving exactly these ``arguments``). Returns the decision when allowed; a refusal raises
+        (``Forbidden``, ``StepUpRequired``, ``RateLimited``, ``ApprovalDenied``, ``ApprovalExpired``, ...)."""
+        events: "queue.Queue[Event]" = queue.Queue()
+        self._open(_authorize_request(action, tenant, step_up_token, timeout, request_id),
+                   _body(arguments or {}), events.put, grants_on_delivery=True)
+        answer = _Answer(on_notice, streamed=False)
+        while not answer.take(events.get()):
+            pass
+        return ActionDecision.from_payload(answer.body)
+
     def admin(self, command: str, arguments: Optional[Dict[str, Any]] = None) -> Any:
         """An admin command (``status``, ``approvals``, ``approve``, ...) and its JSON answer; needs a uid or gid the
         daemon's config names in ``admins``."""
@@ -258,7 +280,7 @@ class Client(_Base):
             pass
         return json.loads(answer.body)
 
-    def _open(self, first: Union[CallRequest, AdminRequest], body: bytes, sink: Callable[[Event], None],
+    def _open(self, first: Union[CallRequest, AdminRequest, AuthorizeRequest], body: bytes, sink: Callable[[Event], None],
               grants_on_delivery: bool) -> "tuple[Connection, int]":
         for _ in range(3):
             conn = self._current()
@@ -358,7 +380,7 @@ class AsyncClient(_Base):
     async def wait_ready(self, timeout: float = 10.0) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._wait_ready, timeout)
 
-    async def _open_async(self, first: Union[CallRequest, AdminRequest], body: bytes,
+    async def _open_async(self, first: Union[CallRequest, AdminRequest, AuthorizeRequest], body: bytes,
                           grants_on_delivery: bool) -> "tuple[Connection, int, asyncio.Queue[Event]]":
         loop = asyncio.get_running_loop()
         events: "asyncio.Queue[Event]" = asyncio.Queue()
@@ -396,6 +418,23 @@ class AsyncClient(_Base):
                 conn.cancel(sid)
                 raise
         raise AssertionError("unreachable")
+
+    async def authorize(self, action: str, *, tenant: Optional[str] = None,
+                        arguments: Optional[Dict[str, Any]] = None, step_up_token: Optional[str] = None,
+                        timeout: Optional[float] = None, request_id: Optional[str] = None,
+                        on_notice: Optional[NoticeCallback] = None) -> ActionDecision:
+        """As ``Client.authorize``; cancelling the awaiting task withdraws the request (and its approval)."""
+        conn, sid, events = await self._open_async(
+            _authorize_request(action, tenant, step_up_token, timeout, request_id), _body(arguments or {}),
+            grants_on_delivery=True)
+        try:
+            answer = _Answer(on_notice, streamed=False)
+            while not answer.take(await events.get()):
+                pass
+            return ActionDecision.from_payload(answer.body)
+        except BaseException:  # asyncio.CancelledError included
+            conn.cancel(sid)
+            raise
 
     async def stream(self, route: str, body: Union[Dict[str, Any], bytes, str], *,
                      timeout: Optional[float] = None, request_id: Optional[str] = None,

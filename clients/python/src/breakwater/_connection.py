@@ -126,7 +126,7 @@ class Connection:
                 pass
             return False
 
-    def open(self, first: Union[CallRequest, AdminRequest], body: bytes, sink: Sink,
+    def open(self, first: Union[CallRequest, AdminRequest, AuthorizeRequest], body: bytes, sink: Sink,
              grants_on_delivery: bool) -> Optional[int]:
         """Registers a call and writes its REQUEST (or ADMIN) and body; its id, or None when this connection takes
         no new calls (the caller makes a new connection)."""

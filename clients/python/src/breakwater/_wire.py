@@ -34,6 +34,7 @@ class FrameType(IntEnum):
     ADMIN = 0x0C
     STARTED = 0x0D
     WINDOW_UPDATE = 0x0E
+    AUTHORIZE = 0x0F
 
 
 class ErrorCode(IntEnum):
@@ -495,6 +496,58 @@ class AdminRequest:
         return cls(command)  # type: ignore[arg-type]
 
 
+_AUTHORIZE = {1: STRING, 2: STRING, 3: STRING, 4: BYTES, 5: U32}
+
+
+@dataclass
+class AuthorizeRequest:
+    """AUTHORIZE: may the agent perform ``action`` now? Its JSON arguments follow in DATA."""
+    action: str
+    tenant: Optional[str] = None
+    request_id: Optional[str] = None
+    step_up_token: Optional[bytes] = field(default=None, repr=False)  # secret
+    timeout_ms: Optional[int] = None
+
+    def frame(self, stream_id: int, end_stream: bool = False) -> Frame:
+        return Frame(FrameType.AUTHORIZE, stream_id, END_STREAM if end_stream else 0, write_fields([
+            (1, STRING, self.action), (2, STRING, self.tenant), (3, STRING, self.request_id),
+            (4, BYTES, self.step_up_token), (5, U32, self.timeout_ms)]))
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> "AuthorizeRequest":
+        f = read_fields(frame.payload, _AUTHORIZE)
+        action = f.get(1)
+        if not action:
+            raise WireError(ErrorCode.BAD_REQUEST, "AUTHORIZE has no action")
+        request_id = f.get(3)
+        if request_id is not None and len(str(request_id).encode("utf-8")) > 128:
+            raise WireError(ErrorCode.BAD_REQUEST, "AUTHORIZE request id is longer than 128 bytes")
+        return cls(action, f.get(2), request_id, f.get(4), f.get(5))  # type: ignore[arg-type]
+
+
+_DECISION = {1: STRING, 2: STRING, 3: STRING, 4: STRING}
+
+
+@dataclass
+class ActionDecision:
+    """An allowed AUTHORIZE's answer (the DATA between RESPONSE and TRAILERS, a field list)."""
+    decision_id: str
+    rule: str
+    argument_hash: str
+    approval_id: Optional[str] = None
+
+    def payload(self) -> bytes:
+        return write_fields([(1, STRING, self.decision_id), (2, STRING, self.rule), (3, STRING, self.argument_hash),
+                             (4, STRING, self.approval_id)])
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> "ActionDecision":
+        f = read_fields(payload, _DECISION)
+        if f.get(1) is None or f.get(2) is None or f.get(3) is None:
+            raise WireError(ErrorCode.PROTOCOL_ERROR, "an AUTHORIZE decision lacks decision_id, rule or argument_hash")
+        return cls(f[1], f[2], f[3], f.get(4))  # type: ignore[arg-type]
+
+
 @dataclass
 class WindowUpdate:
     increment: int
@@ -527,6 +580,7 @@ REENCODE: Dict[int, Callable[[Frame], Frame]] = {
     FrameType.NOTICE: lambda f: CallNotice.from_frame(f).frame(f.stream_id),
     FrameType.ADMIN: lambda f: AdminRequest.from_frame(f).frame(f.stream_id, f.end_stream),
     FrameType.WINDOW_UPDATE: lambda f: WindowUpdate.from_frame(f).frame(f.stream_id),
+    FrameType.AUTHORIZE: lambda f: AuthorizeRequest.from_frame(f).frame(f.stream_id, f.end_stream),
     FrameType.DATA: _same, FrameType.CANCEL: _same, FrameType.PING: _same, FrameType.PONG: _same,
     FrameType.STARTED: _same,
 }
