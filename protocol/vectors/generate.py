@@ -11,7 +11,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 TYPES = {"HELLO": 1, "REQUEST": 2, "DATA": 3, "RESPONSE": 4, "TRAILERS": 5, "ERROR": 6,
          "CANCEL": 7, "PING": 8, "PONG": 9, "GOAWAY": 10, "NOTICE": 11, "ADMIN": 12,
-         "STARTED": 13, "WINDOW_UPDATE": 14}
+         "STARTED": 13, "WINDOW_UPDATE": 14, "AUTHORIZE": 15}
 CODES = {"PROTOCOL_ERROR": 0x0001, "FRAME_TOO_LARGE": 0x0002, "UNKNOWN_FRAME_TYPE": 0x0003,
          "INVALID_STREAM_ID": 0x0007, "UPSTREAM_ERROR": 0x0104, "STREAM_INTERRUPTED": 0x010A,
          "SHUTTING_DOWN": 0x0009, "FORBIDDEN": 0x010C, "STEP_UP_REQUIRED": 0x010F, "STALLED": 0x000B,
@@ -168,6 +168,12 @@ vector("55-error-attempt-bool-two", "ERROR whose attempt says retry_budget_refus
        "ERROR", 5, 0, fields((1, u16(CODES["UPSTREAM_ERROR"])), (2, b"x"),
                              (6, fields((1, fields((1, b"p"), (2, b"m"), (3, b"error_status"), (8, u8(2))))))),
        expect="PROTOCOL_ERROR")
+vector("56-authorize", "AUTHORIZE on stream 7: may the agent issue a refund for tenant acme? Its JSON arguments "
+       "follow in DATA.", "AUTHORIZE", 7, 0, fields((1, b"refund.issue"), (2, b"acme"), (3, b"req-refund-1182")))
+vector("57-authorize-no-action", "AUTHORIZE with no action: that call fails (BAD_REQUEST).",
+       "AUTHORIZE", 9, END_STREAM, fields((2, b"acme")), expect="BAD_REQUEST")
+vector("58-authorize-step-up-timeout", "AUTHORIZE with a step-up token and a 30 s limit on the wait, no arguments.",
+       "AUTHORIZE", 11, END_STREAM, fields((1, b"user.export"), (4, b"step-up-secret"), (5, u32(30000))))
 vector("21-reserved-bit", "PING with the stream id's reserved top bit set.",
        "PING", 0x80000000, 0, bytes(8), expect="PROTOCOL_ERROR")
 vector("22-undefined-flag", "DATA with flag bit 0x80, which v1 does not define.",
