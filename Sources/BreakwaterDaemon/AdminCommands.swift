@@ -95,13 +95,42 @@ enum AdminCommands {
             guard isAdmin else {
                 return .failure(ErrorMessage(code: .forbidden, message: "policy check is for admins"))
             }
-            guard let agent = args["agent"] as? String, let route = args["route"] as? String else {
-                return .failure(ErrorMessage(code: .badRequest, message: "policy-check needs agent and route"))
+            guard let agent = args["agent"] as? String else {
+                return .failure(ErrorMessage(code: .badRequest, message: "policy-check needs an agent"))
             }
-            let e = governance.explain(agent: agent, action: args["action"] as? String,
-                                       tenant: args["tenant"] as? String, route: route, model: args["model"] as? String)
-            return .success(json(["decision": e.decision.name, "rule": e.decision.rule,
-                                  "detail": "\(e.decision)", "trace": e.trace]))
+            // With `arguments`: an action, as AUTHORIZE would ask (no route or model); else an LLM call on `route`.
+            var action: AuthorizedAction?
+            if let arguments = args["arguments"] {
+                guard let name = args["action"] as? String,
+                      let bytes = try? JSONSerialization.data(withJSONObject: arguments) else {
+                    return .failure(ErrorMessage(code: .badRequest,
+                                                 message: "an action check needs an action and JSON object arguments"))
+                }
+                do {
+                    action = try AuthorizedAction(name: name, arguments: [UInt8](bytes))
+                } catch {
+                    return .failure(ErrorMessage(error))
+                }
+            }
+            guard action != nil || args["route"] is String else {
+                return .failure(ErrorMessage(code: .badRequest, message: "policy-check needs a route or arguments"))
+            }
+            let tenant = args["tenant"] as? String
+            let e = governance.explain(agent: agent, action: args["action"] as? String, tenant: tenant,
+                                       route: action == nil ? args["route"] as? String : nil,
+                                       model: args["model"] as? String)
+            var answer: [String: Any] = ["decision": e.decision.name, "rule": e.decision.rule,
+                                         "detail": "\(e.decision)", "trace": e.trace]
+            if let action {
+                answer["argument_hash"] = action.argumentHash
+                if case .requireApproval(let rule, _, _) = e.decision {
+                    answer["shown_arguments"] = action.shown(governance.approvalControl(rule: rule)?.shownArguments ?? [])
+                    let key = GovernanceRegistry.ReuseKey(agent: agent, action: action.name, tenant: tenant,
+                                                          argumentHash: action.argumentHash, rule: rule)
+                    answer["reusable_approval"] = governance.reusableApproval(key) as Any? ?? NSNull()
+                }
+            }
+            return .success(json(answer))
         }
     }
 

@@ -279,6 +279,10 @@ struct Policy: AsyncParsableCommand {
         @Option(help: "Tenant the call acts for.") var tenant: String?
         @Option(help: "Route.") var route = "default"
         @Option(help: "Model (default: the route's first target's).") var model: String?
+        @Option(help: """
+            An action's arguments (a JSON object): check the action as AUTHORIZE would ask it (no route or model), \
+            with the hash an approval would bind, the fields an approver would see and any reusable approval.
+            """) var arguments: String?
         @Flag(help: "Print the JSON answer as it is.") var json = false
 
         func run() async throws {
@@ -286,10 +290,26 @@ struct Policy: AsyncParsableCommand {
             if let action { args["action"] = action }
             if let tenant { args["tenant"] = tenant }
             if let model { args["model"] = model }
+            if let arguments {
+                guard let object = try? JSONSerialization.jsonObject(with: Data(arguments.utf8)),
+                      object is [String: Any] else {
+                    throw ValidationError("--arguments must be a JSON object")
+                }
+                args["arguments"] = object
+                args["route"] = nil
+            }
             let answer = try await adminCall(socketOptions.path, "policy-check", args)
             if json { return printJSON(answer) }
             print("decision: \(answer["decision"] ?? "?")")
             print("rule: \(answer["rule"] ?? "?")")
+            if let hash = answer["argument_hash"] { print("argument hash: \(hash)") }
+            if let shown = answer["shown_arguments"] as? [String: String] {
+                print("an approver would see: " + (shown.keys.sorted().map { "\($0)=\(shown[$0]!)" }
+                    + ["(others redacted)"]).joined(separator: " "))
+            }
+            if let reusable = answer["reusable_approval"] as? String {
+                print("an earlier approval allows it again now: \(reusable)")
+            }
             for line in answer["trace"] as? [String] ?? [] { print("  \(line)") }
         }
     }

@@ -220,3 +220,31 @@ def test_async_authorize(governed: Daemon) -> None:
 def test_without_a_policy_every_action_is_allowed(daemon: Daemon) -> None:
     decision = breakwater.Client(daemon.socket).authorize("anything.at_all", arguments={"x": 1})
     assert decision.rule == "no_policy"
+
+
+def test_policy_check_answers_for_actions_with_arguments(governed: Daemon) -> None:
+    refund = {"amount": 40, "invoice": "1182", "note": SECRET_NOTE}
+    out = governed.cli("policy", "check", "--agent", "support-agent", "--action", "refund.issue", "--tenant", "acme",
+                       "--arguments", json.dumps(refund), "--json")
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["decision"] == "require_approval", answer
+    canonical = json.dumps(refund, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert answer["argument_hash"] == hashlib.sha256(canonical.encode()).hexdigest()
+    assert answer["shown_arguments"] == {"amount": "40", "invoice": '"1182"'}
+    assert answer["reusable_approval"] is None
+    assert any("an action, not an LLM call" in line for line in answer["trace"]), answer["trace"]
+    assert SECRET_NOTE not in out.stdout
+    assert approvals(governed) == [], "a dry run asks nobody"
+    # After an approval that may be reused, the dry run says so.
+    client = breakwater.Client(governed.socket, credential=AGENT_TOKEN)
+    first = Pending(client, "invoice.void", {"invoice": "9"})
+    approval = first.approval_id()
+    assert governed.cli("approve", approval).returncode == 0
+    first.outcome()
+    again = json.loads(governed.cli("policy", "check", "--agent", "support-agent", "--action", "invoice.void",
+                                    "--tenant", "acme", "--arguments", '{"invoice": "9"}', "--json").stdout)
+    assert again["reusable_approval"] == approval, again
+    human = governed.cli("policy", "check", "--agent", "reader-agent", "--action", "refund.issue", "--tenant",
+                         "acme", "--arguments", "{}").stdout
+    assert "decision: deny" in human and "argument hash:" in human, human
