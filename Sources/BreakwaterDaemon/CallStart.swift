@@ -103,6 +103,28 @@ extension DaemonContext {
         let subject = AuditSubject(requestID: requestID, agent: origin.principal?.agent, tenant: request.tenant,
                                    action: request.action, route: request.route, peer: origin.peer,
                                    clientName: origin.clientName)
+        // Tools the agent may not use: taken out of the request, or the call refused (the policy says which).
+        if let governance, let agent = origin.principal?.agent, !chat.toolNames.isEmpty {
+            let (blocked, mode) = governance.disallowedTools(agent: agent, chat.toolNames)
+            if !blocked.isEmpty {
+                for tool in blocked {
+                    audit(.toolCallBlocked, subject) { e in
+                        e[.toolName] = tool
+                        e.rule = "agents.\(agent).scopes.actions"
+                        e.reason = mode == .remove ? "removed from the request's tools" : "call refused"
+                    }
+                }
+                if mode == .refuse {
+                    return .failure(ErrorMessage(code: .forbidden, message: "the request lists tools outside the "
+                        + "scopes of agent \"\(agent)\": " + blocked.joined(separator: ", ")))
+                }
+                do {
+                    chat = try chat.removingTools(Set(blocked))
+                } catch {
+                    return .failure(ErrorMessage(code: .badRequest, message: error.message))
+                }
+            }
+        }
         return .success(CallDriver(
             streamID: streamID, requestID: requestID, work: .chat(chat), stream: request.stream, chain: route.chain,
             fallback: route.fallback, deadline: resilience.clock.now() + timeout, shared: self,

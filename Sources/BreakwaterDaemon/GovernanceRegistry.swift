@@ -110,6 +110,13 @@ final class GovernanceRegistry: Sendable {
         }
     }
 
+    /// The tools among `names` that `agent` may not use, and what the policy does with them.
+    func disallowedTools(agent: String, _ names: [String]) -> (tools: [String], mode: GovernancePolicy.DisallowedTools) {
+        state.withLock { s in
+            (names.filter { !s.gate.policy.toolAllowed(agent: agent, tool: $0) }, s.gate.policy.disallowedTools)
+        }
+    }
+
     /// The approval control behind a decision's rule (`conditional_controls.NAME.require_approval`).
     func approvalControl(rule: String) -> ApprovalControl? {
         state.withLock { s in

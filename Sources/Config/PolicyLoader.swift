@@ -25,7 +25,7 @@ public enum PolicyLoader {
 extension NodeReader {
     mutating func readPolicy(_ root: Node, into policy: inout GovernancePolicy) {
         let keys: Set = ["anonymous", "approvers", "allow_self_approval", "default_max_tokens", "agents", "tenants",
-                         "conditional_controls", "prices"]
+                         "conditional_controls", "prices", "tool_actions", "disallowed_tools"]
         var anonymousNode: Node?
         var digests: [CredentialDigest: String] = [:]
         var agentNodes: [String: Node] = [:]
@@ -38,6 +38,17 @@ extension NodeReader {
                 policy.anonymous = s == "deny" ? .deny : .agent(s)
             case "approvers":
                 policy.approvers = peerSet(v, key)
+            case "tool_actions":
+                for (tool, _, action) in entries(v, "tool_actions") {
+                    if let a = string(action, "tool_actions.\(tool)") { policy.toolActions[tool] = a }
+                }
+            case "disallowed_tools":
+                guard let s = string(v, key) else { continue }
+                if let choice = GovernancePolicy.DisallowedTools(rawValue: s) {
+                    policy.disallowedTools = choice
+                } else {
+                    issue(v, "disallowed_tools must be remove or refuse")
+                }
             case "allow_self_approval":
                 if let b = bool(v, key) { policy.allowSelfApproval = b }
             case "default_max_tokens":

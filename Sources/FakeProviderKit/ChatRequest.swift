@@ -15,6 +15,8 @@ struct ChatRequest: Sendable {
     /// The output cap (`max_completion_tokens`, `max_tokens`, `maxOutputTokens`), counted against the simulated
     /// token rate limit.
     var maxTokens: Int?
+    /// The function names the request's `tools` offered (OpenAI's format), in order.
+    var tools: [String] = []
 
     /// What the request is charged against token limits: its prompt tokens plus its output cap.
     var tokenCost: Int { promptTokens + (maxTokens ?? 0) }
@@ -56,7 +58,10 @@ struct ChatRequest: Sendable {
                 includeObfuscation: streamOptions?["include_obfuscation"] as? Bool ?? true,
                 lastUserText: lastUserText,
                 promptTokens: promptTokens,
-                maxTokens: (object["max_completion_tokens"] as? Int) ?? (object["max_tokens"] as? Int)
+                maxTokens: (object["max_completion_tokens"] as? Int) ?? (object["max_tokens"] as? Int),
+                tools: (object["tools"] as? [[String: Any]] ?? []).compactMap {
+                    ($0["function"] as? [String: Any])?["name"] as? String
+                }
             )
         )
     }

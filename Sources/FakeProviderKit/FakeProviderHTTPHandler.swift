@@ -197,7 +197,8 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
             return .error(refusal ?? dialect.bodyTooLarge, envelope: envelope, dialect: dialect)
         }
         let verdict = state.decide(
-            tokens: request.tokenCost, model: request.model, apiKey: dialect.apiKey(head.headers) ?? "", for: ticket
+            tokens: request.tokenCost, model: request.model, apiKey: dialect.apiKey(head.headers) ?? "",
+            tools: request.tools, for: ticket
         )
         var charged = envelope
         switch verdict {

@@ -30,6 +30,9 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
     /// key, ends a run. Requests answered before the bucket is asked (down, bad key, bad body) neither extend
     /// nor end one. A caller that backs off as told keeps this short.
     public var longestRateLimitedRun: Int
+    /// How many accepted requests offered each tool (function) name in `tools` (OpenAI's format): what a caller
+    /// left in or took out of its requests.
+    public var toolsOffered: [String: Int]
 
     /// Creates a snapshot; all zero by default.
     public init(
@@ -42,8 +45,10 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
         byAPI: [String: Int] = [:],
         byModel: [String: Int] = [:],
         rateLimited: Int = 0,
-        longestRateLimitedRun: Int = 0
+        longestRateLimitedRun: Int = 0,
+        toolsOffered: [String: Int] = [:]
     ) {
+        self.toolsOffered = toolsOffered
         self.requests = requests
         self.completed = completed
         self.aborted = aborted
@@ -64,6 +69,7 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
         case byModel = "by_model"
         case rateLimited = "rate_limited"
         case longestRateLimitedRun = "longest_rate_limited_run"
+        case toolsOffered = "tools_offered"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -78,7 +84,8 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
             byAPI: try container.decodeIfPresent([String: Int].self, forKey: .byAPI) ?? [:],
             byModel: try container.decodeIfPresent([String: Int].self, forKey: .byModel) ?? [:],
             rateLimited: try container.decodeIfPresent(Int.self, forKey: .rateLimited) ?? 0,
-            longestRateLimitedRun: try container.decodeIfPresent(Int.self, forKey: .longestRateLimitedRun) ?? 0
+            longestRateLimitedRun: try container.decodeIfPresent(Int.self, forKey: .longestRateLimitedRun) ?? 0,
+            toolsOffered: try container.decodeIfPresent([String: Int].self, forKey: .toolsOffered) ?? [:]
         )
     }
 }

@@ -61,6 +61,7 @@ final class ProviderState: Sendable {
         var byStatus: [Int: Int] = [:]
         var byAPI: [ProviderAPI: Int] = [:]
         var byModel: [String: Int] = [:]
+        var toolsOffered: [String: Int] = [:]
         var rateLimited = 0
         var longestRateLimitedRun = 0
         /// Requests the bucket refused since it last admitted one.
@@ -163,12 +164,14 @@ final class ProviderState: Sendable {
     /// (one request and `tokens` tokens) or refuse it; then picks its step (script first, then the personality)
     /// and charges the simulated rate-limit window with one request and `tokens` tokens. A refused request
     /// takes no step and charges nothing.
-    func decide(tokens: Int, model: String, apiKey: String, for ticket: ChatTicket) -> Verdict {
+    func decide(tokens: Int, model: String, apiKey: String, tools: [String] = [],
+                for ticket: ChatTicket) -> Verdict {
         state.withLock { state in
             let personality = state.personality
             let current = state.generation == ticket.generation
             if current {
                 state.counters.byModel[model, default: 0] += 1
+                for tool in tools { state.counters.toolsOffered[tool, default: 0] += 1 }
             }
             var bucket: TokenBucket?
             if let limits = personality.tokenBucket {
@@ -258,7 +261,8 @@ final class ProviderState: Sendable {
                 byAPI: byAPI,
                 byModel: state.counters.byModel,
                 rateLimited: state.counters.rateLimited,
-                longestRateLimitedRun: state.counters.longestRateLimitedRun
+                longestRateLimitedRun: state.counters.longestRateLimitedRun,
+                toolsOffered: state.counters.toolsOffered
             )
         }
     }

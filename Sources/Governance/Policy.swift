@@ -18,6 +18,25 @@ public struct GovernancePolicy: Sendable, Hashable {
     public var prices: [String: ModelPrice]
     /// Tokens reserved for a call that names no `max_tokens` (`default_max_tokens:`).
     public var defaultMaxTokens: Int
+    /// `tool_actions:` — the action each tool (function) name stands for; a tool not listed is its own action.
+    public var toolActions: [String: String] = [:]
+    /// `disallowed_tools:` — what a call listing tools its agent may not use gets.
+    public var disallowedTools = DisallowedTools.remove
+
+    public enum DisallowedTools: String, Sendable, Hashable, CaseIterable {
+        /// They are taken out of the request's `tools` (audited); the call goes on with the rest.
+        case remove
+        /// The call is refused (`FORBIDDEN`).
+        case refuse
+    }
+
+    /// The action a tool stands for.
+    public func action(forTool name: String) -> String { toolActions[name] ?? name }
+
+    /// Whether `agent` may use tool `name`: its action is in the agent's scopes.
+    public func toolAllowed(agent: String, tool name: String) -> Bool {
+        agents[agent]?.scopes.pattern(allowing: action(forTool: name)) != nil
+    }
 
     public init(anonymous: AnonymousAccess = .deny, agents: [String: AgentPolicy] = [:],
                 controls: [ConditionalControl] = [], approvers: PeerSet = PeerSet(), allowSelfApproval: Bool = false,

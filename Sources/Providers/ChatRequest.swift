@@ -46,6 +46,48 @@ public struct ChatRequest: Sendable {
     /// The model the app named (routes decide the real one).
     public var model: String? { member("model").flatMap { JSONScanner(bytes).string($0) } }
 
+    /// The function names in `tools`, in order.
+    public var toolNames: [String] {
+        guard let tools = member("tools") else { return [] }
+        let scanner = JSONScanner(bytes)
+        guard scanner.kind(tools) == .array else { return [] }
+        return scanner.elements(tools).compactMap { Self.toolName($0, scanner) }
+    }
+
+    private static func toolName(_ tool: Range<Int>, _ scanner: JSONScanner) -> String? {
+        guard scanner.kind(tool) == .object, let function = scanner.member(tool, "function"),
+              scanner.kind(function) == .object, let name = scanner.member(function, "name") else { return nil }
+        return scanner.string(name)
+    }
+
+    /// This request without the tools named in `removed`: their entries are cut out of `tools` (the others kept
+    /// byte for byte); when none is left, `tools` and `tool_choice` go too.
+    public func removingTools(_ removed: Set<String>) throws(ProviderError) -> ChatRequest {
+        guard let tools = member("tools") else { return self }
+        let scanner = JSONScanner(bytes)
+        let kept = scanner.elements(tools).filter { Self.toolName($0, scanner).map { !removed.contains($0) } ?? true }
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        var first = true
+        for m in members {
+            var value = Array(bytes[m.value])
+            if m.key == "tools" {
+                if kept.isEmpty { continue }
+                value = [UInt8(ascii: "[")] + kept.map { Array(bytes[$0]) }.joined(separator: [UInt8(ascii: ",")])
+                    + [UInt8(ascii: "]")]
+            }
+            if m.key == "tool_choice", kept.isEmpty { continue }
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            appendJSONString(m.key, to: &out)
+            out.append(UInt8(ascii: ":"))
+            out += value
+        }
+        out.append(UInt8(ascii: "}"))
+        var request = try ChatRequest(json: out)
+        request.stream = stream
+        return request
+    }
+
     /// `max_completion_tokens`, or the older `max_tokens`.
     public var maxTokens: Int? {
         (member("max_completion_tokens") ?? member("max_tokens")).flatMap { JSONScanner(bytes).int($0) }

@@ -77,6 +77,8 @@ extension AuditEvent {
             return "Action \(what) denied\(who)\(forTenant)\(paren("rule", rule))\(colon(reason))"
         case .approvalReused:
             return "Approval reused for \(what)\(who)\(forTenant)\(phrase("with arguments", self[.argumentHash]))"
+        case .toolCallBlocked:
+            return "Tool \(self[.toolName] ?? "?") blocked\(who)\(forTenant)\(paren("rule", rule))\(colon(reason))"
         case .auditLoss:
             return "Audit entries lost: \(self[.droppedCount] ?? "0") dropped (queue full), "
                 + "\(self[.unwrittenCount] ?? "0") not taken by journald"

@@ -30,7 +30,7 @@ public struct AuditEvent: Sendable, Equatable {
         self.kind = kind
         switch kind {
         case .approvalDenied, .approvalExpired, .stepUpDemanded, .rateLimitRefused, .concurrencyLimitRefused,
-             .budgetRefused, .actionDenied:
+             .budgetRefused, .actionDenied, .toolCallBlocked:
             decision = .deny
         case .actionAllowed, .approvalReused:
             decision = .allow

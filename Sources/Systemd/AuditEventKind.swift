@@ -42,6 +42,8 @@ public enum AuditEventKind: String, CaseIterable, Hashable, Sendable, CustomStri
     /// An earlier approval of the same action, tenant, agent and arguments allowed it again, within the window
     /// the policy sets (`approval_reusable_for`).
     case approvalReused = "approval_reused"
+    /// A tool (function) outside the agent's scopes: removed from a request's `tools`, or the call refused for it.
+    case toolCallBlocked = "tool_call_blocked"
     /// The writer itself could not record some entries (queue full, or journald not taking them).
     case auditLoss = "audit_loss"
 
@@ -70,6 +72,7 @@ public enum AuditEventKind: String, CaseIterable, Hashable, Sendable, CustomStri
         case .actionAllowed: "49aaba552a1d4a448bbc53bc8387c1bc"
         case .actionDenied: "fb205ea05474400589747e74ddb60c9a"
         case .approvalReused: "1c7038dd8141426982aa335795056b89"
+        case .toolCallBlocked: "ccbde119e9d441009f2b997fae28ac8e"
         }
     }
 

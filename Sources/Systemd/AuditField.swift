@@ -132,6 +132,8 @@ extension AuditField {
     public static let shownArguments = AuditField("SHOWN_ARGUMENTS")
     /// The id an allowed action is given, for the app's own logs.
     public static let decisionID = AuditField("DECISION_ID")
+    /// A tool (function) name from a request's `tools` or an answer's `tool_calls`.
+    public static let toolName = AuditField("TOOL_NAME")
 
     // MARK: Limits and budgets
 
@@ -200,7 +202,7 @@ extension AuditField {
         errorClass, latencyMilliseconds, peerUID, peerGID, peerPID, clientName,
         credentialID,
         approvalID, approverUID, waitedMilliseconds, timeoutMilliseconds,
-        argumentHash, shownArguments, decisionID,
+        argumentHash, shownArguments, decisionID, toolName,
         limit, retryAfterMilliseconds, budgetScope, budgetWindow, budgetUnit, budgetLimit, budgetUsed,
         budgetRequested,
         delayMilliseconds, fallbackFrom, fallbackTo, breaker, breakerFrom, breakerTo, failureRate,

@@ -112,6 +112,11 @@ enum AuditEventSamples {
             call()
             e[.approvalID] = "ap-17"
             e[.argumentHash] = String(repeating: "ab", count: 32)
+        case .toolCallBlocked:
+            call()
+            e[.toolName] = "delete_account"
+            e.rule = "agents.refund-bot.scopes.actions"
+            e.reason = "removed from the request's tools"
         case .callCompleted:
             call()
             upstream()

@@ -51,7 +51,7 @@ import Glibc
             #expect(priority["policy_decision"] == 6)
             #expect(priority["audit_loss"] == 3)
             #expect(try journal.count(matching: ["PRIORITY": "4", "REQUEST_ID": requestID]) == 2)
-            #expect(try journal.count(matching: ["DECISION": "deny", "REQUEST_ID": requestID]) == 8)  // with action_denied
+            #expect(try journal.count(matching: ["DECISION": "deny", "REQUEST_ID": requestID]) == 9)  // with action_denied, tool_call_blocked
         }
     }
 

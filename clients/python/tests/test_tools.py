@@ -1,0 +1,74 @@
+"""Tool calls in scope on LLM traffic (issue 14, item 3, the request side): tools the agent may not use are taken out
+of the request before it reaches the provider — the fake counts the tools it was offered — or the call is refused,
+as the policy says; each is audited (`tool_call_blocked`)."""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List
+
+import pytest
+
+import breakwater
+from conftest import Daemon, Fake
+
+TOKEN = "py-test-tools-token-0123456789abcdef"
+
+
+def policy(disallowed: str) -> str:
+    issued = (datetime.now(timezone.utc) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    return f"""\
+anonymous: deny
+agents:
+  support-agent:
+    agent_identity:
+      credentials: [{{name: t1, token_sha256: {digest}, issued_at: {issued}, validity_window: 1h}}]
+    scopes: {{actions: [chat.reply, refund.issue, order.*], routes: [default], models: ["*"]}}
+    relationships: [{{agent_to_tenant: acme}}]
+tool_actions:
+  issue_refund: refund.issue
+  delete_account: account.delete
+disallowed_tools: {disallowed}
+"""
+
+
+def tool(name: str) -> Dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "description": "d", "parameters": {"type": "object"}}}
+
+
+def body(tools: List[str]) -> Dict[str, Any]:
+    return {"messages": [{"role": "user", "content": "help"}], "tools": [tool(t) for t in tools],
+            "tool_choice": "auto"}
+
+
+def test_tools_outside_the_agents_scope_are_removed_before_the_provider_sees_them(fake: Fake) -> None:
+    d = Daemon(fake, policy=policy("remove"))
+    try:
+        client = breakwater.Client(d.socket, credential=TOKEN)
+        # issue_refund → refund.issue (in scope); order.lookup is its own action (order.* in scope);
+        # delete_account → account.delete and wipe_disk are not.
+        answer = client.send("default", body(["issue_refund", "delete_account", "order.lookup", "wipe_disk"]),
+                             action="chat.reply", tenant="acme")
+        assert answer.response["choices"][0]["message"]["content"]
+        assert fake.stats()["tools_offered"] == {"issue_refund": 1, "order.lookup": 1}
+        # Every tool out of scope: the request goes without tools (and without tool_choice).
+        client.send("default", body(["delete_account"]), action="chat.reply", tenant="acme")
+        assert fake.stats()["tools_offered"] == {"issue_refund": 1, "order.lookup": 1}
+        assert fake.stats()["requests"] == 2
+    finally:
+        d.stop()
+
+
+def test_a_policy_can_refuse_the_call_instead(fake: Fake) -> None:
+    d = Daemon(fake, policy=policy("refuse"))
+    try:
+        client = breakwater.Client(d.socket, credential=TOKEN)
+        with pytest.raises(breakwater.Forbidden) as e:
+            client.send("default", body(["issue_refund", "delete_account"]), action="chat.reply", tenant="acme")
+        assert "delete_account" in str(e.value) and "issue_refund" not in str(e.value)
+        assert fake.stats()["requests"] == 0
+        client.send("default", body(["issue_refund"]), action="chat.reply", tenant="acme")
+        assert fake.stats()["tools_offered"] == {"issue_refund": 1}
+    finally:
+        d.stop()
