@@ -510,6 +510,7 @@ final class CallDriver {
 
     /// Streamed frames of the attempt in flight: from here on, the call is committed to it.
     func attemptProgress(_ frames: [Frame], from call: UpstreamCall) {
+        if let tool = blockedToolCall(in: frames, whole: false) { return toolCallBlocked(tool, from: call) }
         switch phase {
         case .attempting(let attempt) where attempt.call === call:
             phase = .streaming(attempt)
@@ -538,6 +539,53 @@ final class CallDriver {
         finish(.failed(.eventTooLarge), [committed
             ? CallTrailers(error: .eventTooLarge, message: message).frame(streamID: streamID)
             : ErrorMessage(code: .eventTooLarge, message: message).frame(streamID: streamID)])
+    }
+
+    // MARK: Tool calls in scope
+
+    /// A tool the model's answer calls that the agent may not use, if any: in a whole answer (its DATA frames
+    /// together) or in stream chunks (one each). Only under a policy; chunks that mention no `tool_calls` are not
+    /// parsed.
+    private func blockedToolCall(in frames: [Frame], whole: Bool) -> String? {
+        guard let governance = shared.governance, let agent = access?.principal.agent else { return nil }
+        let marker = Array(#""tool_calls""#.utf8)
+        var names: [String] = []
+        if whole {
+            let body = frames.filter { $0.type == .data }.flatMap(\.payload)
+            if body.firstRange(of: marker) != nil { names = ToolCalls.names(in: body) }
+        } else {
+            for frame in frames where frame.type == .data && frame.payload.firstRange(of: marker) != nil {
+                names += ToolCalls.names(in: frame.payload)
+            }
+        }
+        guard !names.isEmpty else { return nil }
+        return governance.disallowedTools(agent: agent, names).tools.first
+    }
+
+    /// A streamed chunk calls a tool out of scope: the transfer stops (its holds settled as answered: the
+    /// provider did answer), and the call ends with TOOL_CALL_BLOCKED; the chunk itself never reaches the app.
+    private func toolCallBlocked(_ tool: String, from call: UpstreamCall) {
+        guard let (attempt, committed) = takeAttempt(of: call) else { return }
+        if let transfer = attempt.transfer { shared.engine.cancel(transfer) }
+        let answered = AttemptResult(outcome: .success, frames: [], reason: "", upstreamStatus: 200,
+                                     rateLimit: RateLimitInfo(), duration: .zero, usage: nil)
+        _ = attempt.holds.settle(answered, nil, endsCall: !attempt.holds.probe, firstOnTarget: walk.firstOnTarget,
+                                 shared: shared)
+        blockTool(tool, committed: committed)
+    }
+
+    private func blockTool(_ tool: String, committed: Bool) {
+        let agent = access?.principal.agent ?? "-"
+        shared.audit(.toolCallBlocked, subject) { e in
+            e[.toolName] = tool
+            e.rule = "agents.\(agent).scopes.actions"
+            e.reason = "the model's answer called it"
+        }
+        shared.logger.notice("tool call blocked", metadata: ["request_id": "\(requestID)", "tool": "\(tool)"])
+        let message = "the model called tool \"\(tool)\", which is outside the scopes of agent \"\(agent)\""
+        finish(.failed(.toolCallBlocked), [committed
+            ? CallTrailers(error: .toolCallBlocked, message: message).frame(streamID: streamID)
+            : ErrorMessage(code: .toolCallBlocked, message: message).frame(streamID: streamID)])
     }
 
     /// The attempt `call` belongs to, if it is still the one in flight, taken out of the phase (now `.deciding`:
@@ -572,7 +620,12 @@ final class CallDriver {
             e.errorClass = classification.map { "\($0.kind)" }
             if classification != nil { e.reason = result.reason }
         }
-        guard let classification else { return finish(.answered(result.usage), result.frames) }
+        guard let classification else {
+            if let tool = blockedToolCall(in: result.frames, whole: !stream) {
+                return blockTool(tool, committed: committed)
+            }
+            return finish(.answered(result.usage), result.frames)
+        }
         walk.note(target, AttemptRecord.outcome(of: result.outcome), result.reason)
         walk.records[walk.records.count - 1].failure = classification.kind
         walk.records[walk.records.count - 1].status = result.upstreamStatus

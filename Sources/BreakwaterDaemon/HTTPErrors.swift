@@ -20,7 +20,7 @@ enum HTTPErrors {
             return Mapping(status: .notFound, type: "invalid_request_error")
         case .unauthenticated:
             return Mapping(status: .unauthorized, type: "authentication_error")
-        case .forbidden, .stepUpRequired, .approvalDenied:
+        case .forbidden, .stepUpRequired, .approvalDenied, .toolCallBlocked:
             return Mapping(status: .forbidden, type: "permission_error")
         case .approvalExpired:
             return Mapping(status: .requestTimeout, type: "approval_expired")

@@ -49,6 +49,9 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     /// One event of a streamed answer was larger than `max_frame_payload`, so it cannot travel as one DATA frame:
     /// the stream ends there (error TRAILERS, or ERROR if nothing reached the app yet). Not retried.
     public static let eventTooLarge = ErrorCode(rawValue: 0x0114)
+    /// The model's answer calls a tool (function) whose action is outside the agent's scopes: the call fails
+    /// (error TRAILERS if a stream already reached the app, else ERROR), the tool named. Not retried.
+    public static let toolCallBlocked = ErrorCode(rawValue: 0x0115)
 
     public var isConnectionError: Bool { rawValue < 0x0100 }
 
@@ -87,6 +90,7 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
         case .concurrencyLimit: "CONCURRENCY_LIMIT"
         case .configurationError: "CONFIGURATION_ERROR"
         case .eventTooLarge: "EVENT_TOO_LARGE"
+        case .toolCallBlocked: "TOOL_CALL_BLOCKED"
         default: "UNKNOWN_0x" + String(rawValue, radix: 16)
         }
     }

@@ -45,6 +45,10 @@ public struct FaultStep: Codable, Sendable, Equatable {
     public var malformedJSON: Bool?
     /// The completion text, instead of "Echo: " followed by the last user message.
     public var content: String?
+    /// The model calls this tool (function) instead of answering with text: OpenAI's (and Azure's) `tool_calls`,
+    /// plain and streamed (the name in the first delta, the arguments after it), `finish_reason: tool_calls`. Other
+    /// dialects answer with text.
+    public var toolCall: String?
 
     /// Creates a step; every field left `nil` defers to the personality's default step.
     public init(
@@ -60,8 +64,10 @@ public struct FaultStep: Codable, Sendable, Equatable {
         resetAfterChunks: Int? = nil,
         errorAfterChunks: Int? = nil,
         malformedJSON: Bool? = nil,
-        content: String? = nil
+        content: String? = nil,
+        toolCall: String? = nil
     ) {
+        self.toolCall = toolCall
         self.status = status
         self.errorCode = errorCode
         self.retryAfter = retryAfter
@@ -92,7 +98,8 @@ public struct FaultStep: Codable, Sendable, Equatable {
             resetAfterChunks: resetAfterChunks ?? base.resetAfterChunks,
             errorAfterChunks: errorAfterChunks ?? base.errorAfterChunks,
             malformedJSON: malformedJSON ?? base.malformedJSON,
-            content: content ?? base.content
+            content: content ?? base.content,
+            toolCall: toolCall ?? base.toolCall
         )
     }
 
@@ -110,6 +117,7 @@ public struct FaultStep: Codable, Sendable, Equatable {
         case errorAfterChunks = "error_after_chunks"
         case malformedJSON = "malformed_json"
         case content
+        case toolCall = "tool_call"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -128,7 +136,8 @@ public struct FaultStep: Codable, Sendable, Equatable {
             resetAfterChunks: try container.decodeIfPresent(Int.self, forKey: .resetAfterChunks),
             errorAfterChunks: try container.decodeIfPresent(Int.self, forKey: .errorAfterChunks),
             malformedJSON: try container.decodeIfPresent(Bool.self, forKey: .malformedJSON),
-            content: try container.decodeIfPresent(String.self, forKey: .content)
+            content: try container.decodeIfPresent(String.self, forKey: .content),
+            toolCall: try container.decodeIfPresent(String.self, forKey: .toolCall)
         )
         if let status, !(200...599).contains(status) {
             throw DecodingError.dataCorruptedError(

@@ -41,6 +41,17 @@ struct OpenAIDialect: ProviderDialect {
         return ("application/json", body)
     }
 
+    func toolCallCompletion(tool: String, usage: Usage, request: ChatRequest, envelope: ResponsePlan.Envelope)
+        -> (contentType: String, body: String)? {
+        ("application/json", OpenAIWire.toolCallCompletion(id: envelope.completionID, created: envelope.created,
+                                                         model: request.model, tool: tool, usage: usage))
+    }
+
+    func toolCallEvents(tool: String, usage: Usage, request: ChatRequest, envelope: ResponsePlan.Envelope)
+        -> [SSEEvent]? {
+        writer(usage: usage, request: request, envelope: envelope).toolCall(tool)
+    }
+
     func writer(usage: Usage, request: ChatRequest, envelope: ResponsePlan.Envelope) -> OpenAIWire.ChunkWriter {
         OpenAIWire.ChunkWriter(
             id: envelope.completionID, created: envelope.created, model: request.model,

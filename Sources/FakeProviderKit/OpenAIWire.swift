@@ -54,6 +54,19 @@ enum OpenAIWire {
         return out
     }
 
+    /// A `chat.completion` in which the model calls `tool` with `{}`: `content` null, `finish_reason: tool_calls`.
+    static func toolCallCompletion(id: String, created: Int, model: String, tool: String, usage: Usage) -> String {
+        var out = "{\"id\":\"\(id)\",\"object\":\"chat.completion\",\"created\":\(created),\"model\":"
+        JSONText.appendQuoted(model, to: &out)
+        out += ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":"
+            + "[{\"id\":\"call_\(id.suffix(12))\",\"type\":\"function\",\"function\":{\"name\":"
+        JSONText.appendQuoted(tool, to: &out)
+        out += ",\"arguments\":\"{}\"}}],\"refusal\":null,\"annotations\":[]},\"logprobs\":null,"
+            + "\"finish_reason\":\"tool_calls\"}],\"usage\":" + usage.json + ",\"service_tier\":\"default\","
+            + "\"system_fingerprint\":\"\(systemFingerprint)\"}"
+        return out
+    }
+
     /// Builds the `chat.completion.chunk` events of one stream; every chunk shares id, created and model.
     /// Azure's chunks carry content filter results instead of OpenAI's `service_tier` and `obfuscation`, and
     /// its stream opens with a chunk that has no choices, only the prompt's filter results.
@@ -128,6 +141,22 @@ enum OpenAIWire {
                     + filters(empty: true) + "}",
                 padding: 4
             )
+        }
+
+        /// A streamed tool call, as OpenAI sends one: the name (with the call's id) in the first tool-call delta,
+        /// the arguments in the next, then `finish_reason: tool_calls`, the usage chunk when asked for, `[DONE]`.
+        func toolCall(_ tool: String) -> [SSEEvent] {
+            var named = "{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\","
+                + "\"type\":\"function\",\"function\":{\"name\":"
+            JSONText.appendQuoted(tool, to: &named)
+            named += ",\"arguments\":\"\"}}]},\"logprobs\":null,\"finish_reason\":null}"
+            let arguments = "{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":"
+                + "{\"arguments\":\"{}\"}}]},\"logprobs\":null,\"finish_reason\":null}"
+            let finish = "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"tool_calls\"}"
+            var events = [named, arguments, finish].map { SSEEvent(data: chunk(choice: $0, padding: 3)) }
+            if includeUsage { events.append(SSEEvent(data: usage(usage))) }
+            events.append(SSEEvent(data: "[DONE]"))
+            return events
         }
 
         /// The `stream_options.include_usage` chunk: no choices, the whole request's usage.

@@ -52,6 +52,13 @@ protocol ProviderDialect {
     ) -> (contentType: String, body: String)
     /// The events of a streamed answer.
     func writer(usage: Usage, request: ChatRequest, envelope: ResponsePlan.Envelope) -> Writer
+    /// A whole answer in which the model calls `tool` (with `{}` arguments); nil where the fake has none for
+    /// this dialect.
+    func toolCallCompletion(tool: String, usage: Usage, request: ChatRequest, envelope: ResponsePlan.Envelope)
+        -> (contentType: String, body: String)?
+    /// The streamed events that call `tool`, between the writer's opening and `[DONE]`; nil likewise.
+    func toolCallEvents(tool: String, usage: Usage, request: ChatRequest, envelope: ResponsePlan.Envelope)
+        -> [SSEEvent]?
     /// Every header but the timing one and `content-length`.
     func headers(contentType: String, envelope: ResponsePlan.Envelope, step: FaultStep) -> [(String, String)]
     var timing: TimingHeader { get }
@@ -107,4 +114,11 @@ enum HeaderValue {
         }
         return headers
     }
+}
+
+extension ProviderDialect {
+    func toolCallCompletion(tool: String, usage: Usage, request: ChatRequest, envelope: ResponsePlan.Envelope)
+        -> (contentType: String, body: String)? { nil }
+    func toolCallEvents(tool: String, usage: Usage, request: ChatRequest, envelope: ResponsePlan.Envelope)
+        -> [SSEEvent]? { nil }
 }

@@ -93,6 +93,31 @@ struct ResponsePlan {
         }
         let content = step.content ?? "Echo: " + request.lastUserText
         let usage = Usage(promptTokens: request.promptTokens, completionTokens: ChatRequest.wordCount(content))
+        if let tool = step.toolCall {
+            if request.stream, let events = dialect.toolCallEvents(tool: tool, usage: usage, request: request,
+                                                                  envelope: envelope) {
+                let writer = dialect.writer(usage: usage, request: request, envelope: envelope)
+                var actions: [ResponseAction] = []
+                if let delay = step.delayFirstByteMs, delay > 0 { actions.append(.wait(milliseconds: delay)) }
+                actions.append(.head(status: 200, headers: dialect.headers(contentType: writer.contentType,
+                                                                           envelope: envelope, step: step),
+                                     timing: dialect.timing))
+                for (i, event) in (writer.opening + events).enumerated() {
+                    actions.append(.body(writer.framing.frame(event, first: i == 0)))
+                }
+                let trailer = writer.framing.trailer(empty: false)
+                if !trailer.isEmpty { actions.append(.body(trailer)) }
+                actions.append(.end)
+                return ResponsePlan(actions: actions, flushEachBody: true)
+            }
+            if !request.stream, let (contentType, body) = dialect.toolCallCompletion(
+                tool: tool, usage: usage, request: request, envelope: envelope) {
+                var actions: [ResponseAction] = []
+                appendWhole(status: 200, contentType: contentType, body: body, envelope: envelope, step: step,
+                            dialect: dialect, to: &actions)
+                return ResponsePlan(actions: actions, flushEachBody: false)
+            }
+        }
         if request.stream {
             return stream(
                 step: step, request: request, content: content, envelope: envelope,

@@ -133,3 +133,28 @@ public struct ChatRequest: Sendable {
         return out
     }
 }
+
+/// The tool (function) names an OpenAI-shaped answer calls: `choices[].message.tool_calls[].function.name` in a
+/// whole `chat.completion`, `choices[].delta.tool_calls[].function.name` in a stream chunk (where a call's name
+/// arrives in its first delta). What the daemon checks against the agent's scopes.
+public enum ToolCalls {
+    public static func names(in answer: [UInt8]) -> [String] {
+        let scanner = JSONScanner(answer)
+        guard let root = scanner.document(), scanner.kind(root) == .object,
+              let choices = scanner.member(root, "choices"), scanner.kind(choices) == .array else { return [] }
+        var names: [String] = []
+        for choice in scanner.elements(choices) where scanner.kind(choice) == .object {
+            for key in ["message", "delta"] {
+                guard let part = scanner.member(choice, key), scanner.kind(part) == .object,
+                      let calls = scanner.member(part, "tool_calls"), scanner.kind(calls) == .array else { continue }
+                for call in scanner.elements(calls) where scanner.kind(call) == .object {
+                    if let function = scanner.member(call, "function"), scanner.kind(function) == .object,
+                       let name = scanner.member(function, "name"), let text = scanner.string(name) {
+                        names.append(text)
+                    }
+                }
+            }
+        }
+        return names
+    }
+}

@@ -72,3 +72,41 @@ def test_a_policy_can_refuse_the_call_instead(fake: Fake) -> None:
         assert fake.stats()["tools_offered"] == {"issue_refund": 1}
     finally:
         d.stop()
+
+
+def test_a_model_answer_calling_a_tool_out_of_scope_fails_the_call(fake: Fake) -> None:
+    d = Daemon(fake, policy=policy("remove"))
+    try:
+        client = breakwater.Client(d.socket, credential=TOKEN)
+        # In scope: passes untouched.
+        fake.script({"tool_call": "issue_refund"})
+        answer = client.send("default", body(["issue_refund"]), action="chat.reply", tenant="acme")
+        call = answer.response["choices"][0]["message"]["tool_calls"][0]
+        assert call["function"]["name"] == "issue_refund" and call["function"]["arguments"] == "{}"
+        # Out of scope (the model asks for a tool it was never offered): TOOL_CALL_BLOCKED, plain...
+        fake.script({"tool_call": "delete_account"})
+        with pytest.raises(breakwater.ToolCallBlocked) as e:
+            client.send("default", body(["issue_refund"]), action="chat.reply", tenant="acme")
+        assert e.value.code == breakwater.ErrorCode.TOOL_CALL_BLOCKED and "delete_account" in str(e.value)
+        # ... and streamed: the chunk naming it never reaches the app; the stream ends with the error.
+        fake.script({"tool_call": "delete_account"})
+        got: List[Dict[str, Any]] = []
+        with pytest.raises(breakwater.ToolCallBlocked):
+            for chunk in client.stream("default", body(["issue_refund"]), action="chat.reply", tenant="acme"):
+                got.append(chunk)
+        assert not any("tool_calls" in c["choices"][0]["delta"] for c in got if c.get("choices")), got
+        fake.script({"tool_call": "order.lookup"})
+        streamed = list(client.stream("default", body(["order.lookup"]), action="chat.reply", tenant="acme"))
+        names = [tc["function"].get("name") for c in streamed if c.get("choices")
+                 for tc in c["choices"][0]["delta"].get("tool_calls", [])]
+        assert "order.lookup" in names
+        # Without a policy nothing is checked.
+    finally:
+        d.stop()
+
+
+def test_without_a_policy_tool_calls_pass(fake: Fake, daemon: Daemon) -> None:
+    fake.script({"tool_call": "delete_account"})
+    answer = breakwater.Client(daemon.socket).send("default", body(["delete_account"]))
+    assert answer.response["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "delete_account"
+    assert fake.stats()["tools_offered"] == {"delete_account": 1}

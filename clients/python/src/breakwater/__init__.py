@@ -12,14 +12,14 @@ Standard library only. See protocol/PROTOCOL.md for the wire protocol this speak
 from ._client import AsyncClient, AsyncStream, Client, Completion, Stream, Usage
 from ._errors import (ApprovalDenied, ApprovalExpired, BadRequest, BreakwaterError, BudgetExceeded, Cancelled,
                       DaemonRestarted, DaemonUnavailable, Forbidden, ProtocolViolation, RateLimited, StepUpRequired,
-                      StreamInterrupted, Timeout, UnknownRoute, UpstreamError)
+                      StreamInterrupted, Timeout, ToolCallBlocked, UnknownRoute, UpstreamError)
 from ._wire import ActionDecision, Attempt, CallNotice, ErrorCode, Limits
 
 __all__ = [
     "AsyncClient", "AsyncStream", "Client", "Completion", "Stream", "Usage", "ActionDecision", "Attempt", "CallNotice",
     "ErrorCode",
     "Limits",
-    "BreakwaterError", "BadRequest", "UnknownRoute", "Forbidden", "StepUpRequired", "RateLimited",
+    "BreakwaterError", "BadRequest", "UnknownRoute", "Forbidden", "StepUpRequired", "ToolCallBlocked", "RateLimited",
     "BudgetExceeded", "ApprovalDenied", "ApprovalExpired", "UpstreamError", "Timeout", "StreamInterrupted",
     "Cancelled", "DaemonUnavailable", "DaemonRestarted", "ProtocolViolation",
 ]

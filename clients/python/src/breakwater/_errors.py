@@ -44,6 +44,10 @@ class Forbidden(BreakwaterError):
     """Policy refused the call (FORBIDDEN) or the credential (UNAUTHENTICATED)."""
 
 
+class ToolCallBlocked(Forbidden):
+    """The model's answer called a tool outside the agent's scopes (TOOL_CALL_BLOCKED); the tool is named."""
+
+
 class StepUpRequired(Forbidden):
     """The action needs a valid step-up token (STEP_UP_REQUIRED)."""
 
@@ -100,7 +104,7 @@ _FAMILIES: Dict[int, Type[BreakwaterError]] = {
     ErrorCode.BAD_REQUEST: BadRequest, ErrorCode.BODY_TOO_LARGE: BadRequest,
     ErrorCode.UNKNOWN_ROUTE: UnknownRoute,
     ErrorCode.FORBIDDEN: Forbidden, ErrorCode.UNAUTHENTICATED: Forbidden,
-    ErrorCode.STEP_UP_REQUIRED: StepUpRequired,
+    ErrorCode.STEP_UP_REQUIRED: StepUpRequired, ErrorCode.TOOL_CALL_BLOCKED: ToolCallBlocked,
     ErrorCode.RATE_LIMITED: RateLimited, ErrorCode.CONCURRENCY_LIMIT: RateLimited,
     ErrorCode.TOO_MANY_CALLS: RateLimited,
     ErrorCode.BUDGET_EXCEEDED: BudgetExceeded,

@@ -70,6 +70,7 @@ class ErrorCode(IntEnum):
     CONCURRENCY_LIMIT = 0x0112
     CONFIGURATION_ERROR = 0x0113
     EVENT_TOO_LARGE = 0x0114
+    TOOL_CALL_BLOCKED = 0x0115
 
     @property
     def is_connection_error(self) -> bool:
