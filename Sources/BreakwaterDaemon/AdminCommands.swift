@@ -98,6 +98,21 @@ enum AdminCommands {
             guard let agent = args["agent"] as? String else {
                 return .failure(ErrorMessage(code: .badRequest, message: "policy-check needs an agent"))
             }
+            // With `tool`: may the agent offer the model this tool, and may the model call it?
+            if let tool = args["tool"] as? String {
+                let (blocked, mode) = governance.disallowedTools(agent: agent, [tool])
+                let action = governance.toolAction(tool)
+                return .success(json([
+                    "decision": blocked.isEmpty ? "allow" : "deny", "tool": tool, "action": action,
+                    "rule": "agents.\(agent).scopes.actions",
+                    "detail": blocked.isEmpty
+                        ? "tool \"\(tool)\" stands for action \"\(action)\", in the scopes of agent \"\(agent)\""
+                        : "tool \"\(tool)\" stands for action \"\(action)\", outside the scopes of agent "
+                            + "\"\(agent)\": \(mode == .remove ? "removed from requests" : "requests refused"), "
+                            + "answers calling it fail with TOOL_CALL_BLOCKED",
+                    "trace": [String](),
+                ]))
+            }
             // With `arguments`: an action, as AUTHORIZE would ask (no route or model); else an LLM call on `route`.
             var action: AuthorizedAction?
             if let arguments = args["arguments"] {

@@ -117,6 +117,11 @@ final class GovernanceRegistry: Sendable {
         }
     }
 
+    /// The action a tool stands for under the policy in force.
+    func toolAction(_ tool: String) -> String {
+        state.withLock { $0.gate.policy.action(forTool: tool) }
+    }
+
     /// The approval control behind a decision's rule (`conditional_controls.NAME.require_approval`).
     func approvalControl(rule: String) -> ApprovalControl? {
         state.withLock { s in

@@ -283,10 +283,13 @@ struct Policy: AsyncParsableCommand {
             An action's arguments (a JSON object): check the action as AUTHORIZE would ask it (no route or model), \
             with the hash an approval would bind, the fields an approver would see and any reusable approval.
             """) var arguments: String?
+        @Option(help: "A tool (function) name: may the agent offer it to a model, and may a model's answer call it?")
+        var tool: String?
         @Flag(help: "Print the JSON answer as it is.") var json = false
 
         func run() async throws {
             var args: [String: Any] = ["agent": agent, "route": route]
+            if let tool { args["tool"] = tool }
             if let action { args["action"] = action }
             if let tenant { args["tenant"] = tenant }
             if let model { args["model"] = model }
@@ -302,6 +305,7 @@ struct Policy: AsyncParsableCommand {
             if json { return printJSON(answer) }
             print("decision: \(answer["decision"] ?? "?")")
             print("rule: \(answer["rule"] ?? "?")")
+            if tool != nil, let detail = answer["detail"] { print(detail) }
             if let hash = answer["argument_hash"] { print("argument hash: \(hash)") }
             if let shown = answer["shown_arguments"] as? [String: String] {
                 print("an approver would see: " + (shown.keys.sorted().map { "\($0)=\(shown[$0]!)" }

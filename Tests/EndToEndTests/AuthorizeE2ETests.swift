@@ -15,6 +15,7 @@ import Testing
         "action_requested": "cfbd6982332d46dd9d03936c097340fd", "action_allowed": "49aaba552a1d4a448bbc53bc8387c1bc",
         "action_denied": "fb205ea05474400589747e74ddb60c9a", "approval_reused": "1c7038dd8141426982aa335795056b89",
         "approval_requested": "8353bc8d838348eaa049b1ef2df0b64a", "approval_granted": "2475c642fa3c431085a41a37f0e0a365",
+        "tool_call_blocked": "ccbde119e9d441009f2b997fae28ac8e",
     ]
 
     static var policy: String {
@@ -28,8 +29,9 @@ import Testing
                 agent_identity:
                   credentials: [{name: t1, token_sha256: \(CredentialDigest.policyValue(forToken: token)), \
             issued_at: \(now), validity_window: 1h}]
-                scopes: {actions: [refund.issue], routes: [default], models: ["*"]}
+                scopes: {actions: [refund.issue, chat.reply], routes: [default], models: ["*"]}
                 relationships: [{agent_to_tenant: acme}]
+            tool_actions: {wipe_disk: disk.wipe}
             conditional_controls:
               destructive_changes:
                 actions: [refund.issue]
@@ -73,6 +75,16 @@ import Testing
                 ($0 as? BreakwaterError)?.code == .forbidden
             }
 
+            // A model answer calling a tool out of scope: TOOL_CALL_BLOCKED, audited with the tool's name.
+            d.fake.script([FaultStep(toolCall: "wipe_disk")])
+            let tools = Array(#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","#
+                .utf8) + Array(#""function":{"name":"wipe_disk"}}]}"#.utf8)
+            await #expect { _ = try await client.send(route: "default", body: tools, action: "chat.reply",
+                                                      tenant: "acme") } throws: {
+                ($0 as? BreakwaterError)?.code == .toolCallBlocked
+            }
+            #expect(d.fake.stats().toolsOffered.isEmpty, "the out-of-scope tool was taken out of the request")
+
             for (kind, id) in Self.ids {
                 let found = try await journal.waitForEntries(count: 1, matching: ["MESSAGE_ID": id])
                 #expect(!found.isEmpty, "no \(kind) entry")
@@ -89,6 +101,9 @@ import Testing
             let reused = try journal.entries(matching: ["MESSAGE_ID": Self.ids["approval_reused"]!])
             #expect(reused.first?["APPROVAL_ID"] == ids.all[0] && reused.first?["ARGUMENT_HASH"] == decision.argumentHash)
 
+            let blocked = try journal.entries(matching: ["MESSAGE_ID": Self.ids["tool_call_blocked"]!])
+            #expect(blocked.count == 2 && blocked.allSatisfy { $0["TOOL_NAME"] == "wipe_disk" },
+                    "removed from the request, then called by the model")
             let text = try journal.entries().map { "\($0)" }.joined(separator: "\n")
             #expect(!text.contains(Self.hidden), "a hidden argument reached the journal")
             #expect(!text.contains(Self.token))

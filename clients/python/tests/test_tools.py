@@ -110,3 +110,24 @@ def test_without_a_policy_tool_calls_pass(fake: Fake, daemon: Daemon) -> None:
     answer = breakwater.Client(daemon.socket).send("default", body(["delete_account"]))
     assert answer.response["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "delete_account"
     assert fake.stats()["tools_offered"] == {"delete_account": 1}
+
+
+def test_policy_check_answers_for_tools(fake: Fake) -> None:
+    d = Daemon(fake, policy=policy("remove"))
+    try:
+        def check(tool_name: str) -> Dict[str, Any]:
+            import json
+            out = d.cli("policy", "check", "--agent", "support-agent", "--tool", tool_name, "--json")
+            assert out.returncode == 0, out.stderr
+            return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+        assert check("issue_refund") == {**check("issue_refund"), "decision": "allow", "action": "refund.issue"}
+        denied = check("delete_account")
+        assert denied["decision"] == "deny" and denied["action"] == "account.delete"
+        assert "TOOL_CALL_BLOCKED" in denied["detail"]
+        assert check("order.lookup")["decision"] == "allow"
+        human = d.cli("policy", "check", "--agent", "support-agent", "--tool", "wipe_disk").stdout
+        assert "decision: deny" in human and "removed from requests" in human, human
+        assert fake.stats()["requests"] == 0
+    finally:
+        d.stop()
