@@ -548,13 +548,14 @@ final class CallDriver {
     /// parsed.
     private func blockedToolCall(in frames: [Frame], whole: Bool) -> String? {
         guard let governance = shared.governance, let agent = access?.principal.agent else { return nil }
-        let marker = Array(#""tool_calls""#.utf8)
         var names: [String] = []
-        if whole {
-            let body = frames.filter { $0.type == .data }.flatMap(\.payload)
-            if body.firstRange(of: marker) != nil { names = ToolCalls.names(in: body) }
+        let data = frames.filter { $0.type == .data }
+        if whole, data.count > 1 {
+            // A whole answer split over several DATA frames (past max_frame_payload): read as one.
+            let body = data.flatMap(\.payload)
+            if ToolCalls.mentioned(in: body) { names = ToolCalls.names(in: body) }
         } else {
-            for frame in frames where frame.type == .data && frame.payload.firstRange(of: marker) != nil {
+            for frame in data where ToolCalls.mentioned(in: frame.payload) {
                 names += ToolCalls.names(in: frame.payload)
             }
         }

@@ -138,6 +138,8 @@ final class DaemonMetrics: Sendable {
 
     private let targets = Mutex<[TargetKey: TargetSeries]>([:])
     private let callCounters = Mutex<[CallKey: Counter]>([:])
+    /// Policy decisions by (rule, decision), kept as the calls counters are: every governed call makes one.
+    private let decisionCounters = Mutex<[CallKey: Counter]>([:])
 
     private func series(_ target: ResolvedTarget) -> TargetSeries {
         let key = TargetKey(provider: target.provider.name, model: target.model)
@@ -244,7 +246,15 @@ final class DaemonMetrics: Sendable {
     }
 
     func policyDecision(_ decision: String, rule: String) {
-        registry.makeCounter(descriptor: Self.decisions.descriptor, labels: [("decision", decision), ("rule", rule)]).increment()
+        let key = CallKey(route: rule, outcome: decision)
+        let counter = decisionCounters.withLock { known in
+            if let c = known[key] { return c }
+            let made = registry.makeCounter(descriptor: Self.decisions.descriptor,
+                                            labels: [("decision", decision), ("rule", rule)])
+            known[key] = made
+            return made
+        }
+        counter.increment()
     }
 
     // MARK: The exposition

@@ -138,6 +138,30 @@ public struct ChatRequest: Sendable {
 /// whole `chat.completion`, `choices[].delta.tool_calls[].function.name` in a stream chunk (where a call's name
 /// arrives in its first delta). What the daemon checks against the agent's scopes.
 public enum ToolCalls {
+    private static let marker = Array(#""tool_calls""#.utf8)
+
+    /// Whether `bytes` contain `"tool_calls"` at all: the cheap test before parsing an answer. A plain loop over the
+    /// bytes (the standard library's generic `firstRange(of:)` resolved to Foundation's unspecialized one, several
+    /// microseconds per answer).
+    public static func mentioned(in bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBufferPointer { b in
+            marker.withUnsafeBufferPointer { m in
+                guard b.count >= m.count else { return false }
+                var i = 0
+                let last = b.count - m.count
+                while i <= last {
+                    if b[i] == m[0] {
+                        var j = 1
+                        while j < m.count, b[i + j] == m[j] { j += 1 }
+                        if j == m.count { return true }
+                    }
+                    i += 1
+                }
+                return false
+            }
+        }
+    }
+
     public static func names(in answer: [UInt8]) -> [String] {
         let scanner = JSONScanner(answer)
         guard let root = scanner.document(), scanner.kind(root) == .object,
