@@ -527,11 +527,7 @@ final class CallDriver {
     /// any provider would send the same answer.
     func attemptOversized(from call: UpstreamCall, limit: Int) {
         guard let (attempt, committed) = takeAttempt(of: call) else { return }
-        if let transfer = attempt.transfer { shared.engine.cancel(transfer) }
-        let answered = AttemptResult(outcome: .success, frames: [], reason: "", upstreamStatus: 200,
-                                     rateLimit: RateLimitInfo(), duration: .zero, usage: nil)
-        _ = attempt.holds.settle(answered, nil, endsCall: !attempt.holds.probe, firstOnTarget: walk.firstOnTarget,
-                                 shared: shared)
+        abandonAnswered(attempt)
         let message = "a streamed event was larger than max_frame_payload (\(limit) bytes)"
         shared.logger.notice("stream ended: event too large", metadata: [
             "request_id": "\(requestID)", "target": "\(attempt.target.label)", "limit": "\(limit)",
@@ -567,12 +563,18 @@ final class CallDriver {
     /// provider did answer), and the call ends with TOOL_CALL_BLOCKED; the chunk itself never reaches the app.
     private func toolCallBlocked(_ tool: String, from call: UpstreamCall) {
         guard let (attempt, committed) = takeAttempt(of: call) else { return }
+        abandonAnswered(attempt)
+        blockTool(tool, committed: committed)
+    }
+
+    /// Stops a streamed answer the call will not use, its holds settled as answered: the provider did answer (and
+    /// was not at fault), whatever the daemon then made of it.
+    private func abandonAnswered(_ attempt: Attempt) {
         if let transfer = attempt.transfer { shared.engine.cancel(transfer) }
         let answered = AttemptResult(outcome: .success, frames: [], reason: "", upstreamStatus: 200,
                                      rateLimit: RateLimitInfo(), duration: .zero, usage: nil)
         _ = attempt.holds.settle(answered, nil, endsCall: !attempt.holds.probe, firstOnTarget: walk.firstOnTarget,
                                  shared: shared)
-        blockTool(tool, committed: committed)
     }
 
     private func blockTool(_ tool: String, committed: Bool) {

@@ -348,8 +348,13 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
     private func start(_ id: StreamID, request: CallRequest, body: [UInt8], flow: ReaderFlow,
                        context: ChannelHandlerContext) {
         let origin = CallOrigin(peer: peer, principal: principal, clientName: clientName)
-        switch shared.makeCall(request, body: body, streamID: id, origin: origin, sink: self, flow: flow,
-                               eventLoop: context.eventLoop) {
+        launch(id, shared.makeCall(request, body: body, streamID: id, origin: origin, sink: self, flow: flow,
+                                   eventLoop: context.eventLoop), context: context)
+    }
+
+    /// A call (or action) made: it runs under `id`; refused: the app is told at once.
+    private func launch(_ id: StreamID, _ made: Result<CallDriver, ErrorMessage>, context: ChannelHandlerContext) {
+        switch made {
         case .success(let driver):
             running[id] = driver
             shared.launch(driver)
@@ -373,15 +378,7 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
         } catch {
             made = .failure(ErrorMessage(error))
         }
-        switch made {
-        case .success(let driver):
-            running[id] = driver
-            shared.launch(driver)
-        case .failure(let refusal):
-            shared.stats.callsFailed.add(1, ordering: .relaxed)
-            context.writeAndFlush(wrapOutboundOut(refusal.frame(streamID: id)), promise: nil)
-            closeIfIdle(context: context)
-        }
+        launch(id, made, context: context)
     }
 
     /// Frames of a call still running, on this event loop. Frames for a call that ended (cancelled) are dropped.
