@@ -23,7 +23,14 @@ public func fuzzProviders(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     case 1:
         if let chat = try? ChatRequest(json: bytes) {
             for adapter in adapters { _ = try? adapter.makeRequest(chat, model: "m", apiKey: "k") }
+            // Tools out of scope taken out: what is left must still be a request.
+            let names = chat.toolNames
+            if let first = names.first, let filtered = try? chat.removingTools([first]) {
+                precondition(!filtered.toolNames.contains(first), "a removed tool is still in the request")
+            }
         }
+        // The tool calls an answer names, as the daemon checks them.
+        if ToolCalls.mentioned(in: bytes) { _ = ToolCalls.names(in: bytes) }
     case 2:
         let adapter = adapters[Int(control >> 2) % adapters.count]
         _ = try? adapter.parseResponse(status: 200, body: bytes, model: "m")

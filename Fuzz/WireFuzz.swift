@@ -38,7 +38,12 @@ func decodeMessage(_ frame: Frame) {
         case .notice: _ = try CallNotice(frame: frame).frame(streamID: frame.streamID)
         case .admin: _ = try AdminRequest(frame: frame).frame(streamID: frame.streamID)
         case .windowUpdate: _ = try WindowUpdate(frame: frame).frame(streamID: frame.streamID)
-        case .data, .cancel, .ping, .pong, .started: _ = frame.encoded()
+        case .authorize: _ = try AuthorizeRequest(frame: frame).frame(streamID: frame.streamID)
+        case .data:
+            // An AUTHORIZE decision travels in DATA as a field list.
+            if let decision = try? ActionDecision(payload: frame.payload) { _ = decision.payload }
+            _ = frame.encoded()
+        case .cancel, .ping, .pong, .started: _ = frame.encoded()
         }
     } catch {
         _ = error.code.name
