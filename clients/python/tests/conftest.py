@@ -67,9 +67,11 @@ class Daemon:
     `extra` adds to the config."""
 
     def __init__(self, fake: Fake, extra: str = "", retry: str = "{retry_count: 2, backoff_base: 10ms}",
-                 backup: Optional[Fake] = None, policy: Optional[str] = None, fake_options: str = "") -> None:
+                 backup: Optional[Fake] = None, policy: Optional[str] = None, fake_options: str = "",
+                 state: bool = False) -> None:
         """`backup`: a second provider, and route `chain`: [fake, backup]. `policy`: a policy file's text.
-        `fake_options`: more keys of provider `fake` (e.g. `circuit_breaker: {...}`)."""
+        `fake_options`: more keys of provider `fake` (e.g. `circuit_breaker: {...}`). `state`: a state directory
+        (budgets, breakers, pending approvals survive a restart)."""
         self.dir = tempfile.TemporaryDirectory()
         self.socket = os.path.join(self.dir.name, "bw.sock")
         # The OpenAI-compatible HTTP front, on its own socket.
@@ -100,6 +102,8 @@ class Daemon:
                     extra))
         self.arguments = [str(bin_dir() / "breakwaterd"), "--config", config, "--socket", self.socket,
                           "--http-socket", self.http_socket]
+        if state:
+            self.arguments += ["--state-dir", os.path.join(self.dir.name, "state")]
         if policy is not None:
             pathlib.Path(self.dir.name, "policy.yaml").write_text(policy)
             self.arguments += ["--policy", os.path.join(self.dir.name, "policy.yaml")]

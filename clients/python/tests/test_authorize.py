@@ -248,3 +248,48 @@ def test_policy_check_answers_for_actions_with_arguments(governed: Daemon) -> No
     human = governed.cli("policy", "check", "--agent", "reader-agent", "--action", "refund.issue", "--tenant",
                          "acme", "--arguments", "{}").stdout
     assert "decision: deny" in human and "argument hash:" in human, human
+
+
+def test_a_pending_action_approval_survives_a_daemon_restart(fake: Fake) -> None:
+    """Persisted like a call's approval: the same AUTHORIZE (request id and arguments) sent again after a restart
+    waits on the approval it had, which the approver then decides; other arguments do not find it."""
+    d = Daemon(fake, policy=policy(), state=True)
+    try:
+        client = breakwater.Client(d.socket, credential=AGENT_TOKEN)
+        refund = {"amount": 40, "invoice": "1182"}
+        notices: List[breakwater.CallNotice] = []
+        errors: List[BaseException] = []
+
+        def ask() -> None:
+            try:
+                client.authorize("refund.issue", tenant="acme", arguments=refund, request_id="refund-1182",
+                                 on_notice=notices.append)
+            except BaseException as e:  # noqa: BLE001 - the daemon is killed under it
+                errors.append(e)
+
+        t = threading.Thread(target=ask)
+        t.start()
+        assert wait_until(lambda: bool(notices))
+        approval = notices[0].approval_id
+        d.kill_and_restart()
+        t.join(10)
+        assert approvals(d)[0]["id"] == approval and approvals(d)[0]["arguments"] == {"amount": "40",
+                                                                                       "invoice": '"1182"'}
+        again = Pending(breakwater.Client(d.socket, credential=AGENT_TOKEN), "refund.issue", refund)
+        # A new request id is a new request: it asks for its own approval.
+        other = again.approval_id()
+        assert other != approval
+        assert d.cli("deny", other).returncode == 0
+        again.outcome()
+        resent: List[Any] = []
+        waiting: List[breakwater.CallNotice] = []
+        r = threading.Thread(target=lambda: resent.append(breakwater.Client(d.socket, credential=AGENT_TOKEN).authorize(
+            "refund.issue", tenant="acme", arguments=refund, request_id="refund-1182", on_notice=waiting.append)))
+        r.start()
+        assert wait_until(lambda: bool(waiting))
+        assert waiting[0].approval_id == approval, "the resent request waits on the approval it had"
+        assert d.cli("approve", str(approval)).returncode == 0
+        r.join(20)
+        assert resent and resent[0].approval_id == approval
+    finally:
+        d.stop()
