@@ -26,11 +26,16 @@ public final class JournalAuditWriter: Sendable {
         /// The socket `sd_journal_sendv` writes to. The writer only checks that it exists (libsystemd reports
         /// success when it does not); it cannot redirect libsystemd elsewhere.
         public var socketPath: String
+        /// Woken by the first event after it went idle, the writer waits this long before taking the queue, so the
+        /// events that follow go in the same batch instead of waking it each (one wake-up per window at most, not
+        /// one per event). Zero: take each event as it comes.
+        public var batchWindow: Duration
 
-        /// The defaults: 16,384 queued events, `breakwaterd`, `/run/systemd/journal/socket`.
+        /// The defaults: 16,384 queued events, `breakwaterd`, `/run/systemd/journal/socket`, a 1 ms batch window.
         public init(queueCapacity: Int = 16_384, syslogIdentifier: String = "breakwaterd",
-                    socketPath: String = "/run/systemd/journal/socket") {
+                    socketPath: String = "/run/systemd/journal/socket", batchWindow: Duration = .milliseconds(1)) {
             precondition(queueCapacity > 0, "the audit queue needs room for at least one event")
+            self.batchWindow = batchWindow
             self.queueCapacity = queueCapacity
             self.syslogIdentifier = syslogIdentifier
             self.socketPath = socketPath
@@ -103,6 +108,10 @@ public final class JournalAuditWriter: Sendable {
     /// All the counts at once.
     public var statistics: Statistics { core.statistics }
 
+    /// How many batches the writer thread has taken off the queue (each one wake-up of it): with the batch window,
+    /// a burst of events is one batch, not one each.
+    public var batchesTaken: Int { core.batches.load(ordering: .relaxed) }
+
     /// Waits until every event recorded before the call has been sent (or counted as not written), at most
     /// `timeout`. Returns whether it got there. For tests and for shutdown; never call it on an event loop.
     @discardableResult
@@ -143,6 +152,7 @@ extension JournalAuditWriter {
         let unwritten = Atomic<Int>(0)
         let dropped = Atomic<Int>(0)
         let lastErrorNumber = Atomic<Int32>(0)
+        let batches = Atomic<Int>(0)
 
         init(configuration: JournalAuditWriter.Configuration) {
             self.configuration = configuration
@@ -207,6 +217,7 @@ extension JournalAuditWriter {
                     }
                     swap(&batch, &q.events)
                     q.sending = batch.count
+                    batches.add(1, ordering: .relaxed)
                     return .send
                 }
                 switch next {
@@ -222,6 +233,12 @@ extension JournalAuditWriter {
                         }
                     } else {
                         wakeup.wait()
+                    }
+                    // Let the events that follow this one arrive, and take them together.
+                    let window = configuration.batchWindow
+                    if window > .zero {
+                        let (seconds, attoseconds) = window.components
+                        usleep(useconds_t(clamping: seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
                     }
                     continue
                 case .send:

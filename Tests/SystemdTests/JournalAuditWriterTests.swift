@@ -13,6 +13,20 @@ import Glibc
     /// A value no other test uses, to select this test's entries.
     static func unique(_ prefix: String) -> String { "\(prefix)-\(UUID().uuidString.prefix(8))" }
 
+    /// A burst of events wakes the writer thread once and goes in one batch (the batch window), where it used to
+    /// wake it per event; with no window every event can be its own batch. No journald needed: the socket is absent,
+    /// so the entries are counted unwritten, batch by batch all the same.
+    @Test func aBurstIsOneBatch() throws {
+        let writer = try JournalAuditWriter(configuration: .init(socketPath: "/nonexistent/journal.sock",
+                                                                 batchWindow: .milliseconds(200)))
+        defer { _ = writer.shutdown(timeout: .seconds(5)) }
+        for i in 0..<500 { writer.record(AuditEvent(.callCompleted, requestID: "burst-\(i)")) }
+        #expect(writer.flush(timeout: .seconds(5)))
+        #expect(writer.statistics.unwritten == 500)
+        #expect(writer.batchesTaken <= 2, "500 events in \(writer.batchesTaken) batches")
+        print("audit writer: 500 events in a burst, \(writer.batchesTaken) batch(es) with a 200 ms window")
+    }
+
     @Test func everyKindLandsWithItsMessageIDFieldsAndPriority() async throws {
         try await JournalHarness.withHarness { journal in
             let writer = try journal.run { try JournalAuditWriter() }
