@@ -55,7 +55,8 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
     /// The client asked for STARTED before each call's first upstream request (so it can re-send the calls that
     /// never got one if this daemon dies).
     private var startedNotices = false
-    private var startedFlushScheduled = false
+    /// A flush is queued for this tick's writes (`flushSoon`).
+    private var flushScheduled = false
     /// The credit each call starts with when the client does flow control (its HELLO's `stream_window`).
     private var streamWindow: Int?
     /// The write buffer toward the app is over its high-water mark: every call on the connection stops reading
@@ -385,7 +386,20 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
     func write(_ frames: [Frame], streamID: StreamID) {
         guard let context, running[streamID] != nil else { return }
         for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
-        context.flush()
+        flushSoon(context)
+    }
+
+    /// One flush for everything the connection's calls write in this event-loop tick: the answers of calls whose
+    /// upstream replies reached the loop together go out in one write, not one each. Runs after the jobs already
+    /// queued (libcurl's completions arrive as one job per transfer), never later than the next loop turn.
+    private func flushSoon(_ context: ChannelHandlerContext) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            bound.value.flushScheduled = false
+            bound.value.context?.flush()
+        }
     }
 
     /// A call's end, from its driver — the one place a call leaves `running` and the in-flight and failed counts
@@ -397,7 +411,8 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
         guard phase != .closed, let context else { return }
         if !frames.isEmpty {
             for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
-            context.flush()
+            // A connection about to close flushes now (a close drops what was not flushed); others share one.
+            if (phase == .draining || inputClosed) && openCalls == 0 { context.flush() } else { flushSoon(context) }
         }
         closeIfIdle(context: context)
     }
@@ -414,13 +429,7 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
         let written = context.eventLoop.makePromise(of: Void.self)
         written.futureResult.assumeIsolated().whenSuccess { go() }
         context.write(wrapOutboundOut(Frame(streamID: id, type: .started)), promise: written)
-        guard !startedFlushScheduled else { return }
-        startedFlushScheduled = true
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        context.eventLoop.execute {
-            bound.value.startedFlushScheduled = false
-            bound.value.context?.flush()
-        }
+        flushSoon(context)
     }
 
     private func cancel(_ id: StreamID, context: ChannelHandlerContext) {
