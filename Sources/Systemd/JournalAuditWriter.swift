@@ -112,6 +112,9 @@ public final class JournalAuditWriter: Sendable {
     /// a burst of events is one batch, not one each.
     public var batchesTaken: Int { core.batches.load(ordering: .relaxed) }
 
+    /// Whether the writer thread is asleep waiting for events (the next one wakes it, and the batch window starts).
+    public var isWaitingForEvents: Bool { core.isWaiting }
+
     /// Waits until every event recorded before the call has been sent (or counted as not written), at most
     /// `timeout`. Returns whether it got there. For tests and for shutdown; never call it on an event loop.
     @discardableResult
@@ -181,6 +184,8 @@ extension JournalAuditWriter {
             }
             if wake { wakeup.signal() }
         }
+
+        var isWaiting: Bool { queue.withLock { $0.drainerWaiting } }
 
         var statistics: JournalAuditWriter.Statistics {
             let pending = queue.withLock { $0.events.count + $0.sending }
