@@ -63,23 +63,18 @@ extension DaemonContext {
     func makeAction(_ request: AuthorizeRequest, action: AuthorizedAction, streamID: StreamID, origin: CallOrigin,
                     sink: any CallSink, flow: ReaderFlow, eventLoop: any EventLoop) -> Result<CallDriver, ErrorMessage> {
         let requestID = request.requestID ?? RequestID.make()
-        let timeout = request.timeoutMs.map { Duration.milliseconds(Int64($0)) } ?? defaultCallTimeout
-        var access: AccessRequest?
-        if governance != nil {
-            guard let principal = origin.principal else {
-                return .failure(ErrorMessage(code: .forbidden, message: "no agent credential was presented"))
-            }
-            access = AccessRequest(principal: principal, action: request.action, tenant: request.tenant, route: nil,
-                                   model: nil, stepUpToken: request.stepUpToken.map(PresentedToken.init),
-                                   pass: .admission, argumentHash: action.argumentHash)
+        let access: AccessRequest?, subject: AuditSubject
+        do {
+            (access, subject) = try judge(origin, requestID: requestID, action: request.action, tenant: request.tenant,
+                                          route: nil, model: nil, stepUpToken: request.stepUpToken,
+                                          argumentHash: action.argumentHash)
+        } catch {
+            return .failure(error)
         }
-        let subject = AuditSubject(requestID: requestID, agent: origin.principal?.agent, tenant: request.tenant,
-                                   action: request.action, route: nil, peer: origin.peer,
-                                   clientName: origin.clientName)
         audit(.actionRequested, subject) { e in e[.argumentHash] = action.argumentHash }
         return .success(CallDriver(
             streamID: streamID, requestID: requestID, work: .action(action), stream: false, chain: [],
-            fallback: FallbackPolicy(), deadline: resilience.clock.now() + timeout, shared: self,
+            fallback: FallbackPolicy(), deadline: deadline(request.timeoutMs), shared: self,
             eventLoop: eventLoop, connection: sink, flow: flow, access: access, subject: subject))
     }
 }

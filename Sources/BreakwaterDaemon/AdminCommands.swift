@@ -104,7 +104,7 @@ enum AdminCommands {
                 let action = governance.toolAction(tool)
                 return .success(json([
                     "decision": blocked.isEmpty ? "allow" : "deny", "tool": tool, "action": action,
-                    "rule": "agents.\(agent).scopes.actions",
+                    "rule": GovernancePolicy.scopeRule(agent: agent),
                     "detail": blocked.isEmpty
                         ? "tool \"\(tool)\" stands for action \"\(action)\", in the scopes of agent \"\(agent)\""
                         : "tool \"\(tool)\" stands for action \"\(action)\", outside the scopes of agent "

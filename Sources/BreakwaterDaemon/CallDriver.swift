@@ -1,5 +1,4 @@
 import BreakwaterWire
-import Foundation
 import Config
 import CurlTransport
 import Governance
@@ -180,7 +179,7 @@ final class CallDriver {
     }
 
     /// An action passed the gate: the app may execute it. The answer is RESPONSE + one DATA frame with the
-    /// decision (JSON) + TRAILERS, as an admin command's.
+    /// decision (an `ActionDecision` field list) + TRAILERS.
     private func allow(_ action: AuthorizedAction) {
         var rng = SystemRandomNumberGenerator()
         let decisionID = "dec-" + String(rng.next() as UInt64, radix: 36)
@@ -198,7 +197,7 @@ final class CallDriver {
                 .frame(streamID: streamID),
             Frame.data(streamID: streamID, body),
             CallTrailers().frame(streamID: streamID),
-        ], audited: true)
+        ])
     }
 
     func awaitApproval(id: String, deadline: Instant, timer: Scheduled<Void>) {
@@ -226,7 +225,7 @@ final class CallDriver {
     // MARK: Ending
 
     /// The call's last frames and outcome: frees its policy slot, audits, and hands both to the connection.
-    private func finish(_ outcome: CallOutcome, _ frames: [Frame], reason: String? = nil, audited: Bool = false) {
+    private func finish(_ outcome: CallOutcome, _ frames: [Frame], reason: String? = nil) {
         phase = .finished
         flow.end()
         if let agent = admittedAgent {
@@ -235,7 +234,7 @@ final class CallDriver {
         }
         if case .action(let action) = work {
             // An action's end is its decision: allowed (audited by `allow`), or refused here.
-            if case .failed(let code) = outcome, !audited {
+            if case .failed(let code) = outcome {
                 shared.audit(.actionDenied, subject) { e in
                     e.rule = decisionRule
                     e.reason = reason ?? code.name
@@ -581,7 +580,7 @@ final class CallDriver {
         let agent = access?.principal.agent ?? "-"
         shared.audit(.toolCallBlocked, subject) { e in
             e[.toolName] = tool
-            e.rule = "agents.\(agent).scopes.actions"
+            e.rule = GovernancePolicy.scopeRule(agent: agent)
             e.reason = "the model's answer called it"
         }
         shared.logger.notice("tool call blocked", metadata: ["request_id": "\(requestID)", "tool": "\(tool)"])

@@ -67,7 +67,8 @@ extension DaemonContext {
     /// and then calls `launch(_:)` (the driver may end the call, and report to the sink, before `launch` returns).
     func makeCall(_ request: CallRequest, body: [UInt8], streamID: StreamID, origin: CallOrigin,
                   sink: any CallSink, flow: ReaderFlow, eventLoop: any EventLoop) -> Result<CallDriver, ErrorMessage> {
-        guard router.routes[request.route] != nil else {
+        // An unknown route is told before a bad body.
+        guard let route = router.routes[request.route], !route.chain.isEmpty else {
             return .failure(ErrorMessage(code: .unknownRoute, message: "no route named \"\(request.route)\""))
         }
         let chat: ChatRequest
@@ -76,41 +77,44 @@ extension DaemonContext {
         } catch {
             return .failure(ErrorMessage(code: .badRequest, message: error.message))
         }
-        return makeCall(request, chat: chat, streamID: streamID, origin: origin, sink: sink, flow: flow,
-                        eventLoop: eventLoop)
+        return makeCall(request, chat: chat, route: route, streamID: streamID, origin: origin, sink: sink,
+                        flow: flow, eventLoop: eventLoop)
     }
 
     /// `makeCall` for a body already parsed (the HTTP front reads `model` and `stream` from it first).
-    func makeCall(_ request: CallRequest, chat parsed: ChatRequest, streamID: StreamID, origin: CallOrigin,
+    func makeCall(_ request: CallRequest, chat: ChatRequest, streamID: StreamID, origin: CallOrigin,
                   sink: any CallSink, flow: ReaderFlow, eventLoop: any EventLoop) -> Result<CallDriver, ErrorMessage> {
-        let requestID = request.requestID ?? RequestID.make()
         guard let route = router.routes[request.route], !route.chain.isEmpty else {
             return .failure(ErrorMessage(code: .unknownRoute, message: "no route named \"\(request.route)\""))
         }
+        return makeCall(request, chat: chat, route: route, streamID: streamID, origin: origin, sink: sink,
+                        flow: flow, eventLoop: eventLoop)
+    }
+
+    private func makeCall(_ request: CallRequest, chat parsed: ChatRequest, route: ResolvedRoute, streamID: StreamID,
+                          origin: CallOrigin, sink: any CallSink, flow: ReaderFlow,
+                          eventLoop: any EventLoop) -> Result<CallDriver, ErrorMessage> {
         var chat = parsed
         // The REQUEST frame's flag decides streaming, whatever the body says.
         chat.stream = request.stream
-        let timeout = request.timeoutMs.map { Duration.milliseconds(Int64($0)) } ?? defaultCallTimeout
-        var access: AccessRequest?
-        if governance != nil {
-            guard let principal = origin.principal else {
-                return .failure(ErrorMessage(code: .forbidden, message: "no agent credential was presented"))
-            }
-            access = AccessRequest(principal: principal, action: request.action, tenant: request.tenant,
-                                   route: request.route, model: route.chain.first?.model,
-                                   stepUpToken: request.stepUpToken.map(PresentedToken.init), pass: .admission)
+        let requestID = request.requestID ?? RequestID.make()
+        let access: AccessRequest?, subject: AuditSubject
+        do {
+            (access, subject) = try judge(origin, requestID: requestID, action: request.action, tenant: request.tenant,
+                                          route: request.route, model: route.chain.first?.model,
+                                          stepUpToken: request.stepUpToken, argumentHash: nil)
+        } catch {
+            return .failure(error)
         }
-        let subject = AuditSubject(requestID: requestID, agent: origin.principal?.agent, tenant: request.tenant,
-                                   action: request.action, route: request.route, peer: origin.peer,
-                                   clientName: origin.clientName)
         // Tools the agent may not use: taken out of the request, or the call refused (the policy says which).
-        if let governance, let agent = origin.principal?.agent, !chat.toolNames.isEmpty {
-            let (blocked, mode) = governance.disallowedTools(agent: agent, chat.toolNames)
+        let tools = chat.toolNames
+        if let governance, let agent = origin.principal?.agent, !tools.isEmpty {
+            let (blocked, mode) = governance.disallowedTools(agent: agent, tools)
             if !blocked.isEmpty {
                 for tool in blocked {
                     audit(.toolCallBlocked, subject) { e in
                         e[.toolName] = tool
-                        e.rule = "agents.\(agent).scopes.actions"
+                        e.rule = GovernancePolicy.scopeRule(agent: agent)
                         e.reason = mode == .remove ? "removed from the request's tools" : "call refused"
                     }
                 }
@@ -127,8 +131,32 @@ extension DaemonContext {
         }
         return .success(CallDriver(
             streamID: streamID, requestID: requestID, work: .chat(chat), stream: request.stream, chain: route.chain,
-            fallback: route.fallback, deadline: resilience.clock.now() + timeout, shared: self,
+            fallback: route.fallback, deadline: deadline(request.timeoutMs), shared: self,
             eventLoop: eventLoop, connection: sink, flow: flow, access: access, subject: subject))
+    }
+
+    /// What the policy will judge (nil without one; a caller with no credential is refused under one) and what the
+    /// audit trail stamps, for a call (`route`) or an action (`argumentHash`): the same for both.
+    func judge(_ origin: CallOrigin, requestID: String, action: String?, tenant: String?, route: String?,
+               model: String?, stepUpToken: [UInt8]?, argumentHash: String?)
+        throws(ErrorMessage) -> (AccessRequest?, AuditSubject) {
+        var access: AccessRequest?
+        if governance != nil {
+            guard let principal = origin.principal else {
+                throw ErrorMessage(code: .forbidden, message: "no agent credential was presented")
+            }
+            access = AccessRequest(principal: principal, action: action, tenant: tenant, route: route, model: model,
+                                   stepUpToken: stepUpToken.map(PresentedToken.init), pass: .admission,
+                                   argumentHash: argumentHash)
+        }
+        let subject = AuditSubject(requestID: requestID, agent: origin.principal?.agent, tenant: tenant,
+                                   action: action, route: route, peer: origin.peer, clientName: origin.clientName)
+        return (access, subject)
+    }
+
+    /// A call's deadline: its own timeout, else `limits.default_call_timeout`, from now.
+    func deadline(_ timeoutMs: UInt32?) -> Instant {
+        resilience.clock.now() + (timeoutMs.map { Duration.milliseconds(Int64($0)) } ?? defaultCallTimeout)
     }
 
     /// Counts the call in flight and puts it before the gate.

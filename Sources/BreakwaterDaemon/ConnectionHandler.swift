@@ -27,6 +27,15 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
             case call(CallRequest)
             case admin(AdminRequest)
             case authorize(AuthorizeRequest)
+
+            /// The deadline the request names (admin commands name none).
+            var timeoutMs: UInt32? {
+                switch self {
+                case .call(let request): request.timeoutMs
+                case .authorize(let request): request.timeoutMs
+                case .admin: nil
+                }
+            }
         }
 
         var kind: Kind
@@ -207,8 +216,7 @@ final class ConnectionHandler: ChannelInboundHandler, CallSink {
         } else {
             // The body must be whole within the call's deadline (admin commands: the default one).
             var timeout = shared.defaultCallTimeout
-            if case .call(let request) = kind, let ms = request.timeoutMs { timeout = .milliseconds(Int64(ms)) }
-            if case .authorize(let request) = kind, let ms = request.timeoutMs { timeout = .milliseconds(Int64(ms)) }
+            if let ms = kind.timeoutMs { timeout = .milliseconds(Int64(ms)) }
             pending[id] = Pending(kind: kind, body: [], flow: flow, timeout: timeout,
                                   due: context.eventLoop.now + .nanoseconds(timeout.nanoseconds))
         }

@@ -131,21 +131,31 @@ final class DaemonMetrics: Sendable {
         var model: String
     }
 
-    private struct CallKey: Hashable {
-        var route: String
-        var outcome: String
+    /// The values of a series' two labels: (route, outcome) for calls, (rule, decision) for policy decisions.
+    private struct TwoLabels: Hashable {
+        var first: String
+        var second: String
     }
 
     private let targets = Mutex<[TargetKey: TargetSeries]>([:])
-    private let callCounters = Mutex<[CallKey: Counter]>([:])
+    private let callCounters = Mutex<[TwoLabels: Counter]>([:])
     /// Policy decisions by (rule, decision), kept as the calls counters are: every governed call makes one.
-    private let decisionCounters = Mutex<[CallKey: Counter]>([:])
+    private let decisionCounters = Mutex<[TwoLabels: Counter]>([:])
 
     private func series(_ target: ResolvedTarget) -> TargetSeries {
-        let key = TargetKey(provider: target.provider.name, model: target.model)
-        return targets.withLock { known in
-            if let s = known[key] { return s }
-            let made = TargetSeries(target, registry)
+        Self.cached(TargetKey(provider: target.provider.name, model: target.model), in: targets) {
+            TargetSeries(target, registry)
+        }
+    }
+
+    /// The series kept under `key`, made (once) by `make` when it is not there yet.
+    private static func cached<Key: Hashable & Sendable, Series: Sendable>(_ key: Key, in store: borrowing Mutex<[Key: Series]>,
+                                                               _ make: () -> Series) -> Series {
+        if let series = store.withLock({ $0[key] }) { return series }
+        // Made outside the lock (the registry has its own); two racing callers get the same series from it.
+        let made = make()
+        return store.withLock { known in
+            if let series = known[key] { return series }
             known[key] = made
             return made
         }
@@ -154,34 +164,18 @@ final class DaemonMetrics: Sendable {
     // MARK: Recording
 
     func callEnded(route: String?, outcome: CallOutcome) {
-        let name: String = switch outcome {
-        case .answered: "ok"
-        case .failed(let code): code.name.lowercased()
-        case .cancelled: "cancelled"
-        case .handedBack: "handed_back"
-        }
-        let key = CallKey(route: route ?? "", outcome: name)
-        let counter = callCounters.withLock { known in
-            if let c = known[key] { return c }
-            let made = registry.makeCounter(descriptor: Self.calls.descriptor,
-                                            labels: [("route", key.route), ("outcome", name)])
-            known[key] = made
-            return made
-        }
-        counter.increment()
+        let key = TwoLabels(first: route ?? "", second: outcome.metricName)
+        Self.cached(key, in: callCounters) {
+            registry.makeCounter(descriptor: Self.calls.descriptor,
+                                 labels: [("route", key.first), ("outcome", key.second)])
+        }.increment()
     }
 
     /// A call's end, for an agent the config names in `http.metrics_agents` (nothing for any other).
     func agentCallEnded(_ agent: String?, outcome: CallOutcome) {
         guard let agent, agents.contains(agent) else { return }
-        let name: String = switch outcome {
-        case .answered: "ok"
-        case .failed(let code): code.name.lowercased()
-        case .cancelled: "cancelled"
-        case .handedBack: "handed_back"
-        }
-        registry.makeCounter(descriptor: Self.agentCalls.descriptor, labels: [("agent", agent), ("outcome", name)])
-            .increment()
+        registry.makeCounter(descriptor: Self.agentCalls.descriptor,
+                             labels: [("agent", agent), ("outcome", outcome.metricName)]).increment()
         if case .answered(let usage) = outcome {
             for (type, count) in [("input", usage?.promptTokens), ("output", usage?.completionTokens)] {
                 guard let count else { continue }
@@ -246,15 +240,9 @@ final class DaemonMetrics: Sendable {
     }
 
     func policyDecision(_ decision: String, rule: String) {
-        let key = CallKey(route: rule, outcome: decision)
-        let counter = decisionCounters.withLock { known in
-            if let c = known[key] { return c }
-            let made = registry.makeCounter(descriptor: Self.decisions.descriptor,
-                                            labels: [("decision", decision), ("rule", rule)])
-            known[key] = made
-            return made
-        }
-        counter.increment()
+        Self.cached(TwoLabels(first: rule, second: decision), in: decisionCounters) {
+            registry.makeCounter(descriptor: Self.decisions.descriptor, labels: [("decision", decision), ("rule", rule)])
+        }.increment()
     }
 
     // MARK: The exposition
@@ -295,4 +283,16 @@ final class DaemonMetrics: Sendable {
     }
 
     private let auditTotals = Mutex<[String: Int]>([:])
+}
+
+extension CallOutcome {
+    /// The `outcome` label: `ok`, `cancelled`, `handed_back`, or the error code in lowercase.
+    var metricName: String {
+        switch self {
+        case .answered: "ok"
+        case .failed(let code): code.name.lowercased()
+        case .cancelled: "cancelled"
+        case .handedBack: "handed_back"
+        }
+    }
 }

@@ -144,10 +144,10 @@ final class GovernanceRegistry: Sendable {
 
     /// An approval just granted for `key` allows it again for `window`.
     func keepReusable(_ key: ReuseKey, approvalID: String, for window: Duration) {
-        let until = clock.now() + window
+        let now = clock.now()
         state.withLock { s in
-            s.reusable = s.reusable.filter { $0.value.until > until - window }  // drop the lapsed ones
-            s.reusable[key] = (approvalID, until)
+            s.reusable = s.reusable.filter { $0.value.until > now }  // drop the lapsed ones
+            s.reusable[key] = (approvalID, now + window)
         }
     }
 

@@ -82,6 +82,12 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
     /// (and audited) again each time.
     private var proven: (token: [UInt8], principal: Principal)?
 
+    /// The paths served and the method each takes.
+    static let endpoints: [String: HTTPMethod] = [
+        "/v1/chat/completions": .POST, "/chat/completions": .POST, "/v1/models": .GET, "/models": .GET,
+        "/healthz": .GET, "/metrics": .GET,
+    ]
+
     /// SSE comment interval while a stream waits for an approval.
     static let waitingCommentInterval = TimeAmount.seconds(10)
 
@@ -154,11 +160,7 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
 
     private func serve(_ head: HTTPRequestHead, body: ByteBuffer, context: ChannelHandlerContext) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        let endpoints: [String: HTTPMethod] = [
-            "/v1/chat/completions": .POST, "/chat/completions": .POST, "/v1/models": .GET, "/models": .GET,
-            "/healthz": .GET, "/metrics": .GET,
-        ]
-        guard let method = endpoints[path] else {
+        guard let method = Self.endpoints[path] else {
             return respond(head, error: ErrorMessage(code: .badRequest, message: "no such endpoint: \(path)"),
                            status: .notFound)
         }
@@ -199,6 +201,7 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
                 + "\(chat.model ?? "")\": name a route as the model, or in the X-Breakwater-Route header"))
         }
         var principal: Principal?
+        let client = clientName(headers)
         if shared.governance != nil || settings.overTCP {
             guard let token = Self.bearerToken(headers) else {
                 return refuseCall(head, ErrorMessage(code: .unauthenticated, message: "an agent token is needed: "
@@ -207,7 +210,7 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
             if let proven, proven.token == token {
                 principal = proven.principal
             } else {
-                switch shared.authenticate(credential: token, peer: peer, clientName: clientName(headers)) {
+                switch shared.authenticate(credential: token, peer: peer, clientName: client) {
                 case .success(let p?):
                     principal = p
                     proven = (token, p)
@@ -231,7 +234,7 @@ final class HTTPFrontHandler: ChannelInboundHandler, CallSink {
         nextStreamID &+= 2
         let exchange = Exchange(streamID: id, request: head, stream: chat.stream)
         let flow = ReaderFlow(window: nil, blocked: isBackpressured, stats: shared.stats)
-        let origin = CallOrigin(peer: peer, principal: principal, clientName: clientName(headers))
+        let origin = CallOrigin(peer: peer, principal: principal, clientName: client)
         switch shared.makeCall(request, chat: chat, streamID: id, origin: origin, sink: self, flow: flow,
                                eventLoop: context.eventLoop) {
         case .success(let driver):

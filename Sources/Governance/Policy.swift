@@ -33,6 +33,9 @@ public struct GovernancePolicy: Sendable, Hashable {
     /// The action a tool stands for.
     public func action(forTool name: String) -> String { toolActions[name] ?? name }
 
+    /// The rule that decides which tools an agent may use: its action scopes.
+    public static func scopeRule(agent: String) -> String { "agents.\(agent).scopes.actions" }
+
     /// Whether `agent` may use tool `name`: its action is in the agent's scopes.
     public func toolAllowed(agent: String, tool name: String) -> Bool {
         agents[agent]?.scopes.pattern(allowing: action(forTool: name)) != nil

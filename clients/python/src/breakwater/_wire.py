@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 HEADER_SIZE = 10
 MAGIC = b"BKWR"
@@ -298,6 +298,13 @@ class Hello:
 _REQUEST = {1: STRING, 2: BOOL, 3: U32, 4: STRING, 5: STRING, 6: STRING, 7: BYTES}
 
 
+def _request_id(value: Any, frame: str) -> Optional[str]:
+    """A request id field: at most 128 bytes, else that call fails (BAD_REQUEST)."""
+    if value is not None and len(str(value).encode("utf-8")) > 128:
+        raise WireError(ErrorCode.BAD_REQUEST, "%s request id is longer than 128 bytes" % frame)
+    return value  # type: ignore[no-any-return]
+
+
 @dataclass
 class CallRequest:
     route: str
@@ -322,9 +329,7 @@ class CallRequest:
         route = f.get(1)
         if not route:
             raise WireError(ErrorCode.BAD_REQUEST, "REQUEST has no route")
-        request_id = f.get(4)
-        if request_id is not None and len(str(request_id).encode("utf-8")) > 128:
-            raise WireError(ErrorCode.BAD_REQUEST, "REQUEST request id is longer than 128 bytes")
+        request_id = _request_id(f.get(4), "REQUEST")
         return cls(route, bool(f.get(2, False)), f.get(3), request_id, f.get(5), f.get(6),  # type: ignore[arg-type]
                    f.get(7))  # type: ignore[arg-type]
 
@@ -520,9 +525,7 @@ class AuthorizeRequest:
         action = f.get(1)
         if not action:
             raise WireError(ErrorCode.BAD_REQUEST, "AUTHORIZE has no action")
-        request_id = f.get(3)
-        if request_id is not None and len(str(request_id).encode("utf-8")) > 128:
-            raise WireError(ErrorCode.BAD_REQUEST, "AUTHORIZE request id is longer than 128 bytes")
+        request_id = _request_id(f.get(3), "AUTHORIZE")
         return cls(action, f.get(2), request_id, f.get(4), f.get(5))  # type: ignore[arg-type]
 
 
