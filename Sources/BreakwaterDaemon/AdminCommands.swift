@@ -1,5 +1,6 @@
 import BreakwaterWire
 import Config
+import CurlTransport
 import Foundation
 import Governance
 import Resilience
@@ -171,6 +172,10 @@ enum AdminCommands {
             "resilience": shared.resilience.counterReport().map { provider, c -> [String: Any] in
                 ["provider": provider, "first_attempts": c.firstAttempts, "retries": c.retries,
                  "retries_refused_by_budget": c.retriesRefused, "breaker_openings": c.breakerOpenings]
+            },
+            "upstream_pools": shared.router.poolSnapshots.map { name, p -> [String: Any] in
+                ["provider": name, "limit": p.limit, "running": p.running, "waiting": p.waiting,
+                 "waited_total": p.waitedTotal]
             },
             "open_breakers": shared.resilience.openBreakers.map { target, reopens in
                 ["target": target, "reopens_in_ms": reopens.map { max(0, ($0 - now).nanoseconds / 1_000_000) } ?? 0]

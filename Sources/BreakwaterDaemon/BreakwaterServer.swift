@@ -88,6 +88,8 @@ public final class BreakwaterServer: Service, Sendable {
         if let callsPerSecond { line += ", calls/s: " + String(format: "%.1f", callsPerSecond) }
         line += ", open breakers: \(shared.resilience.openBreakers.count)"
         line += ", pending approvals: \(shared.governance?.pending.count ?? 0)"
+        let waiting = shared.router.poolSnapshots.reduce(0) { $0 + $1.pool.waiting }
+        if waiting > 0 { line += ", calls waiting for a connection: \(waiting)" }
         if let audit = shared.auditWriter?.statistics {
             line += ", unwritten audit entries: \(audit.unwritten + audit.dropped)"
         }
@@ -95,10 +97,12 @@ public final class BreakwaterServer: Service, Sendable {
     }
 
     public func run() async throws {
-        let upstream = settings.config.limits
-        let engine = try CurlEngine(maxHostConnections: Int(upstream.upstreamConnectionsPerHost),
-                                    maxTotalConnections: Int(max(upstream.upstreamConnections,
-                                                                 upstream.upstreamConnectionsPerHost)))
+        let router = Router(config: settings.config, environment: environment)
+        // The pools are the limit; libcurl's own caps are set just wide enough never to hold a call back unseen.
+        let caps = router.connectionCaps
+        let streams = settings.config.providers.values.map { Int($0.maxConcurrentStreams) }.max() ?? 100
+        let engine = try CurlEngine(maxHostConnections: caps.perHost, maxTotalConnections: caps.total,
+                                    maxConcurrentStreams: streams)
         defer { engine.shutdown() }
         let clock = SystemClock()
         let store = try stateDirectory.map { try StateStore(directory: $0, logger: logger) }
@@ -114,7 +118,6 @@ public final class BreakwaterServer: Service, Sendable {
                          metadata: ["error": "\(error)"])
         }
         defer { _ = auditWriter?.shutdown(timeout: .seconds(5)) }
-        let router = Router(config: settings.config, environment: environment)
         let metrics = DaemonMetrics(agents: settings.config.http.metricsAgents)
         let resilience = ResilienceRegistry(clock: clock, logger: logger, audit: auditWriter, store: store,
                                             metrics: metrics)
@@ -282,7 +285,16 @@ public final class BreakwaterServer: Service, Sendable {
         if fresh.config.limits != old.config.limits || fresh.config.socketPath != old.config.socketPath {
             logger.notice("limits and socket_path changes take effect at the next restart")
         }
-        let router = Router(config: fresh.config, environment: environment, generation: old.generation + 1)
+        let router = Router(config: fresh.config, environment: environment, generation: old.generation + 1,
+                            pools: old.pools)
+        let caps = router.connectionCaps
+        if caps.perHost > shared.connectionCaps.perHost || caps.total > shared.connectionCaps.total {
+            logger.warning("""
+                max_connections raised past what the daemon started with: until a restart, libcurl holds \
+                connections to one host at \(shared.connectionCaps.perHost) and in all at \
+                \(shared.connectionCaps.total), and calls past that wait inside it, not shown in status
+                """)
+        }
         shared.replaceRouter(router)
         warnAboutMissingKeys(router)
         logger.notice("reloaded", metadata: [

@@ -451,7 +451,8 @@ final class CallDriver {
             body: http.body,
             timeouts: TransferTimeouts(connect: min(t.connect, remaining), firstByte: t.firstByte, idle: t.idle,
                                        total: min(t.total, remaining)),
-            httpVersion: target.provider.httpVersion, caFile: target.provider.config.caFile
+            httpVersion: target.provider.httpVersion, caFile: target.provider.config.caFile,
+            pool: target.provider.pool
         )
         let send = { [self] in
             // Stopped while STARTED was being written: the request never goes out.

@@ -34,12 +34,15 @@ final class DaemonContext: Sendable {
     let auditWriter: JournalAuditWriter?
     /// What `GET /metrics` shows.
     let metrics: DaemonMetrics
+    /// The connection caps libcurl was started with (`Router.connectionCaps` of the first config).
+    let connectionCaps: (perHost: Int, total: Int)
 
     init(router: Router, engine: any TransferEngine, stats: DaemonStats, logger: Logger, resilience: ResilienceRegistry,
          governance: GovernanceRegistry?, auditWriter: JournalAuditWriter?, metrics: DaemonMetrics? = nil) {
         self.auditWriter = auditWriter
         self.metrics = metrics ?? resilience.metrics ?? DaemonMetrics()
         self.current = Mutex(router)
+        self.connectionCaps = router.connectionCaps
         self.engine = engine
         // Frame and body limits are promised in every HELLO, so they stay as started until a restart.
         let l = router.config.limits

@@ -217,6 +217,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         switch error.kind {
         case .connectFailed: "cannot connect (\(error.detail))"
         case .connectionReset: "connection closed mid-answer (\(error.detail))"
+        case .timedOut(.connectionWait): "timed out waiting for a connection to the provider (\(error.detail))"
         case .timedOut(let phase): "timed out (\(phase))"
         case .malformedResponse: "malformed HTTP answer"
         case .cancelled: "cancelled"

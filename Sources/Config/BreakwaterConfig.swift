@@ -87,11 +87,13 @@ public struct LimitsConfig: Sendable, Equatable {
     public var maxConnections: UInt32 = 4096
     /// Most connections open at once from one uid.
     public var maxConnectionsPerUID: UInt32 = 1024
-    /// Most HTTP connections open at once to one provider host. Against an HTTP/1.1 provider this is the most calls
-    /// to it in flight host-wide (further ones wait for a connection); a streamed call paused for a slow reader holds
-    /// its connection. Against HTTP/2, calls share connections.
+    /// Each provider's `max_connections` unless it sets its own: the most HTTP connections open at once to it.
+    /// Against an HTTP/1.1 provider this is the most calls to it in flight host-wide (further ones wait for a
+    /// connection, shown in `breakwater status`); a streamed call paused for a slow reader holds its connection.
+    /// Against HTTP/2, calls share connections (`max_concurrent_streams` each).
     public var upstreamConnectionsPerHost: UInt32 = 256
-    /// Most HTTP connections open at once to all providers, and how many idle ones are kept for reuse.
+    /// How many idle connections are kept for reuse, and the most open at once to all providers (raised to the
+    /// sum of the providers' `max_connections` when that is more).
     public var upstreamConnections: UInt32 = 1024
 
     public init() {}
@@ -143,6 +145,31 @@ public struct ProviderConfig: Sendable, Equatable {
     public var caFile: String?
     /// Azure OpenAI's `api-version`, or Anthropic's `anthropic-version` (`api_version`).
     public var apiVersion: String?
+    /// `max_connections`: the most connections to this provider at once, host-wide; nil: the config's
+    /// `limits.upstream_connections_per_host`. Over HTTP/1.1 each call in flight holds one, so this is also the
+    /// most calls to it in flight (further ones wait, visibly, within their deadline).
+    public var maxConnections: UInt32?
+    /// `max_concurrent_streams`: over HTTP/2, the most calls one connection carries at once.
+    public var maxConcurrentStreams: UInt32 = 100
+
+    /// Whether calls to this provider multiplex over HTTP/2: asked for, and possible (`http_version: "2"` over a
+    /// cleartext URL is HTTP/1.1, as libcurl only negotiates HTTP/2 by TLS ALPN).
+    public var multiplexes: Bool {
+        switch httpVersion {
+        case .http1_1: false
+        case .http2: baseURL.hasPrefix("https://")
+        case .http2PriorKnowledge: true
+        }
+    }
+
+    /// The most calls to this provider in flight at once, host-wide: its connections, times the streams each
+    /// carries over HTTP/2.
+    public func callsInFlightLimit(defaultConnections: UInt32) -> Int {
+        let connections = Int(maxConnections ?? defaultConnections)
+        guard multiplexes else { return connections }
+        let (product, overflow) = connections.multipliedReportingOverflow(by: Int(maxConcurrentStreams))
+        return overflow ? Int.max : product
+    }
 
     public init(kind: Kind, baseURL: String, apiKeyCredential: String? = nil, apiKeyEnv: String? = nil,
                 httpVersion: HTTPVersion = .http2, timeouts: TimeoutsConfig = TimeoutsConfig()) {

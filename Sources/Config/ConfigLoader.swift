@@ -172,7 +172,7 @@ extension NodeReader {
     mutating func readProvider(_ node: Node, name: String) -> ProviderConfig? {
         let keys: Set = ["kind", "base_url", "api_key", "api_key_credential", "api_key_env", "http_version",
                          "timeouts", "ca_file", "api_version", "retry_config", "circuit_breaker", "retry_budget",
-                         "rate_limits", "api_keys"]
+                         "rate_limits", "api_keys", "max_connections", "max_concurrent_streams"]
         var kind: ProviderConfig.Kind?
         var baseURL: String?
         var provider = ProviderConfig(kind: .openai, baseURL: "")
@@ -237,6 +237,12 @@ extension NodeReader {
                     } else {
                         provider.additionalKeys.append(source)
                     }
+                }
+            case "max_connections":
+                if let n = count(v, "provider \"\(name)\": max_connections", min: 1) { provider.maxConnections = n }
+            case "max_concurrent_streams":
+                if let n = count(v, "provider \"\(name)\": max_concurrent_streams", min: 1) {
+                    provider.maxConcurrentStreams = n
                 }
             case "api_version":
                 provider.apiVersion = string(v, key)

@@ -21,10 +21,13 @@ public final class CurlEngine: TransferEngine, Sendable {
     /// Creates the multi handle and starts the engine thread.
     ///
     /// - Parameters:
-    ///   - maxHostConnections: The most connections open to one host at a time; further transfers wait.
+    ///   - maxHostConnections: The most connections open to one host at a time, 0 for no limit; further transfers
+    ///     wait inside libcurl, uncounted. A `ConnectionPool` per upstream is the visible way to cap them.
     ///   - maxTotalConnections: The most connections open at a time overall, and the size of the idle
     ///     connection cache.
-    public init(maxHostConnections: Int = 64, maxTotalConnections: Int = 256) throws {
+    ///   - maxConcurrentStreams: The most HTTP/2 streams libcurl runs on one connection (fewer if the server says
+    ///     so) before it opens another; one figure for every host (`CURLMOPT_MAX_CONCURRENT_STREAMS`).
+    public init(maxHostConnections: Int = 64, maxTotalConnections: Int = 256, maxConcurrentStreams: Int = 100) throws {
         try CurlGlobal.ensureInitialized()
         guard let multi = curl_multi_init() else {
             throw TransportError(kind: .localConfiguration, detail: "curl_multi_init failed")
@@ -34,6 +37,7 @@ public final class CurlEngine: TransferEngine, Sendable {
             (CURLMOPT_MAX_HOST_CONNECTIONS, maxHostConnections, "MAX_HOST_CONNECTIONS"),
             (CURLMOPT_MAX_TOTAL_CONNECTIONS, maxTotalConnections, "MAX_TOTAL_CONNECTIONS"),
             (CURLMOPT_MAXCONNECTS, maxTotalConnections, "MAXCONNECTS"),
+            (CURLMOPT_MAX_CONCURRENT_STREAMS, maxConcurrentStreams, "MAX_CONCURRENT_STREAMS"),
         ]
         for (option, value, name) in settings {
             let code = bw_curl_multi_setopt_long(multi, option, value)

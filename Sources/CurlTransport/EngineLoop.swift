@@ -15,6 +15,8 @@ final class EngineLoop: @unchecked Sendable {
     private var freeHandles: [EasyHandle] = []
     private var drained: [EngineCommand] = []
     private var expired: [Transfer] = []
+    /// The pools transfers were started under, with their queues.
+    private var pools: [ObjectIdentifier: PoolQueue] = [:]
 
     /// How many idle easy handles to keep for reuse; each one saves an allocation and option setup.
     private static let freeHandleLimit = 16
@@ -35,6 +37,7 @@ final class EngineLoop: @unchecked Sendable {
             readCompletions()
             let now = MonotonicClock.now()
             let nearestDeadline = enforceDeadlines(now: now)
+            admitWaiting()
 
             var timeout = Self.maximumPollMilliseconds
             var curlTimeout = -1
@@ -50,6 +53,7 @@ final class EngineLoop: @unchecked Sendable {
         for transfer in Array(transfers.values) {
             finish(transfer, .failure(TransportError(kind: .cancelled, detail: "the engine was shut down")))
         }
+        pools.removeAll()
         freeHandles.removeAll()
         // Closes the cached connections. Safe: callers only wake the loop while the queue is not shut down.
         curl_multi_cleanup(multi)
@@ -96,19 +100,80 @@ final class EngineLoop: @unchecked Sendable {
 
     private func begin(id: TransferID, request: HTTPRequest, delegate: any TransferDelegate) {
         let transfer = Transfer(id: id, delegate: delegate, timeouts: request.timeouts)
+        transfers[id] = transfer
+        guard let pool = request.pool else {
+            attach(transfer, request)
+            return
+        }
+        let queue = poolQueue(pool)
+        transfer.pool = queue
+        // In order: a newcomer does not overtake transfers already waiting, even if a slot just freed.
+        if queue.running >= pool.limit || !queue.waiting.isEmpty {
+            transfer.waitingRequest = request
+            transfer.startedAt = MonotonicClock.now()
+            queue.waiting.append(transfer)
+            pool.didStartWaiting()
+            updateWatched(transfer)
+            return
+        }
+        queue.running += 1
+        pool.didStartRunning()
+        attach(transfer, request)
+    }
+
+    private func poolQueue(_ pool: ConnectionPool) -> PoolQueue {
+        let key = ObjectIdentifier(pool)
+        if let queue = pools[key] { return queue }
+        let queue = PoolQueue(pool)
+        pools[key] = queue
+        return queue
+    }
+
+    /// Starts waiting transfers while their pools have room (a transfer finished, or a limit was raised).
+    private func admitWaiting() {
+        for queue in pools.values where !queue.waiting.isEmpty {
+            let room = queue.pool.limit - queue.running
+            guard room > 0 else { continue }
+            let admitted = queue.waiting.prefix(room)
+            queue.waiting.removeFirst(admitted.count)
+            for transfer in admitted {
+                queue.pool.didStopWaiting()
+                guard var request = transfer.waitingRequest else { continue }
+                transfer.waitingRequest = nil
+                updateWatched(transfer)
+                // libcurl's own total limit starts when the handle is added: it gets what is left of it.
+                let waited = Duration.nanoseconds(Int64(clamping: MonotonicClock.now() &- transfer.startedAt))
+                if let total = request.timeouts.total {
+                    let left = max(total - waited, .milliseconds(1))
+                    request.timeouts.total = left
+                    request.timeouts.connect = request.timeouts.connect.map { min($0, left) }
+                }
+                queue.running += 1
+                queue.pool.didStartRunning()
+                attach(transfer, request)
+            }
+        }
+    }
+
+    /// Counts the transfer among those whose clock the loop watches if, in its present state, it has one.
+    private func updateWatched(_ transfer: Transfer) {
+        let watch = transfer.easy != nil || transfer.waitingRequest != nil ? transfer.hasLoopDeadlines : false
+        guard watch != transfer.watched else { return }
+        transfer.watched = watch
+        watchedCount += watch ? 1 : -1
+    }
+
+    /// Gives the transfer an easy handle and hands it to libcurl.
+    private func attach(_ transfer: Transfer, _ request: HTTPRequest) {
         guard let easy = freeHandles.popLast() ?? EasyHandle() else {
-            shared.activeTransfers.subtract(1, ordering: .relaxed)
-            delegate.transferDidComplete(
-                .failure(TransportError(kind: .localConfiguration, detail: "curl_easy_init failed"))
-            )
+            finish(transfer, .failure(TransportError(kind: .localConfiguration, detail: "curl_easy_init failed")),
+                   attached: false)
             return
         }
         transfer.easy = easy
+        transfer.startedAt = MonotonicClock.now()
         let context = Unmanaged.passRetained(transfer).toOpaque()
-        transfers[id] = transfer
-        if transfer.hasLoopDeadlines {
-            watchedCount += 1
-        }
+        updateWatched(transfer)
         do {
             try RequestConfiguration.apply(request, to: easy, transfer: transfer, context: context)
             let added = curl_multi_add_handle(multi, easy.raw)
@@ -120,7 +185,6 @@ final class EngineLoop: @unchecked Sendable {
                         + " (CURLM code \(added.rawValue))"
                 )
             }
-            transfer.startedAt = MonotonicClock.now()
         } catch let error as TransportError {
             finish(transfer, .failure(error), attached: false)
         } catch {
@@ -168,21 +232,35 @@ final class EngineLoop: @unchecked Sendable {
         }
         for transfer in expired {
             let phase = transfer.loopDeadlinePhase
-            let limit = (phase == .firstByte ? transfer.firstByteTimeout : transfer.idleTimeout) ?? 0
-            let what = phase == .firstByte ? "no response byte" : "no further response byte"
-            let error = TransportError(
-                kind: .timedOut(phase),
-                detail: "\(what) within \(limit / 1_000_000) ms"
-            )
-            finish(transfer, .failure(error))
+            let detail: String
+            switch phase {
+            case .connectionWait:
+                let pool = transfer.pool.map { $0.pool.snapshot }
+                detail = "no connection free within \((transfer.totalTimeout ?? 0) / 1_000_000) ms: "
+                    + "\(pool?.running ?? 0) calls running (the limit), \(pool?.waiting ?? 0) waiting"
+            case .firstByte:
+                detail = "no response byte within \((transfer.firstByteTimeout ?? 0) / 1_000_000) ms"
+            default:
+                detail = "no further response byte within \((transfer.idleTimeout ?? 0) / 1_000_000) ms"
+            }
+            finish(transfer, .failure(TransportError(kind: .timedOut(phase), detail: detail)))
         }
         expired.removeAll(keepingCapacity: true)
         return nearest
     }
 
-    /// Detaches the transfer from libcurl, returns its handle to the free list, releases the userdata
-    /// reference, and tells the delegate. Every transfer passes through here exactly once.
+    /// Detaches the transfer from libcurl (or takes it out of its pool's queue), returns its handle to the free
+    /// list, releases the userdata reference, and tells the delegate. Every transfer passes through here exactly once.
     private func finish(_ transfer: Transfer, _ result: Result<Void, TransportError>, attached: Bool = true) {
+        if transfer.waitingRequest != nil {
+            transfer.waitingRequest = nil
+            if let queue = transfer.pool, let index = queue.waiting.firstIndex(where: { $0 === transfer }) {
+                queue.waiting.remove(at: index)
+                queue.pool.didStopWaiting()
+            }
+            conclude(transfer, result)
+            return
+        }
         guard let easy = transfer.easy else {
             return
         }
@@ -197,15 +275,23 @@ final class EngineLoop: @unchecked Sendable {
             curl_slist_free_all(list)
             transfer.headerList = nil
         }
-        transfers[transfer.id] = nil
-        if transfer.hasLoopDeadlines {
-            watchedCount -= 1
+        if let queue = transfer.pool {
+            queue.running -= 1
+            queue.pool.didStopRunning()
         }
         if freeHandles.count < Self.freeHandleLimit {
             curl_easy_reset(easy.raw)
             freeHandles.append(easy)
         }
+        // The reference `attach` passed to libcurl as userdata.
         Unmanaged.passUnretained(transfer).release()
+        conclude(transfer, result)
+    }
+
+    /// What every ending shares: the transfer is forgotten, and its delegate told.
+    private func conclude(_ transfer: Transfer, _ result: Result<Void, TransportError>) {
+        transfers[transfer.id] = nil
+        updateWatched(transfer)
         shared.activeTransfers.subtract(1, ordering: .relaxed)
         transfer.delegate.transferDidComplete(result)
     }
@@ -267,5 +353,16 @@ final class EngineLoop: @unchecked Sendable {
             _ = bw_curl_easy_getinfo_double(easy.raw, CURLINFO_CONNECT_TIME, &connectTime)
         }
         return connectTime == 0 && transfer.lastByteAt == 0 ? .connect : .total
+    }
+}
+
+/// One pool's side on the engine thread: how many of its transfers run, and those waiting, oldest first.
+final class PoolQueue {
+    let pool: ConnectionPool
+    var running = 0
+    var waiting: [Transfer] = []
+
+    init(_ pool: ConnectionPool) {
+        self.pool = pool
     }
 }

@@ -56,6 +56,8 @@ public struct HTTPRequest: Sendable {
     public var httpVersion: HTTPVersion
     /// A PEM file of CA certificates to trust instead of the system's (a private CA, or a test's own).
     public var caFile: String?
+    /// The pool the transfer runs under: when it is full, the transfer waits its turn (its total limit running).
+    public var pool: ConnectionPool?
 
     public init(
         method: String,
@@ -64,7 +66,8 @@ public struct HTTPRequest: Sendable {
         body: [UInt8] = [],
         timeouts: TransferTimeouts = TransferTimeouts(),
         httpVersion: HTTPVersion = .http1_1,
-        caFile: String? = nil
+        caFile: String? = nil,
+        pool: ConnectionPool? = nil
     ) {
         self.method = method
         self.url = url
@@ -73,5 +76,6 @@ public struct HTTPRequest: Sendable {
         self.timeouts = timeouts
         self.httpVersion = httpVersion
         self.caFile = caFile
+        self.pool = pool
     }
 }

@@ -55,6 +55,13 @@ final class Transfer {
     private(set) var headDelivered = false
     /// The delegate paused receiving (its reader is behind): the idle limit does not run meanwhile.
     var paused = false
+    /// The request while the transfer waits for room in its pool (`startedAt` is when it began waiting); nil once
+    /// it runs.
+    var waitingRequest: HTTPRequest?
+    /// Whether the loop counts this transfer among those whose clock it watches.
+    var watched = false
+    /// The pool it runs (or waits) under, if any.
+    var pool: PoolQueue?
 
     init(id: TransferID, delegate: any TransferDelegate, timeouts: TransferTimeouts) {
         self.id = id
@@ -65,13 +72,15 @@ final class Transfer {
         self.totalTimeout = timeouts.total?.clampedNanoseconds
     }
 
-    /// Whether the loop itself must watch this transfer's clock.
+    /// Whether the loop itself must watch this transfer's clock: a first-byte or idle limit, or, while it waits
+    /// for its pool, its total limit.
     var hasLoopDeadlines: Bool {
-        firstByteTimeout != nil || idleTimeout != nil
+        waitingRequest != nil ? totalTimeout != nil : firstByteTimeout != nil || idleTimeout != nil
     }
 
-    /// The next instant at which a first-byte or idle limit runs out, if any.
+    /// The next instant at which a first-byte, idle or (while waiting for the pool) total limit runs out, if any.
     var loopDeadline: UInt64? {
+        if waitingRequest != nil { return totalTimeout.map { startedAt &+ $0 } }
         if paused { return nil }
         if lastByteAt == 0 {
             return firstByteTimeout.map { startedAt &+ $0 }
@@ -81,7 +90,7 @@ final class Transfer {
 
     /// The loop-enforced limit that `loopDeadline` belongs to.
     var loopDeadlinePhase: TransportError.TimeoutPhase {
-        lastByteAt == 0 ? .firstByte : .idle
+        waitingRequest != nil ? .connectionWait : lastByteAt == 0 ? .firstByte : .idle
     }
 
     /// Handles one header line from `CURLOPT_HEADERFUNCTION` (status line, field, or the blank line ending a

@@ -32,6 +32,9 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
         case firstByte
         case idle
         case total
+        /// The transfer's total limit ran out while it waited for its `ConnectionPool` to have room: the request
+        /// never went out.
+        case connectionWait
     }
 
     public var kind: Kind

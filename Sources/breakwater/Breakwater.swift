@@ -185,7 +185,15 @@ extension Status {
         let open = o["open_breakers"] as? [[String: Any]] ?? []
         out.append("open breakers: \(open.isEmpty ? "none" : "\(open.count)")")
         for b in open { out.append("  \(b["target"] ?? "?")  reopens in \(b["reopens_in_ms"] ?? "?") ms") }
-        for key in o.keys.sorted() where !counters.contains(key) && key != "audit" && key != "open_breakers" {
+        // Calls in flight per provider against its max_connections (× max_concurrent_streams over HTTP/2).
+        let pools = o["upstream_pools"] as? [[String: Any]] ?? []
+        out.append("upstream pools:" + (pools.isEmpty ? " none" : ""))
+        for p in pools {
+            out.append("  \(p["provider"] ?? "?")  \(p["running"] ?? "?")/\(p["limit"] ?? "?") calls running, "
+                + "\(p["waiting"] ?? "?") waiting for a connection (\(p["waited_total"] ?? "?") have waited)")
+        }
+        let shown: Set = ["audit", "open_breakers", "upstream_pools"]
+        for key in o.keys.sorted() where !counters.contains(key) && !shown.contains(key) {
             out.append("\(label(key)): \(o[key] ?? "-")")
         }
         return out

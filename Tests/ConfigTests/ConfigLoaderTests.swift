@@ -97,6 +97,36 @@ import Testing
         }
     }
 
+    @Test func connectionPoolsPerProvider() throws {
+        let c = try ConfigLoader.parse("""
+            limits: {upstream_connections_per_host: 32}
+            providers:
+              local: {kind: openai, base_url: "http://127.0.0.1:8000/v1", http_version: "1.1", max_connections: 1000}
+              openai: {kind: openai, base_url: https://api.openai.com/v1, max_connections: 4, max_concurrent_streams: 50}
+              h2c: {kind: openai, base_url: "http://127.0.0.1:9000/v1", http_version: 2-prior-knowledge}
+              cleartext2: {kind: openai, base_url: "http://127.0.0.1:9001/v1", http_version: "2"}
+            routes:
+              default: [{provider: local, model: m}]
+            """)
+        let limit = { (name: String) in
+            c.providers[name]!.callsInFlightLimit(defaultConnections: c.limits.upstreamConnectionsPerHost)
+        }
+        #expect(limit("local") == 1000)
+        #expect(limit("openai") == 200, "HTTP/2 over TLS: 4 connections × 50 streams")
+        #expect(limit("h2c") == 3200, "the default connections × the default 100 streams")
+        #expect(limit("cleartext2") == 32, "HTTP/2 asked for over http:// is HTTP/1.1: one call per connection")
+        do {
+            _ = try ConfigLoader.parse("""
+                providers:
+                  p: {kind: openai, base_url: "http://x", max_connections: 0, max_concurrent_streams: many}
+                """, file: "bw.yaml")
+            Issue.record("bad pool limits accepted")
+        } catch {
+            #expect(error.description.contains("max_connections must be a whole number from 1"))
+            #expect(error.description.contains("max_concurrent_streams must be a whole number from 1"))
+        }
+    }
+
     @Test func syntaxErrorPointsAtTheLine() {
         do {
             _ = try ConfigLoader.parse("routes:\n  default: [\n    {provider: a\n", file: "x.yaml")
