@@ -51,6 +51,14 @@ struct FakeProviderCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // A load of thousands of concurrent requests needs as many descriptors as connections: take the hard limit
+        // (the soft one is often 1,024).
+        var files = rlimit()
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        if getrlimit(resource, &files) == 0, files.rlim_cur < files.rlim_max {
+            files.rlim_cur = files.rlim_max
+            _ = setrlimit(resource, &files)
+        }
         var chosen = Personality.healthy
         if let path = personality {
             do {
