@@ -145,8 +145,9 @@ let package = Package(
         .executableTarget(
             name: "breakwater-bench",
             dependencies: [
-                // Governance for `--policy`: the token digest the generated policy holds.
-                "BreakwaterClient", "CurlTransport", "Governance",
+                // Governance for `--policy`: the token digest the generated policy holds. JournalTestKit: a
+                // private journald for `--cost`'s governed runs.
+                "BreakwaterClient", "CurlTransport", "Governance", "JournalTestKit",
                 daemonOnly("Histogram", "hdrhistogram-swift"),
                 daemonOnly("ArgumentParser", "swift-argument-parser"),
             ],

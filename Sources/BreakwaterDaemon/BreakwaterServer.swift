@@ -101,8 +101,9 @@ public final class BreakwaterServer: Service, Sendable {
         // The pools are the limit; libcurl's own caps are set just wide enough never to hold a call back unseen.
         let caps = router.connectionCaps
         let streams = settings.config.providers.values.map { Int($0.maxConcurrentStreams) }.max() ?? 100
+        let handoff = EngineHandoff()
         let engine = try CurlEngine(maxHostConnections: caps.perHost, maxTotalConnections: caps.total,
-                                    maxConcurrentStreams: streams)
+                                    maxConcurrentStreams: streams, turnObserver: handoff)
         defer { engine.shutdown() }
         let clock = SystemClock()
         let store = try stateDirectory.map { try StateStore(directory: $0, logger: logger) }
@@ -124,7 +125,7 @@ public final class BreakwaterServer: Service, Sendable {
         resilience.restoreBreakers(router: router)
         let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger,
                                    resilience: resilience, governance: governance, auditWriter: auditWriter,
-                                   metrics: metrics)
+                                   metrics: metrics, handoff: handoff)
         // NIO's quiescing helper watches one server channel: one per listener, all drained at a graceful stop.
         let quiesce = ServerQuiescingHelper(group: group)
         let limits = shared.limits

@@ -441,7 +441,7 @@ final class CallDriver {
         let call = UpstreamCall(
             streamID: streamID, requestID: requestID, target: target, stream: stream, attemptNumber: walk.attemptCount,
             maxFramePayload: Int(shared.limits.maxFramePayload), flow: flow, stats: shared.stats,
-            metrics: shared.metrics,
+            metrics: shared.metrics, handoff: shared.handoff,
             driver: NIOLoopBound(self, eventLoop: eventLoop), eventLoop: eventLoop)
         phase = .attempting(Attempt(holds: holds, number: walk.attemptCount, call: call))
         let t = target.provider.config.timeouts

@@ -34,11 +34,15 @@ final class DaemonContext: Sendable {
     let auditWriter: JournalAuditWriter?
     /// What `GET /metrics` shows.
     let metrics: DaemonMetrics
+    /// How upstream calls' reports reach the event loops (the curl engine's turn observer).
+    let handoff: EngineHandoff
     /// The connection caps libcurl was started with (`Router.connectionCaps` of the first config).
     let connectionCaps: (perHost: Int, total: Int)
 
     init(router: Router, engine: any TransferEngine, stats: DaemonStats, logger: Logger, resilience: ResilienceRegistry,
-         governance: GovernanceRegistry?, auditWriter: JournalAuditWriter?, metrics: DaemonMetrics? = nil) {
+         governance: GovernanceRegistry?, auditWriter: JournalAuditWriter?, metrics: DaemonMetrics? = nil,
+         handoff: EngineHandoff = EngineHandoff()) {
+        self.handoff = handoff
         self.auditWriter = auditWriter
         self.metrics = metrics ?? resilience.metrics ?? DaemonMetrics()
         self.current = Mutex(router)

@@ -39,6 +39,8 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     let flow: ReaderFlow
     let stats: DaemonStats
     let metrics: DaemonMetrics
+    /// Hands reports to the event loop, one job per engine turn.
+    let handoff: EngineHandoff
     let startedAt = ContinuousClock.now
 
     // Engine-thread state.
@@ -55,9 +57,10 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     private var oversized = false
 
     init(streamID: StreamID, requestID: String, target: ResolvedTarget, stream: Bool, attemptNumber: Int,
-         maxFramePayload: Int, flow: ReaderFlow, stats: DaemonStats, metrics: DaemonMetrics,
+         maxFramePayload: Int, flow: ReaderFlow, stats: DaemonStats, metrics: DaemonMetrics, handoff: EngineHandoff,
          driver: NIOLoopBound<CallDriver>, eventLoop: any EventLoop) {
         self.metrics = metrics
+        self.handoff = handoff
         self.flow = flow
         self.stats = stats
         self.streamID = streamID
@@ -99,11 +102,12 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         let driver = self.driver
         if !frames.isEmpty {
             let ready = frames
-            eventLoop.execute { driver.value.attemptProgress(ready, from: self) }
+            let bytes = frames.reduce(0) { $0 + $1.payload.count }
+            handoff.send(eventLoop, bytes: bytes) { driver.value.attemptProgress(ready, from: self) }
         }
         if oversized {
             let limit = maxFramePayload
-            eventLoop.execute { driver.value.attemptOversized(from: self, limit: limit) }
+            handoff.send(eventLoop) { driver.value.attemptOversized(from: self, limit: limit) }
         }
     }
 
@@ -135,7 +139,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
         // Cancelled (or cut short for an oversized event): the driver already moved on.
         guard !oversized, let outcome = finalResult(result) else { return }
         let driver = self.driver
-        eventLoop.execute { driver.value.attemptFinished(outcome, from: self) }
+        handoff.send(eventLoop) { driver.value.attemptFinished(outcome, from: self) }
     }
 
     private func finalResult(_ result: Result<Void, TransportError>) -> AttemptResult? {

@@ -27,7 +27,9 @@ public final class CurlEngine: TransferEngine, Sendable {
     ///     connection cache.
     ///   - maxConcurrentStreams: The most HTTP/2 streams libcurl runs on one connection (fewer if the server says
     ///     so) before it opens another; one figure for every host (`CURLMOPT_MAX_CONCURRENT_STREAMS`).
-    public init(maxHostConnections: Int = 64, maxTotalConnections: Int = 256, maxConcurrentStreams: Int = 100) throws {
+    ///   - turnObserver: Told on the engine thread when it starts and after each turn of its loop.
+    public init(maxHostConnections: Int = 64, maxTotalConnections: Int = 256, maxConcurrentStreams: Int = 100,
+                turnObserver: (any EngineTurnObserver)? = nil) throws {
         try CurlGlobal.ensureInitialized()
         guard let multi = curl_multi_init() else {
             throw TransportError(kind: .localConfiguration, detail: "curl_multi_init failed")
@@ -52,7 +54,7 @@ public final class CurlEngine: TransferEngine, Sendable {
             }
         }
         let shared = EngineShared(multi: multi)
-        let loop = EngineLoop(shared: shared)
+        let loop = EngineLoop(shared: shared, turnObserver: turnObserver)
         self.shared = shared
         do {
             self.thread = try PosixThread.spawn {

@@ -23,12 +23,16 @@ final class EngineLoop: @unchecked Sendable {
     /// The longest the loop sleeps without looking at the submission queue and the clock.
     private static let maximumPollMilliseconds = 1000
 
-    init(shared: EngineShared) {
+    private let turnObserver: (any EngineTurnObserver)?
+
+    init(shared: EngineShared, turnObserver: (any EngineTurnObserver)?) {
         self.shared = shared
+        self.turnObserver = turnObserver
     }
 
     func run() {
         var running: Int32 = 0
+        turnObserver?.engineThreadStarted()
         while true {
             if drainSubmissions() {
                 break
@@ -38,6 +42,7 @@ final class EngineLoop: @unchecked Sendable {
             let now = MonotonicClock.now()
             let nearestDeadline = enforceDeadlines(now: now)
             admitWaiting()
+            turnObserver?.engineTurnEnded()
 
             var timeout = Self.maximumPollMilliseconds
             var curlTimeout = -1
@@ -54,6 +59,7 @@ final class EngineLoop: @unchecked Sendable {
             finish(transfer, .failure(TransportError(kind: .cancelled, detail: "the engine was shut down")))
         }
         pools.removeAll()
+        turnObserver?.engineTurnEnded()
         freeHandles.removeAll()
         // Closes the cached connections. Safe: callers only wake the loop while the queue is not shut down.
         curl_multi_cleanup(multi)

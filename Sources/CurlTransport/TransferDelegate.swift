@@ -21,6 +21,17 @@ extension TransferDelegate {
     public func transferShouldPause() -> Bool { false }
 }
 
+/// Hears, on the engine's thread, where the engine's turns begin and end, so that what delegates hand to other
+/// threads during one turn can be handed over together at its end (one wake-up of the receiver instead of one per
+/// callback).
+public protocol EngineTurnObserver: AnyObject, Sendable {
+    /// The engine thread started; called on it before any delegate callback.
+    func engineThreadStarted()
+    /// A turn of the engine's loop ended: every delegate callback of the turn has returned. Called on the engine
+    /// thread, before it waits for sockets again.
+    func engineTurnEnded()
+}
+
 /// What the daemon's call path needs from an HTTP engine: start a transfer that reports to a delegate, and cancel
 /// it. `CurlEngine` is the real one; tests drive the call path in-process with a scripted one.
 public protocol TransferEngine: Sendable {

@@ -42,6 +42,19 @@ struct Bench: AsyncParsableCommand {
         provider and through the daemon's loopback TCP listener, and the binary protocol through the shim, at each \
         of --http-connections, against one governed daemon (README, Benchmark).
         """) var http = false
+    @Flag(help: """
+        What a call costs the daemon instead: at saturation, at each of --cost-concurrency calls in flight, without \
+        and with a policy (auditing into a private journald), its CPU time and context switches per call \
+        (README, Benchmark).
+        """) var cost = false
+    @Option(help: "With --cost: calls in flight, comma-separated.") var costConcurrency = "1,16,64"
+    @Flag(help: """
+        Many slow streams instead: at each of --open-streams streams open at once, each sending a chunk every \
+        100 ms, against an HTTP/1.1 provider (max_connections raised) and an HTTP/2 one (nghttpx in front of the \
+        fake): the daemon's CPU per forwarded chunk and resident memory per open stream (README, Benchmark).
+        """) var slowStreams = false
+    @Option(help: "With --slow-streams: numbers of streams open at once, comma-separated.")
+    var openStreams = "100,1000,5000"
     @Option(help: "With --http: numbers of connections (and calls in flight), comma-separated.")
     var httpConnections = "1,16,64"
     @Option(help: "With --chaos: concurrencies to run each row at, comma-separated.") var chaosConcurrency = "16,64"
@@ -59,6 +72,12 @@ struct Bench: AsyncParsableCommand {
     var phaseSeconds: Double { seconds ?? 5 }
 
     func validate() throws {
+        if cost || slowStreams {
+            guard !policy, !chaos, !http, !(cost && slowStreams) else {
+                throw ValidationError("--cost runs with and without a policy itself; --slow-streams, --chaos and "
+                    + "--http are other benchmarks")
+            }
+        }
         if chaos {
             guard !stream, !policy else {
                 throw ValidationError("--chaos picks streaming per row and runs without a policy")
@@ -79,6 +98,16 @@ struct Bench: AsyncParsableCommand {
         let dir = String(cString: mkdtemp(&template)!)
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
+        if cost {
+            try await CostBench(bin: bin, dir: dir, seconds: seconds ?? 5, warmup: warmup,
+                                concurrencies: Chaos.parseConcurrencies(costConcurrency), stream: stream).run()
+            return
+        }
+        if slowStreams {
+            try await SlowStreams(bin: bin, dir: dir, seconds: seconds ?? 10,
+                                  counts: Chaos.parseConcurrencies(openStreams)).run()
+            return
+        }
         if http {
             print("breakwater-bench --http")
             print("machine: " + Machine.line)
@@ -113,6 +142,10 @@ struct Bench: AsyncParsableCommand {
     }
 
     static let agentToken = "bench-agent-token-0123456789abcdef"
+
+    /// What every benchmark call asks (through the daemon, which adds the model).
+    static let callBody = Array(#"{"messages":[{"role":"user","content":"Say something short about breakwaters."}],"#
+        .utf8) + Array(#""max_tokens":32}"#.utf8)
 
     /// One agent with the scopes the benchmark's calls need and a budget they cannot exhaust.
     static var policyText: String {
@@ -175,8 +208,7 @@ struct Bench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(50))
         }
 
-        let body = Array(#"{"messages":[{"role":"user","content":"Say something short about breakwaters."}],"#
-            .utf8) + Array(#""max_tokens":32}"#.utf8)
+        let body = Self.callBody
         var directBody = body
         directBody.removeLast()
         directBody += Array(#","model":"gpt-4o-mini","stream":\#(stream)}"#.utf8)

@@ -280,6 +280,24 @@ final class Child: @unchecked Sendable {
         return (user + system) * 1_000_000 / sysconf(Int32(_SC_CLK_TCK))
     }
 
+    /// Context switches of all the process's threads so far (`voluntary_ctxt_switches` and
+    /// `nonvoluntary_ctxt_switches` of each `/proc/PID/task/*/status`; the process's own status counts its main
+    /// thread only).
+    func contextSwitches() -> (voluntary: Int, involuntary: Int) {
+        let tasks = "/proc/\(process.processIdentifier)/task"
+        var total = (voluntary: 0, involuntary: 0)
+        for task in (try? FileManager.default.contentsOfDirectory(atPath: tasks)) ?? [] {
+            let status = (try? String(contentsOfFile: "\(tasks)/\(task)/status", encoding: .utf8)) ?? ""
+            for line in status.split(separator: "\n") {
+                let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+                guard parts.count == 2, let n = Int(parts[1]) else { continue }
+                if parts[0].hasPrefix("voluntary_ctxt_switches") { total.voluntary += n }
+                if parts[0].hasPrefix("nonvoluntary_ctxt_switches") { total.involuntary += n }
+            }
+        }
+        return total
+    }
+
     /// VmHWM: the most resident memory the process has used, in KiB (shared library pages included).
     func peakRSSKiB() -> Int? { statusField("VmHWM:") }
 

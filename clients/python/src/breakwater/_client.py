@@ -364,6 +364,25 @@ class Stream(_StreamBase):
         self.close()
 
 
+class _LoopSink:
+    """Hands a call's events from the reader thread to its asyncio task's queue: several decoded from one read go
+    over in one `call_soon_threadsafe` (one wake-up of the event loop), not one each."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, events: "asyncio.Queue[Event]") -> None:
+        self._loop = loop
+        self._events = events
+
+    def __call__(self, event: Event) -> None:
+        self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+
+    def many(self, events: List[Event]) -> None:
+        self._loop.call_soon_threadsafe(self._put_all, events)
+
+    def _put_all(self, events: List[Event]) -> None:
+        for event in events:
+            self._events.put_nowait(event)
+
+
 class AsyncClient(_Base):
     """The same client for asyncio: the same connection machinery (its reader thread hands events to the loop),
     and cancelling the task that awaits a call, or closing a stream, cancels the call in the daemon."""
@@ -385,8 +404,7 @@ class AsyncClient(_Base):
         loop = asyncio.get_running_loop()
         events: "asyncio.Queue[Event]" = asyncio.Queue()
 
-        def sink(event: Event) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
+        sink = _LoopSink(loop, events)
 
         with self._lock:
             ready = self._connection if self._connection is not None and self._connection.usable else None

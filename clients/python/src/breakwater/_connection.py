@@ -98,6 +98,8 @@ class Connection:
         self._sock = sock
         self._lock = threading.Lock()  # state, and writes (so stream ids reach the daemon in order)
         self._calls: Dict[int, _OpenCall] = {}
+        # Events decoded from the read in hand, by call (reader thread only).
+        self._pending: List[Tuple[_OpenCall, List[Event]]] = []
         self._next_id = 1
         self._closed = False
         self._draining = False
@@ -192,6 +194,8 @@ class Connection:
                         reason, ended = stop, False
                         break
                     continue
+                # Everything one read held is decoded: hand it over before waiting for more.
+                self._flush_deliveries()
                 data = self._sock.recv(256 * 1024)
                 if not data:
                     break
@@ -200,6 +204,7 @@ class Connection:
             reason, ended = ProtocolViolation(str(e)), False
         except OSError:
             reason = DaemonUnavailable("the connection to the daemon broke")
+        self._flush_deliveries()
         with self._lock:
             self._closed = True
             calls, self._calls = self._calls, {}
@@ -266,4 +271,21 @@ class Connection:
             if call is not None and not final and call.grants_on_delivery and event[0] == "data":
                 self._consume(sid, len(event[1]))  # type: ignore[arg-type]
         if call is not None:
-            call.sink(event)
+            # Held until the frames of this read are all decoded (`_flush_deliveries`): a sink that can take several
+            # events at once (an asyncio task's) then wakes its reader once for them, not once per chunk.
+            if self._pending and self._pending[-1][0] is call:
+                self._pending[-1][1].append(event)
+            else:
+                self._pending.append((call, [event]))
+
+    def _flush_deliveries(self) -> None:
+        """Hands the events decoded from one read to their calls' sinks, in order: to `sink.many` where the sink
+        has it (one hand-over for a run of events), else one by one."""
+        pending, self._pending = self._pending, []
+        for call, events in pending:
+            many = getattr(call.sink, "many", None)
+            if many is not None and len(events) > 1:
+                many(events)
+            else:
+                for event in events:
+                    call.sink(event)

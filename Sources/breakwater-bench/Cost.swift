@@ -1,0 +1,141 @@
+import BreakwaterClient
+import Foundation
+import JournalTestKit
+
+/// `breakwater-bench --cost`: what one call costs the daemon, at saturation (provider latency 0), at each of
+/// `--cost-concurrency` calls in flight, without and with a policy: CPU time (user + system of the daemon process ÷
+/// calls answered in the window) and context switches of all its threads ÷ calls. The governed runs audit into a
+/// private systemd-journald (JournalTestKit, as the end-to-end tests do), so writing the audit trail is in the
+/// figure; without root or journald they say so and the audit entries go nowhere.
+struct CostBench {
+    var bin: String
+    var dir: String
+    var seconds: Double
+    var warmup: Double
+    var concurrencies: [Int]
+    var stream: Bool
+
+    struct Row {
+        var policy: Bool
+        var concurrency: Int
+        var callsPerSecond: Double
+        var cpuPerCall: Double
+        var voluntaryPerCall: Double
+        var involuntaryPerCall: Double
+        var errors: Int
+
+        var switchesPerCall: Double { voluntaryPerCall + involuntaryPerCall }
+    }
+
+    func run() async throws {
+        print("breakwater-bench --cost: \(stream ? "streamed" : "plain") calls, provider latency 0 ms, "
+            + "\(seconds) s measured per row after \(warmup) s of warm-up")
+        print("machine: " + Machine.line)
+        print("command: " + Machine.command)
+        var rows: [Row] = []
+        for policy in [false, true] {
+            rows += try await mode(policy: policy)
+        }
+        print("\n| policy | in flight | calls/s | daemon CPU per call | context switches per call (voluntary + involuntary) |")
+        print("|---|---:|---:|---:|---:|")
+        for r in rows {
+            print(String(format: "| %@ | %d | %.0f | %.1f µs | %.2f (%.2f + %.2f) |", r.policy ? "on" : "off",
+                         r.concurrency, r.callsPerSecond, r.cpuPerCall, r.switchesPerCall, r.voluntaryPerCall,
+                         r.involuntaryPerCall))
+        }
+        for c in concurrencies {
+            guard let plain = rows.first(where: { !$0.policy && $0.concurrency == c }),
+                  let governed = rows.first(where: { $0.policy && $0.concurrency == c }), plain.cpuPerCall > 0
+            else { continue }
+            print(String(format: "governed ÷ plain at %d in flight: CPU %.2f×, context switches %.2f×", c,
+                         governed.cpuPerCall / plain.cpuPerCall,
+                         plain.switchesPerCall > 0 ? governed.switchesPerCall / plain.switchesPerCall : 0))
+        }
+    }
+
+    private func mode(policy: Bool) async throws -> [Row] {
+        var journal: JournalHarness?
+        if policy {
+            do {
+                journal = try JournalHarness.start()
+                print("\n== policy on: token, scopes, tenant, budget; audit into a private systemd-journald "
+                    + "(pid \(journal?.journaldPID.map(String.init) ?? "?"))")
+            } catch {
+                print("\n== policy on; NO journald (\(error)): audit entries go nowhere, the audit cost is understated")
+            }
+        } else {
+            print("\n== policy off")
+        }
+        defer { journal?.stop() }
+        let tag = policy ? "cost-governed" : "cost-plain"
+        let (fake, _, config) = try Bench.startFake(bin: bin, dir: dir, latencyMs: 0, tag: tag)
+        defer { fake.stop() }
+        let socket = dir + "/\(tag).sock"
+        var arguments = ["--config", config, "--socket", socket, "--log-level", "warning"]
+        if policy {
+            try Bench.policyText.write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
+            arguments += ["--policy", dir + "/policy.yaml"]
+        }
+        // Through nsenter into the journald's mount namespace; nsenter execs, so the pid is the daemon's.
+        let (executable, argv) = journal?.command(bin + "/breakwaterd", arguments) ?? (bin + "/breakwaterd", arguments)
+        let daemon = try Child(executable, argv, environment: ["BENCH_KEY": "bench-key"], log: dir + "/\(tag).log")
+        defer { daemon.stop() }
+        let client = BreakwaterClient(socketPath: socket, credential: policy ? Bench.agentToken : nil,
+                                      clientName: "bench")
+        defer { client.close() }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while (try? await client.serverLimits()) == nil {
+            guard ContinuousClock.now < deadline else { throw ChildExited(output: daemon.output) }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let body = Bench.callBody
+        let (action, tenant) = policy ? ("chat.reply", "acme") : (nil, nil)
+        var rows: [Row] = []
+        for concurrency in concurrencies {
+            let window = CostWindow()
+            let result = await ClosedLoop(concurrency: concurrency, warmup: warmup, seconds: seconds)
+                .run(checkpoints: [0, seconds], atCheckpoint: { index in
+                    window.read(index, cpu: daemon.cpuMicroseconds(), switches: daemon.contextSwitches())
+                }) { [stream] in
+                    if stream {
+                        let s = try await client.stream(route: "default", body: body, action: action, tenant: tenant)
+                        for try await _ in s {}
+                    } else {
+                        _ = try await client.send(route: "default", body: body, action: action, tenant: tenant)
+                    }
+                }
+            let calls = Double(max(1, result.successes))
+            let row = Row(policy: policy, concurrency: concurrency, callsPerSecond: Double(result.successes) / seconds,
+                          cpuPerCall: Double(window.cpu) / calls, voluntaryPerCall: Double(window.voluntary) / calls,
+                          involuntaryPerCall: Double(window.involuntary) / calls, errors: result.errors)
+            rows.append(row)
+            print(String(format: "%3d in flight: %7.0f calls/s, daemon CPU %6.1f µs per call, %5.2f context switches "
+                + "per call (%.2f voluntary, %.2f involuntary)", concurrency, row.callsPerSecond, row.cpuPerCall,
+                row.switchesPerCall, row.voluntaryPerCall, row.involuntaryPerCall)
+                + (result.errors > 0 ? ", \(result.errors) errors (first: \(result.firstError ?? "?"))" : ""))
+        }
+        if policy, let status = try? await client.admin("status"),
+           let o = try? JSONSerialization.jsonObject(with: Data(status)) as? [String: Any],
+           let audit = o["audit"] as? [String: Any] {
+            print("audit entries: \(audit["written"] ?? "?") written, \(audit["unwritten"] ?? "?") unwritten, "
+                + "\(audit["dropped"] ?? "?") dropped")
+        }
+        return rows
+    }
+}
+
+/// The daemon's CPU time and context switches at the measured window's start and end.
+final class CostWindow: @unchecked Sendable {
+    // Touched only from ClosedLoop's checkpoint callback, one call at a time, then read after the run.
+    private var start = (cpu: 0, voluntary: 0, involuntary: 0)
+    private var end = (cpu: 0, voluntary: 0, involuntary: 0)
+
+    func read(_ checkpoint: Int, cpu: Int?, switches: (voluntary: Int, involuntary: Int)) {
+        let sample = (cpu ?? 0, switches.voluntary, switches.involuntary)
+        if checkpoint == 0 { start = sample } else { end = sample }
+    }
+
+    var cpu: Int { end.cpu - start.cpu }
+    var voluntary: Int { end.voluntary - start.voluntary }
+    var involuntary: Int { end.involuntary - start.involuntary }
+}

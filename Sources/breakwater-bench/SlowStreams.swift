@@ -1,0 +1,223 @@
+import BreakwaterClient
+import Foundation
+import Synchronization
+
+/// `breakwater-bench --slow-streams`: many streams open at once, each a chunk every 100 ms (an LLM answering at
+/// ~10 tokens a second), through the daemon to an HTTP/1.1 provider (the fake, with `upstream_connections_per_host`
+/// raised above the number of streams, so that every stream has its connection) and to an HTTP/2 one (nghttpx, a
+/// real HTTP/2 server from Debian's nghttp2-proxy, over TLS in front of the fake). For each count: the daemon's CPU
+/// time per forwarded chunk, and its resident memory per open stream above what it held idle.
+struct SlowStreams {
+    var bin: String
+    var dir: String
+    var seconds: Double
+    var counts: [Int]
+
+    static let chunkIntervalMs = 100
+    /// Streams per client connection (the daemon's default `max_concurrent_calls` is 256).
+    static let streamsPerConnection = 200
+
+    enum Upstream: String, CaseIterable {
+        case http1 = "HTTP/1.1"
+        case http2 = "HTTP/2 (TLS, nghttpx)"
+    }
+
+    struct Row {
+        var upstream: Upstream
+        var streams: Int
+        var open: Int
+        var chunksPerSecond: Double
+        var cpuPerChunk: Double
+        var kibPerStream: Double
+        var errors: Int
+    }
+
+    func run() async throws {
+        print("breakwater-bench --slow-streams: a chunk every \(Self.chunkIntervalMs) ms per stream, \(seconds) s "
+            + "measured per row")
+        print("machine: " + Machine.line)
+        print("command: " + Machine.command)
+        var rows: [Row] = []
+        for upstream in Upstream.allCases {
+            for count in counts {
+                rows.append(try await measure(upstream, streams: count))
+            }
+        }
+        print("\n| upstream | streams | open in the window | chunks/s (offered) | daemon CPU per chunk "
+            + "| RSS per open stream |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in rows {
+            print(String(format: "| %@ | %d | %d | %.0f (%d) | %.1f µs | %.1f KB |", r.upstream.rawValue, r.streams,
+                         r.open, r.chunksPerSecond, r.streams * 1000 / Self.chunkIntervalMs, r.cpuPerChunk,
+                         r.kibPerStream * 1.024))
+        }
+    }
+
+    private func measure(_ upstream: Upstream, streams: Int) async throws -> Row {
+        let tag = "slow-\(upstream == .http1 ? "h1" : "h2")-\(streams)"
+        // Streams outlast the ramp, the warm-up and the window; the loop cancels them at its end.
+        let ramp = max(2.0, Double(streams) / 1000)
+        let chunks = Int((ramp + 1 + seconds + 5) * 1000) / Self.chunkIntervalMs
+        let personality = dir + "/personality-\(tag).json"
+        let content = String(repeating: "word ", count: chunks)
+        try #"{"name": "slow", "default_step": {"chunk_interval_ms": \#(Self.chunkIntervalMs), "content": "\#(content)"}}"#
+            .write(toFile: personality, atomically: true, encoding: .utf8)
+        let fake = try Child(bin + "/fake-provider", ["--port", "0", "--personality", personality],
+                             log: dir + "/fake-\(tag).log")
+        defer { fake.stop() }
+        let fakePort = try fake.port()
+
+        var proxy: Child?
+        defer { proxy?.stop() }
+        var provider = #"{kind: openai, base_url: "http://127.0.0.1:\#(fakePort)/v1", api_key_env: BENCH_KEY, "#
+            + #"http_version: "1.1"}"#
+        if upstream == .http2 {
+            let (child, port, caFile) = try startNghttpx(backendPort: fakePort, tag: tag)
+            proxy = child
+            provider = #"{kind: openai, base_url: "https://127.0.0.1:\#(port)/v1", api_key_env: BENCH_KEY, "#
+                + #"http_version: "2", ca_file: \#(caFile)}"#
+        }
+        let config = dir + "/\(tag).yaml"
+        // `upstream_connections_per_host` is each provider's default max_connections (and libcurl's per-host cap
+        // before pools existed), so one config serves both.
+        try """
+            limits: {upstream_connections_per_host: \(streams + 100), upstream_connections: \(streams + 100)}
+            providers:
+              fake: \(provider)
+            routes:
+              default: [{provider: fake, model: gpt-4o-mini}]
+
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let socket = dir + "/\(tag).sock"
+        let daemon = try Child(bin + "/breakwaterd", ["--config", config, "--socket", socket, "--log-level", "warning"],
+                               environment: ["BENCH_KEY": "bench-key"], log: dir + "/daemon-\(tag).log")
+        defer { daemon.stop() }
+        let clients = (0..<(streams + Self.streamsPerConnection - 1) / Self.streamsPerConnection).map { _ in
+            BreakwaterClient(socketPath: socket, clientName: "bench")
+        }
+        defer { clients.forEach { $0.close() } }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while (try? await clients[0].serverLimits()) == nil {
+            guard ContinuousClock.now < deadline else { throw ChildExited(output: daemon.output) }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        for client in clients { _ = try await client.serverLimits() }
+        let idle = daemon.residentKiB() ?? 0
+
+        let received = Atomic<Int>(0)
+        let next = Atomic<Int>(0)
+        let window = SlowStreamWindow()
+        let body = Bench.callBody
+        let result = await ClosedLoop(concurrency: streams, warmup: ramp + 1, seconds: seconds)
+            .run(checkpoints: [0, seconds], atCheckpoint: { index in
+                let open = (try? await clients[0].admin("status")).flatMap {
+                    try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any]
+                }?["calls_in_flight"] as? Int ?? 0
+                window.read(index, cpu: daemon.cpuMicroseconds() ?? 0, chunks: received.load(ordering: .relaxed),
+                            rss: daemon.residentKiB() ?? 0, open: open)
+            }) {
+                let client = clients[next.add(1, ordering: .relaxed).newValue % clients.count]
+                let stream = try await client.stream(route: "default", body: body)
+                for try await _ in stream {
+                    received.add(1, ordering: .relaxed)
+                }
+            }
+        let forwarded = max(1, window.chunks)
+        let row = Row(upstream: upstream, streams: streams, open: window.open,
+                      chunksPerSecond: Double(window.chunks) / seconds,
+                      cpuPerChunk: Double(window.cpu) / Double(forwarded),
+                      kibPerStream: Double(window.meanRSS - idle) / Double(streams), errors: result.errors)
+        print(String(format: "%@, %5d streams (%d open): %7.0f chunks/s of %d offered, daemon CPU %5.1f µs per chunk, "
+            + "RSS %.1f MB idle → %.1f MB (%.1f KB per open stream)", upstream.rawValue, streams, window.open,
+            row.chunksPerSecond, streams * 1000 / Self.chunkIntervalMs, row.cpuPerChunk, Double(idle) / 1024,
+            Double(window.meanRSS) / 1024, row.kibPerStream * 1.024)
+            + (result.errors > 0 ? ", \(result.errors) errors (first: \(result.firstError ?? "?"))" : ""))
+        return row
+    }
+
+    /// nghttpx serving HTTP/2 over TLS (a throw-away self-signed certificate) in front of the fake; returns it,
+    /// its port and the certificate for the daemon's `ca_file`.
+    private func startNghttpx(backendPort: Int, tag: String) throws -> (Child, Int, String) {
+        let nghttpx = "/usr/sbin/nghttpx"
+        guard FileManager.default.isExecutableFile(atPath: nghttpx) else {
+            throw ChildExited(output: "no \(nghttpx): apt-get install nghttp2-proxy")
+        }
+        let cert = dir + "/cert.pem"
+        let key = dir + "/key.pem"
+        if !FileManager.default.fileExists(atPath: cert) {
+            let openssl = try Child("/usr/bin/openssl", [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert,
+            ], log: dir + "/openssl.log")
+            openssl.process.waitUntilExit()
+        }
+        // Port 0 is not an option for nghttpx: find a free port, and retry if another process takes it first.
+        for _ in 0..<5 {
+            let port = try freeLoopbackPort()
+            let child = try Child(nghttpx, [
+                "--frontend=127.0.0.1,\(port)", "--backend=127.0.0.1,\(backendPort)", "--workers=1", "--no-ocsp",
+                "--rlimit-nofile=65536", "--accesslog-file=/dev/null", "--errorlog-file=\(dir)/nghttpx-\(tag).err",
+                key, cert,
+            ], log: dir + "/nghttpx-\(tag).out")
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline, child.process.isRunning {
+                if canConnect(port: port) { return (child, port, cert) }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            child.stop()
+        }
+        throw ChildExited(output: "nghttpx did not start; see \(dir)/nghttpx-\(tag).err")
+    }
+}
+
+/// The daemon's CPU time, the chunks the app side received and the daemon's RSS at the window's start and end.
+final class SlowStreamWindow: @unchecked Sendable {
+    // Touched only from ClosedLoop's checkpoint callback, one call at a time, then read after the run.
+    private var start = (cpu: 0, chunks: 0, rss: 0)
+    private var end = (cpu: 0, chunks: 0, rss: 0)
+    /// Calls in flight in the daemon at the window's start (every stream open, if the ramp worked).
+    private(set) var open = 0
+
+    func read(_ checkpoint: Int, cpu: Int, chunks: Int, rss: Int, open: Int) {
+        if checkpoint == 0 {
+            start = (cpu, chunks, rss)
+            self.open = open
+        } else {
+            end = (cpu, chunks, rss)
+        }
+    }
+
+    var cpu: Int { end.cpu - start.cpu }
+    var chunks: Int { end.chunks - start.chunks }
+    var meanRSS: Int { (start.rss + end.rss) / 2 }
+}
+
+/// A loopback port nothing listens on right now.
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &address) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard ok else { throw ChildExited(output: "no free loopback port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Whether something accepts TCP connections on the loopback port.
+func canConnect(port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafeMutablePointer(to: &address) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+        }
+    }
+}
