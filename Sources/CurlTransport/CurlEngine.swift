@@ -2,7 +2,8 @@ import CCurl
 import PosixThread
 import Synchronization
 
-/// Runs HTTP transfers on one libcurl multi handle driven by one dedicated thread.
+/// Runs HTTP transfers on one libcurl multi handle driven by one dedicated thread, through libcurl's socket
+/// interface (`curl_multi_socket_action` over an epoll set; see `SocketWatch`).
 ///
 /// The multi handle keeps a connection cache, so sequential transfers to a host reuse connections and
 /// HTTP/2 transfers multiplex over one. `start` and `cancel` only enqueue and wake the thread, so they are
@@ -53,8 +54,15 @@ public final class CurlEngine: TransferEngine, Sendable {
                 )
             }
         }
-        let shared = EngineShared(multi: multi)
-        let loop = EngineLoop(shared: shared, turnObserver: turnObserver)
+        let sockets: SocketWatch
+        do {
+            sockets = try SocketWatch()
+        } catch {
+            curl_multi_cleanup(multi)
+            throw error
+        }
+        let shared = EngineShared(multi: multi, wakeFD: sockets.wake)
+        let loop = EngineLoop(shared: shared, sockets: sockets, turnObserver: turnObserver)
         self.shared = shared
         do {
             self.thread = try PosixThread.spawn {
@@ -62,6 +70,7 @@ public final class CurlEngine: TransferEngine, Sendable {
             }
         } catch {
             curl_multi_cleanup(multi)
+            sockets.close()
             throw TransportError(kind: .other, detail: "could not start the transfer thread (error \(error.code))")
         }
     }

@@ -24,20 +24,46 @@ final class EngineLoop: @unchecked Sendable {
     private static let maximumPollMilliseconds = 1000
 
     private let turnObserver: (any EngineTurnObserver)?
+    /// The sockets libcurl has the loop watch, and the wake-up eventfd.
+    let sockets: SocketWatch
+    /// When libcurl next wants `curl_multi_socket_action(CURL_SOCKET_TIMEOUT)` (`CURLMOPT_TIMERFUNCTION`).
+    private var timerDeadline: UInt64?
 
-    init(shared: EngineShared, turnObserver: (any EngineTurnObserver)?) {
+    init(shared: EngineShared, sockets: SocketWatch, turnObserver: (any EngineTurnObserver)?) {
         self.shared = shared
+        self.sockets = sockets
         self.turnObserver = turnObserver
+    }
+
+    /// `CURLMOPT_TIMERFUNCTION`: -1 clears the timer.
+    func setTimer(milliseconds: Int) {
+        timerDeadline = milliseconds < 0 ? nil : MonotonicClock.now() &+ UInt64(milliseconds) * 1_000_000
+    }
+
+    /// Hands libcurl its callbacks, with this loop as their userdata. Called on the engine thread before `run`'s
+    /// loop: from then on libcurl tells the loop which sockets to watch and when its next timeout is.
+    private func installCallbacks() {
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        _ = bw_curl_multi_setopt_socket_callback(multi, curlSocketCallback)
+        _ = bw_curl_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, me)
+        _ = bw_curl_multi_setopt_timer_callback(multi, curlTimerCallback)
+        _ = bw_curl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, me)
     }
 
     func run() {
         var running: Int32 = 0
+        installCallbacks()
         turnObserver?.engineThreadStarted()
         while true {
             if drainSubmissions() {
                 break
             }
-            _ = curl_multi_perform(multi, &running)
+            // libcurl's timer: due now, run it (new handles get one of 0, so they start within this turn).
+            if let due = timerDeadline, due <= MonotonicClock.now() {
+                timerDeadline = nil
+                // CURL_SOCKET_TIMEOUT is CURL_SOCKET_BAD, -1 (a macro of a macro, which Swift does not import).
+                _ = curl_multi_socket_action(multi, -1, 0, &running)
+            }
             readCompletions()
             let now = MonotonicClock.now()
             let nearestDeadline = enforceDeadlines(now: now)
@@ -45,15 +71,13 @@ final class EngineLoop: @unchecked Sendable {
             turnObserver?.engineTurnEnded()
 
             var timeout = Self.maximumPollMilliseconds
-            var curlTimeout = -1
-            if curl_multi_timeout(multi, &curlTimeout) == CURLM_OK, curlTimeout >= 0 {
-                timeout = min(timeout, curlTimeout)
-            }
-            if let nearestDeadline {
-                let milliseconds = (nearestDeadline - now + 999_999) / 1_000_000
+            for deadline in [timerDeadline, nearestDeadline].compactMap({ $0 }) {
+                let milliseconds = deadline > now ? (deadline - now + 999_999) / 1_000_000 : 0
                 timeout = min(timeout, Int(clamping: milliseconds))
             }
-            _ = curl_multi_poll(multi, nil, 0, Int32(timeout), nil)
+            sockets.wait(timeout: Int32(timeout)) { socket, flags in
+                _ = curl_multi_socket_action(multi, socket, flags, &running)
+            }
         }
         for transfer in Array(transfers.values) {
             finish(transfer, .failure(TransportError(kind: .cancelled, detail: "the engine was shut down")))
@@ -61,8 +85,10 @@ final class EngineLoop: @unchecked Sendable {
         pools.removeAll()
         turnObserver?.engineTurnEnded()
         freeHandles.removeAll()
-        // Closes the cached connections. Safe: callers only wake the loop while the queue is not shut down.
+        // Closes the cached connections (telling the socket callback, so the epoll set is still open), then the
+        // descriptors. Safe: callers only wake the loop while the queue is not shut down.
         curl_multi_cleanup(multi)
+        sockets.close()
     }
 
     // MARK: Submissions

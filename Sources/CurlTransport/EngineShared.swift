@@ -1,6 +1,7 @@
 import CCurl
 import Synchronization
 
+
 /// What `start`, `cancel` and `shutdown` hand to the engine thread.
 enum EngineCommand {
     case start(TransferID, HTTPRequest, any TransferDelegate)
@@ -15,23 +16,29 @@ struct SubmissionQueue {
     var nextID: UInt64 = 1
     var isShutdown = false
     /// Set when a caller has woken the loop and the loop has not drained yet, so further submissions can
-    /// skip the `curl_multi_wakeup` syscall.
+    /// skip the eventfd write.
     var wakeupPending = false
 }
 
-/// The state callers and the engine thread share: the submission queue, the live-transfer count, and the
-/// multi handle (which callers touch only through `curl_multi_wakeup`).
+/// The state callers and the engine thread share: the submission queue, the live-transfer count, the multi
+/// handle (engine thread only) and the loop's wake-up eventfd (which callers write).
 final class EngineShared: @unchecked Sendable {
-    // Unchecked because of `multi`: off the engine thread it is used only for `curl_multi_wakeup`, which
-    // libcurl documents as callable from any thread, and only while holding `queue` with `isShutdown`
-    // false. The engine thread frees the handle only after it has seen `isShutdown`, so no wakeup can
-    // reach freed memory.
+    // Unchecked because of `multi`, which only the engine thread uses. Off the engine thread `wakeFD` is only
+    // written, and only while holding `queue` with `isShutdown` false; the engine thread closes it only after it
+    // has seen `isShutdown`, so no wake-up can reach a closed (or reused) descriptor.
     let multi: UnsafeMutableRawPointer
+    let wakeFD: Int32
     let queue = Mutex(SubmissionQueue())
     let activeTransfers = Atomic<Int>(0)
 
-    init(multi: UnsafeMutableRawPointer) {
+    init(multi: UnsafeMutableRawPointer, wakeFD: Int32) {
         self.multi = multi
+        self.wakeFD = wakeFD
+    }
+
+    /// Wakes the engine loop out of its wait.
+    private func wake() {
+        _ = bw_eventfd_signal(wakeFD)
     }
 
     /// Allocates the next transfer ID and queues a start, or returns nil once the engine is shut down.
@@ -77,7 +84,7 @@ final class EngineShared: @unchecked Sendable {
                 return
             }
             queue.isShutdown = true
-            _ = curl_multi_wakeup(multi)
+            wake()
         }
     }
 
@@ -86,7 +93,7 @@ final class EngineShared: @unchecked Sendable {
     private func wakeUpIfNeeded(_ queue: inout SubmissionQueue) {
         if !queue.wakeupPending {
             queue.wakeupPending = true
-            _ = curl_multi_wakeup(multi)
+            wake()
         }
     }
 }
