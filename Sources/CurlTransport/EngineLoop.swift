@@ -10,8 +10,16 @@ final class EngineLoop: @unchecked Sendable {
     private let shared: EngineShared
     private var multi: UnsafeMutableRawPointer { shared.multi }
     private var transfers: [TransferID: Transfer] = [:]
-    /// Transfers with a first-byte or idle limit, which the loop checks on every turn.
+    /// Transfers with a first-byte, idle or pool-wait limit, which the loop watches.
     private var watchedCount = 0
+    /// No watched transfer's limit runs out before this, so the loop need not look at them until then. A deadline
+    /// only moves later (a byte arrives) except when a transfer starts, waits, is admitted or resumes, and those
+    /// lower this to theirs (`updateWatched`, `drainSubmissions`).
+    private let scan = ScanMark()
+    private var nextScan: UInt64 {
+        get { scan.at }
+        set { scan.at = newValue }
+    }
     private var freeHandles: [EasyHandle] = []
     private var drained: [EngineCommand] = []
     private var expired: [Transfer] = []
@@ -121,6 +129,7 @@ final class EngineLoop: @unchecked Sendable {
                     transfer.paused = false
                     // The time paused was the reader's, not the provider's silence: the idle clock starts again.
                     transfer.lastByteAt = MonotonicClock.now()
+                    if let deadline = transfer.loopDeadline { nextScan = min(nextScan, deadline) }
                     // CURLPAUSE_CONT is 0 (curl.h). The chunk held back may be delivered from inside this call,
                     // on this thread, and the delegate may pause again there.
                     _ = curl_easy_pause(easy.raw, 0)
@@ -131,7 +140,7 @@ final class EngineLoop: @unchecked Sendable {
     }
 
     private func begin(id: TransferID, request: HTTPRequest, delegate: any TransferDelegate) {
-        let transfer = Transfer(id: id, delegate: delegate, timeouts: request.timeouts)
+        let transfer = Transfer(id: id, delegate: delegate, timeouts: request.timeouts, scan: scan)
         transfers[id] = transfer
         guard let pool = request.pool else {
             attach(transfer, request)
@@ -189,7 +198,8 @@ final class EngineLoop: @unchecked Sendable {
 
     /// Counts the transfer among those whose clock the loop watches if, in its present state, it has one.
     private func updateWatched(_ transfer: Transfer) {
-        let watch = transfer.easy != nil || transfer.waitingRequest != nil ? transfer.hasLoopDeadlines : false
+        let watch = transfer.easy != nil || transfer.isWaiting ? transfer.hasLoopDeadlines : false
+        if watch, let deadline = transfer.loopDeadline { nextScan = min(nextScan, deadline) }
         guard watch != transfer.watched else { return }
         transfer.watched = watch
         watchedCount += watch ? 1 : -1
@@ -251,6 +261,9 @@ final class EngineLoop: @unchecked Sendable {
         guard watchedCount > 0 else {
             return nil
         }
+        guard now >= nextScan else {
+            return nextScan
+        }
         var nearest: UInt64?
         for transfer in transfers.values {
             guard let deadline = transfer.loopDeadline else {
@@ -278,13 +291,14 @@ final class EngineLoop: @unchecked Sendable {
             finish(transfer, .failure(TransportError(kind: .timedOut(phase), detail: detail)))
         }
         expired.removeAll(keepingCapacity: true)
+        nextScan = nearest ?? UInt64.max
         return nearest
     }
 
     /// Detaches the transfer from libcurl (or takes it out of its pool's queue), returns its handle to the free
     /// list, releases the userdata reference, and tells the delegate. Every transfer passes through here exactly once.
     private func finish(_ transfer: Transfer, _ result: Result<Void, TransportError>, attached: Bool = true) {
-        if transfer.waitingRequest != nil {
+        if transfer.isWaiting {
             transfer.waitingRequest = nil
             if let queue = transfer.pool, let index = queue.waiting.firstIndex(where: { $0 === transfer }) {
                 queue.waiting.remove(at: index)

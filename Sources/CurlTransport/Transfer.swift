@@ -57,13 +57,22 @@ final class Transfer {
     var paused = false
     /// The request while the transfer waits for room in its pool (`startedAt` is when it began waiting); nil once
     /// it runs.
-    var waitingRequest: HTTPRequest?
+    var waitingRequest: HTTPRequest? {
+        didSet { isWaiting = waitingRequest != nil }
+    }
+    /// `waitingRequest != nil`, kept apart: the loop asks on every turn, and testing the optional copies the request.
+    private(set) var isWaiting = false
     /// Whether the loop counts this transfer among those whose clock it watches.
     var watched = false
     /// The pool it runs (or waits) under, if any.
     var pool: PoolQueue?
 
-    init(id: TransferID, delegate: any TransferDelegate, timeouts: TransferTimeouts) {
+    /// The loop's next look at the clocks; lowered when the first byte switches this transfer to its idle limit,
+    /// which may run out before its first-byte limit would have.
+    private let scan: ScanMark
+
+    init(id: TransferID, delegate: any TransferDelegate, timeouts: TransferTimeouts, scan: ScanMark) {
+        self.scan = scan
         self.id = id
         self.delegate = delegate
         self.connectTimeout = timeouts.connect?.clampedNanoseconds
@@ -72,15 +81,21 @@ final class Transfer {
         self.totalTimeout = timeouts.total?.clampedNanoseconds
     }
 
+    private func byteArrived() {
+        let first = lastByteAt == 0
+        lastByteAt = MonotonicClock.now()
+        if first, let idleTimeout { scan.at = min(scan.at, lastByteAt &+ idleTimeout) }
+    }
+
     /// Whether the loop itself must watch this transfer's clock: a first-byte or idle limit, or, while it waits
     /// for its pool, its total limit.
     var hasLoopDeadlines: Bool {
-        waitingRequest != nil ? totalTimeout != nil : firstByteTimeout != nil || idleTimeout != nil
+        isWaiting ? totalTimeout != nil : firstByteTimeout != nil || idleTimeout != nil
     }
 
     /// The next instant at which a first-byte, idle or (while waiting for the pool) total limit runs out, if any.
     var loopDeadline: UInt64? {
-        if waitingRequest != nil { return totalTimeout.map { startedAt &+ $0 } }
+        if isWaiting { return totalTimeout.map { startedAt &+ $0 } }
         if paused { return nil }
         if lastByteAt == 0 {
             return firstByteTimeout.map { startedAt &+ $0 }
@@ -90,13 +105,13 @@ final class Transfer {
 
     /// The loop-enforced limit that `loopDeadline` belongs to.
     var loopDeadlinePhase: TransportError.TimeoutPhase {
-        waitingRequest != nil ? .connectionWait : lastByteAt == 0 ? .firstByte : .idle
+        isWaiting ? .connectionWait : lastByteAt == 0 ? .firstByte : .idle
     }
 
     /// Handles one header line from `CURLOPT_HEADERFUNCTION` (status line, field, or the blank line ending a
     /// head). Interim 1xx heads are dropped; trailers after the final head are ignored.
     func receiveHeaderLine(_ line: UnsafeRawBufferPointer) {
-        lastByteAt = MonotonicClock.now()
+        byteArrived()
         guard !headDelivered else {
             return
         }
@@ -132,7 +147,7 @@ final class Transfer {
     /// Handles one chunk from `CURLOPT_WRITEFUNCTION`, announcing the head first if it never ended cleanly.
     /// Returns false when the delegate pauses instead: libcurl keeps the chunk and offers it again on resume.
     func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        lastByteAt = MonotonicClock.now()
+        byteArrived()
         if !headDelivered {
             deliverHead()
         }
@@ -235,4 +250,10 @@ func curlWriteCallback(
     let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
     // CURL_WRITEFUNC_PAUSE is 0x10000001 (curl.h; a macro built from a macro, so Swift does not import it).
     return transfer.receiveBody(UnsafeRawBufferPointer(start: buffer, count: length)) ? length : 0x1000_0001
+}
+
+/// When the engine loop next looks at its transfers' clocks (engine thread only): no first-byte, idle or pool-wait
+/// limit runs out before `at`. Shared by the loop and its transfers.
+final class ScanMark {
+    var at: UInt64 = 0
 }

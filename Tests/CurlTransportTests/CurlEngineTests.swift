@@ -201,6 +201,7 @@ struct CurlEngineTests {
         defer { engine.shutdown() }
 
         let delegate = RecordingDelegate()
+        let started = ContinuousClock.now
         engine.start(
             HTTPRequest(
                 method: "POST",
@@ -212,6 +213,8 @@ struct CurlEngineTests {
 
         let error = try #require(await delegate.failure())
         #expect(error.kind == .timedOut(.idle))
+        // The idle limit runs from the last byte, not from the (later) first-byte limit's end.
+        #expect(ContinuousClock.now - started < .seconds(2))
         let record = delegate.snapshot
         #expect(record.status == 200)
         #expect(record.body == Array("data: 1\n\n".utf8))
