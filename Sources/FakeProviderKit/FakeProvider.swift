@@ -64,7 +64,9 @@ public final class FakeProvider: Sendable {
         let state = ProviderState(personality: personality)
         let group = eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton
         let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
+            // Thousands of connections may arrive at once (a benchmark ramp): a short queue would drop SYNs and stall
+            // them for seconds of retransmits.
+            .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
