@@ -13,8 +13,9 @@ final class EngineLoop: @unchecked Sendable {
     /// Transfers with a first-byte, idle or pool-wait limit, which the loop watches.
     private var watchedCount = 0
     /// No watched transfer's limit runs out before this, so the loop need not look at them until then. A deadline
-    /// only moves later (a byte arrives) except when a transfer starts, waits, is admitted or resumes, and those
-    /// lower this to theirs (`updateWatched`, `drainSubmissions`).
+    /// only moves later (a byte arrives) except when a transfer starts, waits, is admitted, resumes or gets its first
+    /// byte (its idle limit then applies), and those lower this to theirs (`updateWatched`, `drainSubmissions`,
+    /// `Transfer.byteArrived`).
     private let scan = ScanMark()
     private var nextScan: UInt64 {
         get { scan.at }
@@ -79,7 +80,8 @@ final class EngineLoop: @unchecked Sendable {
             turnObserver?.engineTurnEnded()
 
             var timeout = Self.maximumPollMilliseconds
-            for deadline in [timerDeadline, nearestDeadline].compactMap({ $0 }) {
+            for deadline in [timerDeadline, nearestDeadline] {
+                guard let deadline else { continue }
                 let milliseconds = deadline > now ? (deadline - now + 999_999) / 1_000_000 : 0
                 timeout = min(timeout, Int(clamping: milliseconds))
             }

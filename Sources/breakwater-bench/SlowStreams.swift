@@ -174,7 +174,7 @@ struct SlowStreams {
         }
         // Port 0 is not an option for nghttpx: find a free port, and retry if another process takes it first.
         for _ in 0..<5 {
-            let port = try freeLoopbackPort()
+            let port = try HTTPBench.freePort()
             let child = try Child(nghttpx, [
                 "--frontend=127.0.0.1,\(port)", "--backend=127.0.0.1,\(backendPort)", "--workers=1", "--no-ocsp",
                 "--rlimit-nofile=65536", "--accesslog-file=/dev/null", "--errorlog-file=\(dir)/nghttpx-\(tag).err",
@@ -217,21 +217,6 @@ final class SlowStreamWindow: @unchecked Sendable {
     var cpu: Int { end.cpu - start.cpu }
     var chunks: Int { end.chunks - start.chunks }
     var meanRSS: Int { (start.rss + end.rss) / 2 }
-}
-
-/// A loopback port nothing listens on right now.
-func freeLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &address) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard ok else { throw ChildExited(output: "no free loopback port") }
-    return Int(UInt16(bigEndian: address.sin_port))
 }
 
 /// Whether something accepts TCP connections on the loopback port.
