@@ -1,5 +1,6 @@
 import BreakwaterWire
 import Config
+import CurlTransport
 import Prometheus
 import Providers
 import Resilience
@@ -72,6 +73,10 @@ final class DaemonMetrics: Sendable {
     static let callsInFlight = name("breakwater_calls_in_flight", "", "Calls in flight")
     static let waitingForReader = name("breakwater_calls_waiting_for_reader", "", "Streamed calls paused because "
                                        + "their app is not reading")
+    static let upstreamRunning = name("breakwater_upstream_calls_running", "", "Calls running to a provider under its "
+                                      + "max_connections (× max_concurrent_streams over HTTP/2)")
+    static let upstreamWaiting = name("breakwater_upstream_calls_waiting", "", "Calls waiting for a connection to a "
+                                      + "provider (its max_connections are all in use)")
 
     /// The semantic conventions' advised buckets.
     static let durationBuckets: [Duration] = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24,
@@ -248,7 +253,7 @@ final class DaemonMetrics: Sendable {
     // MARK: The exposition
 
     /// The text exposition, with the figures that are read rather than counted (breaker states, connections,
-    /// calls in flight, pending approvals, audit totals) brought up to date first.
+    /// calls in flight, pending approvals, upstream pools, audit totals) brought up to date first.
     func exposition(_ shared: DaemonContext) -> [UInt8] {
         for breaker in shared.resilience.breakerReport() {
             let parts = breaker.target.split(separator: "/", maxSplits: 1).map(String.init)
@@ -267,6 +272,12 @@ final class DaemonMetrics: Sendable {
         registry.makeGauge(descriptor: Self.waitingForReader.descriptor)
             .set(Double(shared.stats.callsWaitingForReader.load(ordering: .relaxed)))
         registry.makeGauge(descriptor: Self.approvalsPending.descriptor).set(Double(shared.governance?.pending.count ?? 0))
+        for (provider, pool) in shared.router.poolSnapshots {
+            registry.makeGauge(descriptor: Self.upstreamRunning.descriptor, labels: [("provider", provider)])
+                .set(Double(pool.running))
+            registry.makeGauge(descriptor: Self.upstreamWaiting.descriptor, labels: [("provider", provider)])
+                .set(Double(pool.waiting))
+        }
         if let audit = shared.auditWriter?.statistics {
             // Counters hold what the writer reports: set by adding what changed since the last scrape.
             auditTotals.withLock { last in
