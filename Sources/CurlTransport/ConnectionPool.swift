@@ -9,7 +9,8 @@ import Synchronization
 /// covers its wait, and the error says it was waiting for a connection).
 ///
 /// Against HTTP/1.1 a running transfer holds one connection, so the limit is the upstream's `max_connections`;
-/// against HTTP/2 it is `max_connections × max_concurrent_streams`.
+/// against HTTP/2 it is `max_connections × max_concurrent_streams`. A pool belongs to one engine: its counts are
+/// changed only on that engine's thread.
 public final class ConnectionPool: Sendable {
     /// For error texts and status: the provider's name, never a URL.
     public let name: String
@@ -48,8 +49,11 @@ public final class ConnectionPool: Sendable {
         }
     }
 
+    /// Transfers running now. Changed only on the engine thread, so there it is exact.
+    public var running: Int { runningValue.load(ordering: .relaxed) }
+
     public var snapshot: Snapshot {
-        Snapshot(limit: limit, running: runningValue.load(ordering: .relaxed),
+        Snapshot(limit: limit, running: running,
                  waiting: waitingValue.load(ordering: .relaxed), waitedTotal: waitedValue.load(ordering: .relaxed))
     }
 

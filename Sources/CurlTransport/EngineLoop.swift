@@ -151,7 +151,7 @@ final class EngineLoop: @unchecked Sendable {
         let queue = poolQueue(pool)
         transfer.pool = queue
         // In order: a newcomer does not overtake transfers already waiting, even if a slot just freed.
-        if queue.running >= pool.limit || !queue.waiting.isEmpty {
+        if pool.running >= pool.limit || !queue.waiting.isEmpty {
             transfer.waitingRequest = request
             transfer.startedAt = MonotonicClock.now()
             queue.waiting.append(transfer)
@@ -159,7 +159,6 @@ final class EngineLoop: @unchecked Sendable {
             updateWatched(transfer)
             return
         }
-        queue.running += 1
         pool.didStartRunning()
         attach(transfer, request)
     }
@@ -175,7 +174,7 @@ final class EngineLoop: @unchecked Sendable {
     /// Starts waiting transfers while their pools have room (a transfer finished, or a limit was raised).
     private func admitWaiting() {
         for queue in pools.values where !queue.waiting.isEmpty {
-            let room = queue.pool.limit - queue.running
+            let room = queue.pool.limit - queue.pool.running
             guard room > 0 else { continue }
             let admitted = queue.waiting.prefix(room)
             queue.waiting.removeFirst(admitted.count)
@@ -191,7 +190,6 @@ final class EngineLoop: @unchecked Sendable {
                     request.timeouts.total = left
                     request.timeouts.connect = request.timeouts.connect.map { min($0, left) }
                 }
-                queue.running += 1
                 queue.pool.didStartRunning()
                 attach(transfer, request)
             }
@@ -323,10 +321,7 @@ final class EngineLoop: @unchecked Sendable {
             curl_slist_free_all(list)
             transfer.headerList = nil
         }
-        if let queue = transfer.pool {
-            queue.running -= 1
-            queue.pool.didStopRunning()
-        }
+        transfer.pool?.pool.didStopRunning()
         if freeHandles.count < Self.freeHandleLimit {
             curl_easy_reset(easy.raw)
             freeHandles.append(easy)
@@ -404,10 +399,10 @@ final class EngineLoop: @unchecked Sendable {
     }
 }
 
-/// One pool's side on the engine thread: how many of its transfers run, and those waiting, oldest first.
+/// One pool's side on the engine thread: its transfers waiting, oldest first. (How many run is the pool's own
+/// count, which only this thread changes.)
 final class PoolQueue {
     let pool: ConnectionPool
-    var running = 0
     var waiting: [Transfer] = []
 
     init(_ pool: ConnectionPool) {

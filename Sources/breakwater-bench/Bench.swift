@@ -202,11 +202,7 @@ struct Bench: AsyncParsableCommand {
         let client = BreakwaterClient(socketPath: socket, credential: policy ? Self.agentToken : nil,
                                       clientName: "bench")
         defer { client.close() }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while (try? await client.serverLimits()) == nil {
-            guard ContinuousClock.now < deadline else { throw ValidationError("daemon did not start") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await waitUntilServing(client, daemon)
 
         let body = Self.callBody
         var directBody = body

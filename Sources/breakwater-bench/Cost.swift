@@ -83,11 +83,7 @@ struct CostBench {
         let client = BreakwaterClient(socketPath: socket, credential: policy ? Bench.agentToken : nil,
                                       clientName: "bench")
         defer { client.close() }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while (try? await client.serverLimits()) == nil {
-            guard ContinuousClock.now < deadline else { throw ChildExited(output: daemon.output) }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await waitUntilServing(client, daemon)
         let body = Bench.callBody
         let (action, tenant) = policy ? ("chat.reply", "acme") : (nil, nil)
         var rows: [Row] = []

@@ -61,11 +61,7 @@ struct HTTPBench {
         defer { daemon.stop() }
         let client = BreakwaterClient(socketPath: socket, credential: Bench.agentToken, clientName: "bench")
         defer { client.close() }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while (try? await client.serverLimits()) == nil {
-            guard ContinuousClock.now < deadline else { throw ValidationError("daemon did not start") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await waitUntilServing(client, daemon)
 
         let content = #"{"messages":[{"role":"user","content":"Say something short about breakwaters."}],"#
             + #""max_tokens":32,"model":"default"}"#

@@ -329,6 +329,16 @@ final class Child: @unchecked Sendable {
     }
 }
 
+/// Returns once the daemon answers `client`'s HELLO; throws with the daemon's output if it exits first, or after 30 s.
+func waitUntilServing(_ client: BreakwaterClient, _ daemon: Child) async throws {
+    let deadline = ContinuousClock.now + .seconds(30)
+    while (try? await client.serverLimits()) == nil {
+        guard daemon.process.isRunning else { throw ChildExited(output: daemon.output) }
+        guard ContinuousClock.now < deadline else { throw ValidationError("daemon did not start; see " + daemon.log) }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+}
+
 /// A child process ended before it was ready.
 struct ChildExited: Error, CustomStringConvertible {
     var output: String

@@ -96,11 +96,7 @@ struct SlowStreams {
             BreakwaterClient(socketPath: socket, clientName: "bench")
         }
         defer { clients.forEach { $0.close() } }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while (try? await clients[0].serverLimits()) == nil {
-            guard ContinuousClock.now < deadline else { throw ChildExited(output: daemon.output) }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await waitUntilServing(clients[0], daemon)
         for client in clients { _ = try await client.serverLimits() }
         let idle = daemon.residentKiB() ?? 0
 
