@@ -124,9 +124,14 @@ public enum DurationParser {
             let number = s.dropLast(suffix.count)
             // "ms" also ends in "s": only accept a plain number before the suffix.
             guard let v = Double(number), v.isFinite, v >= 0 else { continue }
-            return .milliseconds(Int64((v * scale * 1000).rounded()))
+            return milliseconds(v * scale * 1000)
         }
-        if let v = Double(s), v.isFinite, v >= 0 { return .milliseconds(Int64((v * 1000).rounded())) }
+        if let v = Double(s), v.isFinite, v >= 0 { return milliseconds(v * 1000) }
         return nil
+    }
+
+    /// Nil for a figure past what a duration holds (`1e300s`): the file gets an error, not a trap.
+    private static func milliseconds(_ value: Double) -> Duration? {
+        Int64(exactly: value.rounded()).map { .milliseconds($0) }
     }
 }
