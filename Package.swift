@@ -59,6 +59,8 @@ let package = Package(
         // typed `static inline` functions (the GRDBSQLite pattern).
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // No pkgConfig: hiredis.pc adds -D_FILE_OFFSET_BITS=64, which SwiftPM refuses; its headers are in /usr/include.
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         // unshare(2) for JournalTestKit: glibc declares it only under _GNU_SOURCE, which Swift's Glibc lacks.
         .systemLibrary(name: "CLinuxNamespace"),
 
@@ -75,6 +77,13 @@ let package = Package(
         .target(name: "Providers", swiftSettings: strict),
         // libcurl multi engine on its own thread.
         .target(name: "CurlTransport", dependencies: ["CCurl", "PosixThread"], swiftSettings: strict),
+        // The cluster store (Redis through hiredis) on a thread of its own: leases of provider rate limits shared
+        // across hosts, and the daemons' heartbeat.
+        .target(
+            name: "Fleet",
+            dependencies: ["CHiredis", "PosixThread", daemonOnly("Crypto", "swift-crypto")],
+            swiftSettings: strict
+        ),
         // sd_listen_fds, sd_notify, and the audit trail written with sd_journal_sendv.
         .target(name: "Systemd", dependencies: ["CSystemd", "PosixThread"], swiftSettings: strict),
         // A private systemd-journald in its own mount namespace, for tests and the journal benchmark.
@@ -89,7 +98,7 @@ let package = Package(
         // YAML config and policy files with file:line errors.
         .target(
             name: "Config",
-            dependencies: ["Resilience", "Governance", daemonOnly("Yams", "Yams")],
+            dependencies: ["Resilience", "Governance", "Fleet", daemonOnly("Yams", "Yams")],
             swiftSettings: strict
         ),
         // The daemon's request path and server, as a library so tests can drive it in-process too.
@@ -97,6 +106,7 @@ let package = Package(
             name: "BreakwaterDaemon",
             dependencies: nio + [
                 "BreakwaterWire", "Providers", "CurlTransport", "Systemd", "Config", "Resilience", "Governance",
+                "Fleet",
                 daemonOnly("NIOExtras", "swift-nio-extras"),
                 daemonOnly("NIOHTTP1", "swift-nio"),
                 daemonOnly("Prometheus", "swift-prometheus"),
@@ -168,6 +178,8 @@ let package = Package(
         .testTarget(name: "SystemdTests", dependencies: ["Systemd", "JournalTestKit"], swiftSettings: strict),
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: strict),
         .testTarget(name: "ResilienceTests", dependencies: ["Resilience"], swiftSettings: strict),
+        // Against a real redis-server (Debian's package), started on a Unix socket per test.
+        .testTarget(name: "FleetTests", dependencies: ["Fleet"], swiftSettings: strict),
         // The daemon's call path in-process: EmbeddedChannel, a scripted engine, virtual time.
         .testTarget(
             name: "BreakwaterDaemonTests",

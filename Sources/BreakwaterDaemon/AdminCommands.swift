@@ -177,6 +177,7 @@ enum AdminCommands {
                 ["provider": name, "limit": p.limit, "running": p.running, "waiting": p.waiting,
                  "waited_total": p.waitedTotal]
             },
+            "cluster": shared.resilience.clusterReport() ?? ["configured": false],
             "open_breakers": shared.resilience.openBreakers.map { target, reopens in
                 ["target": target, "reopens_in_ms": reopens.map { max(0, ($0 - now).nanoseconds / 1_000_000) } ?? 0]
                     as [String: Any]

@@ -90,6 +90,7 @@ public final class BreakwaterServer: Service, Sendable {
         line += ", pending approvals: \(shared.governance?.pending.count ?? 0)"
         let waiting = shared.router.poolSnapshots.reduce(0) { $0 + $1.pool.waiting }
         if waiting > 0 { line += ", calls waiting for a connection: \(waiting)" }
+        if shared.resilience.clusterDegraded { line += ", cluster store unreachable (local shares)" }
         if let audit = shared.auditWriter?.statistics {
             line += ", unwritten audit entries: \(audit.unwritten + audit.dropped)"
         }
@@ -123,6 +124,10 @@ public final class BreakwaterServer: Service, Sendable {
         let resilience = ResilienceRegistry(clock: clock, logger: logger, audit: auditWriter, store: store,
                                             metrics: metrics)
         resilience.restoreBreakers(router: router)
+        if let cluster = settings.config.cluster {
+            try resilience.attachCluster(cluster, environment: environment)
+        }
+        defer { resilience.detachCluster() }
         let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger,
                                    resilience: resilience, governance: governance, auditWriter: auditWriter,
                                    metrics: metrics, handoff: handoff)

@@ -483,15 +483,21 @@ final class CallDriver {
             walk.lastFailure = limited
             return .skipped
         }
-        guard let (index, at) = shared.resilience.reserveKey(target.provider, tokens: tokens,
-                                                             notAfter: deadline - .milliseconds(1)) else {
+        switch shared.resilience.reserveKey(target.provider, tokens: tokens, notAfter: deadline - .milliseconds(1)) {
+        case nil:
             walk.note(target, "keys_busy", busyFor + ", past the call's deadline", wait: busy)
             walk.lastFailure = limited
             return .skipped
+        case .held(let index, let at):
+            walk.pacedOnTarget += at - now
+            shared.metrics.waitedForKey(target, at - now)
+            wait(at - now, then: target, place: .place(target, key: index, tokens: tokens))  // pace under the limits
+        case .lookAgain(let at):
+            // A cluster lease is short: its answer from the cluster store is awaited, or the store named when the
+            // next unit fits (another daemon may take it first). Nothing is held; the key is asked again then.
+            walk.pacedOnTarget += at - now
+            wait(at - now, then: target, place: nil)
         }
-        walk.pacedOnTarget += at - now
-        shared.metrics.waitedForKey(target, at - now)
-        wait(at - now, then: target, place: .place(target, key: index, tokens: tokens))  // pace under the limits
         return .scheduled
     }
 

@@ -1,4 +1,5 @@
 import Config
+import Fleet
 import Foundation
 import Logging
 import Resilience
@@ -36,6 +37,17 @@ final class ResilienceRegistry: Sendable {
         var counters: [String: ProviderCounters] = [:]
         /// Key reservations granted (`acquireKey`, `reserveKey`) and not yet settled, host-wide.
         var keysHeld = 0
+        /// The cluster store, when the config has one (`cluster:`).
+        var cluster: ClusterLink?
+    }
+
+    /// Lease requests to send to the cluster store, gathered under the lock and sent after it.
+    private struct Refills {
+        var client: FleetClient
+        var provider: String
+        var names: [String]
+        var rate: FleetRate
+        var due: [(index: Int, refill: ClusterShare.Refill)]
     }
 
     /// Per-provider counts since start: first attempts, retries made, retries the budget refused, breaker openings.
@@ -277,7 +289,7 @@ final class ResilienceRegistry: Sendable {
     /// Picks the provider key for an attempt, under the key's RPM/TPM limits.
     func acquireKey(_ provider: ProviderRuntime, tokens: Int) -> KeyPool.Grant {
         let now = clock.now()
-        return withKeyPool(provider) { pool, held in
+        return withKeyPool(provider, now: now) { pool, held in
             let grant = pool.acquire(tokens: tokens, now: now)
             if case .key = grant { held += 1 }
             return grant
@@ -286,11 +298,12 @@ final class ResilienceRegistry: Sendable {
 
     /// Reserves the provider key that is free soonest, at the earliest time its limits allow, if no later than
     /// `notAfter`: the call's place in the queue for the provider's rate limit.
-    func reserveKey(_ provider: ProviderRuntime, tokens: Int, notAfter: Instant) -> (index: Int, at: Instant)? {
+    /// With cluster limits, a key whose lease is short holds nothing: `.lookAgain`.
+    func reserveKey(_ provider: ProviderRuntime, tokens: Int, notAfter: Instant) -> KeyPool.Place? {
         let now = clock.now()
-        return withKeyPool(provider) { pool, held in
+        return withKeyPool(provider, now: now) { pool, held in
             let place = pool.reserve(tokens: tokens, now: now, notAfter: notAfter)
-            if place != nil { held += 1 }
+            if case .held = place { held += 1 }
             return place
         }
     }
@@ -301,41 +314,243 @@ final class ResilienceRegistry: Sendable {
         state.withLock { s in (s.keysHeld, s.breakers.values.reduce(0) { $0 + $1.probesInFlight }) }
     }
 
-    private func withKeyPool<T>(_ provider: ProviderRuntime, _ body: (inout KeyPool, inout Int) -> T) -> T {
-        state.withLock { s in
+    private func withKeyPool<T>(_ provider: ProviderRuntime, now: Instant,
+                                _ body: (inout KeyPool, inout Int) -> T) -> T {
+        let (result, refills) = state.withLock { s -> (T, Refills?) in
             let shape = KeyPoolShape(keys: provider.apiKeys.count, limits: provider.config.rateLimits,
                                      generation: provider.generation)
             var pool: KeyPool
-            if let built = s.keyPoolShapes[provider.name], let existing = s.keyPools[provider.name],
-               built.generation >= shape.generation
-                || (built.keys == shape.keys && built.limits == shape.limits) {
+            var built = false
+            if let made = s.keyPoolShapes[provider.name], let existing = s.keyPools[provider.name],
+               made.generation >= shape.generation
+                || (made.keys == shape.keys && made.limits == shape.limits) {
                 // Built for this config (or a newer one: a call still on the old config keeps the new pool).
                 pool = existing
-                if shape.generation > built.generation { s.keyPoolShapes[provider.name] = shape }
+                if shape.generation > made.generation { s.keyPoolShapes[provider.name] = shape }
             } else {
                 s.keyPoolShapes[provider.name] = shape
                 pool = KeyPool(keyCount: shape.keys, limits: shape.limits)
+                built = true
             }
+            if built, pool.isCluster { Self.joinCluster(&pool, provider, &s) }
             defer { s.keyPools[provider.name] = pool }
-            return body(&pool, &s.keysHeld)
+            let result = body(&pool, &s.keysHeld)
+            guard pool.isCluster, let link = s.cluster, link.reachable, let keys = link.keys[provider.name] else {
+                return (result, nil)
+            }
+            let due = pool.dueRefills(now: now)
+            return (result, due.isEmpty ? nil : Refills(client: link.client, provider: provider.name,
+                                                        names: keys.names, rate: keys.rate, due: due))
+        }
+        if let refills { send(refills) }
+        return result
+    }
+
+    // MARK: Cluster limits (`rate_limits: {scope: cluster}`)
+
+    /// Connects to the cluster store (`cluster:`): a thread of its own, whose heartbeat reports here.
+    func attachCluster(_ config: ClusterConfig, environment: [String: String]) throws {
+        let link = try ClusterLink.start(config, environment: environment) { [weak self] health in
+            self?.clusterHealth(health)
+        }
+        state.withLock { $0.cluster = link }
+        logger.info("cluster store configured", metadata: ["store": "\(link.store)"])
+    }
+
+    /// At shutdown: gives every lease back to the store, leaves its set of live daemons, stops the thread.
+    func detachCluster() {
+        let (link, idle) = state.withLock { s -> (ClusterLink?, [(FleetClient, String, FleetRate, FleetUnits)]) in
+            defer { s.cluster = nil }
+            return (s.cluster, Self.takeIdleLeases(&s, idleSince: Instant(nanoseconds: .max)))
+        }
+        for (client, name, rate, units) in idle { client.giveBack(name, rate: rate, units) }
+        link?.client.shutdown()
+    }
+
+    /// A new cluster pool: its keys' names in the store, and the local share if the store is down now.
+    private static func joinCluster(_ pool: inout KeyPool, _ provider: ProviderRuntime, _ s: inout State) {
+        guard var link = s.cluster else {
+            pool.fallBack(share: 1)  // not reached: the config loader requires cluster: for scope cluster
+            return
+        }
+        let limits = provider.config.rateLimits
+        let names = provider.apiKeys.map { link.client.rateKey(provider: provider.name, apiKey: $0.value) }
+        link.keys[provider.name] = (names, FleetRate(rpm: limits.rpm, tpm: limits.tpm,
+                                                     burstSeconds: limits.burstSeconds ?? 60))
+        if !link.reachable { pool.fallBack(share: link.share) }
+        s.cluster = link
+    }
+
+    private func send(_ r: Refills) {
+        for (index, refill) in r.due where r.names.indices.contains(index) {
+            let provider = r.provider
+            let debt = refill.debtTokens
+            r.client.acquire(r.names[index], rate: r.rate,
+                             need: FleetUnits(requests: refill.need.requests, tokens: refill.need.tokens),
+                             want: FleetUnits(requests: refill.want.requests, tokens: refill.want.tokens),
+                             debtTokens: debt) { [weak self] result in
+                self?.leaseAnswered(provider: provider, index: index, result, debtTokens: debt)
+            }
         }
     }
+
+    /// The store's answer to a lease request (on the cluster client's thread).
+    private func leaseAnswered(provider: String, index: Int, _ result: Result<FleetGrant, RedisFailure>,
+                               debtTokens: Int) {
+        let now = clock.now()
+        state.withLock { s in
+            guard var pool = s.keyPools[provider] else { return }
+            switch result {
+            case .success(let grant):
+                pool.leaseGranted(index: index, requests: grant.granted.requests, tokens: grant.granted.tokens,
+                                  wait: grant.wait, now: now)
+            case .failure:
+                pool.leaseFailed(index: index, debtTokens: debtTokens)
+            }
+            s.keyPools[provider] = pool
+        }
+    }
+
+    /// Leases unused for 2 s, emptied, with where to give them back.
+    private static func takeIdleLeases(_ s: inout State, idleSince: Instant)
+        -> [(FleetClient, String, FleetRate, FleetUnits)] {
+        guard let link = s.cluster else { return [] }
+        var back: [(FleetClient, String, FleetRate, FleetUnits)] = []
+        for (provider, keys) in link.keys {
+            guard var pool = s.keyPools[provider], pool.isCluster else { continue }
+            for (index, r, t) in pool.takeIdleLeases(idleSince: idleSince) where keys.names.indices.contains(index) {
+                back.append((link.client, keys.names[index], keys.rate, FleetUnits(requests: r, tokens: t)))
+            }
+            s.keyPools[provider] = pool
+        }
+        return back
+    }
+
+    /// The cluster client's heartbeat, or a command that failed: the store answers (with the live daemons'
+    /// count) or does not. Losing it moves every cluster key to its local share; its return moves them back.
+    private func clusterHealth(_ health: FleetHealth) {
+        let now = clock.now()
+        enum Change { case lost(String, ClusterLink), back(Duration, ClusterLink) }
+        let (change, idle) = state.withLock { s -> (Change?, [(FleetClient, String, FleetRate, FleetUnits)]) in
+            guard var link = s.cluster else { return (nil, []) }
+            var change: Change?
+            switch health {
+            case .reachable(let live):
+                link.liveDaemons = live
+                if !link.reachable {
+                    link.reachable = true
+                    let since = link.degradedSince ?? now
+                    link.degradedSince = nil
+                    for (name, var pool) in s.keyPools where pool.isCluster {
+                        pool.rejoin()
+                        s.keyPools[name] = pool
+                    }
+                    change = .back(now - since, link)
+                }
+            case .unreachable(let failure):
+                if link.reachable {
+                    link.reachable = false
+                    link.degradedSince = now
+                    link.outages += 1
+                    for (name, var pool) in s.keyPools where pool.isCluster {
+                        pool.fallBack(share: link.share)
+                        s.keyPools[name] = pool
+                    }
+                    change = .lost(failure.description, link)
+                }
+            }
+            s.cluster = link
+            let idle = link.reachable ? Self.takeIdleLeases(&s, idleSince: now - .seconds(2)) : []
+            return (change, idle)
+        }
+        for (client, name, rate, units) in idle { client.giveBack(name, rate: rate, units) }
+        switch change {
+        case .lost(let why, let link):
+            logger.warning("cluster store unreachable: cluster rate limits run on this daemon's local share", metadata: [
+                "store": "\(link.store)", "error": "\(why)", "share": "\(Self.format(link.share))",
+                "live_daemons": "\(link.liveDaemons)",
+            ])
+            var e = AuditEvent(.clusterDegraded)
+            e[.clusterStore] = link.store
+            e.set(.liveDaemons, link.liveDaemons)
+            e[.fallbackShare] = Self.format(link.share)
+            e.reason = why
+            audit?.record(e)
+        case .back(let down, let link):
+            let ms = down.components.seconds * 1000 + down.components.attoseconds / 1_000_000_000_000_000
+            logger.notice("cluster store reachable again: cluster rate limits are shared again", metadata: [
+                "store": "\(link.store)", "degraded_ms": "\(ms)", "live_daemons": "\(link.liveDaemons)",
+            ])
+            var e = AuditEvent(.clusterRestored)
+            e[.clusterStore] = link.store
+            e.set(.liveDaemons, link.liveDaemons)
+            e.set(.degradedMilliseconds, ms)
+            audit?.record(e)
+        case nil:
+            break
+        }
+    }
+
+    private static func format(_ share: Double) -> String { String(format: "%.3f", share) }
+
+    /// For `breakwater status`: the store, whether it answers, and what each cluster key holds.
+    func clusterReport() -> [String: Any]? {
+        let now = clock.now()
+        return state.withLock { s -> [String: Any]? in
+            guard let link = s.cluster else { return nil }
+            var report: [String: Any] = [
+                "store": link.store, "reachable": link.reachable, "live_daemons": link.liveDaemons,
+                "outages": link.outages, "fallback_share": (link.share * 1000).rounded() / 1000,
+            ]
+            if let since = link.degradedSince {
+                report["unreachable_for_ms"] = (now - since).nanoseconds / 1_000_000
+            }
+            report["leases"] = link.keys.keys.sorted().flatMap { provider -> [[String: Any]] in
+                (s.keyPools[provider]?.leases ?? []).enumerated().map { i, l in
+                    ["provider": provider, "key": i + 1, "requests": l.requests, "tokens": l.tokens,
+                     "local_share": l.fallingBack]
+                }
+            }
+            return report
+        }
+    }
+
+    /// Whether the cluster store is configured and unreachable now (STATUS=).
+    var clusterDegraded: Bool { state.withLock { $0.cluster.map { !$0.reachable } ?? false } }
 
     /// After an attempt: corrects the token reservation, learns from the rate-limit headers, and rests a key the
     /// provider rate-limited without saying how much quota is left (`KeyPool.shouldRest`).
     func settleKey(_ provider: ProviderRuntime, index: Int, reserved: Int, actual: Int?, info: RateLimitInfo,
                    rateLimited: Bool) {
         let now = clock.now()
-        state.withLock { s in
+        let fleet = state.withLock { s -> (() -> Void)? in
             s.keysHeld -= 1
-            guard var pool = s.keyPools[provider.name], index < pool.keyCount else { return }
+            guard var pool = s.keyPools[provider.name], index < pool.keyCount else { return nil }
             pool.settle(index: index, reservedTokens: reserved, actualTokens: actual ?? reserved, now: now)
             pool.learn(index: index, from: info, now: now)
-            if rateLimited, KeyPool.shouldRest(after: info) {
-                pool.rest(index: index, until: now + (info.suggestedWait ?? .seconds(1)))
-            }
+            let rest = rateLimited && KeyPool.shouldRest(after: info)
+            if rest { pool.rest(index: index, until: now + (info.suggestedWait ?? .seconds(1))) }
             s.keyPools[provider.name] = pool
+            guard pool.isCluster, let link = s.cluster, link.reachable, let keys = link.keys[provider.name],
+                  keys.names.indices.contains(index) else { return nil }
+            return Self.shareWithFleet(link.client, keys.names[index], keys.rate, provider.config.rateLimits, info,
+                                       rest: rest ? info.suggestedWait ?? .seconds(1) : nil)
         }
+        fleet?()
+    }
+
+    /// What one daemon learned about a cluster key that the others should know too: the provider rested it (a
+    /// bare 429), or said little is left of its quota (`x-ratelimit-remaining-*` at or under a tenth of the
+    /// limit; above that the cluster's own count binds first, and telling the store would cost a round trip per
+    /// call). Nil when there is nothing to say.
+    private static func shareWithFleet(_ client: FleetClient, _ name: String, _ rate: FleetRate,
+                                       _ limits: KeyPool.Limits, _ info: RateLimitInfo, rest: Duration?)
+        -> (() -> Void)? {
+        if let rest { return { client.rest(name, rate: rate, for: rest) } }
+        let requests = info.remainingRequests.flatMap { r in limits.rpm.flatMap { r * 10 <= $0 ? r : nil } }
+        let tokens = info.remainingTokens.flatMap { r in limits.tpm.flatMap { r * 10 <= $0 ? r : nil } }
+        guard requests != nil || tokens != nil else { return nil }
+        return { client.remaining(name, rate: rate, requests: requests, tokens: tokens) }
     }
 
     /// Every breaker that has seen a call: state, failure rate in the window, and when an open one lets probes in.

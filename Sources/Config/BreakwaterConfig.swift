@@ -14,6 +14,8 @@ public struct BreakwaterConfig: Sendable, Equatable {
     public var admins = PeerSet(uids: [0])
     /// The OpenAI-compatible HTTP front and `/metrics` (`http:`).
     public var http = HTTPFrontConfig()
+    /// The cluster store that limits with `scope: cluster` are shared through (`cluster:`); nil: none.
+    public var cluster: ClusterConfig?
 
     public init(socketPath: String? = nil, limits: LimitsConfig = LimitsConfig(),
                 providers: [String: ProviderConfig], routes: [String: RouteConfig]) {
@@ -32,6 +34,29 @@ public struct BreakwaterConfig: Sendable, Equatable {
         )],
         routes: ["default": RouteConfig(targets: [RouteTarget(provider: "openai", model: "gpt-4o-mini")])]
     )
+}
+
+/// The cluster store (`cluster:`): a Redis server every daemon of a fleet shares, for provider rate limits and
+/// budgets whose scope is `cluster`.
+public struct ClusterConfig: Sendable, Equatable {
+    /// `redis://HOST:PORT[/DB]` or `unix:///PATH[?db=N]`.
+    public var redis: String
+    /// A credential (`$CREDENTIALS_DIRECTORY/NAME`) holding the store's password; nil: none.
+    public var passwordCredential: String?
+    /// Every key the daemons write starts with this.
+    public var keyPrefix = "breakwater:"
+    /// The longest a connect or a command may take; past it the store counts as down until it answers again.
+    public var timeout: Duration = .milliseconds(100)
+    /// This daemon's name in the store's set of live daemons; nil: host name and PID.
+    public var daemonID: String?
+    /// The share of each cluster limit this daemon takes while the store is down; nil: one over the number of
+    /// daemons last seen alive.
+    public var fallbackShare: Double?
+
+    public init(redis: String) {
+        self.redis = redis
+    }
+
 }
 
 /// The HTTP front (`http:`): the same calls as the binary protocol, spoken as OpenAI's chat-completions API.

@@ -1,3 +1,4 @@
+import Fleet
 import Foundation
 import Resilience
 import Yams
@@ -49,7 +50,7 @@ public enum ConfigLoader {
 /// The config file's sections.
 extension NodeReader {
     mutating func readRoot(_ root: Node, into config: inout BreakwaterConfig) {
-        let rootKeys: Set = ["socket", "limits", "providers", "routes", "admins", "policy", "http"]
+        let rootKeys: Set = ["socket", "limits", "providers", "routes", "admins", "policy", "http", "cluster"]
         for (key, _, value) in entries(root, "config", allowed: rootKeys) {
             switch key {
             case "policy":
@@ -62,6 +63,8 @@ extension NodeReader {
                 readLimits(value, into: &config.limits)
             case "http":
                 readHTTP(value, into: &config.http)
+            case "cluster":
+                config.cluster = readCluster(value)
             case "providers":
                 config.providers = [:]
                 for (name, _, p) in entries(value, "providers") {
@@ -77,6 +80,13 @@ extension NodeReader {
             }
         }
         // Cross-checks, each pointing at the offending node.
+        if config.cluster == nil, root.mapping?["cluster"] == nil, let providers = root.mapping?["providers"]?.mapping {
+            for (nameNode, p) in providers where config.providers[nameNode.string ?? ""]?.rateLimits.scope == .cluster {
+                issue(p.mapping?["rate_limits"]?.mapping?["scope"] ?? nameNode,
+                      "provider \"\(nameNode.string ?? "?")\" has rate_limits scope cluster, which needs a cluster: "
+                          + "section naming the cluster store (redis: redis://HOST:PORT)")
+            }
+        }
         if let routes = root.mapping?["routes"]?.mapping {
             for (nameNode, routeNode) in routes {
                 let name = nameNode.string ?? "?"
@@ -119,6 +129,46 @@ extension NodeReader {
             default: break
             }
         }
+    }
+
+    mutating func readCluster(_ node: Node) -> ClusterConfig? {
+        let keys: Set = ["redis", "password_credential", "key_prefix", "timeout", "daemon_id", "fallback_share"]
+        var cluster = ClusterConfig(redis: "")
+        var ok = true
+        for (key, _, v) in entries(node, "cluster", allowed: keys) {
+            switch key {
+            case "redis":
+                guard let text = string(v, "cluster.redis") else { ok = false; continue }
+                if let problem = RedisEndpoint.problem(text) {
+                    issue(v, "cluster.redis: " + problem)
+                    ok = false
+                }
+                cluster.redis = text
+            case "password_credential":
+                if let name = string(v, "cluster.password_credential") { cluster.passwordCredential = name }
+            case "key_prefix":
+                if let text = string(v, "cluster.key_prefix") { cluster.keyPrefix = text }
+            case "timeout":
+                if let d = duration(v, "cluster.timeout") { cluster.timeout = d }
+            case "daemon_id":
+                if let text = string(v, "cluster.daemon_id") { cluster.daemonID = text }
+            case "fallback_share":
+                guard let x = v.float, x > 0, x <= 1 else {
+                    issue(v, "cluster.fallback_share must be a share of the cluster limit more than 0 and at most 1, "
+                             + "such as 0.25")
+                    ok = false
+                    continue
+                }
+                cluster.fallbackShare = x
+            default: break
+            }
+        }
+        if cluster.redis.isEmpty, node.mapping?["redis"] == nil {
+            issue(node, "cluster needs redis: the cluster store, like redis://127.0.0.1:6379 or "
+                        + "unix:///run/redis/redis.sock")
+            ok = false
+        }
+        return ok ? cluster : nil
     }
 
     mutating func readHTTP(_ node: Node, into http: inout HTTPFrontConfig) {
@@ -218,9 +268,27 @@ extension NodeReader {
             case "timeouts":
                 readTimeouts(v, into: &provider.timeouts, provider: name)
             case "rate_limits":
-                for (k, _, lv) in entries(v, "provider \"\(name)\" rate_limits", allowed: ["rpm", "tpm"]) {
-                    guard let n = count(lv, k, min: 1) else { continue }
-                    if k == "rpm" { provider.rateLimits.rpm = Int(n) } else { provider.rateLimits.tpm = Int(n) }
+                let what = "provider \"\(name)\" rate_limits"
+                for (k, _, lv) in entries(v, what, allowed: ["rpm", "tpm", "burst_seconds", "scope"]) {
+                    switch k {
+                    case "scope":
+                        guard let text = string(lv, "\(what) scope") else { continue }
+                        if let scope = KeyPool.Limits.Scope(rawValue: text) {
+                            provider.rateLimits.scope = scope
+                        } else {
+                            issue(lv, "\(what) scope must be host (this daemon's own limit) or cluster (shared by "
+                                      + "every daemon through cluster:), not \"\(text)\"")
+                        }
+                    case "burst_seconds":
+                        guard let x = lv.float, x > 0, x <= 60 else {
+                            issue(lv, "\(what) burst_seconds must be a number of seconds more than 0 and at most 60")
+                            continue
+                        }
+                        provider.rateLimits.burstSeconds = x
+                    default:
+                        guard let n = count(lv, k, min: 1) else { continue }
+                        if k == "rpm" { provider.rateLimits.rpm = Int(n) } else { provider.rateLimits.tpm = Int(n) }
+                    }
                 }
             case "api_keys":
                 guard let seq = v.sequence else {

@@ -8,11 +8,35 @@ public struct KeyPool: Sendable {
         public var rpm: Int?
         /// Tokens per minute per key; nil: unlimited.
         public var tpm: Int?
+        /// Seconds of each rate let through at once (`burst_seconds`); nil: a whole minute's worth.
+        public var burstSeconds: Double?
+        /// Whether the limits are this daemon's alone or shared by every daemon through the cluster store.
+        public var scope: Scope = .host
 
-        public init(rpm: Int? = nil, tpm: Int? = nil) {
+        public enum Scope: String, Sendable, Hashable, CaseIterable {
+            case host
+            case cluster
+        }
+
+        public init(rpm: Int? = nil, tpm: Int? = nil, burstSeconds: Double? = nil, scope: Scope = .host) {
             self.rpm = rpm
             self.tpm = tpm
+            self.burstSeconds = burstSeconds
+            self.scope = scope
         }
+
+        /// The units of `rate` (per minute) let through at once.
+        public func burst(of rate: Int) -> Int {
+            guard let burstSeconds else { return rate }
+            return max(1, min(rate, Int((Double(rate) / 60 * burstSeconds).rounded(.down))))
+        }
+
+        func limiter(_ rate: Int?) -> GCRALimiter? {
+            rate.map { GCRALimiter(rate: $0, per: .seconds(60), burst: burst(of: $0)) }
+        }
+
+        /// Lease size for cluster limits: a tenth of a second of the request rate, at least one.
+        public var leaseRequests: Int { max(1, (rpm ?? 600) / 600) }
     }
 
     /// A limit the provider told us about, with the limiter that keeps to it.
@@ -24,6 +48,8 @@ public struct KeyPool: Sendable {
     struct Key: Sendable {
         var rpm: GCRALimiter?
         var tpm: GCRALimiter?
+        /// For cluster limits (then `rpm`/`tpm` are nil): the lease this daemon holds.
+        var cluster: ClusterShare?
         var learnedRequests: Learned?
         var learnedTokens: Learned?
         var restingUntil: Instant?
@@ -31,12 +57,21 @@ public struct KeyPool: Sendable {
         /// The earliest time this key can take a call of `tokens`, from `now` on. (On every call's path: no
         /// allocation.)
         func earliest(tokens: Int, now: Instant) -> Instant {
+            earliestFirm(tokens: tokens, now: now).at
+        }
+
+        /// As `earliest`, and whether that time is certain (false: only when to look at a cluster lease again).
+        func earliestFirm(tokens: Int, now: Instant) -> (at: Instant, firm: Bool) {
             var at = max(now, restingUntil ?? now)
+            // A lease that covers the call is taken when the call is (even for a later time), so only a lease
+            // that does not makes the time uncertain.
+            let lease = cluster?.earliest(tokens: tokens, now: now)
+            if let lease { at = max(at, lease.at) }
             if let rpm { at = max(at, rpm.earliest(cost: 1, now: now)) }
             if let tpm { at = max(at, tpm.earliest(cost: tokens, now: now)) }
             if let l = learnedRequests { at = max(at, l.limiter.earliest(cost: 1, now: now)) }
             if let l = learnedTokens { at = max(at, l.limiter.earliest(cost: tokens, now: now)) }
-            return at
+            return (at, lease?.firm ?? true)
         }
 
         /// Takes the call at `at`, which `earliest` said is allowed.
@@ -44,6 +79,7 @@ public struct KeyPool: Sendable {
             if let until = restingUntil, until <= at { restingUntil = nil }
             rpm.take(cost: 1, at: at)
             tpm.take(cost: tokens, at: at)
+            cluster?.take(tokens: tokens, at: at)
             learnedRequests?.limiter.take(cost: 1, at: at)
             learnedTokens?.limiter.take(cost: tokens, at: at)
         }
@@ -62,8 +98,11 @@ public struct KeyPool: Sendable {
 
     public init(keyCount: Int, limits: Limits) {
         keys = (0..<max(1, keyCount)).map { _ in
-            Key(rpm: limits.rpm.map { GCRALimiter(rate: $0, per: .seconds(60)) },
-                tpm: limits.tpm.map { GCRALimiter(rate: $0, per: .seconds(60)) })
+            switch limits.scope {
+            case .host: Key(rpm: limits.limiter(limits.rpm), tpm: limits.limiter(limits.tpm))
+            case .cluster where limits.rpm == nil && limits.tpm == nil: Key()
+            case .cluster: Key(cluster: ClusterShare(limits: limits))
+            }
         }
     }
 
@@ -71,19 +110,34 @@ public struct KeyPool: Sendable {
 
     /// Picks the next key, round robin, that is not resting and whose limits admit a call of `tokens` now.
     public mutating func acquire(tokens: Int, now: Instant) -> Grant {
-        guard let (index, at) = soonest(tokens: tokens, now: now) else { return .wait(until: now) }
-        guard at <= now else { return .wait(until: at) }
+        guard let (index, at, _) = soonest(tokens: tokens, now: now) else { return .wait(until: now) }
+        guard at <= now else {
+            noteShort(tokens: tokens)
+            return .wait(until: at)
+        }
         take(index, tokens: tokens, at: now)
         return .key(index: index, tokens: tokens)
     }
 
+    /// A call's place in the queue for a key.
+    public enum Place: Sendable, Hashable {
+        /// Key `index` is the call's at `at`: it must go out then, and its tokens be settled as with `acquire`.
+        case held(index: Int, at: Instant)
+        /// Nothing is held: the soonest key's cluster lease is short and its answer from the cluster store is
+        /// awaited (or the store named a time another daemon may take first). Look again at `at`.
+        case lookAgain(at: Instant)
+    }
+
     /// Reserves the key that is free soonest, at the earliest time its limits allow, if that is no later than
     /// `notAfter`: a place in the queue, so callers waiting for a key do not all wake at once and race for it.
-    /// The call must go out at the returned time, and its tokens be settled as with `acquire`.
-    public mutating func reserve(tokens: Int, now: Instant, notAfter: Instant) -> (index: Int, at: Instant)? {
-        guard let (index, at) = soonest(tokens: tokens, now: now), at <= notAfter else { return nil }
+    public mutating func reserve(tokens: Int, now: Instant, notAfter: Instant) -> Place? {
+        guard let (index, at, firm) = soonest(tokens: tokens, now: now), at <= notAfter else { return nil }
+        guard firm else {
+            noteShort(tokens: tokens)
+            return .lookAgain(at: at)
+        }
         take(index, tokens: tokens, at: at)
-        return (index, at)
+        return .held(index: index, at: at)
     }
 
     /// When the soonest key could take a call of `tokens`; `now` if one can at once. Reserves nothing.
@@ -91,16 +145,72 @@ public struct KeyPool: Sendable {
         soonest(tokens: tokens, now: now)?.1 ?? now
     }
 
-    /// The key free soonest, round robin among those free at the same time.
-    private func soonest(tokens: Int, now: Instant) -> (Int, Instant)? {
-        var best: (Int, Instant)?
+    /// The key free soonest, round robin among those free at the same time, and whether that time is certain.
+    private func soonest(tokens: Int, now: Instant) -> (Int, Instant, Bool)? {
+        var best: (Int, Instant, Bool)?
         for step in 0..<keys.count {
             let i = (nextIndex + step) % keys.count
-            let at = keys[i].earliest(tokens: tokens, now: now)
-            if at <= now { return (i, now) }
-            if best == nil || at < best!.1 { best = (i, at) }
+            let (at, firm) = keys[i].earliestFirm(tokens: tokens, now: now)
+            if at <= now { return (i, now, true) }
+            if best == nil || at < best!.1 || (at == best!.1 && firm && !best!.2) { best = (i, at, firm) }
         }
         return best
+    }
+
+    private mutating func noteShort(tokens: Int) {
+        for i in keys.indices { keys[i].cluster?.noteShort(tokens: tokens) }
+    }
+
+    // MARK: Cluster leases (`scope: cluster`)
+
+    /// Whether the keys' limits are leased from the cluster store.
+    public var isCluster: Bool { keys.contains { $0.cluster != nil } }
+
+    /// The lease requests due now, one per key at most; each is marked out until answered.
+    public mutating func dueRefills(now: Instant) -> [(index: Int, refill: ClusterShare.Refill)] {
+        var due: [(Int, ClusterShare.Refill)] = []
+        for i in keys.indices {
+            guard let limits = keys[i].cluster?.limits,
+                  let r = keys[i].cluster?.refill(leaseRequests: limits.leaseRequests, now: now) else { continue }
+            due.append((i, r))
+        }
+        return due
+    }
+
+    /// The store's answer to key `index`'s lease request.
+    public mutating func leaseGranted(index: Int, requests: Int, tokens: Int, wait: Duration, now: Instant) {
+        guard keys.indices.contains(index) else { return }
+        keys[index].cluster?.granted(requests: requests, tokens: tokens, wait: wait, now: now)
+    }
+
+    /// Key `index`'s lease request got no answer.
+    public mutating func leaseFailed(index: Int, debtTokens: Int) {
+        guard keys.indices.contains(index) else { return }
+        keys[index].cluster?.refillFailed(debtTokens: debtTokens)
+    }
+
+    /// Leases unused since `idleSince`, emptied here, to give back to the store.
+    public mutating func takeIdleLeases(idleSince: Instant) -> [(index: Int, requests: Int, tokens: Int)] {
+        var idle: [(Int, Int, Int)] = []
+        for i in keys.indices {
+            if let (r, t) = keys[i].cluster?.takeIdle(idleSince: idleSince) { idle.append((i, r, t)) }
+        }
+        return idle
+    }
+
+    /// The store cannot be reached: every key paces locally at `share` of its cluster limits.
+    public mutating func fallBack(share: Double) {
+        for i in keys.indices { keys[i].cluster?.fallBack(share: share) }
+    }
+
+    /// The store answers again.
+    public mutating func rejoin() {
+        for i in keys.indices { keys[i].cluster?.rejoin() }
+    }
+
+    /// What each key holds of its cluster lease (for `breakwater status`).
+    public var leases: [(requests: Int, tokens: Int, fallingBack: Bool)] {
+        keys.compactMap { k in k.cluster.map { ($0.requests, $0.tokens, $0.isFallingBack) } }
     }
 
     private mutating func take(_ index: Int, tokens: Int, at: Instant) {
@@ -113,6 +223,7 @@ public struct KeyPool: Sendable {
         guard keys.indices.contains(index) else { return }
         keys[index].tpm?.adjust(by: actualTokens - reservedTokens, now: now)
         keys[index].learnedTokens?.limiter.adjust(by: actualTokens - reservedTokens, now: now)
+        keys[index].cluster?.settle(reservedTokens: reservedTokens, actualTokens: actualTokens, now: now)
     }
 
     /// The provider rate-limited this key: it rests until `until` while the others serve.

@@ -79,6 +79,12 @@ extension AuditEvent {
             return "Approval reused for \(what)\(who)\(forTenant)\(phrase("with arguments", self[.argumentHash]))"
         case .toolCallBlocked:
             return "Tool \(self[.toolName] ?? "?") blocked\(who)\(forTenant)\(paren("rule", rule))\(colon(reason))"
+        case .clusterDegraded:
+            return "Cluster store \(self[.clusterStore] ?? "?") unreachable: cluster limits run on local shares"
+                + "\(phrase("of", self[.fallbackShare]))\(colon(reason))"
+        case .clusterRestored:
+            return "Cluster store \(self[.clusterStore] ?? "?") reachable again after "
+                + "\(self[.degradedMilliseconds] ?? "?") ms: cluster limits are shared again"
         case .auditLoss:
             return "Audit entries lost: \(self[.droppedCount] ?? "0") dropped (queue full), "
                 + "\(self[.unwrittenCount] ?? "0") not taken by journald"

@@ -75,7 +75,8 @@ public struct AuditEvent: Sendable, Equatable {
             if let priorityOverride { return priorityOverride }
             switch kind {
             case .auditLoss: return .error
-            case .failureRateAlert: return .warning
+            case .failureRateAlert, .clusterDegraded: return .warning
+            case .clusterRestored: return .notice
             case .breakerTransition where breakerTo == .open: return .warning
             default: return decision == .deny ? .notice : .info
             }

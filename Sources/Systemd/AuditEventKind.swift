@@ -46,6 +46,10 @@ public enum AuditEventKind: String, CaseIterable, Hashable, Sendable, CustomStri
     case toolCallBlocked = "tool_call_blocked"
     /// The writer itself could not record some entries (queue full, or journald not taking them).
     case auditLoss = "audit_loss"
+    /// The cluster store stopped answering: limits and budgets with `scope: cluster` run on local shares.
+    case clusterDegraded = "cluster_degraded"
+    /// The cluster store answers again: cluster limits and budgets are enforced across the fleet once more.
+    case clusterRestored = "cluster_restored"
 
     /// The kind's `MESSAGE_ID`, generated once with `systemd-id128 new`. Never change one: admins' filters and
     /// the catalog depend on it.
@@ -68,6 +72,8 @@ public enum AuditEventKind: String, CaseIterable, Hashable, Sendable, CustomStri
         case .failureRateAlert: "374e785366e546d7aba94dc3f85592b5"
         case .callCompleted: "f91d955ff15343e4b82e60d0aa363d11"
         case .auditLoss: "b1911874625647e68267122ccace6e9e"
+        case .clusterDegraded: "93fdd636161a4f3d8bc2e57709596bc3"
+        case .clusterRestored: "fd9c98069b9143ce96b025a8eab46408"
         case .actionRequested: "cfbd6982332d46dd9d03936c097340fd"
         case .actionAllowed: "49aaba552a1d4a448bbc53bc8387c1bc"
         case .actionDenied: "fb205ea05474400589747e74ddb60c9a"

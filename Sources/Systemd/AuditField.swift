@@ -188,6 +188,17 @@ extension AuditField {
     /// What the call cost, in millionths of the price table's currency unit.
     public static let costMicros = AuditField("COST_MICROS")
 
+    // MARK: The cluster store
+
+    /// Which cluster store (`redis://host:port/db` or `unix://path`; never a password).
+    public static let clusterStore = AuditField("CLUSTER_STORE")
+    /// How many daemons the store last counted alive.
+    public static let liveDaemons = AuditField("LIVE_DAEMONS")
+    /// The share of each cluster limit this daemon takes while the store is down, as a fraction.
+    public static let fallbackShare = AuditField("FALLBACK_SHARE")
+    /// How long the store was unreachable.
+    public static let degradedMilliseconds = AuditField("DEGRADED_MS")
+
     // MARK: The writer's own loss report
 
     /// Entries dropped because the writer's queue was full, since the writer started.
@@ -208,6 +219,7 @@ extension AuditField {
         delayMilliseconds, fallbackFrom, fallbackTo, breaker, breakerFrom, breakerTo, failureRate,
         failureRateThreshold, sampleCount,
         outcome, attempts, inputTokens, outputTokens, costMicros,
+        clusterStore, liveDaemons, fallbackShare, degradedMilliseconds,
         droppedCount, unwrittenCount,
     ]
 

@@ -192,9 +192,29 @@ extension Status {
             out.append("  \(p["provider"] ?? "?")  \(p["running"] ?? "?")/\(p["limit"] ?? "?") calls running, "
                 + "\(p["waiting"] ?? "?") waiting for a connection (\(p["waited_total"] ?? "?") have waited)")
         }
-        let shown: Set = ["audit", "open_breakers", "upstream_pools"]
+        out += clusterLines(o["cluster"] as? [String: Any] ?? [:])
+        let shown: Set = ["audit", "open_breakers", "upstream_pools", "cluster"]
         for key in o.keys.sorted() where !counters.contains(key) && !shown.contains(key) {
             out.append("\(label(key)): \(o[key] ?? "-")")
+        }
+        return out
+    }
+}
+
+extension Status {
+    /// The cluster store: where, whether it answers, and what this daemon holds of each cluster limit.
+    static func clusterLines(_ c: [String: Any]) -> [String] {
+        guard c["configured"] as? Bool != false, let store = c["store"] else { return ["cluster: none"] }
+        var out: [String] = []
+        if c["reachable"] as? Bool == true {
+            out.append("cluster: \(store) reachable, \(c["live_daemons"] ?? "?") daemons alive")
+        } else {
+            out.append("cluster: \(store) UNREACHABLE for \(c["unreachable_for_ms"] ?? "?") ms: cluster limits on "
+                + "this daemon's local share (\(c["fallback_share"] ?? "?") of each)")
+        }
+        for l in c["leases"] as? [[String: Any]] ?? [] {
+            out.append("  \(l["provider"] ?? "?") key \(l["key"] ?? "?")  lease in hand: \(l["requests"] ?? "?") "
+                + "requests, \(l["tokens"] ?? "?") tokens" + (l["local_share"] as? Bool == true ? " (local share)" : ""))
         }
         return out
     }

@@ -114,8 +114,9 @@ import Testing
         pool.learn(index: 0, from: info, now: clock.now())
         let start = clock.now()
         let places = (0..<3).compactMap { _ in pool.reserve(tokens: 1, now: start, notAfter: start + .seconds(1)) }
-        #expect(places.map(\.at) == [start + .milliseconds(100), start + .milliseconds(200),
-                                      start + .milliseconds(300)])
+        #expect(places == [.held(index: 0, at: start + .milliseconds(100)),
+                           .held(index: 0, at: start + .milliseconds(200)),
+                           .held(index: 0, at: start + .milliseconds(300))])
         #expect(pool.reserve(tokens: 1, now: start, notAfter: start + .milliseconds(350)) == nil)
         #expect(pool.earliest(tokens: 1, now: start) == start + .milliseconds(400))
     }
@@ -135,5 +136,92 @@ import Testing
         var limited = spent
         limited.limitRequests = 600
         #expect(!KeyPool.shouldRest(after: limited))
+    }
+
+    // MARK: Cluster leases
+
+    static let cluster = KeyPool.Limits(rpm: 6000, tpm: 600_000, scope: .cluster)  // leases of 10 requests
+
+    /// A cluster key holds nothing until the store grants a lease: the first call finds it short and asks for
+    /// one (once, however many calls wait), takes from it without asking again, and asks again when it runs out.
+    @Test func clusterKeyTakesFromItsLease() {
+        let clock = ManualClock()
+        let now = clock.now()
+        var pool = KeyPool(keyCount: 1, limits: Self.cluster)
+        #expect(pool.acquire(tokens: 100, now: now) == .wait(until: now + ClusterShare.poll))
+        let due = pool.dueRefills(now: now)
+        #expect(due.count == 1)
+        #expect(due.first.map { $0.refill.need == (1, 100) && $0.refill.want == (10, 1000) } == true)
+        _ = pool.acquire(tokens: 100, now: now)
+        #expect(pool.dueRefills(now: now).isEmpty)  // one request out per key
+        pool.leaseGranted(index: 0, requests: 2, tokens: 250, wait: .zero, now: now)
+        #expect(pool.acquire(tokens: 100, now: now) == .key(index: 0, tokens: 100))
+        #expect(pool.acquire(tokens: 100, now: now) == .key(index: 0, tokens: 100))
+        #expect(pool.leases.first?.requests == 0 && pool.leases.first?.tokens == 50)
+        #expect(pool.acquire(tokens: 100, now: now) == .wait(until: now + ClusterShare.poll))
+        #expect(pool.dueRefills(now: now).first.map { $0.refill.need == (1, 50) } == true)
+    }
+
+    /// The store said the need does not fit for 50 ms: a waiting call looks again then, holding nothing, and no
+    /// lease request goes out before.
+    @Test func clusterWaitComesFromTheStore() {
+        let clock = ManualClock()
+        let now = clock.now()
+        var pool = KeyPool(keyCount: 1, limits: Self.cluster)
+        _ = pool.acquire(tokens: 10, now: now)
+        _ = pool.dueRefills(now: now)
+        pool.leaseGranted(index: 0, requests: 0, tokens: 0, wait: .milliseconds(50), now: now)
+        #expect(pool.reserve(tokens: 10, now: now, notAfter: now + .seconds(1)) == .lookAgain(at: now + .milliseconds(50)))
+        #expect(pool.reserve(tokens: 10, now: now, notAfter: now + .milliseconds(20)) == nil)
+        #expect(pool.dueRefills(now: now + .milliseconds(49)).isEmpty)
+        #expect(pool.dueRefills(now: now + .milliseconds(50)).count == 1)
+    }
+
+    /// An answer that used fewer tokens than reserved leaves the rest in the lease (the store was paid for
+    /// them); one that used more owes the difference, charged with the next lease request.
+    @Test func clusterSettlementCorrectsTheLease() {
+        let clock = ManualClock()
+        let now = clock.now()
+        var pool = KeyPool(keyCount: 1, limits: Self.cluster)
+        _ = pool.acquire(tokens: 100, now: now)
+        _ = pool.dueRefills(now: now)
+        pool.leaseGranted(index: 0, requests: 2, tokens: 200, wait: .zero, now: now)
+        _ = pool.acquire(tokens: 100, now: now)
+        pool.settle(index: 0, reservedTokens: 100, actualTokens: 40, now: now)
+        #expect(pool.leases.first?.tokens == 160)
+        _ = pool.acquire(tokens: 100, now: now)
+        pool.settle(index: 0, reservedTokens: 100, actualTokens: 130, now: now)
+        _ = pool.acquire(tokens: 100, now: now)  // no requests left: short
+        #expect(pool.dueRefills(now: now).first?.refill.debtTokens == 30)
+    }
+
+    /// With the store unreachable the key paces at its share of the cluster limit, at firm times (a place in
+    /// the queue is held again); when the store is back, leases again.
+    @Test func clusterFallsBackToALocalShare() {
+        let clock = ManualClock()
+        let now = clock.now()
+        var pool = KeyPool(keyCount: 1, limits: KeyPool.Limits(rpm: 600, burstSeconds: 1, scope: .cluster))
+        pool.fallBack(share: 0.5)  // 300/min, a burst of 5
+        for _ in 0..<5 { #expect(pool.acquire(tokens: 1, now: now) == .key(index: 0, tokens: 1)) }
+        #expect(pool.reserve(tokens: 1, now: now, notAfter: now + .seconds(1)) == .held(index: 0, at: now + .milliseconds(200)))
+        #expect(pool.dueRefills(now: now).isEmpty)
+        pool.rejoin()
+        #expect(pool.acquire(tokens: 1, now: now + .seconds(10)) == .wait(until: now + .seconds(10) + ClusterShare.poll))
+        #expect(pool.dueRefills(now: now + .seconds(10)).count == 1)
+    }
+
+    /// A lease no call used since `idleSince` is handed back whole (to return to the store); one in use stays.
+    @Test func idleLeasesGoBack() {
+        let clock = ManualClock()
+        let now = clock.now()
+        var pool = KeyPool(keyCount: 1, limits: Self.cluster)
+        _ = pool.acquire(tokens: 100, now: now)
+        _ = pool.dueRefills(now: now)
+        pool.leaseGranted(index: 0, requests: 10, tokens: 1000, wait: .zero, now: now)
+        _ = pool.acquire(tokens: 100, now: now + .seconds(1))
+        #expect(pool.takeIdleLeases(idleSince: now + .seconds(1)).isEmpty)
+        let back = pool.takeIdleLeases(idleSince: now + .seconds(3))
+        #expect(back.count == 1 && back[0].requests == 9 && back[0].tokens == 900)
+        #expect(pool.leases.first?.requests == 0)
     }
 }

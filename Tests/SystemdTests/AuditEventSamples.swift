@@ -9,7 +9,7 @@ enum AuditEventSamples {
     }
 
     static func sample(_ kind: AuditEventKind, requestID: String = "r-1") -> AuditEvent {
-        var e = AuditEvent(kind, requestID: kind == .auditLoss ? nil : requestID)
+        var e = AuditEvent(kind, requestID: [.auditLoss, .clusterDegraded, .clusterRestored].contains(kind) ? nil : requestID)
         func call() {
             e.agent = "refund-bot"
             e.tenant = "acme"
@@ -131,6 +131,15 @@ enum AuditEventSamples {
         case .auditLoss:
             e.set(.droppedCount, 3)
             e.set(.unwrittenCount, 0)
+        case .clusterDegraded:
+            e[.clusterStore] = "redis://10.0.0.5:6379/0"
+            e.set(.liveDaemons, 3)
+            e[.fallbackShare] = "0.333"
+            e.reason = "cannot connect to the cluster store: Connection refused"
+        case .clusterRestored:
+            e[.clusterStore] = "redis://10.0.0.5:6379/0"
+            e.set(.liveDaemons, 3)
+            e.set(.degradedMilliseconds, 12_400)
         }
         return e
     }

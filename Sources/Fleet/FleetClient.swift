@@ -1,0 +1,279 @@
+import Crypto
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+import PosixThread
+import Synchronization
+
+/// A provider key's cluster limits as the store's GCRA runs them: microseconds one unit uses up, and how far
+/// ahead of now the arrival time may run (the burst). An interval of 0 is no limit.
+public struct FleetRate: Sendable, Hashable {
+    public var requestInterval: Double
+    public var requestTolerance: Double
+    public var tokenInterval: Double
+    public var tokenTolerance: Double
+
+    /// `rpm` requests and `tpm` tokens a minute, a bucket holding `burstSeconds` of each (at least one unit).
+    public init(rpm: Int?, tpm: Int?, burstSeconds: Double) {
+        func spec(_ rate: Int?) -> (Double, Double) {
+            guard let rate, rate > 0 else { return (0, 0) }
+            let interval = 60_000_000 / Double(rate)
+            let burst = max(1, (Double(rate) / 60 * burstSeconds).rounded(.down))
+            return (interval, interval * burst)
+        }
+        (requestInterval, requestTolerance) = spec(rpm)
+        (tokenInterval, tokenTolerance) = spec(tpm)
+    }
+
+    public var limitsRequests: Bool { requestInterval > 0 }
+    public var limitsTokens: Bool { tokenInterval > 0 }
+
+    /// How long the store keeps a key's state untouched: its bucket refills fully well within this.
+    var ttlMilliseconds: Int { Int(max(requestTolerance, tokenTolerance) / 1000) + 120_000 }
+}
+
+/// Requests and tokens.
+public struct FleetUnits: Sendable, Hashable {
+    public var requests: Int
+    public var tokens: Int
+
+    public init(requests: Int, tokens: Int) {
+        self.requests = requests
+        self.tokens = tokens
+    }
+}
+
+/// What the store answered to a lease: units granted (zero, or at least what was needed), and when nothing was,
+/// how long until the need fits.
+public struct FleetGrant: Sendable, Hashable {
+    public var granted: FleetUnits
+    public var wait: Duration
+}
+
+/// Whether the store answers.
+public enum FleetHealth: Sendable, Equatable {
+    /// Answering; `liveDaemons` daemons (this one included) said they were alive within the last few heartbeats.
+    case reachable(liveDaemons: Int)
+    case unreachable(RedisFailure)
+}
+
+/// Connection settings for the cluster store (the config's `cluster:`).
+public struct FleetSettings: Sendable {
+    public var endpoint: RedisEndpoint
+    /// From a credential, never the config file.
+    public var password: String?
+    /// Every key the daemons write starts with this (default `breakwater:`), so one Redis can serve others too.
+    public var keyPrefix: String
+    /// The longest any connect, command or answer may take; past it the store counts as unreachable.
+    public var timeout: Duration
+    /// This daemon's name among the live daemons (default host name and PID).
+    public var daemonID: String
+    /// How often the daemon says it is alive and, when the store is unreachable, tries it again.
+    public var heartbeat: Duration
+
+    public init(endpoint: RedisEndpoint, password: String?, keyPrefix: String, timeout: Duration, daemonID: String,
+                heartbeat: Duration = .seconds(1)) {
+        self.endpoint = endpoint
+        self.password = password
+        self.keyPrefix = keyPrefix
+        self.timeout = timeout
+        self.daemonID = daemonID
+        self.heartbeat = heartbeat
+    }
+}
+
+/// The daemon's side of the cluster store: one thread with one hiredis connection, running the `FleetScript`s in
+/// the order asked. Nothing here blocks a caller: each request is queued and its answer, if it has one, handed
+/// to a completion on this thread. The thread also says the daemon is alive every `heartbeat`, which both counts
+/// the live daemons (for the share each takes when the store is gone) and, while the store is unreachable, is
+/// the only thing that tries it again — so calls never wait on a store that is down.
+public final class FleetClient: Sendable {
+    private struct Queue: ~Copyable {
+        var jobs: [@Sendable (Worker) -> Void] = []
+        var stopping = false
+    }
+
+    private let settings: FleetSettings
+    private let queue = Mutex(Queue())
+    private let wake = DispatchSemaphore(value: 0)
+    private let stopped = DispatchSemaphore(value: 0)
+    private let health: Mutex<FleetHealth?> = Mutex(nil)
+    private let onHealth: @Sendable (FleetHealth) -> Void
+
+    /// Starts the thread. `onHealth` is called on it whenever the store becomes reachable or unreachable, and
+    /// after every heartbeat that counted the live daemons.
+    public init(settings: FleetSettings, onHealth: @escaping @Sendable (FleetHealth) -> Void)
+        throws(PosixThread.SpawnError) {
+        self.settings = settings
+        self.onHealth = onHealth
+        // hiredis writes with write(2), which raises SIGPIPE on a connection the store closed; the daemon wants
+        // the EPIPE instead (a store that went away is an error to report, not a reason to die).
+        signal(SIGPIPE, SIG_IGN)
+        let worker = Worker(settings: settings)
+        try PosixThread.detached { [self] in run(worker) }
+    }
+
+    /// The last thing the store's answers (or silence) said; nil before the first heartbeat.
+    public var lastHealth: FleetHealth? { health.withLock { $0 } }
+
+    public var isReachable: Bool {
+        if case .reachable = lastHealth { return true }
+        return false
+    }
+
+    /// The store's name for a provider key: the prefix, the provider, and a digest of the key (never the key).
+    public func rateKey(provider: String, apiKey: String) -> String {
+        let digest = SHA256.hash(data: Array(apiKey.utf8)).prefix(8).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+        return settings.keyPrefix + "rate:" + provider + ":" + digest
+    }
+
+    /// Leases between `need` and `want` of the key's rate.
+    public func acquire(_ key: String, rate: FleetRate, need: FleetUnits, want: FleetUnits, debtTokens: Int,
+                        done: @escaping @Sendable (Result<FleetGrant, RedisFailure>) -> Void) {
+        let args = [rate.requestInterval, rate.requestTolerance, rate.tokenInterval, rate.tokenTolerance].map(Self.arg)
+            + [need.requests, need.tokens, max(need.requests, want.requests), max(need.tokens, want.tokens),
+               debtTokens, rate.ttlMilliseconds].map { String($0) }
+        submit { worker in
+            done(worker.run(.acquire, key: key, args).flatMap { reply in
+                guard let a = reply.array, a.count == 3, let r = a[0].int, let t = a[1].int, let w = a[2].int else {
+                    return .failure(.unexpected("acquire answered \(reply)"))
+                }
+                return .success(FleetGrant(granted: FleetUnits(requests: Int(r), tokens: Int(t)),
+                                           wait: .microseconds(max(0, w))))
+            })
+        }
+    }
+
+    /// Gives back what a lease granted and no call used.
+    public func giveBack(_ key: String, rate: FleetRate, _ units: FleetUnits) {
+        let args = [Self.arg(rate.requestInterval), Self.arg(rate.tokenInterval), String(units.requests),
+                    String(units.tokens)]
+        submit { worker in _ = worker.run(.giveBack, key: key, args) }
+    }
+
+    /// Holds the key's cluster limits to what the provider said is left.
+    public func remaining(_ key: String, rate: FleetRate, requests: Int?, tokens: Int?) {
+        let args = [rate.requestInterval, rate.requestTolerance, rate.tokenInterval, rate.tokenTolerance].map(Self.arg)
+            + [requests ?? -1, tokens ?? -1, rate.ttlMilliseconds].map { String($0) }
+        submit { worker in _ = worker.run(.remaining, key: key, args) }
+    }
+
+    /// Rests the key on every daemon for `duration`.
+    public func rest(_ key: String, rate: FleetRate, for duration: Duration) {
+        let micros = max(0, duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000)
+        let args = [String(micros), String(rate.ttlMilliseconds)]
+        submit { worker in _ = worker.run(.rest, key: key, args) }
+    }
+
+    /// Stops the thread after what is queued (leaving the set of live daemons on the way), waiting at most
+    /// `timeout` for it.
+    public func shutdown(timeout: Duration = .seconds(2)) {
+        queue.withLock { $0.stopping = true }
+        wake.signal()
+        let ms = Int(timeout.components.seconds * 1000)
+        _ = stopped.wait(timeout: .now() + .milliseconds(ms))
+    }
+
+    private func submit(_ job: @escaping @Sendable (Worker) -> Void) {
+        queue.withLock { $0.jobs.append(job) }
+        wake.signal()
+    }
+
+    private static func arg(_ x: Double) -> String {
+        // Three decimals of a microsecond are far finer than any limit needs, and never in exponent notation.
+        let scaled = (x * 1000).rounded()
+        let whole = Int64(scaled) / 1000
+        let frac = Int64(scaled) % 1000
+        let f = String(frac)
+        return "\(whole)." + String(repeating: "0", count: 3 - f.count) + f
+    }
+
+    private func run(_ worker: Worker) {
+        let beat = settings.heartbeat
+        let beatMs = Int(beat.components.seconds * 1000 + beat.components.attoseconds / 1_000_000_000_000_000)
+        var nextBeat = DispatchTime.now()
+        while true {
+            if DispatchTime.now() >= nextBeat {
+                heartbeat(worker, liveWithin: beatMs * 3)
+                nextBeat = .now() + .milliseconds(beatMs)
+            }
+            _ = wake.wait(timeout: nextBeat)
+            let (jobs, stopping) = queue.withLock { q -> ([@Sendable (Worker) -> Void], Bool) in
+                defer { q.jobs.removeAll(keepingCapacity: true) }
+                return (q.jobs, q.stopping)
+            }
+            for job in jobs { job(worker) }
+            report(worker.failure.map(FleetHealth.unreachable), onlyChanges: true)
+            if stopping {
+                if worker.failure == nil {
+                    _ = worker.connection.command(["ZREM", settings.keyPrefix + "daemons", settings.daemonID]
+                        .map { Array($0.utf8) })
+                }
+                worker.connection.disconnect()
+                stopped.signal()
+                return
+            }
+        }
+    }
+
+    private func heartbeat(_ worker: Worker, liveWithin ms: Int) {
+        worker.failure = nil  // the one place an unreachable store is tried again
+        switch worker.run(.heartbeat, key: settings.keyPrefix + "daemons", [settings.daemonID, String(ms)]) {
+        case .success(let reply):
+            if let n = reply.int { report(.reachable(liveDaemons: max(1, Int(n))), onlyChanges: false) }
+        case .failure(let failure):
+            report(.unreachable(failure), onlyChanges: false)
+        }
+    }
+
+    private func report(_ new: FleetHealth?, onlyChanges: Bool) {
+        guard let new else { return }
+        let changed = health.withLock { h -> Bool in
+            let was = h
+            h = new
+            switch (was, new) {
+            case (.reachable?, .reachable), (.unreachable?, .unreachable): return false
+            default: return true
+            }
+        }
+        if changed || !onlyChanges { onHealth(new) }
+    }
+}
+
+/// The connection and what the thread knows about it; used only on the fleet client's thread.
+final class Worker: @unchecked Sendable {
+    let connection: RedisConnection
+    /// The last failure since the last heartbeat: while set, commands are not tried (they would each wait out
+    /// the timeout on a store that is down).
+    var failure: RedisFailure?
+
+    init(settings: FleetSettings) {
+        connection = RedisConnection(endpoint: settings.endpoint, password: settings.password,
+                                     timeout: settings.timeout)
+    }
+
+    func run(_ script: FleetScript, key: String, _ args: [String]) -> Result<RedisReply, RedisFailure> {
+        if let failure { return .failure(failure) }
+        let tail = [key] + args
+        var result = connection.command(([ "EVALSHA", script.sha, "1"] + tail).map { Array($0.utf8) })
+        if case .success(.error(let why)) = result, why.hasPrefix("NOSCRIPT") {
+            result = connection.command((["EVAL", script.source, "1"] + tail).map { Array($0.utf8) })
+        }
+        switch result {
+        case .success(.error(let why)):
+            // A script error is a bug or a store that is not Redis ≥ 5; said once, never with the arguments.
+            let failure = RedisFailure.server(String(why.prefix(200)))
+            self.failure = failure
+            return .failure(failure)
+        case .failure(let failure):
+            self.failure = failure
+            return .failure(failure)
+        case .success(let reply):
+            return .success(reply)
+        }
+    }
+}
