@@ -22,6 +22,9 @@ command -v curl >/dev/null || need+=(curl)
 # nghttpx: a real HTTP/2 server for the h2c upstream test.
 command -v openssl >/dev/null || need+=(openssl)
 command -v nghttpx >/dev/null || [ -x /usr/sbin/nghttpx ] || need+=(nghttp2-proxy)
+# The cluster store: hiredis to build against, and a real redis-server the fleet tests start on Unix sockets.
+[ -f /usr/include/hiredis/hiredis.h ] || need+=(libhiredis-dev)
+command -v redis-server >/dev/null || need+=(redis-server)
 
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
