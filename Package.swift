@@ -35,6 +35,8 @@ let package = Package(
         .executable(name: "breakwater-journal-bench", targets: ["breakwater-journal-bench"]),
         // A private systemd-journald per test, and a reader for what landed in it.
         .library(name: "JournalTestKit", targets: ["JournalTestKit"]),
+        // A real redis-server per test, on a Unix socket.
+        .library(name: "RedisTestKit", targets: ["RedisTestKit"]),
     ],
     traits: [
         .trait(name: "Daemon", description: "The daemon, its CLI, benchmarks and tests, and their dependencies (on "
@@ -88,6 +90,8 @@ let package = Package(
         .target(name: "Systemd", dependencies: ["CSystemd", "PosixThread"], swiftSettings: strict),
         // A private systemd-journald in its own mount namespace, for tests and the journal benchmark.
         .target(name: "JournalTestKit", dependencies: ["CLinuxNamespace", "PosixThread"], swiftSettings: strict),
+        // A real redis-server (Debian's package) on a Unix socket in a temporary directory, stopped by PID.
+        .target(name: "RedisTestKit", swiftSettings: strict),
         // Agent identity, scopes, tenants, conditional controls, approvals and budgets: pure decisions over an
         // injected clock.
         .target(
@@ -179,7 +183,7 @@ let package = Package(
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: strict),
         .testTarget(name: "ResilienceTests", dependencies: ["Resilience"], swiftSettings: strict),
         // Against a real redis-server (Debian's package), started on a Unix socket per test.
-        .testTarget(name: "FleetTests", dependencies: ["Fleet"], swiftSettings: strict),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "RedisTestKit"], swiftSettings: strict),
         // The daemon's call path in-process: EmbeddedChannel, a scripted engine, virtual time.
         .testTarget(
             name: "BreakwaterDaemonTests",
@@ -203,6 +207,7 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "BreakwaterClient", "BreakwaterWire", "FakeProviderKit", "Governance", "JournalTestKit",
+                "RedisTestKit",
                 // To read the daemon's state store (wait for a write before a crash).
                 daemonOnly("GRDB", "GRDB.swift"),
                 // Listed so `swift test` builds the binaries the end-to-end tests start as real processes.

@@ -478,14 +478,21 @@ final class CallDriver {
         let maxWait = target.provider.retry.maxRetryWait
         let busyFor = "rate limits: every key is busy for " + RetryPlanner.format(busy)
         let limited = Failure(code: .rateLimited, provider: target.provider.name, retryAfter: busy)
-        if walk.pacedOnTarget + busy > maxWait, laterTargetReady() {
+        let fallbackReady = laterTargetReady()
+        if walk.pacedOnTarget + busy > maxWait, fallbackReady {
             walk.note(target, "keys_busy", busyFor + ", longer than max_retry_wait", wait: busy)
             walk.lastFailure = limited
             return .skipped
         }
-        switch shared.resilience.reserveKey(target.provider, tokens: tokens, notAfter: deadline - .milliseconds(1)) {
+        // With another target ready, the place may be no further off than max_retry_wait allows (a cluster
+        // lease may be granted for a later slot, up to this); else anywhere before the deadline.
+        let lastChance = deadline - .milliseconds(1)
+        let horizon = fallbackReady ? min(lastChance, now + max(.zero, maxWait - walk.pacedOnTarget)) : lastChance
+        switch shared.resilience.reserveKey(target.provider, tokens: tokens, notAfter: horizon) {
         case nil:
-            walk.note(target, "keys_busy", busyFor + ", past the call's deadline", wait: busy)
+            walk.note(target, "keys_busy", busyFor + (horizon < lastChance ? ", longer than max_retry_wait"
+                                                                              : ", past the call's deadline"),
+                      wait: busy)
             walk.lastFailure = limited
             return .skipped
         case .held(let index, let at):

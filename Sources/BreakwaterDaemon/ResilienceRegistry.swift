@@ -388,7 +388,7 @@ final class ResilienceRegistry: Sendable {
             r.client.acquire(r.names[index], rate: r.rate,
                              need: FleetUnits(requests: refill.need.requests, tokens: refill.need.tokens),
                              want: FleetUnits(requests: refill.want.requests, tokens: refill.want.tokens),
-                             debtTokens: debt) { [weak self] result in
+                             debtTokens: debt, maxWait: refill.maxWait) { [weak self] result in
                 self?.leaseAnswered(provider: provider, index: index, result, debtTokens: debt)
             }
         }

@@ -44,8 +44,8 @@ public struct FleetUnits: Sendable, Hashable {
     }
 }
 
-/// What the store answered to a lease: units granted (zero, or at least what was needed), and when nothing was,
-/// how long until the need fits.
+/// What the store answered to a lease: units granted (zero, or at least what was needed), and how long until
+/// they may be used — or, with nothing granted, until the need fits.
 public struct FleetGrant: Sendable, Hashable {
     public var granted: FleetUnits
     public var wait: Duration
@@ -131,12 +131,14 @@ public final class FleetClient: Sendable {
         return settings.keyPrefix + "rate:" + provider + ":" + digest
     }
 
-    /// Leases between `need` and `want` of the key's rate.
+    /// Leases between `need` and `want` of the key's rate; `need` alone for up to `maxWait` ahead when it does
+    /// not fit now.
     public func acquire(_ key: String, rate: FleetRate, need: FleetUnits, want: FleetUnits, debtTokens: Int,
+                        maxWait: Duration = .zero,
                         done: @escaping @Sendable (Result<FleetGrant, RedisFailure>) -> Void) {
         let args = [rate.requestInterval, rate.requestTolerance, rate.tokenInterval, rate.tokenTolerance].map(Self.arg)
             + [need.requests, need.tokens, max(need.requests, want.requests), max(need.tokens, want.tokens),
-               debtTokens, rate.ttlMilliseconds].map { String($0) }
+               debtTokens, rate.ttlMilliseconds, Int(Self.micros(maxWait))].map { String($0) }
         submit { worker in
             done(worker.run(.acquire, key: key, args).flatMap { reply in
                 guard let a = reply.array, a.count == 3, let r = a[0].int, let t = a[1].int, let w = a[2].int else {
@@ -164,8 +166,7 @@ public final class FleetClient: Sendable {
 
     /// Rests the key on every daemon for `duration`.
     public func rest(_ key: String, rate: FleetRate, for duration: Duration) {
-        let micros = max(0, duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000)
-        let args = [String(micros), String(rate.ttlMilliseconds)]
+        let args = [String(Self.micros(duration)), String(rate.ttlMilliseconds)]
         submit { worker in _ = worker.run(.rest, key: key, args) }
     }
 
@@ -181,6 +182,10 @@ public final class FleetClient: Sendable {
     private func submit(_ job: @escaping @Sendable (Worker) -> Void) {
         queue.withLock { $0.jobs.append(job) }
         wake.signal()
+    }
+
+    private static func micros(_ d: Duration) -> Int64 {
+        max(0, d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000)
     }
 
     private static func arg(_ x: Double) -> String {

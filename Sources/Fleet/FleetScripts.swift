@@ -7,11 +7,15 @@ import Crypto
 /// keeps only 14 digits.
 enum FleetScript: CaseIterable {
     /// A lease of a provider key's rate (GCRA, one theoretical arrival time per limit, as the local limiter):
-    /// grants between `need` and `want` requests and tokens, all-or-nothing for `need`, or says how long until
-    /// `need` fits. Charges `debt` tokens first (an answer that used more than its reservation).
-    /// KEYS[1]: the key's hash. ARGV: request interval, request tolerance, token interval, token tolerance (µs;
-    /// an interval of 0 is no limit), need requests, need tokens, want requests, want tokens, debt tokens, TTL ms.
-    /// Returns {requests granted, tokens granted, µs to wait}.
+    /// grants between `need` and `want` requests and tokens, all-or-nothing for `need`. When `need` does not fit
+    /// now but will within `max wait`, it is granted for then: the next slot of the limit goes to whoever asked
+    /// first, on any daemon (a queue across the fleet, as the local limiter's places are for one host), so
+    /// daemons that all wait share the limit by how much they ask, not by who polls fastest. Otherwise nothing is
+    /// granted and the answer says how long until `need` fits. Charges `debt` tokens first (an answer that used
+    /// more than its reservation). KEYS[1]: the key's hash. ARGV: request interval, request tolerance, token
+    /// interval, token tolerance (µs; an interval of 0 is no limit), need requests, need tokens, want requests,
+    /// want tokens, debt tokens, TTL ms, max wait µs. Returns {requests granted, tokens granted, µs until the
+    /// grant may be used (or, with nothing granted, until the need fits)}.
     case acquire
     /// Gives back an unused lease: ARGV request interval, token interval, requests, tokens.
     case giveBack
@@ -42,13 +46,18 @@ enum FleetScript: CaseIterable {
             end
             local ar, at = room(tr, ri, rtol), room(tk, ti, ttol)
             local wait = 0
-            if rest > now then wait = rest - now end
             if ar >= 0 and ar < nr then wait = math.max(wait, tr + nr * ri - rtol - now) end
             if at >= 0 and at < nt then wait = math.max(wait, tk + nt * ti - ttol - now) end
             local gr, gt = 0, 0
-            if wait <= 0 then
+            if rest > now then
+              wait = math.max(wait, rest - now)
+            elseif wait <= 0 then
               if ar < 0 then gr = wr else gr = math.min(wr, ar) end
               if at < 0 then gt = wt else gt = math.min(wt, at) end
+              if ri > 0 then tr = tr + gr * ri end
+              if ti > 0 then tk = tk + gt * ti end
+            elseif wait <= tonumber(ARGV[11]) then
+              gr, gt = nr, nt
               if ri > 0 then tr = tr + gr * ri end
               if ti > 0 then tk = tk + gt * ti end
             end

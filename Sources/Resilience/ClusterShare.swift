@@ -22,6 +22,11 @@ public struct ClusterShare: Sendable {
     public private(set) var debtTokens = 0
     /// The largest call (in tokens) that found the lease short since the last grant.
     private var shortBy: Int?
+    /// The latest a call that found it short could still go (its place in the queue may be granted for up to
+    /// then); nil: a call that cannot wait.
+    private var shortUntil: Instant?
+    /// A lease granted for a later slot may be used from this time on.
+    public private(set) var validFrom: Instant?
     /// Last time a call took from the lease (or it was granted): an idle lease goes back.
     public private(set) var lastActive: Instant = .zero
     /// Set while the store cannot be reached: local limiters at a share of the cluster limits.
@@ -42,9 +47,11 @@ public struct ClusterShare: Sendable {
         public var need: (requests: Int, tokens: Int)
         public var want: (requests: Int, tokens: Int)
         public var debtTokens: Int
+        /// How far ahead the need may be granted (the waiting call's remaining time); zero: only now.
+        public var maxWait: Duration
 
         public static func == (a: Refill, b: Refill) -> Bool {
-            a.need == b.need && a.want == b.want && a.debtTokens == b.debtTokens
+            a.need == b.need && a.want == b.want && a.debtTokens == b.debtTokens && a.maxWait == b.maxWait
         }
 
         public func hash(into h: inout Hasher) {
@@ -53,6 +60,7 @@ public struct ClusterShare: Sendable {
             h.combine(want.requests)
             h.combine(want.tokens)
             h.combine(debtTokens)
+            h.combine(maxWait)
         }
     }
 
@@ -63,7 +71,7 @@ public struct ClusterShare: Sendable {
     /// When a call of `callTokens` could go; `firm` false when that is only when to look again (a lease
     /// answer is awaited, or the store named a time that another daemon may take first).
     func earliest(tokens callTokens: Int, now: Instant) -> (at: Instant, firm: Bool) {
-        if covers(callTokens) { return (now, true) }
+        if covers(callTokens) { return (max(now, validFrom ?? now), true) }
         if let fallback {
             var at = now
             if let rpm = fallback.rpm { at = max(at, rpm.earliest(cost: 1, now: now)) }
@@ -76,7 +84,7 @@ public struct ClusterShare: Sendable {
     /// Takes a call the lease covers (or, falling back, the local share allows) at `at`.
     mutating func take(tokens callTokens: Int, at: Instant) {
         lastActive = at
-        if covers(callTokens) {
+        if covers(callTokens), (validFrom ?? at) <= at {
             if limits.rpm != nil { requests -= 1 }
             if limits.tpm != nil { tokens -= callTokens }
             return
@@ -87,10 +95,11 @@ public struct ClusterShare: Sendable {
         fallback = f
     }
 
-    /// A call of `callTokens` found the lease short: remember how much it needs.
-    mutating func noteShort(tokens callTokens: Int) {
+    /// A call of `callTokens` found the lease short: remember how much it needs, and until when it may wait.
+    mutating func noteShort(tokens callTokens: Int, until: Instant?) {
         guard !covers(callTokens) else { return }
         shortBy = max(shortBy ?? 0, callTokens)
+        if let until { shortUntil = max(shortUntil ?? until, until) }
     }
 
     /// The lease request to send now, if one is due; marks it out.
@@ -106,19 +115,26 @@ public struct ClusterShare: Sendable {
         refilling = true
         let debt = debtTokens
         debtTokens = 0
-        return Refill(need: (needRequests, needTokens), want: (wantRequests, wantTokens), debtTokens: debt)
+        let maxWait = max(.zero, (shortUntil ?? now) - now)
+        return Refill(need: (needRequests, needTokens), want: (wantRequests, wantTokens), debtTokens: debt,
+                      maxWait: maxWait)
     }
 
-    /// The store's answer to the lease request: units granted, or how long until the need fits.
+    /// The store's answer to the lease request: units granted (usable after `wait`: a later slot), or nothing
+    /// and how long until the need fits.
     public mutating func granted(requests r: Int, tokens t: Int, wait: Duration, now: Instant) {
         refilling = false
+        guard r > 0 || t > 0 else {
+            notBefore = wait > .zero ? now + wait : nil
+            return
+        }
         requests += r
         tokens += t
-        notBefore = (r == 0 && t == 0 && wait > .zero) ? now + wait : nil
-        if r > 0 || t > 0 {
-            shortBy = nil
-            lastActive = now
-        }
+        notBefore = nil
+        validFrom = wait > .zero ? now + wait : nil
+        shortBy = nil
+        shortUntil = nil
+        lastActive = now
     }
 
     /// The lease request got no answer: the debt it carried is owed again.

@@ -112,7 +112,7 @@ public struct KeyPool: Sendable {
     public mutating func acquire(tokens: Int, now: Instant) -> Grant {
         guard let (index, at, _) = soonest(tokens: tokens, now: now) else { return .wait(until: now) }
         guard at <= now else {
-            noteShort(tokens: tokens)
+            noteShort(tokens: tokens, until: nil)
             return .wait(until: at)
         }
         take(index, tokens: tokens, at: now)
@@ -133,7 +133,7 @@ public struct KeyPool: Sendable {
     public mutating func reserve(tokens: Int, now: Instant, notAfter: Instant) -> Place? {
         guard let (index, at, firm) = soonest(tokens: tokens, now: now), at <= notAfter else { return nil }
         guard firm else {
-            noteShort(tokens: tokens)
+            noteShort(tokens: tokens, until: notAfter)
             return .lookAgain(at: at)
         }
         take(index, tokens: tokens, at: at)
@@ -157,8 +157,8 @@ public struct KeyPool: Sendable {
         return best
     }
 
-    private mutating func noteShort(tokens: Int) {
-        for i in keys.indices { keys[i].cluster?.noteShort(tokens: tokens) }
+    private mutating func noteShort(tokens: Int, until: Instant?) {
+        for i in keys.indices { keys[i].cluster?.noteShort(tokens: tokens, until: until) }
     }
 
     // MARK: Cluster leases (`scope: cluster`)

@@ -174,7 +174,23 @@ import Testing
         #expect(pool.reserve(tokens: 10, now: now, notAfter: now + .seconds(1)) == .lookAgain(at: now + .milliseconds(50)))
         #expect(pool.reserve(tokens: 10, now: now, notAfter: now + .milliseconds(20)) == nil)
         #expect(pool.dueRefills(now: now + .milliseconds(49)).isEmpty)
-        #expect(pool.dueRefills(now: now + .milliseconds(50)).count == 1)
+        let due = pool.dueRefills(now: now + .milliseconds(50))
+        // The call could wait until now + 1 s: the store may grant it a slot up to then.
+        #expect(due.count == 1 && due.first?.refill.maxWait == .milliseconds(950))
+    }
+
+    /// The store granted the next slot, 80 ms ahead: a call holds its place for then (firm), and a second one
+    /// finds the lease short again.
+    @Test func aLaterSlotIsAPlace() {
+        let clock = ManualClock()
+        let now = clock.now()
+        var pool = KeyPool(keyCount: 1, limits: Self.cluster)
+        _ = pool.reserve(tokens: 10, now: now, notAfter: now + .seconds(2))
+        _ = pool.dueRefills(now: now)
+        pool.leaseGranted(index: 0, requests: 1, tokens: 10, wait: .milliseconds(80), now: now)
+        #expect(pool.acquire(tokens: 10, now: now) == .wait(until: now + .milliseconds(80)))
+        #expect(pool.reserve(tokens: 10, now: now, notAfter: now + .seconds(2)) == .held(index: 0, at: now + .milliseconds(80)))
+        #expect(pool.reserve(tokens: 10, now: now, notAfter: now + .seconds(2)) == .lookAgain(at: now + ClusterShare.poll))
     }
 
     /// An answer that used fewer tokens than reserved leaves the rest in the lease (the store was paid for
