@@ -160,8 +160,8 @@ let package = Package(
             name: "breakwater-bench",
             dependencies: [
                 // Governance for `--policy`: the token digest the generated policy holds. JournalTestKit: a
-                // private journald for `--cost`'s governed runs.
-                "BreakwaterClient", "CurlTransport", "Governance", "JournalTestKit",
+                // private journald for `--cost`'s governed runs. RedisTestKit: the redis-server of `--cost --cluster`.
+                "BreakwaterClient", "CurlTransport", "Governance", "JournalTestKit", "RedisTestKit",
                 daemonOnly("Histogram", "hdrhistogram-swift"),
                 daemonOnly("ArgumentParser", "swift-argument-parser"),
             ],

@@ -40,20 +40,21 @@ enum FleetScript: CaseIterable {
             local tk = math.max(tonumber(h[2]) or 0, now)
             local rest = tonumber(h[3]) or 0
             if ti > 0 then tk = tk + tonumber(ARGV[9]) * ti end
+            -- Units that fit now (negative while later slots are granted); nil: no limit.
             local function room(tat, i, tol)
-              if i <= 0 then return -1 end
+              if i <= 0 then return nil end
               return math.floor((now + tol - tat) / i)
             end
             local ar, at = room(tr, ri, rtol), room(tk, ti, ttol)
             local wait = 0
-            if ar >= 0 and ar < nr then wait = math.max(wait, tr + nr * ri - rtol - now) end
-            if at >= 0 and at < nt then wait = math.max(wait, tk + nt * ti - ttol - now) end
+            if ar and nr > 0 and ar < nr then wait = math.max(wait, tr + nr * ri - rtol - now) end
+            if at and nt > 0 and at < nt then wait = math.max(wait, tk + nt * ti - ttol - now) end
             local gr, gt = 0, 0
             if rest > now then
               wait = math.max(wait, rest - now)
             elseif wait <= 0 then
-              if ar < 0 then gr = wr else gr = math.min(wr, ar) end
-              if at < 0 then gt = wt else gt = math.min(wt, at) end
+              if ar then gr = math.max(0, math.min(wr, ar)) else gr = wr end
+              if at then gt = math.max(0, math.min(wt, at)) else gt = wt end
               if ri > 0 then tr = tr + gr * ri end
               if ti > 0 then tk = tk + gt * ti end
             elseif wait <= tonumber(ARGV[11]) then

@@ -49,6 +49,11 @@ struct Bench: AsyncParsableCommand {
         """) var cost = false
     @Option(help: "With --cost: calls in flight, comma-separated.") var costConcurrency = "1,16,64"
     @Flag(help: """
+        With --cost: provider rate limits shared through a real redis-server (scope: cluster) against the same \
+        limits held by the daemon alone (scope: host), instead of policy off and on: the latency and daemon CPU \
+        the cluster store adds per call (README, Fleet).
+        """) var cluster = false
+    @Flag(help: """
         Many slow streams instead: at each of --open-streams streams open at once, each sending a chunk every \
         100 ms, against an HTTP/1.1 provider (max_connections raised) and an HTTP/2 one (nghttpx in front of the \
         fake): the daemon's CPU per forwarded chunk and resident memory per open stream (README, Benchmark).
@@ -72,6 +77,7 @@ struct Bench: AsyncParsableCommand {
     var phaseSeconds: Double { seconds ?? 5 }
 
     func validate() throws {
+        if cluster, !cost { throw ValidationError("--cluster goes with --cost") }
         if cost || slowStreams {
             guard !policy, !chaos, !http, !(cost && slowStreams) else {
                 throw ValidationError("--cost runs with and without a policy itself; --slow-streams, --chaos and "
@@ -100,7 +106,8 @@ struct Bench: AsyncParsableCommand {
 
         if cost {
             try await CostBench(bin: bin, dir: dir, seconds: seconds ?? 5, warmup: warmup,
-                                concurrencies: Chaos.parseConcurrencies(costConcurrency), stream: stream).run()
+                                concurrencies: Chaos.parseConcurrencies(costConcurrency), stream: stream,
+                                cluster: cluster).run()
             return
         }
         if slowStreams {
@@ -166,8 +173,10 @@ struct Bench: AsyncParsableCommand {
     /// The fake provider answering after `latencyMs`, announcing rate limits far above what the load can reach (the
     /// daemon honours them, the direct path cannot), and a daemon config with it as provider `fake` and route
     /// `default` (plus `extraConfig`, whole YAML lines). `tag` names its files in `dir`.
+    /// `providerOptions`: more keys of provider `fake`'s flow mapping, each starting with ", ".
     static func startFake(bin: String, dir: String, latencyMs: Int, tag: String,
-                          extraConfig: String = "") throws -> (fake: Child, port: Int, config: String) {
+                          extraConfig: String = "", providerOptions: String = "")
+        throws -> (fake: Child, port: Int, config: String) {
         let personality = dir + "/personality-\(tag).json"
         let json = #"{"name": "bench", "default_step": {"delay_first_byte_ms": \#(latencyMs)}, "#
             + #""ratelimit_limit_requests": 1000000000, "ratelimit_limit_tokens": 1000000000000}"#
@@ -178,7 +187,7 @@ struct Bench: AsyncParsableCommand {
         let config = dir + "/bench-\(tag).yaml"
         try """
         providers:
-          fake: {kind: openai, base_url: "http://127.0.0.1:\(port)/v1", api_key_env: BENCH_KEY, http_version: "1.1"}
+          fake: {kind: openai, base_url: "http://127.0.0.1:\(port)/v1", api_key_env: BENCH_KEY, http_version: "1.1"\(providerOptions)}
         routes:
           default: [{provider: fake, model: gpt-4o-mini}]
 

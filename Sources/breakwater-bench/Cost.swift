@@ -1,6 +1,7 @@
 import BreakwaterClient
 import Foundation
 import JournalTestKit
+import RedisTestKit
 
 /// `breakwater-bench --cost`: what one call costs the daemon, at saturation (provider latency 0), at each of
 /// `--cost-concurrency` calls in flight, without and with a policy: CPU time (user + system of the daemon process ÷
@@ -14,9 +15,29 @@ struct CostBench {
     var warmup: Double
     var concurrencies: [Int]
     var stream: Bool
+    /// `--cluster`: host against cluster rate limits instead of policy off against on.
+    var cluster = false
+
+    /// What one run of rows compares.
+    enum Mode: String {
+        case plain = "off"
+        case governed = "on"
+        /// A provider rate limit far above the load, held by the daemon (`scope: host`).
+        case hostLimits = "host"
+        /// The same limit through a real redis-server (`scope: cluster`).
+        case clusterLimits = "cluster"
+
+        var policy: Bool { self == .governed }
+    }
+
+    /// The limit of the rate-limit rows: 6 million requests a minute, far above the load, so it never binds and
+    /// the rows show what enforcing it costs; leases are a tenth of a second of it (10,000 requests).
+    static let benchRPM = 6_000_000
 
     struct Row {
-        var policy: Bool
+        var mode: Mode
+        var p50: UInt64
+        var p99: UInt64
         var concurrency: Int
         var callsPerSecond: Double
         var cpuPerCall: Double
@@ -33,27 +54,48 @@ struct CostBench {
         print("machine: " + Machine.line)
         print("command: " + Machine.command)
         var rows: [Row] = []
-        for policy in [false, true] {
-            rows += try await mode(policy: policy)
+        let modes: [Mode] = cluster ? [.hostLimits, .clusterLimits] : [.plain, .governed]
+        for mode in modes {
+            rows += try await self.mode(mode)
         }
-        print("\n| policy | in flight | calls/s | daemon CPU per call | context switches per call (voluntary + involuntary) |")
-        print("|---|---:|---:|---:|---:|")
+        print("\n| \(cluster ? "rate limits" : "policy") | in flight | calls/s | latency p50 / p99 | daemon CPU per call "
+            + "| context switches per call (voluntary + involuntary) |")
+        print("|---|---:|---:|---:|---:|---:|")
         for r in rows {
-            print(String(format: "| %@ | %d | %.0f | %.1f µs | %.2f (%.2f + %.2f) |", r.policy ? "on" : "off",
-                         r.concurrency, r.callsPerSecond, r.cpuPerCall, r.switchesPerCall, r.voluntaryPerCall,
-                         r.involuntaryPerCall))
+            print(String(format: "| %@ | %d | %.0f | %d / %d µs | %.1f µs | %.2f (%.2f + %.2f) |", r.mode.rawValue,
+                         r.concurrency, r.callsPerSecond, r.p50, r.p99, r.cpuPerCall, r.switchesPerCall,
+                         r.voluntaryPerCall, r.involuntaryPerCall))
         }
         for c in concurrencies {
-            guard let plain = rows.first(where: { !$0.policy && $0.concurrency == c }),
-                  let governed = rows.first(where: { $0.policy && $0.concurrency == c }), plain.cpuPerCall > 0
+            guard let base = rows.first(where: { $0.mode == modes[0] && $0.concurrency == c }),
+                  let other = rows.first(where: { $0.mode == modes[1] && $0.concurrency == c }), base.cpuPerCall > 0
             else { continue }
-            print(String(format: "governed ÷ plain at %d in flight: CPU %.2f×, context switches %.2f×", c,
-                         governed.cpuPerCall / plain.cpuPerCall,
-                         plain.switchesPerCall > 0 ? governed.switchesPerCall / plain.switchesPerCall : 0))
+            print(String(format: "%@ ÷ %@ at %d in flight: CPU %.2f×, context switches %.2f×, p50 latency %+d µs",
+                         cluster ? "cluster" : "governed", cluster ? "host" : "plain", c,
+                         other.cpuPerCall / base.cpuPerCall,
+                         base.switchesPerCall > 0 ? other.switchesPerCall / base.switchesPerCall : 0,
+                         Int(other.p50) - Int(base.p50)))
         }
     }
 
-    private func mode(policy: Bool) async throws -> [Row] {
+    private func mode(_ mode: Mode) async throws -> [Row] {
+        let policy = mode.policy
+        var redis: RedisUnderTest?
+        var extraConfig = ""
+        var providerOptions = ""
+        switch mode {
+        case .plain: print("\n== policy off")
+        case .governed: break
+        case .hostLimits:
+            print("\n== rate limits held by the daemon: rpm \(Self.benchRPM), scope host")
+            providerOptions = ", rate_limits: {rpm: \(Self.benchRPM), scope: host}"
+        case .clusterLimits:
+            redis = try RedisUnderTest()
+            print("\n== rate limits through redis-server on a Unix socket: rpm \(Self.benchRPM), scope cluster")
+            providerOptions = ", rate_limits: {rpm: \(Self.benchRPM), scope: cluster}"
+            extraConfig = "cluster: {redis: \"unix://\(redis!.socket)\", timeout: 100ms}\n"
+        }
+        defer { redis?.stop() }
         var journal: JournalHarness?
         if policy {
             do {
@@ -63,12 +105,11 @@ struct CostBench {
             } catch {
                 print("\n== policy on; NO journald (\(error)): audit entries go nowhere, the audit cost is understated")
             }
-        } else {
-            print("\n== policy off")
         }
         defer { journal?.stop() }
-        let tag = policy ? "cost-governed" : "cost-plain"
-        let (fake, _, config) = try Bench.startFake(bin: bin, dir: dir, latencyMs: 0, tag: tag)
+        let tag = "cost-" + mode.rawValue
+        let (fake, _, config) = try Bench.startFake(bin: bin, dir: dir, latencyMs: 0, tag: tag,
+                                                    extraConfig: extraConfig, providerOptions: providerOptions)
         defer { fake.stop() }
         let socket = dir + "/\(tag).sock"
         var arguments = ["--config", config, "--socket", socket, "--log-level", "warning"]
@@ -101,12 +142,13 @@ struct CostBench {
                     }
                 }
             let calls = Double(max(1, result.successes))
-            let row = Row(policy: policy, concurrency: concurrency, callsPerSecond: Double(result.successes) / seconds,
+            let row = Row(mode: mode, p50: result.p(50), p99: result.p(99), concurrency: concurrency, callsPerSecond: Double(result.successes) / seconds,
                           cpuPerCall: Double(window.cpu) / calls, voluntaryPerCall: Double(window.voluntary) / calls,
                           involuntaryPerCall: Double(window.involuntary) / calls, errors: result.errors)
             rows.append(row)
-            print(String(format: "%3d in flight: %7.0f calls/s, daemon CPU %6.1f µs per call, %5.2f context switches "
-                + "per call (%.2f voluntary, %.2f involuntary)", concurrency, row.callsPerSecond, row.cpuPerCall,
+            print(String(format: "%3d in flight: %7.0f calls/s, p50 %d µs, daemon CPU %6.1f µs per call, %5.2f context "
+                + "switches per call (%.2f voluntary, %.2f involuntary)", concurrency, row.callsPerSecond, row.p50,
+                row.cpuPerCall,
                 row.switchesPerCall, row.voluntaryPerCall, row.involuntaryPerCall)
                 + (result.errors > 0 ? ", \(result.errors) errors (first: \(result.firstError ?? "?"))" : ""))
         }

@@ -81,6 +81,35 @@ func answer<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) asyn
         #expect(again?.granted == FleetUnits(requests: 1, tokens: 1000))
     }
 
+    /// A need that does not fit now is granted the next slot, up to the caller's wait: slots follow one another
+    /// at the limit's rate, and while later slots are out nothing is granted for now (a queue, never a burst).
+    @Test func laterSlotsQueueAtTheRate() async throws {
+        let redis = try RedisUnderTest()
+        let client = try FleetClient(settings: redis.settings(id: "d"), onHealth: { _ in })
+        defer { client.shutdown() }
+        let rate = FleetRate(rpm: 600, tpm: nil, burstSeconds: 0.1)  // 100 ms a request, one at a time
+        func ask(maxWait: Duration) async -> FleetGrant? {
+            let result: Result<FleetGrant, RedisFailure> = await answer { done in
+                client.acquire("t:q", rate: rate, need: FleetUnits(requests: 1, tokens: 0),
+                               want: FleetUnits(requests: 5, tokens: 0), debtTokens: 0, maxWait: maxWait, done: done)
+            }
+            return try? result.get()
+        }
+        #expect(await ask(maxWait: .zero)?.granted.requests == 1)  // the burst
+        var waits: [Duration] = []
+        for _ in 0..<3 {
+            let g = await ask(maxWait: .seconds(1))
+            #expect(g?.granted.requests == 1)  // the need only, not the lease wanted
+            waits.append(g?.wait ?? .zero)
+        }
+        // About 100, 200, 300 ms ahead (less the milliseconds the asking took).
+        #expect(zip(waits, [100, 200, 300]).allSatisfy { w, ms in
+            w > .milliseconds(ms - 50) && w <= .milliseconds(ms) }, "\(waits)")
+        let refused = await ask(maxWait: .zero)
+        #expect(refused?.granted.requests == 0 && (refused?.wait ?? .zero) > .milliseconds(250), "\(String(describing: refused))")
+        #expect(await ask(maxWait: .milliseconds(100))?.granted.requests == 0)  // the next slot is further off
+    }
+
     /// Another daemon learned that only 2 requests are left: a third is refused everywhere. A rest set by one
     /// daemon holds every daemon back.
     @Test func learnedLimitsAndRestsAreShared() async throws {
