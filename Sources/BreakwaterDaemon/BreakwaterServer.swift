@@ -275,6 +275,12 @@ public final class BreakwaterServer: Service, Sendable {
             }
             return
         }
+        if fresh.config.cluster != shared.router.config.cluster {
+            // The store's client starts with the daemon; a provider moved to scope cluster with no client would
+            // take the whole cluster limit on this host alone.
+            logger.error("reload refused: adding, removing or changing cluster: needs a restart")
+            return
+        }
         switch (shared.governance, fresh.policy) {
         case (nil, .some):
             logger.error("reload refused: turning runtime enforcement on needs a restart")

@@ -1,6 +1,6 @@
 import Config
-import Resilience
 import Foundation
+import Resilience
 import Testing
 
 @Suite struct ConfigLoaderTests {
@@ -125,6 +125,57 @@ import Testing
             #expect(error.description.contains("max_connections must be a whole number from 1"))
             #expect(error.description.contains("max_concurrent_streams must be a whole number from 1"))
         }
+    }
+
+    @Test func clusterStoreAndScopes() throws {
+        let c = try ConfigLoader.parse("""
+            cluster:
+              redis: redis://10.0.0.5:6380/2
+              password_credential: redis_password
+              key_prefix: "fleet-a:"
+              timeout: 50ms
+              fallback_share: 0.25
+            providers:
+              openai: {kind: openai, base_url: https://api.openai.com/v1,
+                       rate_limits: {rpm: 5000, tpm: 2000000, burst_seconds: 1, scope: cluster}}
+              local: {kind: openai, base_url: "http://127.0.0.1:8000/v1", rate_limits: {rpm: 60}}
+            routes:
+              default: [{provider: openai, model: m}]
+            """)
+        #expect(c.cluster?.redis == "redis://10.0.0.5:6380/2")
+        #expect(c.cluster?.passwordCredential == "redis_password")
+        #expect(c.cluster?.keyPrefix == "fleet-a:")
+        #expect(c.cluster?.timeout == .milliseconds(50))
+        #expect(c.cluster?.fallbackShare == 0.25)
+        #expect(c.providers["openai"]?.rateLimits == KeyPool.Limits(rpm: 5000, tpm: 2_000_000, burstSeconds: 1,
+                                                                     scope: .cluster))
+        #expect(c.providers["local"]?.rateLimits.scope == .host)
+        #expect(c.providers["local"]?.rateLimits.burst(of: 60) == 60, "a minute's worth by default")
+
+        func problems(_ yaml: String) -> String {
+            do {
+                _ = try ConfigLoader.parse(yaml, file: "bw.yaml")
+                return ""
+            } catch {
+                return error.description
+            }
+        }
+        let noStore = problems("""
+            providers:
+              p: {kind: openai, base_url: "http://x", rate_limits: {rpm: 10, scope: cluster}}
+            """)
+        #expect(noStore.contains("bw.yaml:2:") && noStore.contains("needs a cluster: section"), "\(noStore)")
+        let bad = problems("""
+            cluster: {redis: "redis://:hunter2@10.0.0.5:6379", timeout: soon, fallback_share: 2}
+            providers:
+              p: {kind: openai, base_url: "http://x", rate_limits: {rpm: 10, scope: fleet, burst_seconds: 0}}
+            """)
+        #expect(bad.contains("password_credential") && !bad.contains("hunter2"), "\(bad)")
+        #expect(bad.contains("cluster.timeout must be a positive duration"))
+        #expect(bad.contains("fallback_share must be a share of the cluster limit"))
+        #expect(bad.contains("scope must be host") && bad.contains("burst_seconds must be"))
+        #expect(problems("cluster: {redis: \"rediss://10.0.0.5:6379\"}").contains("no TLS"))
+        #expect(problems("cluster: {timeout: 1s}").contains("cluster needs redis:"))
     }
 
     @Test func syntaxErrorPointsAtTheLine() {
