@@ -20,6 +20,8 @@ struct ClusterLink: Sendable {
     var outages = 0
     /// Per provider: the store's key names by key index, and the rate they run at.
     var keys: [String: (names: [String], rate: FleetRate)] = [:]
+    /// When each key's remaining count was last told to the store.
+    var remainingToldAt: [String: Instant] = [:]
 
     /// The share of a cluster limit this daemon takes while the store is down.
     var share: Double { configuredShare ?? 1 / Double(max(1, liveDaemons)) }

@@ -289,7 +289,10 @@ final class ResilienceRegistry: Sendable {
     /// Picks the provider key for an attempt, under the key's RPM/TPM limits.
     func acquireKey(_ provider: ProviderRuntime, tokens: Int) -> KeyPool.Grant {
         let now = clock.now()
-        return withKeyPool(provider, now: now) { pool, held in
+        // A call that finds a cluster lease short goes on to `reserveKey`, whose lease request carries how long
+        // it may wait (so the store can grant it the next slot): none is sent from here.
+        return withKeyPool(provider, now: now, refillUnless: { if case .wait = $0 { true } else { false } }) {
+            pool, held in
             let grant = pool.acquire(tokens: tokens, now: now)
             if case .key = grant { held += 1 }
             return grant
@@ -314,7 +317,7 @@ final class ResilienceRegistry: Sendable {
         state.withLock { s in (s.keysHeld, s.breakers.values.reduce(0) { $0 + $1.probesInFlight }) }
     }
 
-    private func withKeyPool<T>(_ provider: ProviderRuntime, now: Instant,
+    private func withKeyPool<T>(_ provider: ProviderRuntime, now: Instant, refillUnless skip: (T) -> Bool = { _ in false },
                                 _ body: (inout KeyPool, inout Int) -> T) -> T {
         let (result, refills) = state.withLock { s -> (T, Refills?) in
             let shape = KeyPoolShape(keys: provider.apiKeys.count, limits: provider.config.rateLimits,
@@ -335,7 +338,7 @@ final class ResilienceRegistry: Sendable {
             if built, pool.isCluster { Self.joinCluster(&pool, provider, &s) }
             defer { s.keyPools[provider.name] = pool }
             let result = body(&pool, &s.keysHeld)
-            guard pool.isCluster, let link = s.cluster, link.reachable, let keys = link.keys[provider.name] else {
+            guard !skip(result), pool.isCluster, let link = s.cluster, link.reachable, let keys = link.keys[provider.name] else {
                 return (result, nil)
             }
             let due = pool.dueRefills(now: now)
@@ -388,22 +391,29 @@ final class ResilienceRegistry: Sendable {
             r.client.acquire(r.names[index], rate: r.rate,
                              need: FleetUnits(requests: refill.need.requests, tokens: refill.need.tokens),
                              want: FleetUnits(requests: refill.want.requests, tokens: refill.want.tokens),
-                             debtTokens: debt, maxWait: refill.maxWait) { [weak self] result in
-                self?.leaseAnswered(provider: provider, index: index, result, debtTokens: debt)
+                             debtTokens: debt, maxWait: refill.maxWait) { [weak self, rate = r.rate] result in
+                self?.leaseAnswered(provider: provider, index: index, result, debtTokens: debt, rate: rate)
             }
         }
     }
 
     /// The store's answer to a lease request (on the cluster client's thread).
     private func leaseAnswered(provider: String, index: Int, _ result: Result<FleetGrant, RedisFailure>,
-                               debtTokens: Int) {
+                               debtTokens: Int, rate: FleetRate) {
         let now = clock.now()
         state.withLock { s in
             guard var pool = s.keyPools[provider] else { return }
             switch result {
             case .success(let grant):
+                var wait = grant.wait
+                if grant.granted.requests == 0, grant.granted.tokens == 0, wait > .zero {
+                    // Refused until `wait`: every daemon refused now was told the same time, and the first to ask
+                    // again would win it every time. Up to one slot of jitter makes the winner a draw.
+                    let slot = min(50_000, Int64(rate.requestInterval > 0 ? rate.requestInterval : 1000))
+                    wait += .microseconds(Int64.random(in: 0...max(1, slot)))
+                }
                 pool.leaseGranted(index: index, requests: grant.granted.requests, tokens: grant.granted.tokens,
-                                  wait: grant.wait, now: now)
+                                  wait: wait, now: now)
             case .failure:
                 pool.leaseFailed(index: index, debtTokens: debtTokens)
             }
@@ -531,22 +541,34 @@ final class ResilienceRegistry: Sendable {
             let rest = rateLimited && KeyPool.shouldRest(after: info)
             if rest { pool.rest(index: index, until: now + (info.suggestedWait ?? .seconds(1))) }
             s.keyPools[provider.name] = pool
-            guard pool.isCluster, let link = s.cluster, link.reachable, let keys = link.keys[provider.name],
+            guard pool.isCluster, var link = s.cluster, link.reachable, let keys = link.keys[provider.name],
                   keys.names.indices.contains(index) else { return nil }
-            return Self.shareWithFleet(link.client, keys.names[index], keys.rate, provider.config.rateLimits, info,
-                                       rest: rest ? info.suggestedWait ?? .seconds(1) : nil)
+            // A remaining count is told at most every 100 ms per key (each telling is a store round trip; one
+            // per call would put the store back on the common path); a rest always.
+            let name = keys.names[index]
+            let told = link.remainingToldAt[name]
+            let mayTell = told.map { now - $0 >= .milliseconds(100) } ?? true
+            let share = Self.shareWithFleet(link.client, name, keys.rate, provider.config.rateLimits, info,
+                                            rest: rest ? info.suggestedWait ?? .seconds(1) : nil,
+                                            remaining: mayTell)
+            if share != nil, !rest {
+                link.remainingToldAt[name] = now
+                s.cluster = link
+            }
+            return share
         }
         fleet?()
     }
 
     /// What one daemon learned about a cluster key that the others should know too: the provider rested it (a
     /// bare 429), or said little is left of its quota (`x-ratelimit-remaining-*` at or under a tenth of the
-    /// limit; above that the cluster's own count binds first, and telling the store would cost a round trip per
-    /// call). Nil when there is nothing to say.
+    /// limit; above that the cluster's own count binds first). Nil when there is nothing to say, or when a
+    /// remaining count was told too recently (`mayTell`).
     private static func shareWithFleet(_ client: FleetClient, _ name: String, _ rate: FleetRate,
-                                       _ limits: KeyPool.Limits, _ info: RateLimitInfo, rest: Duration?)
-        -> (() -> Void)? {
+                                       _ limits: KeyPool.Limits, _ info: RateLimitInfo, rest: Duration?,
+                                       remaining mayTell: Bool) -> (() -> Void)? {
         if let rest { return { client.rest(name, rate: rate, for: rest) } }
+        guard mayTell else { return nil }
         let requests = info.remainingRequests.flatMap { r in limits.rpm.flatMap { r * 10 <= $0 ? r : nil } }
         let tokens = info.remainingTokens.flatMap { r in limits.tpm.flatMap { r * 10 <= $0 ? r : nil } }
         guard requests != nil || tokens != nil else { return nil }
