@@ -5,7 +5,7 @@
 #              stream translation (Sources/Providers)
 #   config     the config and policy loaders (Sources/Config, through Yams)
 # wire and providers are compiled straight from their modules' sources (no dependencies beyond Foundation);
-# config links against Config and its dependencies (Yams, Governance, swift-crypto) built by SwiftPM with the
+# config links against Config and its dependencies (Yams, Governance, Fleet, swift-crypto, hiredis) built by SwiftPM with the
 # fuzzer's coverage instrumentation in .build/fuzz-spm. Seeds: the protocol vectors, a few provider answers, the
 # example config and policy. Each target runs for SECONDS (default 30). Any crash, trap, leak or timeout fails
 # the script; the crashing input is left in .build/fuzz/ (libFuzzer prints its path).
@@ -40,8 +40,8 @@ if ! swift build --build-path "$spm" --target Config -Xswiftc -sanitize=fuzzer -
     exit 1
 fi
 config_objects=()
-for module in Config Yams CYaml Governance Resilience Crypto CCryptoBoringSSL CCryptoBoringSSLShims \
-    CryptoBoringWrapper CXKCP CXKCPShims; do
+for module in Config Yams CYaml Governance Resilience Fleet PosixThread Crypto CCryptoBoringSSL \
+    CCryptoBoringSSLShims CryptoBoringWrapper CXKCP CXKCPShims; do
     if [ -d "$spm/debug/$module.build" ]; then
         while IFS= read -r o; do config_objects+=("$o"); done < <(find "$spm/debug/$module.build" -name "*.o")
     fi
@@ -49,7 +49,9 @@ done
 module_maps=()
 while IFS= read -r m; do module_maps+=(-Xcc "-fmodule-map-file=$m"); done \
     < <(find "$spm/checkouts/Yams/Sources" "$spm/checkouts/swift-crypto/Sources" -path "*/include/module.modulemap")
-build config -I "$spm/debug/Modules" "${module_maps[@]}" Fuzz/ConfigFuzz.swift "${config_objects[@]}"
+# Config checks cluster store URLs with Fleet's parser; Fleet imports hiredis (a system library module).
+module_maps+=(-Xcc "-fmodule-map-file=Sources/CHiredis/module.modulemap")
+build config -I "$spm/debug/Modules" "${module_maps[@]}" Fuzz/ConfigFuzz.swift "${config_objects[@]}" -lhiredis
 
 echo "== fuzz: seed corpora"
 rm -rf "$out/seed-wire" "$out/seed-providers" "$out/seed-config"

@@ -44,24 +44,22 @@ public struct ClusterShare: Sendable {
     /// A lease request to send: what the next call needs at least, and what to ask for (`leaseRequests`
     /// requests' worth). Nil when the lease covers it, a request is out, or the store said to wait.
     public struct Refill: Sendable, Hashable {
-        public var need: (requests: Int, tokens: Int)
-        public var want: (requests: Int, tokens: Int)
+        /// Requests and tokens.
+        public struct Units: Sendable, Hashable {
+            public var requests: Int
+            public var tokens: Int
+
+            public init(requests: Int, tokens: Int) {
+                self.requests = requests
+                self.tokens = tokens
+            }
+        }
+
+        public var need: Units
+        public var want: Units
         public var debtTokens: Int
         /// How far ahead the need may be granted (the waiting call's remaining time); zero: only now.
         public var maxWait: Duration
-
-        public static func == (a: Refill, b: Refill) -> Bool {
-            a.need == b.need && a.want == b.want && a.debtTokens == b.debtTokens && a.maxWait == b.maxWait
-        }
-
-        public func hash(into h: inout Hasher) {
-            h.combine(need.requests)
-            h.combine(need.tokens)
-            h.combine(want.requests)
-            h.combine(want.tokens)
-            h.combine(debtTokens)
-            h.combine(maxWait)
-        }
     }
 
     private func covers(_ callTokens: Int) -> Bool {
@@ -116,8 +114,8 @@ public struct ClusterShare: Sendable {
         let debt = debtTokens
         debtTokens = 0
         let maxWait = max(.zero, (shortUntil ?? now) - now)
-        return Refill(need: (needRequests, needTokens), want: (wantRequests, wantTokens), debtTokens: debt,
-                      maxWait: maxWait)
+        return Refill(need: .init(requests: needRequests, tokens: needTokens),
+                      want: .init(requests: wantRequests, tokens: wantTokens), debtTokens: debt, maxWait: maxWait)
     }
 
     /// The store's answer to the lease request: units granted (usable after `wait`: a later slot), or nothing

@@ -87,7 +87,8 @@ func answer<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) asyn
         let redis = try RedisUnderTest()
         let client = try FleetClient(settings: redis.settings(id: "d"), onHealth: { _ in })
         defer { client.shutdown() }
-        let rate = FleetRate(rpm: 600, tpm: nil, burstSeconds: 0.1)  // 100 ms a request, one at a time
+        // A second a request, one at a time: the milliseconds the asking takes are small beside the slots.
+        let rate = FleetRate(rpm: 60, tpm: nil, burstSeconds: 1)
         func ask(maxWait: Duration) async -> FleetGrant? {
             let result: Result<FleetGrant, RedisFailure> = await answer { done in
                 client.acquire("t:q", rate: rate, need: FleetUnits(requests: 1, tokens: 0),
@@ -95,19 +96,24 @@ func answer<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) asyn
             }
             return try? result.get()
         }
+        let t0 = ContinuousClock.now
         #expect(await ask(maxWait: .zero)?.granted.requests == 1)  // the burst
         var waits: [Duration] = []
         for _ in 0..<3 {
-            let g = await ask(maxWait: .seconds(1))
+            let g = await ask(maxWait: .seconds(5))
             #expect(g?.granted.requests == 1)  // the need only, not the lease wanted
             waits.append(g?.wait ?? .zero)
         }
-        // About 100, 200, 300 ms ahead (less the milliseconds the asking took).
-        #expect(zip(waits, [100, 200, 300]).allSatisfy { w, ms in
-            w > .milliseconds(ms - 50) && w <= .milliseconds(ms) }, "\(waits)")
+        let took = ContinuousClock.now - t0
+        // The slots are 1, 2 and 3 s after the first grant: each wait is that, less the time since it, and the
+        // waits are a second apart.
+        #expect(waits[0] > .seconds(1) - took && waits[0] <= .seconds(1), "\(waits), asking took \(took)")
+        #expect(zip(waits, waits.dropFirst()).allSatisfy { a, b in
+            b - a > .milliseconds(1000) - took && b - a <= .milliseconds(1000) + took }, "\(waits), took \(took)")
         let refused = await ask(maxWait: .zero)
-        #expect(refused?.granted.requests == 0 && (refused?.wait ?? .zero) > .milliseconds(250), "\(String(describing: refused))")
-        #expect(await ask(maxWait: .milliseconds(100))?.granted.requests == 0)  // the next slot is further off
+        #expect(refused?.granted.requests == 0 && (refused?.wait ?? .zero) > waits[2] + .seconds(1) - took,
+                "\(String(describing: refused))")
+        #expect(await ask(maxWait: .milliseconds(500))?.granted.requests == 0)  // the next slot is seconds off
     }
 
     /// Another daemon learned that only 2 requests are left: a third is refused everywhere. A rest set by one

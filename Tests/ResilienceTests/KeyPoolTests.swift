@@ -151,7 +151,8 @@ import Testing
         #expect(pool.acquire(tokens: 100, now: now) == .wait(until: now + ClusterShare.poll))
         let due = pool.dueRefills(now: now)
         #expect(due.count == 1)
-        #expect(due.first.map { $0.refill.need == (1, 100) && $0.refill.want == (10, 1000) } == true)
+        #expect(due.first?.refill.need == .init(requests: 1, tokens: 100))
+        #expect(due.first?.refill.want == .init(requests: 10, tokens: 1000))
         _ = pool.acquire(tokens: 100, now: now)
         #expect(pool.dueRefills(now: now).isEmpty)  // one request out per key
         pool.leaseGranted(index: 0, requests: 2, tokens: 250, wait: .zero, now: now)
@@ -159,7 +160,7 @@ import Testing
         #expect(pool.acquire(tokens: 100, now: now) == .key(index: 0, tokens: 100))
         #expect(pool.leases.first?.requests == 0 && pool.leases.first?.tokens == 50)
         #expect(pool.acquire(tokens: 100, now: now) == .wait(until: now + ClusterShare.poll))
-        #expect(pool.dueRefills(now: now).first.map { $0.refill.need == (1, 50) } == true)
+        #expect(pool.dueRefills(now: now).first?.refill.need == .init(requests: 1, tokens: 50))
     }
 
     /// The store said the need does not fit for 50 ms: a waiting call looks again then, holding nothing, and no
