@@ -77,6 +77,12 @@ final class DaemonMetrics: Sendable {
                                       + "max_connections (× max_concurrent_streams over HTTP/2)")
     static let upstreamWaiting = name("breakwater_upstream_calls_waiting", "", "Calls waiting for a connection to a "
                                       + "provider (its max_connections are all in use)")
+    static let clusterReachable = name("breakwater_cluster_store_reachable", "", "1 while the cluster store answers, "
+                                       + "0 while cluster limits run on local shares (only with cluster:)")
+    static let clusterLiveDaemons = name("breakwater_cluster_live_daemons", "", "Daemons the cluster store last "
+                                         + "counted alive")
+    static let clusterOutages = name("breakwater_cluster_store_outages", "total", "Times the cluster store was lost "
+                                     + "since start")
 
     /// The semantic conventions' advised buckets.
     static let durationBuckets: [Duration] = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24,
@@ -278,6 +284,18 @@ final class DaemonMetrics: Sendable {
             registry.makeGauge(descriptor: Self.upstreamWaiting.descriptor, labels: [("provider", provider)])
                 .set(Double(pool.waiting))
         }
+        if let cluster = shared.resilience.clusterReport() {
+            registry.makeGauge(descriptor: Self.clusterReachable.descriptor)
+                .set(cluster["reachable"] as? Bool == true ? 1.0 : 0.0)
+            registry.makeGauge(descriptor: Self.clusterLiveDaemons.descriptor)
+                .set(Double(cluster["live_daemons"] as? Int ?? 0))
+            let outages = cluster["outages"] as? Int ?? 0
+            clusterOutagesSeen.withLock { last in
+                let counter = registry.makeCounter(descriptor: Self.clusterOutages.descriptor)
+                if outages > last { counter.increment(by: Int64(outages - last)) }
+                last = max(last, outages)
+            }
+        }
         if let audit = shared.auditWriter?.statistics {
             // Counters hold what the writer reports: set by adding what changed since the last scrape.
             auditTotals.withLock { last in
@@ -294,6 +312,7 @@ final class DaemonMetrics: Sendable {
     }
 
     private let auditTotals = Mutex<[String: Int]>([:])
+    private let clusterOutagesSeen = Mutex(0)
 }
 
 extension CallOutcome {

@@ -14,6 +14,8 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 
 import breakwater
+from prometheus_client.parser import text_string_to_metric_families
+
 from conftest import Daemon, Fake, chat, wait_until
 
 RPM = 600  # the cluster limit N: 10 requests a second, a second's worth at once
@@ -66,6 +68,18 @@ def fleet() -> Iterator[Tuple[Fake, Redis, List[Daemon]]]:
             d.stop()
         redis.close()
         fake.stop()
+
+
+def metric(d: Daemon, name: str) -> Any:
+    """A daemon-wide sample (no labels) from the HTTP front's `/metrics`, read as Prometheus would."""
+    out = subprocess.run(["curl", "-sS", "--unix-socket", d.http_socket, "http://b/metrics"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    for family in text_string_to_metric_families(out.stdout):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return sample.value
+    return None
 
 
 def cluster(d: Daemon) -> Dict[str, Any]:
@@ -176,12 +190,17 @@ def test_redis_stopped_mid_run_each_daemon_keeps_to_its_share(fleet: Tuple[Fake,
         assert during >= 0.7 * RPM / 6, during
         out = daemons[0].cli("status")
         assert "UNREACHABLE" in out.stdout and "local share" in out.stdout, out.stdout
+        assert metric(daemons[0], "breakwater_cluster_store_reachable") == 0
         await loop.run_in_executor(None, redis.start)
         assert await loop.run_in_executor(None, lambda: wait_until(
             lambda: all(cluster(d)["reachable"] for d in daemons), 5))
         return await load
 
+    assert metric(daemons[0], "breakwater_cluster_store_reachable") == 1
     answered, refused, took = asyncio.run(run())
+    assert metric(daemons[0], "breakwater_cluster_store_reachable") == 1
+    assert metric(daemons[0], "breakwater_cluster_store_outages_total") == 1
+    assert metric(daemons[0], "breakwater_cluster_live_daemons") == 3
     print("answered", answered, "refused", refused, "longest call %.2f s" % max(took))
     # No call waited on the store: each ended within its own 3 s deadline (and a little scheduling).
     assert max(took) < 3.5, max(took)
