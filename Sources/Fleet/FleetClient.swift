@@ -26,9 +26,6 @@ public struct FleetRate: Sendable, Hashable {
         (tokenInterval, tokenTolerance) = spec(tpm)
     }
 
-    public var limitsRequests: Bool { requestInterval > 0 }
-    public var limitsTokens: Bool { tokenInterval > 0 }
-
     /// How long the store keeps a key's state untouched: its bucket refills fully well within this.
     var ttlMilliseconds: Int { Int(max(requestTolerance, tokenTolerance) / 1000) + 120_000 }
 }
@@ -116,11 +113,6 @@ public final class FleetClient: Sendable {
 
     /// The last thing the store's answers (or silence) said; nil before the first heartbeat.
     public var lastHealth: FleetHealth? { health.withLock { $0 } }
-
-    public var isReachable: Bool {
-        if case .reachable = lastHealth { return true }
-        return false
-    }
 
     /// The store's name for a provider key: the prefix, the provider, and a digest of the key (never the key).
     public func rateKey(provider: String, apiKey: String) -> String {

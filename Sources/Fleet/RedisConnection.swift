@@ -159,8 +159,6 @@ final class RedisConnection {
 
     deinit { disconnect() }
 
-    var isConnected: Bool { context != nil }
-
     func disconnect() {
         if let context { redisFree(context) }
         context = nil

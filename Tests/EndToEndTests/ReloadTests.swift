@@ -74,6 +74,23 @@ import Glibc
         #expect(try await client.send(route: "default", body: chat("fixed")).head.model == "model-z")
     }
 
+    /// The cluster store's client starts with the daemon: a reload that adds `cluster:` (and moves a provider's
+    /// limits to it) is refused whole, and the running config keeps serving without one.
+    @Test func addingAClusterStoreNeedsARestart() async throws {
+        let d = try await DaemonUnderTest.start(routes: "  default:\n    - provider: fake\n      model: model-a")
+        defer { d.stop() }
+        let client = d.client()
+        _ = try await client.send(route: "default", body: chat("before"))
+        let config = d.dir + "/breakwater.yaml"
+        let good = try String(contentsOfFile: config, encoding: .utf8)
+        let clustered = good.replacingOccurrences(of: "model: model-a", with: "model: model-b")
+            + "\ncluster:\n  redis: unix://\(d.dir)/redis.sock\n"
+        try await Self.reload(d, raw: clustered, expect: "reload refused: adding, removing or changing cluster:")
+        #expect(try await client.send(route: "default", body: chat("still")).head.model == "model-a")
+        let cluster = try await d.status()["cluster"] as? [String: Any]
+        #expect(cluster?["configured"] as? Bool == false)
+    }
+
     @Test func callsInFlightFinishOnTheRouteTheyStartedWith() async throws {
         let d = try await DaemonUnderTest.start(routes: "  default:\n    - provider: fake\n      model: model-a")
         defer { d.stop() }
