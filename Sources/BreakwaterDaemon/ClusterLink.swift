@@ -37,12 +37,11 @@ struct ClusterLink: Sendable {
         }
         var password: String?
         if let name = config.passwordCredential {
-            guard let dir = environment["CREDENTIALS_DIRECTORY"],
-                  let text = try? String(contentsOfFile: dir + "/" + name, encoding: .utf8) else {
-                throw ClusterStartError(message: "cluster.password_credential \"\(name)\" is not a readable "
-                    + "credential (LoadCredential=\(name):...)")
+            guard let secret = CredentialResolver.credential(name, environment: environment) else {
+                throw ClusterStartError(message: "cluster.password_credential \"\(name)\" is not a readable, "
+                    + "non-empty credential (LoadCredential=\(name):...)")
             }
-            password = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            password = secret.value
         }
         let id = config.daemonID ?? ProcessInfo.processInfo.hostName + "-" + String(getpid())
         let client = try FleetClient(

@@ -41,6 +41,9 @@ final class ResilienceRegistry: Sendable {
         var cluster: ClusterLink?
     }
 
+    /// An unused lease to hand back to the cluster store: where, under which key, at which rate, how much.
+    private typealias GiveBack = (client: FleetClient, key: String, rate: FleetRate, units: FleetUnits)
+
     /// Lease requests to send to the cluster store, gathered under the lock and sent after it.
     private struct Refills {
         var client: FleetClient
@@ -362,11 +365,11 @@ final class ResilienceRegistry: Sendable {
 
     /// At shutdown: gives every lease back to the store, leaves its set of live daemons, stops the thread.
     func detachCluster() {
-        let (link, idle) = state.withLock { s -> (ClusterLink?, [(FleetClient, String, FleetRate, FleetUnits)]) in
+        let (link, idle) = state.withLock { s -> (ClusterLink?, [GiveBack]) in
             defer { s.cluster = nil }
             return (s.cluster, Self.takeIdleLeases(&s, idleSince: Instant(nanoseconds: .max)))
         }
-        for (client, name, rate, units) in idle { client.giveBack(name, rate: rate, units) }
+        Self.giveBack(idle)
         link?.client.shutdown()
     }
 
@@ -378,8 +381,7 @@ final class ResilienceRegistry: Sendable {
         }
         let limits = provider.config.rateLimits
         let names = provider.apiKeys.map { link.client.rateKey(provider: provider.name, apiKey: $0.value) }
-        link.keys[provider.name] = (names, FleetRate(rpm: limits.rpm, tpm: limits.tpm,
-                                                     burstSeconds: limits.burstSeconds ?? 60))
+        link.keys[provider.name] = (names, FleetRate(limits))
         if !link.reachable { pool.fallBack(share: link.share) }
         s.cluster = link
     }
@@ -388,10 +390,8 @@ final class ResilienceRegistry: Sendable {
         for (index, refill) in r.due where r.names.indices.contains(index) {
             let provider = r.provider
             let debt = refill.debtTokens
-            r.client.acquire(r.names[index], rate: r.rate,
-                             need: FleetUnits(requests: refill.need.requests, tokens: refill.need.tokens),
-                             want: FleetUnits(requests: refill.want.requests, tokens: refill.want.tokens),
-                             debtTokens: debt, maxWait: refill.maxWait) { [weak self, rate = r.rate] result in
+            r.client.acquire(r.names[index], rate: r.rate, need: refill.need, want: refill.want, debtTokens: debt,
+                             maxWait: refill.maxWait) { [weak self, rate = r.rate] result in
                 self?.leaseAnswered(provider: provider, index: index, result, debtTokens: debt, rate: rate)
             }
         }
@@ -422,10 +422,9 @@ final class ResilienceRegistry: Sendable {
     }
 
     /// Leases unused for 2 s, emptied, with where to give them back.
-    private static func takeIdleLeases(_ s: inout State, idleSince: Instant)
-        -> [(FleetClient, String, FleetRate, FleetUnits)] {
+    private static func takeIdleLeases(_ s: inout State, idleSince: Instant) -> [GiveBack] {
         guard let link = s.cluster else { return [] }
-        var back: [(FleetClient, String, FleetRate, FleetUnits)] = []
+        var back: [GiveBack] = []
         for (provider, keys) in link.keys {
             guard var pool = s.keyPools[provider], pool.isCluster else { continue }
             for (index, r, t) in pool.takeIdleLeases(idleSince: idleSince) where keys.names.indices.contains(index) {
@@ -436,12 +435,16 @@ final class ResilienceRegistry: Sendable {
         return back
     }
 
+    private static func giveBack(_ leases: [GiveBack]) {
+        for l in leases { l.client.giveBack(l.key, rate: l.rate, l.units) }
+    }
+
     /// The cluster client's heartbeat, or a command that failed: the store answers (with the live daemons'
     /// count) or does not. Losing it moves every cluster key to its local share; its return moves them back.
     private func clusterHealth(_ health: FleetHealth) {
         let now = clock.now()
         enum Change { case lost(String, ClusterLink), back(Duration, ClusterLink) }
-        let (change, idle) = state.withLock { s -> (Change?, [(FleetClient, String, FleetRate, FleetUnits)]) in
+        let (change, idle) = state.withLock { s -> (Change?, [GiveBack]) in
             guard var link = s.cluster else { return (nil, []) }
             var change: Change?
             switch health {
@@ -473,7 +476,7 @@ final class ResilienceRegistry: Sendable {
             let idle = link.reachable ? Self.takeIdleLeases(&s, idleSince: now - .seconds(2)) : []
             return (change, idle)
         }
-        for (client, name, rate, units) in idle { client.giveBack(name, rate: rate, units) }
+        Self.giveBack(idle)
         switch change {
         case .lost(let why, let link):
             logger.warning("cluster store unreachable: cluster rate limits run on this daemon's local share", metadata: [
@@ -487,7 +490,7 @@ final class ResilienceRegistry: Sendable {
             e.reason = why
             audit?.record(e)
         case .back(let down, let link):
-            let ms = down.components.seconds * 1000 + down.components.attoseconds / 1_000_000_000_000_000
+            let ms = down.nanoseconds / 1_000_000
             logger.notice("cluster store reachable again: cluster rate limits are shared again", metadata: [
                 "store": "\(link.store)", "degraded_ms": "\(ms)", "live_daemons": "\(link.liveDaemons)",
             ])

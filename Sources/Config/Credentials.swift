@@ -40,6 +40,13 @@ public enum CredentialResolver {
         }
     }
 
+    /// The secret in `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`), trimmed; nil when it is missing,
+    /// unreadable or empty. For secrets other than API keys (the cluster store's password).
+    public static func credential(_ name: String,
+                                  environment: [String: String] = ProcessInfo.processInfo.environment) -> Secret? {
+        key(KeySource(credential: name), environment: environment)
+    }
+
     static func key(_ source: KeySource, environment: [String: String]) -> Secret? {
         if let name = source.credential, let dir = environment["CREDENTIALS_DIRECTORY"],
            let text = try? String(contentsOfFile: dir + "/" + name, encoding: .utf8) {

@@ -4,42 +4,39 @@ import Dispatch
 import Glibc
 #endif
 import PosixThread
+import Resilience
 import Synchronization
 
 /// A provider key's cluster limits as the store's GCRA runs them: microseconds one unit uses up, and how far
-/// ahead of now the arrival time may run (the burst). An interval of 0 is no limit.
+/// ahead of now the arrival time may run (the burst, as `KeyPool.Limits.burst(of:)` sizes it for the local
+/// limiter). An interval of 0 is no limit.
 public struct FleetRate: Sendable, Hashable {
     public var requestInterval: Double
     public var requestTolerance: Double
     public var tokenInterval: Double
     public var tokenTolerance: Double
 
-    /// `rpm` requests and `tpm` tokens a minute, a bucket holding `burstSeconds` of each (at least one unit).
-    public init(rpm: Int?, tpm: Int?, burstSeconds: Double) {
+    public init(_ limits: KeyPool.Limits) {
         func spec(_ rate: Int?) -> (Double, Double) {
             guard let rate, rate > 0 else { return (0, 0) }
             let interval = 60_000_000 / Double(rate)
-            let burst = max(1, (Double(rate) / 60 * burstSeconds).rounded(.down))
-            return (interval, interval * burst)
+            return (interval, interval * Double(limits.burst(of: rate)))
         }
-        (requestInterval, requestTolerance) = spec(rpm)
-        (tokenInterval, tokenTolerance) = spec(tpm)
+        (requestInterval, requestTolerance) = spec(limits.rpm)
+        (tokenInterval, tokenTolerance) = spec(limits.tpm)
+    }
+
+    /// `rpm` requests and `tpm` tokens a minute, a bucket holding `burstSeconds` of each (at least one unit).
+    public init(rpm: Int?, tpm: Int?, burstSeconds: Double) {
+        self.init(KeyPool.Limits(rpm: rpm, tpm: tpm, burstSeconds: burstSeconds))
     }
 
     /// How long the store keeps a key's state untouched: its bucket refills fully well within this.
     var ttlMilliseconds: Int { Int(max(requestTolerance, tokenTolerance) / 1000) + 120_000 }
 }
 
-/// Requests and tokens.
-public struct FleetUnits: Sendable, Hashable {
-    public var requests: Int
-    public var tokens: Int
-
-    public init(requests: Int, tokens: Int) {
-        self.requests = requests
-        self.tokens = tokens
-    }
-}
+/// Requests and tokens: the lease bookkeeping's own type.
+public typealias FleetUnits = ClusterShare.Units
 
 /// What the store answered to a lease: units granted (zero, or at least what was needed), and how long until
 /// they may be used — or, with nothing granted, until the need fits.
@@ -116,11 +113,7 @@ public final class FleetClient: Sendable {
 
     /// The store's name for a provider key: the prefix, the provider, and a digest of the key (never the key).
     public func rateKey(provider: String, apiKey: String) -> String {
-        let digest = SHA256.hash(data: Array(apiKey.utf8)).prefix(8).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
-        return settings.keyPrefix + "rate:" + provider + ":" + digest
+        settings.keyPrefix + "rate:" + provider + ":" + hex(SHA256.hash(data: Array(apiKey.utf8)).prefix(8))
     }
 
     /// Leases between `need` and `want` of the key's rate; `need` alone for up to `maxWait` ahead when it does
@@ -167,8 +160,7 @@ public final class FleetClient: Sendable {
     public func shutdown(timeout: Duration = .seconds(2)) {
         queue.withLock { $0.stopping = true }
         wake.signal()
-        let ms = Int(timeout.components.seconds * 1000)
-        _ = stopped.wait(timeout: .now() + .milliseconds(ms))
+        _ = stopped.wait(timeout: .now() + .milliseconds(Int(timeout.nanoseconds / 1_000_000)))
     }
 
     private func submit(_ job: @escaping @Sendable (Worker) -> Void) {
@@ -176,9 +168,7 @@ public final class FleetClient: Sendable {
         wake.signal()
     }
 
-    private static func micros(_ d: Duration) -> Int64 {
-        max(0, d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000)
-    }
+    private static func micros(_ d: Duration) -> Int64 { max(0, d.nanoseconds / 1000) }
 
     private static func arg(_ x: Double) -> String {
         // Three decimals of a microsecond are far finer than any limit needs, and never in exponent notation.
@@ -190,8 +180,7 @@ public final class FleetClient: Sendable {
     }
 
     private func run(_ worker: Worker) {
-        let beat = settings.heartbeat
-        let beatMs = Int(beat.components.seconds * 1000 + beat.components.attoseconds / 1_000_000_000_000_000)
+        let beatMs = Int(settings.heartbeat.nanoseconds / 1_000_000)
         var nextBeat = DispatchTime.now()
         while true {
             if DispatchTime.now() >= nextBeat {
@@ -273,4 +262,9 @@ final class Worker: @unchecked Sendable {
             return .success(reply)
         }
     }
+}
+
+/// Lower-case hex of `bytes` (the store's key names, the scripts' SHA-1).
+func hex(_ bytes: some Sequence<UInt8>) -> String {
+    bytes.map { $0 < 16 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
 }

@@ -28,11 +28,18 @@ enum FleetScript: CaseIterable {
     /// A daemon says it is alive; returns how many are (seen within ARGV[2] ms). KEYS[1]: the set of daemons.
     case heartbeat
 
-    var source: String {
+    /// Every script starts from the server's clock, in microseconds since the epoch.
+    private static let clock = """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+        """
+
+    var source: String { Self.clock + body }
+
+    private var body: String {
         switch self {
         case .acquire: """
-            local t = redis.call('TIME')
-            local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
             local ri, rtol, ti, ttol = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
             local nr, nt, wr, wt = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
             local h = redis.call('HMGET', KEYS[1], 'r', 't', 'rest')
@@ -67,8 +74,6 @@ enum FleetScript: CaseIterable {
             return {gr, gt, math.ceil(wait)}
             """
         case .giveBack: """
-            local t = redis.call('TIME')
-            local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
             local ri, ti = tonumber(ARGV[1]), tonumber(ARGV[2])
             local h = redis.call('HMGET', KEYS[1], 'r', 't')
             if h[1] and ri > 0 then
@@ -82,8 +87,6 @@ enum FleetScript: CaseIterable {
             return 1
             """
         case .remaining: """
-            local t = redis.call('TIME')
-            local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
             local ri, rtol, ti, ttol = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
             local rr, rt = tonumber(ARGV[5]), tonumber(ARGV[6])
             local h = redis.call('HMGET', KEYS[1], 'r', 't')
@@ -99,18 +102,15 @@ enum FleetScript: CaseIterable {
             return 1
             """
         case .rest: """
-            local t = redis.call('TIME')
-            local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
             local rest = tonumber(redis.call('HGET', KEYS[1], 'rest')) or 0
             redis.call('HSET', KEYS[1], 'rest', string.format('%.3f', math.max(rest, now + tonumber(ARGV[1]))))
             redis.call('PEXPIRE', KEYS[1], ARGV[2])
             return 1
             """
         case .heartbeat: """
-            local t = redis.call('TIME')
-            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-            redis.call('ZADD', KEYS[1], now, ARGV[1])
-            redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+            local ms = math.floor(now / 1000)
+            redis.call('ZADD', KEYS[1], ms, ARGV[1])
+            redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[2]))
             redis.call('PEXPIRE', KEYS[1], ARGV[2])
             return redis.call('ZCARD', KEYS[1])
             """
@@ -119,9 +119,6 @@ enum FleetScript: CaseIterable {
 
     /// The script's SHA-1, which `EVALSHA` names it by (SHA-1 because Redis does; nothing secret is hashed).
     var sha: String {
-        Insecure.SHA1.hash(data: Array(source.utf8)).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
+        hex(Insecure.SHA1.hash(data: Array(source.utf8)))
     }
 }

@@ -1,4 +1,5 @@
 import CHiredis
+import Resilience
 
 /// A Redis reply, copied out of hiredis' reply tree.
 public enum RedisReply: Sendable, Equatable {
@@ -153,8 +154,7 @@ final class RedisConnection {
     init(endpoint: RedisEndpoint, password: String?, timeout: Duration) {
         self.endpoint = endpoint
         self.password = password
-        timeoutMilliseconds = max(1, Int(timeout.components.seconds * 1000
-                                          + timeout.components.attoseconds / 1_000_000_000_000_000))
+        timeoutMilliseconds = max(1, Int(timeout.nanoseconds / 1_000_000))
     }
 
     deinit { disconnect() }

@@ -43,18 +43,18 @@ public struct ClusterShare: Sendable {
 
     /// A lease request to send: what the next call needs at least, and what to ask for (`leaseRequests`
     /// requests' worth). Nil when the lease covers it, a request is out, or the store said to wait.
-    public struct Refill: Sendable, Hashable {
-        /// Requests and tokens.
-        public struct Units: Sendable, Hashable {
-            public var requests: Int
-            public var tokens: Int
+    /// Requests and tokens (of a lease, a need, a grant).
+    public struct Units: Sendable, Hashable {
+        public var requests: Int
+        public var tokens: Int
 
-            public init(requests: Int, tokens: Int) {
-                self.requests = requests
-                self.tokens = tokens
-            }
+        public init(requests: Int, tokens: Int) {
+            self.requests = requests
+            self.tokens = tokens
         }
+    }
 
+    public struct Refill: Sendable, Hashable {
         public var need: Units
         public var want: Units
         public var debtTokens: Int

@@ -54,14 +54,9 @@ public struct KeyPool: Sendable {
         var learnedTokens: Learned?
         var restingUntil: Instant?
 
-        /// The earliest time this key can take a call of `tokens`, from `now` on. (On every call's path: no
-        /// allocation.)
-        func earliest(tokens: Int, now: Instant) -> Instant {
-            earliestFirm(tokens: tokens, now: now).at
-        }
-
-        /// As `earliest`, and whether that time is certain (false: only when to look at a cluster lease again).
-        func earliestFirm(tokens: Int, now: Instant) -> (at: Instant, firm: Bool) {
+        /// The earliest time this key can take a call of `tokens`, from `now` on, and whether that time is certain
+        /// (false: only when to look at a cluster lease again). (On every call's path: no allocation.)
+        func earliest(tokens: Int, now: Instant) -> (at: Instant, firm: Bool) {
             var at = max(now, restingUntil ?? now)
             // A lease that covers the call is taken when the call is (even for a later time), so only a lease
             // that does not makes the time uncertain.
@@ -97,6 +92,7 @@ public struct KeyPool: Sendable {
     private var nextIndex = 0
 
     public init(keyCount: Int, limits: Limits) {
+        isCluster = limits.scope == .cluster && (limits.rpm != nil || limits.tpm != nil)
         keys = (0..<max(1, keyCount)).map { _ in
             switch limits.scope {
             case .host: Key(rpm: limits.limiter(limits.rpm), tpm: limits.limiter(limits.tpm))
@@ -150,7 +146,7 @@ public struct KeyPool: Sendable {
         var best: (Int, Instant, Bool)?
         for step in 0..<keys.count {
             let i = (nextIndex + step) % keys.count
-            let (at, firm) = keys[i].earliestFirm(tokens: tokens, now: now)
+            let (at, firm) = keys[i].earliest(tokens: tokens, now: now)
             if at <= now { return (i, now, true) }
             if best == nil || at < best!.1 || (at == best!.1 && firm && !best!.2) { best = (i, at, firm) }
         }
@@ -163,8 +159,8 @@ public struct KeyPool: Sendable {
 
     // MARK: Cluster leases (`scope: cluster`)
 
-    /// Whether the keys' limits are leased from the cluster store.
-    public var isCluster: Bool { keys.contains { $0.cluster != nil } }
+    /// Whether the keys' limits are leased from the cluster store (on every call's path: kept, not searched for).
+    public let isCluster: Bool
 
     /// The lease requests due now, one per key at most; each is marked out until answered.
     public mutating func dueRefills(now: Instant) -> [(index: Int, refill: ClusterShare.Refill)] {

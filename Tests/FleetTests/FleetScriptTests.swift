@@ -1,6 +1,7 @@
 import Fleet
 import Foundation
 import RedisTestKit
+import Resilience
 import Synchronization
 import Testing
 

@@ -12,6 +12,7 @@ import urllib.request
 from typing import Any, Dict, Iterator, Optional
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import breakwater
 
@@ -134,6 +135,19 @@ class Daemon:
             self.process.wait(timeout=30)
         self.log.close()
         self.dir.cleanup()
+
+
+def metric(daemon: "Daemon", name: str, labels: Optional[Dict[str, str]] = None) -> Optional[float]:
+    """The sample `name` with exactly `labels` (none by default) from the daemon's `/metrics` on its HTTP front,
+    read with Prometheus' own parser (the tests run as root, an admin); None when it is not there."""
+    out = subprocess.run(["curl", "-sS", "--unix-socket", daemon.http_socket, "http://b/metrics"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    for family in text_string_to_metric_families(out.stdout):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == (labels or {}):
+                return float(sample.value)
+    return None
 
 
 def wait_until(condition: Any, timeout: float = 10.0) -> bool:

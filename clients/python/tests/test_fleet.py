@@ -14,9 +14,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 
 import breakwater
-from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import Daemon, Fake, chat, wait_until
+from conftest import Daemon, Fake, chat, metric, wait_until
 
 RPM = 600  # the cluster limit N: 10 requests a second, a second's worth at once
 
@@ -68,18 +66,6 @@ def fleet() -> Iterator[Tuple[Fake, Redis, List[Daemon]]]:
             d.stop()
         redis.close()
         fake.stop()
-
-
-def metric(d: Daemon, name: str) -> Any:
-    """A daemon-wide sample (no labels) from the HTTP front's `/metrics`, read as Prometheus would."""
-    out = subprocess.run(["curl", "-sS", "--unix-socket", d.http_socket, "http://b/metrics"], capture_output=True,
-                         text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    for family in text_string_to_metric_families(out.stdout):
-        for sample in family.samples:
-            if sample.name == name and not sample.labels:
-                return sample.value
-    return None
 
 
 def cluster(d: Daemon) -> Dict[str, Any]:

@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import subprocess
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import breakwater
-from conftest import Daemon, Fake, chat, wait_until
+from conftest import Daemon, Fake, chat, metric, wait_until
 
 
 def pool(client: breakwater.Client, provider: str = "fake") -> Dict[str, Any]:
     pools: List[Dict[str, Any]] = client.admin("status")["upstream_pools"]
     return next(p for p in pools if p["provider"] == provider)
-
-
-def gauge(daemon: Daemon, name: str, provider: str = "fake") -> Optional[float]:
-    """A per-provider gauge from the HTTP front's `/metrics` (the test runs as root, an admin)."""
-    out = subprocess.run(["curl", "-sS", "--unix-socket", daemon.http_socket, "http://b/metrics"],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    for family in text_string_to_metric_families(out.stdout):
-        for sample in family.samples:
-            if sample.name == name and sample.labels.get("provider") == provider:
-                return float(sample.value)
-    return None
 
 
 def test_1000_calls_to_an_http1_provider_with_max_connections_1000_all_run_at_once() -> None:
@@ -80,8 +66,8 @@ def test_calls_past_max_connections_wait_in_status_and_time_out_waiting_with_a_c
             shown = daemon.cli("status")
             assert shown.returncode == 0, shown.stderr
             assert "fake  2/2 calls running, 3 waiting for a connection" in shown.stdout, shown.stdout
-            assert gauge(daemon, "breakwater_upstream_calls_running") == 2
-            assert gauge(daemon, "breakwater_upstream_calls_waiting") == 3
+            assert metric(daemon, "breakwater_upstream_calls_running", {"provider": "fake"}) == 2
+            assert metric(daemon, "breakwater_upstream_calls_waiting", {"provider": "fake"}) == 3
 
             # A call whose deadline comes while it still waits: TIMEOUT, saying so, and never sent.
             started = time.monotonic()
