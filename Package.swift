@@ -83,7 +83,7 @@ let package = Package(
         // across hosts, and the daemons' heartbeat.
         .target(
             name: "Fleet",
-            dependencies: ["CHiredis", "PosixThread", "Resilience", daemonOnly("Crypto", "swift-crypto")],
+            dependencies: ["CHiredis", "PosixThread", "Resilience", "Governance", daemonOnly("Crypto", "swift-crypto")],
             swiftSettings: strict
         ),
         // sd_listen_fds, sd_notify, and the audit trail written with sd_journal_sendv.
@@ -183,7 +183,7 @@ let package = Package(
         .testTarget(name: "ProvidersTests", dependencies: ["Providers"], swiftSettings: strict),
         .testTarget(name: "ResilienceTests", dependencies: ["Resilience"], swiftSettings: strict),
         // Against a real redis-server (Debian's package), started on a Unix socket per test.
-        .testTarget(name: "FleetTests", dependencies: ["Fleet", "RedisTestKit", "Resilience"], swiftSettings: strict),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "RedisTestKit", "Resilience", "Governance"], swiftSettings: strict),
         // The daemon's call path in-process: EmbeddedChannel, a scripted engine, virtual time.
         .testTarget(
             name: "BreakwaterDaemonTests",

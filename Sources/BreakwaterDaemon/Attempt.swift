@@ -40,6 +40,9 @@ struct AttemptHolds {
 
     mutating func hold(budget: Reservation) { self.budget = budget }
 
+    /// The budget hold was refused after all (by the cluster store), and the registry gave it back.
+    mutating func dropBudget() { budget = nil }
+
     /// Nothing of this attempt reached the provider (skipped, stopped, cancelled, or not even made): every hold
     /// goes back unused.
     consuming func giveBack(to shared: DaemonContext) {

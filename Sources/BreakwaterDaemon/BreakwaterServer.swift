@@ -125,7 +125,7 @@ public final class BreakwaterServer: Service, Sendable {
                                             metrics: metrics)
         resilience.restoreBreakers(router: router)
         if let cluster = settings.config.cluster {
-            try resilience.attachCluster(cluster, environment: environment)
+            try resilience.attachCluster(cluster, environment: environment, budgets: governance)
         }
         defer { resilience.detachCluster() }
         let shared = DaemonContext(router: router, engine: engine, stats: stats, logger: logger,

@@ -31,6 +31,9 @@ final class CallDriver {
         /// Between attempts: a backoff, or a wait for a key of the target's provider, whose place in the key's
         /// queue `place` holds.
         case waiting(timer: Scheduled<Void>, target: ResolvedTarget, place: AttemptHolds?)
+        /// The attempt's holds are taken but for the cluster store's answer on its budgets (`budgetAnswered`),
+        /// which comes within the store's timeout.
+        case awaitingBudget(AttemptHolds)
         /// Only inside one event-loop job: the last phase was left (its holds settled) and the next is being
         /// chosen — a retry wait, the next attempt, or the end.
         case deciding
@@ -287,6 +290,8 @@ final class CallDriver {
         case .waiting(let timer, _, let place):
             timer.cancel()
             place?.giveBack(to: shared)
+        case .awaitingBudget(let holds):
+            holds.giveBack(to: shared)
         }
     }
 
@@ -416,15 +421,60 @@ final class CallDriver {
             }
         }
         if let governance = shared.governance, let access {
-            switch governance.reserveBudget(agent: access.principal.agent, tenant: access.tenant, model: target.model,
-                                            maxTokens: chat.maxTokens, promptTokensEstimate: chat.bytes.count / 4) {
-            case .reserved(let hold):
+            let bound = NIOLoopBound(self, eventLoop: eventLoop)
+            let loop = eventLoop
+            let step = governance.reserveBudget(
+                agent: access.principal.agent, tenant: access.tenant, model: target.model, maxTokens: chat.maxTokens,
+                promptTokensEstimate: chat.bytes.count / 4, lifetime: deadline - now + .seconds(60)
+            ) { decision in loop.execute { bound.value.budgetAnswered(decision) } }
+            switch step {
+            case .decided(.reserved(let hold)):
                 holds.hold(budget: hold)
-            case let refusal:
+            case .decided(let refusal):
                 shared.auditDecision(refusal.decision, subject, model: target.model)
                 return skip("budget", "refused by budget: \(refusal)",
                             Failure(code: .budgetExceeded, provider: target.provider.name))
+            case .pending(let hold):
+                holds.hold(budget: hold)
+                phase = .awaitingBudget(holds)
+                return .scheduled
             }
+        }
+        return startAttempt(holds, now: now)
+    }
+
+    /// The cluster store answered for the budgets of the attempt that waits on it: the attempt goes out, or the
+    /// target is skipped as refused by budget (the registry has given the budget holds back).
+    private func budgetAnswered(_ decision: BudgetDecision) {
+        guard case .awaitingBudget(var holds) = phase else { return }
+        phase = .deciding
+        let target = holds.target
+        let started: Begin
+        if case .reserved(let hold) = decision {
+            holds.hold(budget: hold)
+            started = startAttempt(holds, now: shared.resilience.clock.now())
+        } else {
+            shared.auditDecision(decision.decision, subject, model: target.model)
+            holds.dropBudget()
+            holds.giveBack(to: shared)
+            walk.note(target, "budget", "refused by budget: \(decision)")
+            walk.lastFailure = Failure(code: .budgetExceeded, provider: target.provider.name)
+            started = .skipped
+        }
+        if started == .skipped {
+            moveOn(from: target, reason: walk.records.last?.what ?? "skipped", errorClass: nil)
+            tryNextTarget()
+        }
+    }
+
+    /// The request of an attempt whose holds are all taken: made, and sent (after STARTED, for the first).
+    private func startAttempt(_ holds: AttemptHolds, now: Instant) -> Begin {
+        let target = holds.target
+        func skip(_ outcome: String, _ what: String, _ failure: Failure) -> Begin {
+            holds.giveBack(to: shared)
+            walk.note(target, outcome, what)
+            walk.lastFailure = failure
+            return .skipped
         }
         // A pool built for a reloaded config may count more keys than this call's config had.
         let keys = target.provider.apiKeys

@@ -37,6 +37,12 @@ public struct DaemonSettings: Sendable {
                         message: "http.metrics_agents names agent \"\(agent)\", which the policy does not define")])
                 }
             }
+            if let cluster = policy?.clusterBudgets, !cluster.isEmpty, config.cluster == nil {
+                throw ConfigError(issues: [ConfigIssue(
+                    file: policyPath ?? "<policy>", line: 0, column: 0,
+                    message: "\(cluster.joined(separator: ", ")) \(cluster.count == 1 ? "has" : "have") scope cluster, "
+                        + "which needs a cluster: section in the config (the store that holds them)")])
+            }
             if config.http.tcpListen != nil, policy == nil {
                 throw ConfigError(issues: [ConfigIssue(
                     file: configPath ?? "<config>", line: 0, column: 0,

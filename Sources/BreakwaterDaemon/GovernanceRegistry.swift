@@ -1,3 +1,4 @@
+import Fleet
 import Foundation
 import Governance
 import Resilience
@@ -23,6 +24,37 @@ final class GovernanceRegistry: Sendable {
         /// Approvals of actions that the policy lets allow the same action again (`approval_reusable_for`), until
         /// when. Not kept across restarts: after one, the next such action asks again.
         var reusable: [ReuseKey: (approvalID: String, until: Instant)] = [:]
+        /// The cluster store, for budgets with `scope: cluster` (nil without `cluster:`).
+        var cluster: BudgetStore?
+    }
+
+    /// The cluster store as the budgets use it.
+    struct BudgetStore {
+        let client: FleetClient
+        /// Makes this process's hold ids unique across daemons and restarts.
+        let nonce: String
+        /// The share of a budget's remainder this daemon takes while the store is unreachable.
+        var share: Double
+        var reachable = true
+        /// Reservations whose store hold is asked for: who waits for the answer (nil once the call gave up).
+        var asking: [UInt64: (@Sendable (BudgetDecision) -> Void)?] = [:]
+        /// Settles and charges the store has not taken yet (it was unreachable), sent again when it answers.
+        var unsent: [Unsent] = []
+
+        func holdID(_ r: Reservation) -> String { nonce + "-" + String(r.id) }
+    }
+
+    /// Something the store must still be told.
+    enum Unsent {
+        case settle(keys: [ClusterBudget.Key], id: String, used: Usage)
+        case charge(keys: [ClusterBudget.Key], id: String, used: Usage)
+    }
+
+    /// What `reserveBudget` could say at once.
+    enum BudgetStep {
+        case decided(BudgetDecision)
+        /// Held here; the store's hold is asked for, and `answer` gets the decision.
+        case pending(Reservation)
     }
 
     /// What a reusable approval of an action is valid for: exactly these.
@@ -78,26 +110,127 @@ final class GovernanceRegistry: Sendable {
     }
 
     /// Holds an attempt's worst-case tokens and cost against the agent's and tenant's budgets, so concurrent calls
-    /// cannot overshoot.
-    func reserveBudget(agent: String, tenant: String?, model: String, maxTokens: Int?,
-                       promptTokensEstimate: Int) -> BudgetDecision {
+    /// cannot overshoot. Budgets kept in the cluster store are held there too, asynchronously: `.pending`, and
+    /// `answer` runs (on the store client's thread) with the decision — never later than the store's timeout.
+    /// `lifetime`: how long the store keeps the hold should this daemon never settle it (it went away).
+    func reserveBudget(agent: String, tenant: String?, model: String, maxTokens: Int?, promptTokensEstimate: Int,
+                       lifetime: Duration, answer: @escaping @Sendable (BudgetDecision) -> Void) -> BudgetStep {
         let wall = Self.wallNow
-        return state.withLock {
-            $0.ledger.reserve(agent: agent, tenant: tenant, model: model, maxTokens: maxTokens,
-                              promptTokensEstimate: promptTokensEstimate, wallNow: wall)
+        let (decision, client, id) = state.withLock { s -> (BudgetDecision, FleetClient?, String?) in
+            let d = s.ledger.reserve(agent: agent, tenant: tenant, model: model, maxTokens: maxTokens,
+                                     promptTokensEstimate: promptTokensEstimate, wallNow: wall)
+            guard case .reserved(let r) = d, r.heldInStore, var store = s.cluster else { return (d, nil, nil) }
+            store.asking[r.id] = answer
+            s.cluster = store
+            return (d, store.client, store.holdID(r))
+        }
+        guard let client, let id, case .reserved(let r) = decision else { return .decided(decision) }
+        client.holdBudgets(r.cluster, id: id, ask: r.held, lifetime: lifetime, wallNow: wall) { [weak self] result in
+            self?.storeAnswered(r, id: id, result)
+        }
+        return .pending(r)
+    }
+
+    /// The store's answer to a budget hold (on its client's thread).
+    private func storeAnswered(_ r: Reservation, id: String, _ result: Result<BudgetHoldAnswer, RedisFailure>) {
+        let (decision, waiter) = state.withLock { s -> (BudgetDecision?, (@Sendable (BudgetDecision) -> Void)?) in
+            guard var store = s.cluster, let entry = store.asking.removeValue(forKey: r.id) else { return (nil, nil) }
+            defer { s.cluster = store }
+            switch result {
+            case .success(.held(let totals)):
+                for (b, total) in zip(r.cluster, totals) { s.ledger.storeSaid(b.id, total) }
+                return (.reserved(r), entry)
+            case .success(.refused(let budget, let unit, let used, let reserved)):
+                return (s.ledger.storeRefused(r, budget: budget, unit: unit, used: used, reserved: reserved), entry)
+            case .failure:
+                // The hold may have reached the store before the answer was lost: it is given back there once
+                // the store answers again. Until then this daemon holds its budgets on its own share.
+                store.unsent.append(.settle(keys: r.cluster.map { $0.id }, id: id, used: Usage()))
+                store.reachable = false
+                s.ledger.clusterShare = store.share
+                guard entry != nil else { return (nil, nil) }  // the call gave up; its release found no hold here
+                return (s.ledger.holdLocally(r), entry)
+            }
+        }
+        if let decision, let waiter { waiter(decision) }
+    }
+
+    /// Replaces a hold with the real usage (or frees it when the attempt used nothing). Cluster budgets are
+    /// settled in the store; those this daemon held on its own share are charged to it.
+    func settleBudget(_ reservation: Reservation, promptTokens: Int?, completionTokens: Int?) {
+        let wall = Self.wallNow
+        let (settlement, store) = state.withLock { s -> (Settlement?, BudgetStore?) in
+            if s.cluster?.asking[reservation.id] != nil { s.cluster?.asking[reservation.id] = .some(nil) }
+            let settled = if let p = promptTokens, let c = completionTokens {
+                s.ledger.settle(reservation, promptTokens: p, completionTokens: c)
+            } else {
+                s.ledger.release(reservation)
+            }
+            return (settled, s.cluster)
+        }
+        guard let settlement else { return }
+        self.store?.saveBudgets(settlement.updated)
+        guard let store else { return }
+        let r = settlement.reservation
+        let keys = r.cluster.map { $0.id }
+        if r.heldInStore {
+            send(.settle(keys: keys, id: store.holdID(r), used: settlement.usage), store, wallNow: wall)
+        } else if r.clusterLocal, !keys.isEmpty {
+            send(.charge(keys: keys, id: store.holdID(r) + "c", used: settlement.usage), store, wallNow: wall)
         }
     }
 
-    /// Replaces a hold with the real usage (or frees it when the attempt used nothing).
-    func settleBudget(_ reservation: Reservation, promptTokens: Int?, completionTokens: Int?) {
-        let updated = state.withLock { s -> [BudgetSnapshot.Entry] in
-            if let p = promptTokens, let c = completionTokens {
-                return s.ledger.settle(reservation, promptTokens: p, completionTokens: c)?.updated ?? []
-            }
-            s.ledger.release(reservation)
-            return []
+    /// Tells the store (now, if it answers) or keeps it for when it does.
+    private func send(_ job: Unsent, _ store: BudgetStore, wallNow: Double) {
+        guard store.reachable else {
+            state.withLock { $0.cluster?.unsent.append(job) }
+            return
         }
-        store?.saveBudgets(updated)
+        let done: @Sendable (Bool) -> Void = { [weak self] ok in self?.sent(job, ok: ok) }
+        switch job {
+        case .settle(let keys, let id, let used): store.client.settleBudgets(keys, id: id, used: used, done: done)
+        case .charge(let keys, let id, let used):
+            store.client.chargeBudgets(keys, id: id, used: used, wallNow: wallNow, done: done)
+        }
+    }
+
+    private func sent(_ job: Unsent, ok: Bool) {
+        state.withLock { s in
+            guard ok else {
+                s.cluster?.unsent.append(job)
+                return
+            }
+            if case .charge(let keys, _, let used) = job { s.ledger.charged(keys, used) }
+        }
+    }
+
+    /// The store's client, for budgets with `scope: cluster`.
+    func attachClusterStore(_ client: FleetClient, share: Double) {
+        var rng = SystemRandomNumberGenerator()
+        let nonce = String(rng.next() as UInt64, radix: 36) + String(rng.next() as UInt64, radix: 36)
+        state.withLock { $0.cluster = BudgetStore(client: client, nonce: nonce, share: share) }
+    }
+
+    /// The store answers or not (every heartbeat): unreachable, cluster budgets are held on this daemon's `share`
+    /// of what the store last said was left; back, they are held there again and what waited is sent.
+    func clusterHealth(reachable: Bool, share: Double) {
+        let wall = Self.wallNow
+        let flush = state.withLock { s -> (BudgetStore, [Unsent])? in
+            guard var store = s.cluster else { return nil }
+            defer { s.cluster = store }
+            store.share = share
+            guard reachable else {
+                store.reachable = false
+                s.ledger.clusterShare = share
+                return nil
+            }
+            store.reachable = true
+            s.ledger.clusterShare = nil
+            defer { store.unsent = [] }
+            return (store, store.unsent)
+        }
+        guard let (store, jobs) = flush else { return }
+        for job in jobs { send(job, store, wallNow: wall) }
     }
 
     /// A new policy (SIGHUP): new and revoked credentials, scopes and limits apply to the next decision; calls in

@@ -39,6 +39,8 @@ final class ResilienceRegistry: Sendable {
         var keysHeld = 0
         /// The cluster store, when the config has one (`cluster:`).
         var cluster: ClusterLink?
+        /// The governance registry, whose cluster budgets hear of the store's health too.
+        var clusterBudgets: GovernanceRegistry?
     }
 
     /// An unused lease to hand back to the cluster store: where, under which key, at which rate, how much.
@@ -355,11 +357,17 @@ final class ResilienceRegistry: Sendable {
     // MARK: Cluster limits (`rate_limits: {scope: cluster}`)
 
     /// Connects to the cluster store (`cluster:`): a thread of its own, whose heartbeat reports here.
-    func attachCluster(_ config: ClusterConfig, environment: [String: String]) throws {
+    /// `budgets`: where budgets with `scope: cluster` are kept (they share the store's client and health).
+    func attachCluster(_ config: ClusterConfig, environment: [String: String],
+                       budgets: GovernanceRegistry? = nil) throws {
         let link = try ClusterLink.start(config, environment: environment) { [weak self] health in
             self?.clusterHealth(health)
         }
-        state.withLock { $0.cluster = link }
+        budgets?.attachClusterStore(link.client, share: link.share)
+        state.withLock {
+            $0.cluster = link
+            $0.clusterBudgets = budgets
+        }
         logger.info("cluster store configured", metadata: ["store": "\(link.store)"])
     }
 
@@ -444,8 +452,8 @@ final class ResilienceRegistry: Sendable {
     private func clusterHealth(_ health: FleetHealth) {
         let now = clock.now()
         enum Change { case lost(String, ClusterLink), back(Duration, ClusterLink) }
-        let (change, idle) = state.withLock { s -> (Change?, [GiveBack]) in
-            guard var link = s.cluster else { return (nil, []) }
+        let (change, idle, budgets) = state.withLock { s -> (Change?, [GiveBack], (GovernanceRegistry, Bool, Double)?) in
+            guard var link = s.cluster else { return (nil, [], nil) }
             var change: Change?
             switch health {
             case .reachable(let live):
@@ -474,12 +482,13 @@ final class ResilienceRegistry: Sendable {
             }
             s.cluster = link
             let idle = link.reachable ? Self.takeIdleLeases(&s, idleSince: now - .seconds(2)) : []
-            return (change, idle)
+            return (change, idle, s.clusterBudgets.map { ($0, link.reachable, link.share) })
         }
         Self.giveBack(idle)
+        if let (governance, reachable, share) = budgets { governance.clusterHealth(reachable: reachable, share: share) }
         switch change {
         case .lost(let why, let link):
-            logger.warning("cluster store unreachable: cluster rate limits run on this daemon's local share", metadata: [
+            logger.warning("cluster store unreachable: cluster rate limits and budgets run on this daemon's local share", metadata: [
                 "store": "\(link.store)", "error": "\(why)", "share": "\(Self.format(link.share))",
                 "live_daemons": "\(link.liveDaemons)",
             ])
@@ -491,7 +500,7 @@ final class ResilienceRegistry: Sendable {
             audit?.record(e)
         case .back(let down, let link):
             let ms = down.nanoseconds / 1_000_000
-            logger.notice("cluster store reachable again: cluster rate limits are shared again", metadata: [
+            logger.notice("cluster store reachable again: cluster rate limits and budgets are shared again", metadata: [
                 "store": "\(link.store)", "degraded_ms": "\(ms)", "live_daemons": "\(link.liveDaemons)",
             ])
             var e = AuditEvent(.clusterRestored)

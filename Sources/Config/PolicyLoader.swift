@@ -368,7 +368,16 @@ extension NodeReader {
 
     mutating func budgets(_ node: Node, _ what: String) -> BudgetLimits {
         var limits = BudgetLimits()
-        for (key, _, v) in entries(node, what, allowed: ["daily", "monthly"]) {
+        for (key, _, v) in entries(node, what, allowed: ["daily", "monthly", "scope"]) {
+            if key == "scope" {
+                if let text = v.string, let scope = BudgetScope(rawValue: text) {
+                    limits.scope = scope
+                } else {
+                    issue(v, "\(what) scope must be host (this daemon's own ledger) or cluster (held in the "
+                        + "cluster store, one cap for every daemon)")
+                }
+                continue
+            }
             var amount = BudgetAmount()
             for (k, _, a) in entries(v, "\(what) \(key)", allowed: ["tokens", "cost_usd"]) {
                 if k == "tokens" {

@@ -1,4 +1,5 @@
 import Crypto
+import Governance
 import Dispatch
 #if canImport(Glibc)
 import Glibc
@@ -43,6 +44,14 @@ public typealias FleetUnits = ClusterShare.Units
 public struct FleetGrant: Sendable, Hashable {
     public var granted: FleetUnits
     public var wait: Duration
+}
+
+/// What the store answered to a budget hold.
+public enum BudgetHoldAnswer: Sendable, Hashable {
+    /// Held; per budget, what is now used and held there in all.
+    case held([Usage])
+    /// `budget` (an index into the budgets asked for) would pass its cap in `unit`, with `used` and `reserved`.
+    case refused(budget: Int, unit: BudgetExceeded.Unit, used: Int64, reserved: Int64)
 }
 
 /// Whether the store answers.
@@ -155,6 +164,69 @@ public final class FleetClient: Sendable {
         submit { worker in _ = worker.run(.rest, key: key, args) }
     }
 
+    // MARK: Cluster budgets
+
+    /// The store's key names of a budget (its hash, and its set of hold expiries or of charges taken).
+    private func budgetKeys(_ budgets: [ClusterBudget.Key], second: String) -> [String] {
+        budgets.flatMap { b in
+            let name = settings.keyPrefix + b.storeName
+            return [name, name + second]
+        }
+    }
+
+    /// How long the store keeps a budget untouched: two days past the end of its period (for `breakwater` and
+    /// people reading it), then it is forgotten.
+    private static func keepMilliseconds(_ b: ClusterBudget.Key, wallNow: Double) -> String {
+        String(Int64(max(60, b.endsAt - wallNow + 2 * 86_400) * 1000))
+    }
+
+    /// Holds `ask` against every one of `budgets` (all-or-nothing) for at most `lifetime`, under `id`.
+    public func holdBudgets(_ budgets: [ClusterBudget], id: String, ask: Usage, lifetime: Duration, wallNow: Double,
+                            done: @escaping @Sendable (Result<BudgetHoldAnswer, RedisFailure>) -> Void) {
+        var args = [id, String(max(1, lifetime.nanoseconds / 1_000_000)), String(max(0, ask.tokens)),
+                    String(max(0, ask.microUSD))]
+        for b in budgets {
+            args += [String(b.limit.tokens ?? -1), String(b.limit.microUSD ?? -1),
+                     Self.keepMilliseconds(b.id, wallNow: wallNow)]
+        }
+        let keys = budgetKeys(budgets.map(\.id), second: "|holds")
+        submit { [args] worker in
+            done(worker.run(.budgetHold, keys: keys, args).flatMap { reply in
+                guard let a = reply.array?.compactMap(\.int), a.count == (reply.array?.count ?? -1), let ok = a.first
+                else { return .failure(.unexpected("budget hold answered \(reply)")) }
+                if ok == 1, a.count == 1 + 2 * budgets.count {
+                    return .success(.held(budgets.indices.map { Usage(tokens: a[1 + 2 * $0], microUSD: a[2 + 2 * $0]) }))
+                }
+                if ok == 0, a.count == 5 {
+                    return .success(.refused(budget: Int(a[1]) - 1, unit: a[2] == 1 ? .tokens : .microUSD,
+                                             used: a[3], reserved: a[4]))
+                }
+                return .failure(.unexpected("budget hold answered \(reply)"))
+            })
+        }
+    }
+
+    /// Replaces hold `id` with what the call used (`Usage()` gives it back). Safe to send again.
+    public func settleBudgets(_ budgets: [ClusterBudget.Key], id: String, used: Usage,
+                              done: @escaping @Sendable (Bool) -> Void) {
+        let keys = budgetKeys(budgets, second: "|holds")
+        let args = [id, String(max(0, used.tokens)), String(max(0, used.microUSD))]
+        submit { worker in
+            if case .success = worker.run(.budgetSettle, keys: keys, args) { done(true) } else { done(false) }
+        }
+    }
+
+    /// Adds usage taken on this daemon's own share while the store was unreachable, once per `id`.
+    public func chargeBudgets(_ budgets: [ClusterBudget.Key], id: String, used: Usage, wallNow: Double,
+                              done: @escaping @Sendable (Bool) -> Void) {
+        let keys = budgetKeys(budgets, second: "|charges")
+        let args = [id, String(max(0, used.tokens)), String(max(0, used.microUSD))]
+            + budgets.map { Self.keepMilliseconds($0, wallNow: wallNow) }
+        submit { worker in
+            if case .success = worker.run(.budgetCharge, keys: keys, args) { done(true) } else { done(false) }
+        }
+    }
+
     /// Stops the thread after what is queued (leaving the set of live daemons on the way), waiting at most
     /// `timeout` for it.
     public func shutdown(timeout: Duration = .seconds(2)) {
@@ -243,11 +315,15 @@ final class Worker: @unchecked Sendable {
     }
 
     func run(_ script: FleetScript, key: String, _ args: [String]) -> Result<RedisReply, RedisFailure> {
+        run(script, keys: [key], args)
+    }
+
+    func run(_ script: FleetScript, keys: [String], _ args: [String]) -> Result<RedisReply, RedisFailure> {
         if let failure { return .failure(failure) }
-        let tail = [key] + args
-        var result = connection.command(([ "EVALSHA", script.sha, "1"] + tail).map { Array($0.utf8) })
+        let tail = [String(keys.count)] + keys + args
+        var result = connection.command(([ "EVALSHA", script.sha] + tail).map { Array($0.utf8) })
         if case .success(.error(let why)) = result, why.hasPrefix("NOSCRIPT") {
-            result = connection.command((["EVAL", script.source, "1"] + tail).map { Array($0.utf8) })
+            result = connection.command((["EVAL", script.source] + tail).map { Array($0.utf8) })
         }
         switch result {
         case .success(.error(let why)):

@@ -27,6 +27,22 @@ enum FleetScript: CaseIterable {
     case rest
     /// A daemon says it is alive; returns how many are (seen within ARGV[2] ms). KEYS[1]: the set of daemons.
     case heartbeat
+    /// Holds one call's worst case against every cluster budget that applies, all-or-nothing, so calls on
+    /// different daemons cannot overshoot together. KEYS: per budget its hash (`ut` `um` used tokens and
+    /// micro-dollars, `ht` `hm` held, `h:ID` = one hold's "tokens micro") and its holds' expiry set. ARGV: hold
+    /// id, hold lifetime ms, tokens, micro-dollars, then per budget its token cap, cost cap (-1: none) and how long
+    /// the store keeps it (ms). Holds past their lifetime (their daemon went away) are charged in full first:
+    /// the call may have been answered, and a cap is never passed on a guess that it was not. Returns {1, per
+    /// budget used + held tokens, micro-dollars} or {0, the budget's index (1-based), 1 tokens / 2 cost, used,
+    /// held}.
+    case budgetHold
+    /// Replaces a hold with the real usage: KEYS as `budgetHold`, ARGV hold id, tokens, micro-dollars. A hold
+    /// that is not there (settled already, or lapsed and charged) changes nothing, so a settle may be sent again.
+    case budgetSettle
+    /// Usage a daemon took on its own share while the store was unreachable: KEYS per budget its hash and the set
+    /// of charges already taken; ARGV charge id, tokens, micro-dollars, then per budget how long the store keeps
+    /// it (ms). Taken once per id.
+    case budgetCharge
 
     /// Every script starts from the server's clock, in microseconds since the epoch.
     private static let clock = """
@@ -35,7 +51,12 @@ enum FleetScript: CaseIterable {
 
         """
 
-    var source: String { Self.clock + body }
+    var source: String {
+        switch self {
+        case .budgetHold, .budgetSettle: Self.clock + Self.sweep + body
+        default: Self.clock + body
+        }
+    }
 
     private var body: String {
         switch self {
@@ -114,8 +135,91 @@ enum FleetScript: CaseIterable {
             redis.call('PEXPIRE', KEYS[1], ARGV[2])
             return redis.call('ZCARD', KEYS[1])
             """
+        case .budgetHold: """
+            local id, life, at, am = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+            local n = #KEYS / 2
+            local totals = {1}
+            for i = 1, n do
+              local h, x = KEYS[2 * i - 1], KEYS[2 * i]
+              sweep(h, x)
+              local v = redis.call('HMGET', h, 'ut', 'um', 'ht', 'hm')
+              local ut, um, ht, hm = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0
+              local lt, lm = tonumber(ARGV[2 + 3 * i]), tonumber(ARGV[3 + 3 * i])
+              if lt >= 0 and ut + ht + tonumber(at) > lt then return {0, i, 1, ut, ht} end
+              if lm >= 0 and um + hm + tonumber(am) > lm then return {0, i, 2, um, hm} end
+              totals[2 * i] = ut + ht + tonumber(at)
+              totals[2 * i + 1] = um + hm + tonumber(am)
+            end
+            for i = 1, n do
+              local h, x = KEYS[2 * i - 1], KEYS[2 * i]
+              redis.call('HINCRBY', h, 'ht', at)
+              redis.call('HINCRBY', h, 'hm', am)
+              redis.call('HSET', h, 'h:' .. id, at .. ' ' .. am)
+              redis.call('ZADD', x, math.floor(now / 1000) + life, id)
+              redis.call('PEXPIRE', h, ARGV[4 + 3 * i])
+              redis.call('PEXPIRE', x, ARGV[4 + 3 * i])
+            end
+            return totals
+            """
+        case .budgetSettle: """
+            local id, ut, um = ARGV[1], ARGV[2], ARGV[3]
+            local settled = 0
+            for i = 1, #KEYS / 2 do
+              local h, x = KEYS[2 * i - 1], KEYS[2 * i]
+              local v = redis.call('HGET', h, 'h:' .. id)
+              if v then
+                local ht, hm = string.match(v, '^(%d+) (%d+)$')
+                redis.call('HINCRBY', h, 'ht', '-' .. ht)
+                redis.call('HINCRBY', h, 'hm', '-' .. hm)
+                redis.call('HINCRBY', h, 'ut', ut)
+                redis.call('HINCRBY', h, 'um', um)
+                redis.call('HDEL', h, 'h:' .. id)
+                redis.call('ZREM', x, id)
+                settled = settled + 1
+              end
+              sweep(h, x)
+            end
+            return settled
+            """
+        case .budgetCharge: """
+            local id, ut, um = ARGV[1], ARGV[2], ARGV[3]
+            local ms = math.floor(now / 1000)
+            local taken = 0
+            for i = 1, #KEYS / 2 do
+              local h, c = KEYS[2 * i - 1], KEYS[2 * i]
+              if not redis.call('ZSCORE', c, id) then
+                redis.call('HINCRBY', h, 'ut', ut)
+                redis.call('HINCRBY', h, 'um', um)
+                redis.call('ZADD', c, ms, id)
+                taken = taken + 1
+              end
+              redis.call('ZREMRANGEBYSCORE', c, '-inf', ms - 86400000)
+              redis.call('PEXPIRE', h, ARGV[3 + i])
+              redis.call('PEXPIRE', c, ARGV[3 + i])
+            end
+            return taken
+            """
         }
     }
+
+    /// Sweeps lapsed holds of budget `h` (expiry set `x`) into its usage.
+    private static let sweep = """
+        local function sweep(h, x)
+          for _, id in ipairs(redis.call('ZRANGEBYSCORE', x, '-inf', math.floor(now / 1000))) do
+            local v = redis.call('HGET', h, 'h:' .. id)
+            if v then
+              local ht, hm = string.match(v, '^(%d+) (%d+)$')
+              redis.call('HINCRBY', h, 'ht', '-' .. ht)
+              redis.call('HINCRBY', h, 'hm', '-' .. hm)
+              redis.call('HINCRBY', h, 'ut', ht)
+              redis.call('HINCRBY', h, 'um', hm)
+              redis.call('HDEL', h, 'h:' .. id)
+            end
+            redis.call('ZREM', x, id)
+          end
+        end
+
+        """
 
     /// The script's SHA-1, which `EVALSHA` names it by (SHA-1 because Redis does; nothing secret is hashed).
     var sha: String {

@@ -10,6 +10,11 @@ public struct BudgetLedger: Sendable {
     private var held: [BudgetKey: Usage] = [:]
     private var open: [UInt64: Reservation] = [:]
     private var nextID: UInt64 = 1
+    /// Per cluster budget: what the store last said was used and held.
+    private var lastSeen: [BudgetKey: Usage] = [:]
+    /// Set while the cluster store is unreachable: the share of each cluster budget's remainder this daemon
+    /// may spend on its own (`cluster.fallback_share`, or one over the daemons it last saw).
+    public var clusterShare: Double?
 
     public init(policy: GovernancePolicy) {
         self.policy = policy
@@ -23,6 +28,11 @@ public struct BudgetLedger: Sendable {
     /// Holds the worst case of one attempt against every budget that applies to `agent` and `tenant`.
     /// `maxTokens` nil means the policy's `default_max_tokens` (the daemon should then send that as the
     /// upstream `max_tokens`, so the hold is really the worst case).
+    ///
+    /// Budgets with `scope: cluster` are not checked here while the store answers: the reservation lists them
+    /// (`cluster`) for the daemon to hold in the store, and only its host budgets are held here. While the store
+    /// is unreachable (`clusterShare` set) they are held here too, against this daemon's share of what the store
+    /// last said was left.
     public mutating func reserve(agent: String, tenant: String?, model: String, maxTokens: Int?,
                                  promptTokensEstimate: Int, wallNow: Double) -> BudgetDecision {
         let completion = Int64(max(0, maxTokens ?? policy.defaultMaxTokens))
@@ -30,53 +40,133 @@ public struct BudgetLedger: Sendable {
         let price = policy.prices[model]
         let cost = price?.microUSD(inputTokens: prompt, outputTokens: completion) ?? 0
         let ask = Usage(tokens: prompt + completion, microUSD: cost)
-        let keys = Self.keys(agent: agent, tenant: tenant, wallNow: wallNow)
-        for key in keys {
-            guard let amount = limits(for: key.subject)[key.window] else { continue }
-            let rule = key.subject.rule + ".budgets.\(key.window.rawValue)"
-            let u = used[key] ?? Usage()
-            let h = held[key] ?? Usage()
-            if let limit = amount.tokens, u.tokens + h.tokens + ask.tokens > limit {
-                return .exceeded(BudgetExceeded(subject: key.subject, window: key.window, unit: .tokens,
-                                                limit: limit, used: u.tokens, reserved: h.tokens,
-                                                requested: ask.tokens, resetsAt: key.window.end(of: key.period),
-                                                rule: rule + ".tokens"))
+        var local: [BudgetKey] = []
+        var cluster: [ClusterBudget] = []
+        for key in Self.keys(agent: agent, tenant: tenant, wallNow: wallNow) {
+            let limits = limits(for: key.subject)
+            guard let amount = limits[key.window] else { continue }
+            if amount.microUSD != nil, price == nil {
+                return .unpriced(model: model, rule: key.rule + ".cost_usd")
             }
-            if let limit = amount.microUSD {
-                guard price != nil else { return .unpriced(model: model, rule: rule + ".cost_usd") }
-                if u.microUSD + h.microUSD + ask.microUSD > limit {
-                    return .exceeded(BudgetExceeded(subject: key.subject, window: key.window, unit: .microUSD,
-                                                    limit: limit, used: u.microUSD, reserved: h.microUSD,
-                                                    requested: ask.microUSD, resetsAt: key.window.end(of: key.period),
-                                                    rule: rule + ".cost_usd"))
-                }
+            if limits.scope == .cluster {
+                cluster.append(ClusterBudget(key: key, limit: amount))
+            } else {
+                local.append(key)
             }
         }
-        for key in keys { held[key, default: Usage()] += ask }
-        let reservation = Reservation(id: nextID, agent: agent, tenant: tenant, model: model, keys: keys,
-                                      held: ask)
+        var reservation = Reservation(id: nextID, agent: agent, tenant: tenant, model: model, keys: local,
+                                      held: ask, cluster: cluster, clusterLocal: false)
+        if let refusal = check(local.map { ($0, limits(for: $0.subject)[$0.window]!) }, ask) {
+            return .exceeded(refusal)
+        }
+        if let share = clusterShare, !cluster.isEmpty {
+            if let refusal = check(localShares(cluster, share), ask) { return .exceeded(refusal) }
+            reservation.clusterLocal = true
+        }
         nextID += 1
+        for key in reservation.heldHere { held[key, default: Usage()] += ask }
         open[reservation.id] = reservation
         return .reserved(reservation)
     }
 
+    /// The first of `budgets` that `ask` would overspend, with what is used and held here.
+    private func check(_ budgets: [(BudgetKey, BudgetAmount)], _ ask: Usage) -> BudgetExceeded? {
+        for (key, amount) in budgets {
+            let u = used[key] ?? Usage()
+            let h = held[key] ?? Usage()
+            if let limit = amount.tokens, u.tokens + h.tokens + ask.tokens > limit {
+                return BudgetExceeded(key, .tokens, limit: limit, used: u.tokens, reserved: h.tokens,
+                                      requested: ask.tokens)
+            }
+            if let limit = amount.microUSD, u.microUSD + h.microUSD + ask.microUSD > limit {
+                return BudgetExceeded(key, .microUSD, limit: limit, used: u.microUSD, reserved: h.microUSD,
+                                      requested: ask.microUSD)
+            }
+        }
+        return nil
+    }
+
+    /// Cluster budgets as this daemon holds them while the store is unreachable: `share` of what the store last
+    /// said was left (of the whole cap, for a budget it has not answered for yet), against what this daemon has
+    /// used and held since.
+    private func localShares(_ budgets: [ClusterBudget], _ share: Double) -> [(BudgetKey, BudgetAmount)] {
+        budgets.map { b in
+            let seen = lastSeen[b.key] ?? Usage()
+            func part(_ limit: Int64?, _ taken: Int64) -> Int64? {
+                limit.map { Int64((Double(max(0, $0 - taken)) * share).rounded(.down)) }
+            }
+            return (b.key, BudgetAmount(tokens: part(b.limit.tokens, seen.tokens),
+                                        microUSD: part(b.limit.microUSD, seen.microUSD)))
+        }
+    }
+
+    /// The store could not be asked for `reservation`'s cluster budgets (unreachable, or too slow): they are held
+    /// here instead, against this daemon's share (`clusterShare`, which the caller sets first). Refused: the
+    /// reservation's host holds are given back too.
+    public mutating func holdLocally(_ reservation: Reservation) -> BudgetDecision {
+        guard var r = open[reservation.id], !r.clusterLocal else { return .reserved(reservation) }
+        if let refusal = check(localShares(r.cluster, clusterShare ?? 1), r.held) {
+            release(r)
+            return .exceeded(refusal)
+        }
+        r.clusterLocal = true
+        for b in r.cluster { held[b.key, default: Usage()] += r.held }
+        open[r.id] = r
+        return .reserved(r)
+    }
+
+    /// The store refused `reservation`'s cluster hold: `budget` (its index in `cluster`) would pass its cap in
+    /// `unit`, with `used` and `reserved` there. The host holds are given back.
+    public mutating func storeRefused(_ reservation: Reservation, budget: Int, unit: BudgetExceeded.Unit,
+                                      used: Int64, reserved: Int64) -> BudgetDecision {
+        release(reservation)
+        guard reservation.cluster.indices.contains(budget) else {
+            return .exceeded(BudgetExceeded(reservation.cluster[0].key, unit, limit: 0, used: used, reserved: reserved,
+                                            requested: 0))
+        }
+        let b = reservation.cluster[budget]
+        let limit = (unit == .tokens ? b.limit.tokens : b.limit.microUSD) ?? 0
+        let requested = unit == .tokens ? reservation.held.tokens : reservation.held.microUSD
+        return .exceeded(BudgetExceeded(b.key, unit, limit: limit, used: used, reserved: reserved,
+                                        requested: requested))
+    }
+
+    /// What the store said a cluster budget has used and held (after a hold there): the base of this daemon's
+    /// share should the store become unreachable.
+    public mutating func storeSaid(_ key: ClusterBudget.Key, _ total: Usage) {
+        lastSeen[key.key] = total
+    }
+
+    /// Usage taken here while the store was unreachable reached the store: it is no longer this daemon's alone.
+    public mutating func charged(_ keys: [ClusterBudget.Key], _ usage: Usage) {
+        for k in keys {
+            guard var u = used[k.key] else { continue }
+            u -= usage
+            used[k.key] = u.isZero ? nil : u
+            lastSeen[k.key, default: Usage()] += usage
+        }
+    }
+
     /// Replaces a reservation's hold with what the attempt really used (from the provider's usage, or the
     /// daemon's count for a stream cut short), charged to the day and month it was reserved in. Settling twice,
-    /// or a reservation this ledger does not hold, returns nil and changes nothing.
+    /// or a reservation this ledger does not hold, returns nil and changes nothing. Cluster budgets held here
+    /// (the store was unreachable) keep the usage until it is `charged` to the store: the settlement's `charge`.
     @discardableResult
     public mutating func settle(_ reservation: Reservation, promptTokens: Int,
                                completionTokens: Int) -> Settlement? {
-        guard open.removeValue(forKey: reservation.id) != nil else { return nil }
+        guard let reservation = open.removeValue(forKey: reservation.id) else { return nil }
         let prompt = Int64(max(0, promptTokens))
         let completion = Int64(max(0, completionTokens))
         let cost = policy.prices[reservation.model]?.microUSD(inputTokens: prompt, outputTokens: completion) ?? 0
         let actual = Usage(tokens: prompt + completion, microUSD: cost)
         var entries: [BudgetSnapshot.Entry] = []
-        for key in reservation.keys {
+        for key in reservation.heldHere {
             var h = held[key] ?? Usage()
             h -= reservation.held
             held[key] = h.isZero ? nil : h
             used[key, default: Usage()] += actual
+        }
+        for key in reservation.keys {
             entries.append(BudgetSnapshot.Entry(key: key, usage: used[key] ?? actual))
         }
         return Settlement(reservation: reservation, tokens: actual.tokens, microUSD: actual.microUSD,
@@ -84,7 +174,8 @@ public struct BudgetLedger: Sendable {
     }
 
     /// Gives back a reservation whose attempt never reached the provider (refused, skipped, failed to connect).
-    public mutating func release(_ reservation: Reservation) {
+    @discardableResult
+    public mutating func release(_ reservation: Reservation) -> Settlement? {
         settle(reservation, promptTokens: 0, completionTokens: 0)
     }
 
@@ -99,7 +190,9 @@ public struct BudgetLedger: Sendable {
 
     /// All recorded usage (not holds: calls in flight do not outlive the daemon), for the state store.
     public func snapshot() -> BudgetSnapshot {
-        BudgetSnapshot(entries: used.map { BudgetSnapshot.Entry(key: $0.key, usage: $0.value) }.sorted())
+        // Cluster budgets live in the store; what this daemon took while it was unreachable is charged there.
+        BudgetSnapshot(entries: used.filter { limits(for: $0.key.subject).scope == .host }
+            .map { BudgetSnapshot.Entry(key: $0.key, usage: $0.value) }.sorted())
     }
 
     /// Loads usage saved by `snapshot()` (after a restart), replacing what is recorded for the same budgets.
@@ -150,7 +243,7 @@ public struct Usage: Sendable, Hashable, CustomStringConvertible {
 
     var isZero: Bool { tokens == 0 && microUSD == 0 }
 
-    static func += (a: inout Usage, b: Usage) {
+    public static func += (a: inout Usage, b: Usage) {
         a.tokens += b.tokens
         a.microUSD += b.microUSD
     }
@@ -234,6 +327,34 @@ struct BudgetKey: Sendable, Hashable {
     var subject: BudgetSubject
     var window: BudgetWindow
     var period: Int64
+
+    var rule: String { subject.rule + ".budgets.\(window.rawValue)" }
+}
+
+/// A budget held in the cluster store (`scope: cluster`) in one calendar period, and its cap.
+public struct ClusterBudget: Sendable, Hashable {
+    /// Which budget and period, opaque outside the ledger but for its name in the store.
+    public struct Key: Sendable, Hashable {
+        let key: BudgetKey
+
+        /// `budget:tenant:acme:daily:2026-12-02` (after the store's key prefix). Agent and tenant names are the
+        /// policy's identifiers, not secrets.
+        public var storeName: String {
+            let (kind, name) = switch key.subject {
+            case .agent(let id): ("agent", id)
+            case .tenant(let id): ("tenant", id)
+            }
+            return "budget:\(kind):\(name):\(key.window.rawValue):\(key.window.label(key.period))"
+        }
+
+        /// When the period ends (Unix seconds): the store may forget the budget a while after.
+        public var endsAt: Double { key.window.end(of: key.period) }
+    }
+
+    let key: BudgetKey
+    public let limit: BudgetAmount
+
+    public var id: Key { Key(key: key) }
 }
 
 /// An attempt's hold on the budgets, to be settled (or released) exactly once.
@@ -242,9 +363,19 @@ public struct Reservation: Sendable, Hashable, CustomStringConvertible {
     public let agent: String
     public let tenant: String?
     public let model: String
+    /// The host budgets held in this ledger.
     let keys: [BudgetKey]
     /// What is held: the prompt estimate plus `max_tokens`, and its cost.
     public let held: Usage
+    /// The cluster budgets that apply, to be held in the store (or here, when `clusterLocal`).
+    public let cluster: [ClusterBudget]
+    /// The store was unreachable: the cluster budgets are held in this ledger, on this daemon's share.
+    public internal(set) var clusterLocal: Bool
+
+    /// Whether the store holds part of this reservation (its cluster budgets).
+    public var heldInStore: Bool { !cluster.isEmpty && !clusterLocal }
+
+    var heldHere: [BudgetKey] { clusterLocal ? keys + cluster.map(\.key) : keys }
 
     public var description: String { "reservation \(id) for agent \"\(agent)\" on \(model): \(held)" }
 }
@@ -297,6 +428,25 @@ public struct BudgetExceeded: Sendable, Hashable, CustomStringConvertible {
     public var resetsAt: Double
     public var rule: String
 
+    init(_ key: BudgetKey, _ unit: Unit, limit: Int64, used: Int64, reserved: Int64, requested: Int64) {
+        self.init(subject: key.subject, window: key.window, unit: unit, limit: limit, used: used, reserved: reserved,
+                  requested: requested, resetsAt: key.window.end(of: key.period),
+                  rule: key.rule + (unit == .tokens ? ".tokens" : ".cost_usd"))
+    }
+
+    public init(subject: BudgetSubject, window: BudgetWindow, unit: Unit, limit: Int64, used: Int64, reserved: Int64,
+                requested: Int64, resetsAt: Double, rule: String) {
+        self.subject = subject
+        self.window = window
+        self.unit = unit
+        self.limit = limit
+        self.used = used
+        self.reserved = reserved
+        self.requested = requested
+        self.resetsAt = resetsAt
+        self.rule = rule
+    }
+
     public var description: String {
         func amount(_ v: Int64) -> String { unit == .tokens ? "\(v) tokens" : formatUSD(v) }
         return "\(subject) \(window.rawValue) budget: \(amount(used)) used + \(amount(reserved)) reserved + "
@@ -310,6 +460,8 @@ public struct Settlement: Sendable, Hashable {
     public var tokens: Int64
     public var microUSD: Int64
     public var updated: [BudgetSnapshot.Entry]
+
+    public var usage: Usage { Usage(tokens: tokens, microUSD: microUSD) }
 }
 
 /// Recorded usage as plain rows, for the daemon's SQLite state store.

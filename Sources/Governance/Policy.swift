@@ -23,6 +23,12 @@ public struct GovernancePolicy: Sendable, Hashable {
     /// `disallowed_tools:` — what a call listing tools its agent may not use gets.
     public var disallowedTools = DisallowedTools.remove
 
+    /// The budgets kept in the cluster store (`scope: cluster`), as their rules name them (`agents.X.budgets`).
+    public var clusterBudgets: [String] {
+        (agents.filter { $0.value.budgets.scope == .cluster }.keys.map { "agents.\($0).budgets" }
+            + tenants.filter { $0.value.budgets.scope == .cluster }.keys.map { "tenants.\($0).budgets" }).sorted()
+    }
+
     public enum DisallowedTools: String, Sendable, Hashable, CaseIterable {
         /// They are taken out of the request's `tools` (audited); the call goes on with the rest.
         case remove
@@ -319,14 +325,18 @@ public struct TenantPolicy: Sendable, Hashable {
     public init(budgets: BudgetLimits = BudgetLimits()) { self.budgets = budgets }
 }
 
-/// `budgets: {daily: ..., monthly: ...}` over UTC calendar days and months.
+/// `budgets: {daily: ..., monthly: ..., scope: host|cluster}` over UTC calendar days and months.
 public struct BudgetLimits: Sendable, Hashable {
     public var daily: BudgetAmount?
     public var monthly: BudgetAmount?
+    /// `host`: this daemon's own ledger (each host may spend the cap); `cluster`: held and settled in the
+    /// cluster store, one cap for every daemon sharing it.
+    public var scope: BudgetScope
 
-    public init(daily: BudgetAmount? = nil, monthly: BudgetAmount? = nil) {
+    public init(daily: BudgetAmount? = nil, monthly: BudgetAmount? = nil, scope: BudgetScope = .host) {
         self.daily = daily
         self.monthly = monthly
+        self.scope = scope
     }
 
     public subscript(window: BudgetWindow) -> BudgetAmount? {
@@ -337,6 +347,11 @@ public struct BudgetLimits: Sendable, Hashable {
     }
 
     public var hasCostLimit: Bool { daily?.microUSD != nil || monthly?.microUSD != nil }
+}
+
+/// Where a budget is kept (`budgets: {scope: ...}`).
+public enum BudgetScope: String, Sendable, Hashable {
+    case host, cluster
 }
 
 /// A budget in tokens (`tokens:`) and/or in cost (`cost_usd:`, kept in millionths of a dollar).
