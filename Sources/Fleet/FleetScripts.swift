@@ -53,7 +53,7 @@ enum FleetScript: CaseIterable {
 
     var source: String {
         switch self {
-        case .budgetHold, .budgetSettle: Self.clock + Self.sweep + body
+        case .budgetHold, .budgetSettle, .budgetCharge: Self.clock + Self.sweep + body
         default: Self.clock + body
         }
     }
@@ -152,8 +152,8 @@ enum FleetScript: CaseIterable {
             end
             for i = 1, n do
               local h, x = KEYS[2 * i - 1], KEYS[2 * i]
-              redis.call('HINCRBY', h, 'ht', at)
-              redis.call('HINCRBY', h, 'hm', am)
+              add(h, 'ht', at)
+              add(h, 'hm', am)
               redis.call('HSET', h, 'h:' .. id, at .. ' ' .. am)
               redis.call('ZADD', x, math.floor(now / 1000) + life, id)
               redis.call('PEXPIRE', h, ARGV[4 + 3 * i])
@@ -169,10 +169,10 @@ enum FleetScript: CaseIterable {
               local v = redis.call('HGET', h, 'h:' .. id)
               if v then
                 local ht, hm = string.match(v, '^(%d+) (%d+)$')
-                redis.call('HINCRBY', h, 'ht', '-' .. ht)
-                redis.call('HINCRBY', h, 'hm', '-' .. hm)
-                redis.call('HINCRBY', h, 'ut', ut)
-                redis.call('HINCRBY', h, 'um', um)
+                sub(h, 'ht', ht)
+                sub(h, 'hm', hm)
+                add(h, 'ut', ut)
+                add(h, 'um', um)
                 redis.call('HDEL', h, 'h:' .. id)
                 redis.call('ZREM', x, id)
                 settled = settled + 1
@@ -188,8 +188,8 @@ enum FleetScript: CaseIterable {
             for i = 1, #KEYS / 2 do
               local h, c = KEYS[2 * i - 1], KEYS[2 * i]
               if not redis.call('ZSCORE', c, id) then
-                redis.call('HINCRBY', h, 'ut', ut)
-                redis.call('HINCRBY', h, 'um', um)
+                add(h, 'ut', ut)
+                add(h, 'um', um)
                 redis.call('ZADD', c, ms, id)
                 taken = taken + 1
               end
@@ -202,17 +202,20 @@ enum FleetScript: CaseIterable {
         }
     }
 
-    /// Sweeps lapsed holds of budget `h` (expiry set `x`) into its usage.
+    /// Adding to a budget's counts, and sweeping lapsed holds of budget `h` (expiry set `x`) into its usage.
     private static let sweep = """
+        -- Whole numbers as strings, never through Lua's doubles; "-0" is not an integer to Redis.
+        local function add(h, f, v) if v ~= '0' then redis.call('HINCRBY', h, f, v) end end
+        local function sub(h, f, v) if v ~= '0' then redis.call('HINCRBY', h, f, '-' .. v) end end
         local function sweep(h, x)
           for _, id in ipairs(redis.call('ZRANGEBYSCORE', x, '-inf', math.floor(now / 1000))) do
             local v = redis.call('HGET', h, 'h:' .. id)
             if v then
               local ht, hm = string.match(v, '^(%d+) (%d+)$')
-              redis.call('HINCRBY', h, 'ht', '-' .. ht)
-              redis.call('HINCRBY', h, 'hm', '-' .. hm)
-              redis.call('HINCRBY', h, 'ut', ht)
-              redis.call('HINCRBY', h, 'um', hm)
+              sub(h, 'ht', ht)
+              sub(h, 'hm', hm)
+              add(h, 'ut', ht)
+              add(h, 'um', hm)
               redis.call('HDEL', h, 'h:' .. id)
             end
             redis.call('ZREM', x, id)

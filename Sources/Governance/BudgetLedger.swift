@@ -44,19 +44,20 @@ public struct BudgetLedger: Sendable {
         var cluster: [ClusterBudget] = []
         for key in Self.keys(agent: agent, tenant: tenant, wallNow: wallNow) {
             let limits = limits(for: key.subject)
-            guard let amount = limits[key.window] else { continue }
-            if amount.microUSD != nil, price == nil {
+            let amount = limits[key.window]
+            if amount?.microUSD != nil, price == nil {
                 return .unpriced(model: model, rule: key.rule + ".cost_usd")
             }
-            if limits.scope == .cluster {
-                cluster.append(ClusterBudget(key: key, limit: amount))
-            } else {
+            // Host budgets count usage even without a limit (one added by a reload knows the day so far).
+            if limits.scope == .host {
                 local.append(key)
+            } else if let amount {
+                cluster.append(ClusterBudget(key: key, limit: amount))
             }
         }
         var reservation = Reservation(id: nextID, agent: agent, tenant: tenant, model: model, keys: local,
                                       held: ask, cluster: cluster, clusterLocal: false)
-        if let refusal = check(local.map { ($0, limits(for: $0.subject)[$0.window]!) }, ask) {
+        if let refusal = check(local.compactMap { k in limits(for: k.subject)[k.window].map { (k, $0) } }, ask) {
             return .exceeded(refusal)
         }
         if let share = clusterShare, !cluster.isEmpty {

@@ -1,4 +1,5 @@
 import Fleet
+import Governance
 import Foundation
 import RedisTestKit
 import Resilience
@@ -185,5 +186,118 @@ func answer<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) asyn
         #expect(RedisEndpoint.problem("rediss://host:6379")?.contains("TLS") == true)
         #expect(RedisEndpoint.problem("redis://host:99999") != nil)
         #expect(RedisEndpoint.problem("http://host") != nil)
+    }
+}
+
+/// Cluster budgets' scripts against a real Redis: holds across daemons never pass the cap together, lapsed holds
+/// are charged in full, a settle or charge sent twice counts once.
+@Suite(.serialized) struct FleetBudgetScriptTests {
+    static let wallNow = Date().timeIntervalSince1970
+
+    /// A tenant's daily cluster budget of `tokens`, as the ledger hands it to the store.
+    static func budgets(tokens: Int64) -> [ClusterBudget] {
+        let policy = GovernancePolicy(
+            agents: ["a": AgentPolicy(id: "a", tenants: ["acme"])],
+            tenants: ["acme": TenantPolicy(budgets: BudgetLimits(daily: BudgetAmount(tokens: tokens),
+                                                                 monthly: BudgetAmount(tokens: tokens * 10),
+                                                                 scope: .cluster))])
+        var ledger = BudgetLedger(policy: policy)
+        guard case .reserved(let r) = ledger.reserve(agent: "a", tenant: "acme", model: "m", maxTokens: 1,
+                                                     promptTokensEstimate: 0, wallNow: wallNow) else { return [] }
+        return r.cluster
+    }
+
+    func hold(_ c: FleetClient, _ b: [ClusterBudget], _ id: String, _ tokens: Int64,
+              lifetime: Duration = .seconds(60)) async -> BudgetHoldAnswer? {
+        let r: Result<BudgetHoldAnswer, RedisFailure> = await answer { done in
+            c.holdBudgets(b, id: id, ask: Usage(tokens: tokens), lifetime: lifetime, wallNow: Self.wallNow, done: done)
+        }
+        return try? r.get()
+    }
+
+    func settle(_ c: FleetClient, _ b: [ClusterBudget], _ id: String, _ tokens: Int64) async -> Bool {
+        await answer { done in c.settleBudgets(b.map(\.id), id: id, used: Usage(tokens: tokens), done: done) }
+    }
+
+    /// Used + held the store reports for the day's budget after a probe hold of 0 tokens (given back).
+    func total(_ c: FleetClient, _ b: [ClusterBudget]) async -> Int64? {
+        guard case .held(let totals) = await hold(c, b, "probe-\(UUID())", 0) else { return nil }
+        return totals.first?.tokens
+    }
+
+    /// Three daemons holding 1,000 tokens at a time against a 20,000-token cap, settling each at a random
+    /// usage up to its hold: at no point do used + held pass the cap, and the cap is reached.
+    @Test func holdsAcrossDaemonsNeverPassTheCap() async throws {
+        let redis = try RedisUnderTest()
+        let budgets = Self.budgets(tokens: 20_000)
+        #expect(budgets.count == 2)
+        let clients = try (0..<3).map { i in try FleetClient(settings: redis.settings(id: "d\(i)"), onHealth: { _ in }) }
+        let spent = Shared(Int64(0))
+        let refusals = Shared(0)
+        await withTaskGroup(of: Void.self) { group in
+            for (i, client) in clients.enumerated() {
+                group.addTask {
+                    for n in 0..<40 {
+                        let id = "d\(i)-\(n)"
+                        switch await hold(client, budgets, id, 1_000) {
+                        case .held(let totals)?:
+                            #expect(totals[0].tokens <= 20_000, "used + held \(totals[0].tokens) past the cap")
+                            let used = Int64.random(in: 200...1_000)
+                            spent.withLock { $0 += used }
+                            #expect(await settle(client, budgets, id, used))
+                        case .refused(let budget, let unit, let used, let reserved)?:
+                            #expect(budget == 0 && unit == .tokens)
+                            #expect(used + reserved + 1_000 > 20_000)
+                            refusals.withLock { $0 += 1 }
+                        case nil:
+                            Issue.record("no answer")
+                        }
+                    }
+                }
+            }
+        }
+        let used = await total(clients[0], budgets)
+        #expect(used == spent.withLock { $0 })
+        #expect(used ?? 0 <= 20_000 && used ?? 0 > 19_000, "the cap was reached: \(String(describing: used))")
+        #expect(refusals.withLock { $0 } > 0)
+        clients.forEach { $0.shutdown() }
+    }
+
+    /// A hold whose daemon never settles it lapses and is charged in full; settling it later, or settling any
+    /// hold twice, changes nothing; a charge is taken once per id.
+    @Test func lapsedHoldsAreChargedAndSettlesAreIdempotent() async throws {
+        let redis = try RedisUnderTest()
+        let budgets = Self.budgets(tokens: 10_000)
+        let c = try FleetClient(settings: redis.settings(id: "d"), onHealth: { _ in })
+        defer { c.shutdown() }
+        guard case .held = await hold(c, budgets, "gone", 3_000, lifetime: .milliseconds(200)) else {
+            Issue.record("not held")
+            return
+        }
+        guard case .held = await hold(c, budgets, "kept", 2_000) else { Issue.record("not held"); return }
+        #expect(await total(c, budgets) == 5_000)
+        try await Task.sleep(for: .milliseconds(400))  // past the first hold's lifetime (the store's clock decides)
+        #expect(await settle(c, budgets, "kept", 500))
+        #expect(await settle(c, budgets, "kept", 500))  // again: no change
+        #expect(await settle(c, budgets, "gone", 10))  // lapsed and charged at 3,000 already
+        #expect(await total(c, budgets) == 3_500)
+        let charged: Bool = await answer { done in
+            c.chargeBudgets(budgets.map(\.id), id: "degraded-1", used: Usage(tokens: 700), wallNow: Self.wallNow,
+                            done: done)
+        }
+        #expect(charged)
+        let again: Bool = await answer { done in
+            c.chargeBudgets(budgets.map(\.id), id: "degraded-1", used: Usage(tokens: 700), wallNow: Self.wallNow,
+                            done: done)
+        }
+        #expect(again)
+        #expect(await total(c, budgets) == 4_200)
+        // All-or-nothing across budgets: 5,900 more fits the day (4,200 + 5,800 = 10,000), 5,801 does not, and a
+        // refusal holds nothing.
+        guard case .refused(0, .tokens, 4_200, 0) = await hold(c, budgets, "big", 5_801) else {
+            Issue.record("not refused")
+            return
+        }
+        guard case .held = await hold(c, budgets, "fits", 5_800) else { Issue.record("not held"); return }
     }
 }

@@ -207,3 +207,93 @@ struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+/// Budgets with `scope: cluster`: the ledger leaves them to the store while it answers, and holds them on this
+/// daemon's share of what the store last said was left while it does not.
+@Suite struct ClusterBudgetLedgerTests {
+    static func policy() -> GovernancePolicy {
+        var policy = Fixture.policy()
+        policy.tenants["acme"] = TenantPolicy(budgets: BudgetLimits(daily: BudgetAmount(tokens: 10_000),
+                                                                    scope: .cluster))
+        return policy
+    }
+
+    func reserve(_ ledger: inout BudgetLedger, maxTokens: Int = 900) -> BudgetDecision {
+        ledger.reserve(agent: "refund-agent", tenant: "acme", model: "gpt-4o-mini", maxTokens: maxTokens,
+                       promptTokensEstimate: 100, wallNow: Fixture.wallNow)
+    }
+
+    @Test func clusterBudgetsAreLeftToTheStoreWhileItAnswers() throws {
+        var ledger = BudgetLedger(policy: Self.policy())
+        // Far past the cap, yet not refused here: the store decides.
+        var holds: [Reservation] = []
+        for _ in 0..<20 {
+            guard case .reserved(let r) = reserve(&ledger) else { Issue.record("refused locally"); return }
+            #expect(r.heldInStore)
+            #expect(r.cluster.count == 1)
+            #expect(r.cluster[0].id.storeName == "budget:tenant:acme:daily:2025-06-15")
+            #expect(r.cluster[0].limit.tokens == 10_000)
+            holds.append(r)
+        }
+        #expect(ledger.usage(.tenant("acme"), .daily, wallNow: Fixture.wallNow).held.tokens == 0)
+        let settled = ledger.settle(holds[0], promptTokens: 100, completionTokens: 400)
+        let s = try #require(settled)
+        #expect(s.usage.tokens == 500)
+        // The agent's (host) usage goes to the local state store; the tenant's cluster budget is the store's.
+        #expect(s.updated.map(\.subject) == ["agent", "agent"])
+        #expect(ledger.snapshot().entries.allSatisfy { $0.subject == "agent" })
+    }
+
+    @Test func unreachableStoreHoldsTheShareOfWhatWasLeft() throws {
+        var ledger = BudgetLedger(policy: Self.policy())
+        guard case .reserved(let first) = reserve(&ledger) else { Issue.record("refused"); return }
+        // The store said 6,000 of 10,000 are used and held; then it went away, with three daemons seen.
+        ledger.storeSaid(first.cluster[0].id, Usage(tokens: 6_000))
+        ledger.clusterShare = 1.0 / 3
+        // A third of the 4,000 left is 1,333: one 1,000-token hold fits, a second does not.
+        guard case .reserved(let local) = reserve(&ledger) else { Issue.record("refused"); return }
+        #expect(local.clusterLocal && !local.heldInStore)
+        guard case .exceeded(let e) = reserve(&ledger) else { Issue.record("not refused"); return }
+        #expect(e.subject == .tenant("acme") && e.limit == 1_333 && e.reserved == 1_000)
+        #expect(e.rule == "tenants.acme.budgets.daily.tokens")
+        // Settled here: the usage stays on this daemon until the store takes the charge.
+        let settled = ledger.settle(local, promptTokens: 100, completionTokens: 200)
+        let s = try #require(settled)
+        #expect(s.reservation.clusterLocal)
+        #expect(ledger.usage(.tenant("acme"), .daily, wallNow: Fixture.wallNow).used.tokens == 300)
+        ledger.charged(s.reservation.cluster.map(\.id), s.usage)
+        #expect(ledger.usage(.tenant("acme"), .daily, wallNow: Fixture.wallNow).used.tokens == 0)
+        // The store is back: nothing is held here again.
+        ledger.clusterShare = nil
+        guard case .reserved(let again) = reserve(&ledger) else { Issue.record("refused"); return }
+        #expect(again.heldInStore)
+    }
+
+    @Test func aFailedStoreHoldFallsBackToTheLocalShare() throws {
+        var ledger = BudgetLedger(policy: Self.policy())
+        guard case .reserved(let r) = reserve(&ledger, maxTokens: 4_900) else { Issue.record("refused"); return }
+        ledger.clusterShare = 0.5
+        // Half of the whole cap (the store never answered for it): 5,000 — the 5,000-token hold fits, once.
+        guard case .reserved(let local) = ledger.holdLocally(r) else { Issue.record("refused"); return }
+        #expect(local.clusterLocal)
+        // A second call, with the share set, is checked here from the start: 5,000 + 5,000 > 5,000.
+        guard case .exceeded(let e) = reserve(&ledger, maxTokens: 4_900) else { Issue.record("not refused"); return }
+        #expect(e.limit == 5_000 && e.reserved == 5_000)
+        #expect(ledger.openReservations == 1)
+        let settled = ledger.settle(local, promptTokens: 100, completionTokens: 100)
+        #expect(settled != nil)
+        #expect(ledger.openReservations == 0)
+    }
+
+    @Test func theStoresRefusalNamesTheBudget() {
+        var ledger = BudgetLedger(policy: Self.policy())
+        guard case .reserved(let r) = reserve(&ledger) else { Issue.record("refused"); return }
+        guard case .exceeded(let e) = ledger.storeRefused(r, budget: 0, unit: .tokens, used: 9_500, reserved: 0) else {
+            Issue.record("not refused")
+            return
+        }
+        #expect(e.limit == 10_000 && e.used == 9_500 && e.requested == 1_000)
+        #expect(e.description.contains("tenant \"acme\" daily budget"))
+        #expect(ledger.openReservations == 0)
+    }
+}
