@@ -204,7 +204,9 @@ final class FakeProviderHTTPHandler: ChannelInboundHandler, RemovableChannelHand
         switch verdict {
         case .answer(let step, let limits):
             charged.limits = limits
-            return .answer(step: step, request: request, envelope: charged, dialect: dialect)
+            let plan = ResponsePlan.answer(step: step, request: request, envelope: charged, dialect: dialect)
+            if let usage = plan.usage { state.recordUsage(usage, for: ticket) }
+            return plan
         case .rateLimited(let refusal, let limits):
             charged.limits = limits
             return .rateLimited(refusal, request: request, envelope: charged, dialect: dialect)

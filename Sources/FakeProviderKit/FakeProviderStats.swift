@@ -33,6 +33,8 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
     /// How many accepted requests offered each tool (function) name in `tools` (OpenAI's format): what a caller
     /// left in or took out of its requests.
     public var toolsOffered: [String: Int]
+    /// Prompt plus completion tokens of every answer sent, as its `usage` reports them (what a provider bills).
+    public var usageTokens: Int
 
     /// Creates a snapshot; all zero by default.
     public init(
@@ -46,9 +48,11 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
         byModel: [String: Int] = [:],
         rateLimited: Int = 0,
         longestRateLimitedRun: Int = 0,
-        toolsOffered: [String: Int] = [:]
+        toolsOffered: [String: Int] = [:],
+        usageTokens: Int = 0
     ) {
         self.toolsOffered = toolsOffered
+        self.usageTokens = usageTokens
         self.requests = requests
         self.completed = completed
         self.aborted = aborted
@@ -70,6 +74,7 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
         case rateLimited = "rate_limited"
         case longestRateLimitedRun = "longest_rate_limited_run"
         case toolsOffered = "tools_offered"
+        case usageTokens = "usage_tokens"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -85,7 +90,8 @@ public struct FakeProviderStats: Codable, Sendable, Equatable {
             byModel: try container.decodeIfPresent([String: Int].self, forKey: .byModel) ?? [:],
             rateLimited: try container.decodeIfPresent(Int.self, forKey: .rateLimited) ?? 0,
             longestRateLimitedRun: try container.decodeIfPresent(Int.self, forKey: .longestRateLimitedRun) ?? 0,
-            toolsOffered: try container.decodeIfPresent([String: Int].self, forKey: .toolsOffered) ?? [:]
+            toolsOffered: try container.decodeIfPresent([String: Int].self, forKey: .toolsOffered) ?? [:],
+            usageTokens: try container.decodeIfPresent(Int.self, forKey: .usageTokens) ?? 0
         )
     }
 }

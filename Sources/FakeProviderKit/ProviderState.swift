@@ -62,6 +62,7 @@ final class ProviderState: Sendable {
         var byAPI: [ProviderAPI: Int] = [:]
         var byModel: [String: Int] = [:]
         var toolsOffered: [String: Int] = [:]
+        var usageTokens = 0
         var rateLimited = 0
         var longestRateLimitedRun = 0
         /// Requests the bucket refused since it last admitted one.
@@ -220,6 +221,14 @@ final class ProviderState: Sendable {
         }
     }
 
+    /// Counts the tokens an answer reports using (what a provider bills).
+    func recordUsage(_ usage: Usage, for ticket: ChatTicket) {
+        state.withLock { state in
+            guard state.generation == ticket.generation else { return }
+            state.counters.usageTokens += usage.promptTokens + usage.completionTokens
+        }
+    }
+
     func recordStatus(_ status: Int, for ticket: ChatTicket) {
         state.withLock { state in
             guard state.generation == ticket.generation else { return }
@@ -262,7 +271,8 @@ final class ProviderState: Sendable {
                 byModel: state.counters.byModel,
                 rateLimited: state.counters.rateLimited,
                 longestRateLimitedRun: state.counters.longestRateLimitedRun,
-                toolsOffered: state.counters.toolsOffered
+                toolsOffered: state.counters.toolsOffered,
+                usageTokens: state.counters.usageTokens
             )
         }
     }

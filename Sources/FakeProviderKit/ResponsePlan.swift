@@ -18,6 +18,8 @@ struct ResponsePlan {
     var actions: [ResponseAction]
     /// Streams flush after every event; plain answers flush once at the end.
     var flushEachBody: Bool
+    /// The usage the answer reports (nil for an error), which the provider would bill.
+    var usage: Usage? = nil
 
     /// Identity, time and limits shared by every answer to one request.
     struct Envelope {
@@ -108,21 +110,23 @@ struct ResponsePlan {
                 let trailer = writer.framing.trailer(empty: false)
                 if !trailer.isEmpty { actions.append(.body(trailer)) }
                 actions.append(.end)
-                return ResponsePlan(actions: actions, flushEachBody: true)
+                return ResponsePlan(actions: actions, flushEachBody: true, usage: usage)
             }
             if !request.stream, let (contentType, body) = dialect.toolCallCompletion(
                 tool: tool, usage: usage, request: request, envelope: envelope) {
                 var actions: [ResponseAction] = []
                 appendWhole(status: 200, contentType: contentType, body: body, envelope: envelope, step: step,
                             dialect: dialect, to: &actions)
-                return ResponsePlan(actions: actions, flushEachBody: false)
+                return ResponsePlan(actions: actions, flushEachBody: false, usage: usage)
             }
         }
         if request.stream {
-            return stream(
+            var plan = stream(
                 step: step, request: request, content: content, envelope: envelope,
                 writer: dialect.writer(usage: usage, request: request, envelope: envelope), dialect: dialect
             )
+            plan.usage = usage
+            return plan
         }
         let (contentType, body) = dialect.completion(
             content: content, usage: usage, request: request, envelope: envelope
@@ -132,7 +136,7 @@ struct ResponsePlan {
             status: 200, contentType: contentType, body: body, envelope: envelope, step: step, dialect: dialect,
             to: &actions
         )
-        return ResponsePlan(actions: actions, flushEachBody: false)
+        return ResponsePlan(actions: actions, flushEachBody: false, usage: usage)
     }
 
     private static func context(request: ChatRequest, envelope: Envelope, wait: Int?) -> ErrorContext {

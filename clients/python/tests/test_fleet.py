@@ -4,11 +4,14 @@ token bucket."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pathlib
 import subprocess
 import tempfile
+import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
@@ -20,19 +23,34 @@ RPM = 600  # the cluster limit N: 10 requests a second, a second's worth at once
 
 
 class Redis:
-    """`redis-server` on a Unix socket in a temporary directory, no persistence."""
+    """`redis-server` on a Unix socket in a temporary directory; `persist`: an append-only file fsynced on every
+    write (what cluster budgets need to survive a restart of Redis; the README says so), else no persistence."""
 
-    def __init__(self) -> None:
+    def __init__(self, persist: bool = False) -> None:
         self.dir = tempfile.TemporaryDirectory()
         self.socket = os.path.join(self.dir.name, "redis.sock")
         self.process: "subprocess.Popen[bytes] | None" = None
+        self.persist = persist
         self.start()
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             ["redis-server", "--port", "0", "--unixsocket", self.socket, "--dir", self.dir.name, "--save", "",
-             "--appendonly", "no", "--logfile", os.path.join(self.dir.name, "redis.log")])
-        assert wait_until(lambda: os.path.exists(self.socket), 10), "redis-server did not start"
+             "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
+             "--logfile", os.path.join(self.dir.name, "redis.log")])
+        assert wait_until(lambda: os.path.exists(self.socket) and self.ping(), 10), "redis-server did not start"
+
+    def ping(self) -> bool:
+        out = subprocess.run(["redis-cli", "-s", self.socket, "PING"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() == "PONG"
+
+    def hash(self, key: str) -> Dict[str, int]:
+        """A budget's counts: `ut` `um` used tokens and micro-dollars, `ht` `hm` held (0 when not there)."""
+        fields = ["ut", "um", "ht", "hm"]
+        out = subprocess.run(["redis-cli", "-s", self.socket, "HMGET", key, *fields], capture_output=True,
+                             text=True, timeout=10)
+        values = out.stdout.splitlines()
+        return {f: int(v) if v.strip().lstrip("-").isdigit() else 0 for f, v in zip(fields, values)}
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -195,3 +213,111 @@ def test_redis_stopped_mid_run_each_daemon_keeps_to_its_share(fleet: Tuple[Fake,
         assert cluster(d)["outages"] == 1
         log = pathlib.Path(d.dir.name, "daemon.log").read_text()
         assert "cluster store unreachable" in log and "cluster store reachable again" in log, log[-2000:]
+
+
+# -- Cluster budgets ------------------------------------------------------------------------------------------
+
+CAP = 40_000  # tokens a day for tenant acme, across the three daemons
+TOKEN = "py-test-fleet-agent-token-0123456789abcdef"
+
+
+def budget_policy() -> str:
+    issued = (datetime.now(timezone.utc) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    return f"""\
+anonymous: deny
+agents:
+  worker:
+    agent_identity:
+      credentials: [{{name: t1, token_sha256: {digest}, issued_at: {issued}, validity_window: 1h}}]
+    scopes: {{actions: ["*"], routes: [default], models: ["*"]}}
+    relationships: [{{agent_to_tenant: acme}}]
+tenants:
+  acme:
+    budgets: {{scope: cluster, daily: {{tokens: {CAP}}}}}
+"""
+
+
+def test_a_cluster_budget_is_never_overspent_by_three_daemons_through_restarts() -> None:
+    """Twelve callers on three daemons spend one tenant's cluster budget while one daemon is SIGKILLed and
+    restarted and Redis is stopped and started again: the fake provider's billed usage never passes the cap, the
+    store's count survives Redis' restart, and every daemon ends refusing with BUDGET_EXCEEDED."""
+    # 200 ms an answer, so twelve callers spend ~6,000 tokens a second: the restarts happen mid-run.
+    fake = Fake({"name": "steady", "default_step": {"delay_first_byte_ms": 200}})
+    redis = Redis(persist=True)
+    daemons = [Daemon(fake, extra=cluster_config(redis, name), policy=budget_policy())
+               for name in ("host-a", "host-b", "host-c")]
+    key = "breakwater:budget:tenant:acme:daily:" + datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    stop = threading.Event()
+    lock = threading.Lock()
+    answered = [0, 0, 0]
+    refused = [0, 0, 0]
+    served_down = 0
+    last_refused: Dict[Tuple[int, int], int] = {}  # consecutive refusals per caller
+    # ~50 prompt words (the fake bills words) and max_tokens 200: each call holds ~280 tokens, uses ~100.
+    body = dict(chat("spend " * 50), max_tokens=200)
+
+    def caller(d: int, n: int) -> None:
+        client: "breakwater.Client | None" = None
+        while not stop.is_set():
+            try:
+                if client is None:
+                    client = breakwater.Client(daemons[d].socket, credential=TOKEN)
+                client.send("default", body, tenant="acme", timeout=5)
+                with lock:
+                    answered[d] += 1
+                    last_refused[(d, n)] = 0
+            except breakwater.BudgetExceeded:
+                with lock:
+                    refused[d] += 1
+                    last_refused[(d, n)] = last_refused.get((d, n), 0) + 1
+                time.sleep(0.02)
+            except Exception:  # the daemon was killed under it: a new connection to its successor
+                if client is not None:
+                    client.close()
+                client = None
+                time.sleep(0.05)
+        if client is not None:
+            client.close()
+
+    def billed() -> int:
+        return int(fake.stats()["usage_tokens"])
+
+    threads = [threading.Thread(target=caller, args=(d, n)) for d in range(3) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: billed() >= 5_000, 60), billed()
+        daemons[0].kill_and_restart()  # its holds in flight lapse in the store and are charged in full
+        assert wait_until(lambda: billed() >= 12_000, 60), billed()
+        before = redis.hash(key)
+        redis.stop()
+        assert wait_until(lambda: all(not cluster(d)["reachable"] for d in daemons), 10)
+        spent_down = billed()
+        # Served on each daemon's local share of what was left while Redis is gone.
+        assert wait_until(lambda: billed() >= spent_down + 500, 10), (spent_down, billed())
+        served_down = billed() - spent_down
+        redis.start()
+        assert wait_until(lambda: all(cluster(d)["reachable"] for d in daemons), 10)
+        after = redis.hash(key)
+        assert after.get("ut", 0) >= before.get("ut", 0), (before, after)  # the count survived the restart
+        # Every caller refused three times running, with the store answering: the cap is spent.
+        assert wait_until(lambda: len(last_refused) == 12 and all(v >= 3 for v in last_refused.values()), 90), \
+            (last_refused, billed())
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        store = redis.hash(key) if redis.process is not None else {}
+        total = billed()
+        for d in daemons:
+            d.stop()
+        redis.close()
+        fake.stop()
+    print("billed %d of %d; answered %s, refused %s; store %s; %d billed while Redis was down"
+          % (total, CAP, answered, refused, store, served_down))
+    assert total <= CAP, "spent %d tokens against a cap of %d" % (total, CAP)
+    assert total >= CAP - 6_000, "the cap was not reached: %d" % total
+    # Everything billed is in the store (the killed daemon's lapsed holds may count more than they used).
+    assert store.get("ut", 0) + store.get("ht", 0) >= total, store
+    assert all(r > 0 for r in refused), refused
