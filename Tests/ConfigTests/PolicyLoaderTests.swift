@@ -172,6 +172,32 @@ import Testing
         #expect(found.count == 4, "\(found)")
     }
 
+    /// `budgets: {scope: cluster}` puts a budget in the cluster store; anything but host or cluster is an error
+    /// with its line.
+    @Test func budgetScopes() throws {
+        let p = try PolicyLoader.parse("""
+            agents:
+              a:
+                scopes: {actions: [x], routes: ["*"], models: ["*"]}
+                budgets: {daily: {tokens: 100}}
+                relationships: [{agent_to_tenant: acme}]
+            tenants:
+              acme:
+                budgets: {scope: cluster, monthly: {tokens: 5000}}
+            """)
+        #expect(p.agents["a"]?.budgets.scope == .host)
+        #expect(p.tenants["acme"]?.budgets.scope == .cluster)
+        #expect(p.tenants["acme"]?.budgets.monthly?.tokens == 5000)
+        #expect(p.clusterBudgets == ["tenants.acme.budgets"])
+        let found = issues("""
+            tenants:
+              acme:
+                budgets: {scope: fleet, daily: {tokens: 1}}
+            """)
+        #expect(found.count == 1 && found.first?.line == 3, "\(found)")
+        #expect(found.first?.message.contains("scope must be host") == true)
+    }
+
     @Test func credentialWindowsAndAnonymous() throws {
         let p = try PolicyLoader.parse("""
             anonymous: local
