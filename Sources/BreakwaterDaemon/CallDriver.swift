@@ -421,12 +421,9 @@ final class CallDriver {
             }
         }
         if let governance = shared.governance, let access {
-            let bound = NIOLoopBound(self, eventLoop: eventLoop)
-            let loop = eventLoop
-            let step = governance.reserveBudget(
-                agent: access.principal.agent, tenant: access.tenant, model: target.model, maxTokens: chat.maxTokens,
-                promptTokensEstimate: chat.bytes.count / 4, lifetime: deadline - now + .seconds(60)
-            ) { decision in loop.execute { bound.value.budgetAnswered(decision) } }
+            let step = governance.reserveBudget(agent: access.principal.agent, tenant: access.tenant,
+                                                model: target.model, maxTokens: chat.maxTokens,
+                                                promptTokensEstimate: chat.bytes.count / 4)
             switch step {
             case .decided(.reserved(let hold)):
                 holds.hold(budget: hold)
@@ -437,6 +434,11 @@ final class CallDriver {
             case .pending(let hold):
                 holds.hold(budget: hold)
                 phase = .awaitingBudget(holds)
+                let bound = NIOLoopBound(self, eventLoop: eventLoop)
+                let loop = eventLoop
+                governance.holdInStore(hold, lifetime: deadline - now + .seconds(60)) { decision in
+                    loop.execute { bound.value.budgetAnswered(decision) }
+                }
                 return .scheduled
             }
         }

@@ -110,25 +110,34 @@ final class GovernanceRegistry: Sendable {
     }
 
     /// Holds an attempt's worst-case tokens and cost against the agent's and tenant's budgets, so concurrent calls
-    /// cannot overshoot. Budgets kept in the cluster store are held there too, asynchronously: `.pending`, and
-    /// `answer` runs (on the store client's thread) with the decision — never later than the store's timeout.
-    /// `lifetime`: how long the store keeps the hold should this daemon never settle it (it went away).
-    func reserveBudget(agent: String, tenant: String?, model: String, maxTokens: Int?, promptTokensEstimate: Int,
-                       lifetime: Duration, answer: @escaping @Sendable (BudgetDecision) -> Void) -> BudgetStep {
+    /// cannot overshoot. Budgets kept in the cluster store are held there too, asynchronously: `.pending`, and the
+    /// caller asks the store with `holdInStore` at once.
+    func reserveBudget(agent: String, tenant: String?, model: String, maxTokens: Int?,
+                       promptTokensEstimate: Int) -> BudgetStep {
         let wall = Self.wallNow
-        let (decision, client, id) = state.withLock { s -> (BudgetDecision, FleetClient?, String?) in
+        return state.withLock { s -> BudgetStep in
             let d = s.ledger.reserve(agent: agent, tenant: tenant, model: model, maxTokens: maxTokens,
                                      promptTokensEstimate: promptTokensEstimate, wallNow: wall)
-            guard case .reserved(let r) = d, r.heldInStore, var store = s.cluster else { return (d, nil, nil) }
+            guard case .reserved(let r) = d, r.heldInStore, s.cluster != nil else { return .decided(d) }
+            return .pending(r)
+        }
+    }
+
+    /// Asks the store to hold a `.pending` reservation's cluster budgets; `answer` runs (on the store client's
+    /// thread) with the decision — never later than the store's timeout. `lifetime`: how long the store keeps the
+    /// hold should this daemon never settle it (it went away).
+    func holdInStore(_ r: Reservation, lifetime: Duration, answer: @escaping @Sendable (BudgetDecision) -> Void) {
+        let wall = Self.wallNow
+        let asked = state.withLock { s -> (FleetClient, String)? in
+            guard var store = s.cluster else { return nil }
             store.asking[r.id] = answer
             s.cluster = store
-            return (d, store.client, store.holdID(r))
+            return (store.client, store.holdID(r))
         }
-        guard let client, let id, case .reserved(let r) = decision else { return .decided(decision) }
+        guard let (client, id) = asked else { return answer(.reserved(r)) }
         client.holdBudgets(r.cluster, id: id, ask: r.held, lifetime: lifetime, wallNow: wall) { [weak self] result in
             self?.storeAnswered(r, id: id, result)
         }
-        return .pending(r)
     }
 
     /// The store's answer to a budget hold (on its client's thread).

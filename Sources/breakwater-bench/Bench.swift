@@ -54,6 +54,11 @@ struct Bench: AsyncParsableCommand {
         the cluster store adds per call (README, Fleet).
         """) var cluster = false
     @Flag(help: """
+        With --cost: a governed daemon whose tenant budget is held and settled in a real redis-server (budgets \
+        scope: cluster) against the same budget in the daemon's own ledger (scope: host): what the store's round \
+        trip before each call adds (README, Fleet).
+        """) var clusterBudgets = false
+    @Flag(help: """
         Many slow streams instead: at each of --open-streams streams open at once, each sending a chunk every \
         100 ms, against an HTTP/1.1 provider (max_connections raised) and an HTTP/2 one (nghttpx in front of the \
         fake): the daemon's CPU per forwarded chunk and resident memory per open stream (README, Benchmark).
@@ -77,7 +82,8 @@ struct Bench: AsyncParsableCommand {
     var phaseSeconds: Double { seconds ?? 5 }
 
     func validate() throws {
-        if cluster, !cost { throw ValidationError("--cluster goes with --cost") }
+        if cluster || clusterBudgets, !cost { throw ValidationError("--cluster and --cluster-budgets go with --cost") }
+        if cluster, clusterBudgets { throw ValidationError("--cluster and --cluster-budgets are separate runs") }
         if cost || slowStreams {
             guard !policy, !chaos, !http, !(cost && slowStreams) else {
                 throw ValidationError("--cost runs with and without a policy itself; --slow-streams, --chaos and "
@@ -107,7 +113,7 @@ struct Bench: AsyncParsableCommand {
         if cost {
             try await CostBench(bin: bin, dir: dir, seconds: seconds ?? 5, warmup: warmup,
                                 concurrencies: Chaos.parseConcurrencies(costConcurrency), stream: stream,
-                                cluster: cluster).run()
+                                cluster: cluster, clusterBudgets: clusterBudgets).run()
             return
         }
         if slowStreams {
@@ -154,8 +160,9 @@ struct Bench: AsyncParsableCommand {
     static let callBody = Array(#"{"messages":[{"role":"user","content":"Say something short about breakwaters."}],"#
         .utf8) + Array(#""max_tokens":32}"#.utf8)
 
-    /// One agent with the scopes the benchmark's calls need and a budget they cannot exhaust.
-    static var policyText: String {
+    /// One agent with the scopes the benchmark's calls need and a budget they cannot exhaust; `clusterBudget`:
+    /// its tenant has one too, held in the cluster store (`scope: cluster`), or in the daemon's ledger.
+    static func policyText(tenantBudget scope: String? = nil) -> String {
         let now = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-60))
         return """
             anonymous: deny
@@ -167,7 +174,7 @@ struct Bench: AsyncParsableCommand {
                 scopes: {actions: [chat.reply], routes: [default], models: [gpt-4o-mini]}
                 relationships: [{agent_to_tenant: acme}]
                 budgets: {daily: {tokens: 1000000000000}}
-            """
+            """ + (scope.map { "\ntenants:\n  acme:\n    budgets: {scope: \($0), daily: {tokens: 1000000000000}}\n" } ?? "")
     }
 
     /// The fake provider answering after `latencyMs`, announcing rate limits far above what the load can reach (the
@@ -201,7 +208,7 @@ struct Bench: AsyncParsableCommand {
         let socket = dir + "/bench-\(latencyMs).sock"
         var policyArguments: [String] = []
         if policy {
-            try Self.policyText.write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
+            try Self.policyText().write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
             policyArguments = ["--policy", dir + "/policy.yaml"]
         }
         let daemon = try Child(bin + "/breakwaterd", ["--config", config, "--socket", socket, "--log-level", "warning"]

@@ -17,6 +17,8 @@ struct CostBench {
     var stream: Bool
     /// `--cluster`: host against cluster rate limits instead of policy off against on.
     var cluster = false
+    /// `--cluster-budgets`: a tenant budget in the daemon's ledger against one in the cluster store, both governed.
+    var clusterBudgets = false
 
     /// What one run of rows compares.
     enum Mode: String {
@@ -26,8 +28,12 @@ struct CostBench {
         case hostLimits = "host"
         /// The same limit through a real redis-server (`scope: cluster`).
         case clusterLimits = "cluster"
+        /// Governed, the tenant's budget in the daemon's ledger (`budgets: {scope: host}`).
+        case hostBudget = "host budget"
+        /// Governed, the tenant's budget held and settled in a real redis-server (`scope: cluster`).
+        case clusterBudget = "cluster budget"
 
-        var policy: Bool { self == .governed }
+        var policy: Bool { self == .governed || self == .hostBudget || self == .clusterBudget }
     }
 
     /// The limit of the rate-limit rows: 6 million requests a minute, far above the load, so it never binds and
@@ -54,11 +60,14 @@ struct CostBench {
         print("machine: " + Machine.line)
         print("command: " + Machine.command)
         var rows: [Row] = []
-        let modes: [Mode] = cluster ? [.hostLimits, .clusterLimits] : [.plain, .governed]
+        let modes: [Mode] = cluster ? [.hostLimits, .clusterLimits]
+            : clusterBudgets ? [.hostBudget, .clusterBudget] : [.plain, .governed]
+        let (what, otherName, baseName) = cluster ? ("rate limits", "cluster", "host")
+            : clusterBudgets ? ("budgets", "cluster budget", "host budget") : ("policy", "governed", "plain")
         for mode in modes {
             rows += try await self.mode(mode)
         }
-        print("\n| \(cluster ? "rate limits" : "policy") | in flight | calls/s | latency p50 / p99 | daemon CPU per call "
+        print("\n| \(what) | in flight | calls/s | latency p50 / p99 | daemon CPU per call "
             + "| context switches per call (voluntary + involuntary) |")
         print("|---|---:|---:|---:|---:|---:|")
         for r in rows {
@@ -71,7 +80,7 @@ struct CostBench {
                   let other = rows.first(where: { $0.mode == modes[1] && $0.concurrency == c }), base.cpuPerCall > 0
             else { continue }
             print(String(format: "%@ ÷ %@ at %d in flight: CPU %.2f×, context switches %.2f×, p50 latency %+d µs",
-                         cluster ? "cluster" : "governed", cluster ? "host" : "plain", c,
+                         otherName, baseName, c,
                          other.cpuPerCall / base.cpuPerCall,
                          base.switchesPerCall > 0 ? other.switchesPerCall / base.switchesPerCall : 0,
                          Int(other.p50) - Int(base.p50)))
@@ -85,7 +94,10 @@ struct CostBench {
         var providerOptions = ""
         switch mode {
         case .plain: print("\n== policy off")
-        case .governed: break
+        case .governed, .hostBudget: break
+        case .clusterBudget:
+            redis = try RedisUnderTest()
+            extraConfig = "cluster: {redis: \"unix://\(redis!.socket)\", timeout: 100ms}\n"
         case .hostLimits:
             print("\n== rate limits held by the daemon: rpm \(Self.benchRPM), scope host")
             providerOptions = ", rate_limits: {rpm: \(Self.benchRPM), scope: host}"
@@ -100,7 +112,7 @@ struct CostBench {
         if policy {
             do {
                 journal = try JournalHarness.start()
-                print("\n== policy on: token, scopes, tenant, budget; audit into a private systemd-journald "
+                print("\n== policy on: token, scopes, tenant, budget\(mode == .clusterBudget ? " (tenant's: scope cluster, in redis-server)" : mode == .hostBudget ? " (tenant's: scope host)" : ""); audit into a private systemd-journald "
                     + "(pid \(journal?.journaldPID.map(String.init) ?? "?"))")
             } catch {
                 print("\n== policy on; NO journald (\(error)): audit entries go nowhere, the audit cost is understated")
@@ -114,7 +126,13 @@ struct CostBench {
         let socket = dir + "/\(tag).sock"
         var arguments = ["--config", config, "--socket", socket, "--log-level", "warning"]
         if policy {
-            try Bench.policyText.write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
+            let scope: String? = switch mode {
+            case .hostBudget: "host"
+            case .clusterBudget: "cluster"
+            default: nil
+            }
+            try Bench.policyText(tenantBudget: scope).write(toFile: dir + "/policy.yaml", atomically: true,
+                                                            encoding: .utf8)
             arguments += ["--policy", dir + "/policy.yaml"]
         }
         // Through nsenter into the journald's mount namespace; nsenter execs, so the pid is the daemon's.

@@ -53,7 +53,7 @@ struct HTTPBench {
         let (fake, fakePort, config) = try Bench.startFake(bin: bin, dir: dir, latencyMs: latencyMs, tag: "http",
                                                            extraConfig: "http:\n  tcp: 127.0.0.1:\(httpPort)\n")
         defer { fake.stop() }
-        try Bench.policyText.write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
+        try Bench.policyText().write(toFile: dir + "/policy.yaml", atomically: true, encoding: .utf8)
         let socket = dir + "/bench-http.sock"
         let daemon = try Child(bin + "/breakwaterd", ["--config", config, "--socket", socket, "--policy",
                                                       dir + "/policy.yaml", "--log-level", "warning"],
