@@ -166,17 +166,7 @@ enum FleetScript: CaseIterable {
             local settled = 0
             for i = 1, #KEYS / 2 do
               local h, x = KEYS[2 * i - 1], KEYS[2 * i]
-              local v = redis.call('HGET', h, 'h:' .. id)
-              if v then
-                local ht, hm = string.match(v, '^(%d+) (%d+)$')
-                sub(h, 'ht', ht)
-                sub(h, 'hm', hm)
-                add(h, 'ut', ut)
-                add(h, 'um', um)
-                redis.call('HDEL', h, 'h:' .. id)
-                redis.call('ZREM', x, id)
-                settled = settled + 1
-              end
+              if close(h, x, id, ut, um) then settled = settled + 1 end
               sweep(h, x)
             end
             return settled
@@ -207,17 +197,24 @@ enum FleetScript: CaseIterable {
         -- Whole numbers as strings, never through Lua's doubles; "-0" is not an integer to Redis.
         local function add(h, f, v) if v ~= '0' then redis.call('HINCRBY', h, f, v) end end
         local function sub(h, f, v) if v ~= '0' then redis.call('HINCRBY', h, f, '-' .. v) end end
+        -- Replaces hold `id` of budget `h` (expiry set `x`) with usage `ut` `um` (the hold itself when nil);
+        -- false when there is no such hold (settled already, or lapsed).
+        local function close(h, x, id, ut, um)
+          local v = redis.call('HGET', h, 'h:' .. id)
+          if not v then return false end
+          local ht, hm = string.match(v, '^(%d+) (%d+)$')
+          sub(h, 'ht', ht)
+          sub(h, 'hm', hm)
+          add(h, 'ut', ut or ht)
+          add(h, 'um', um or hm)
+          redis.call('HDEL', h, 'h:' .. id)
+          redis.call('ZREM', x, id)
+          return true
+        end
+        -- Lapsed holds (their daemon went away) are charged in full.
         local function sweep(h, x)
           for _, id in ipairs(redis.call('ZRANGEBYSCORE', x, '-inf', math.floor(now / 1000))) do
-            local v = redis.call('HGET', h, 'h:' .. id)
-            if v then
-              local ht, hm = string.match(v, '^(%d+) (%d+)$')
-              sub(h, 'ht', ht)
-              sub(h, 'hm', hm)
-              add(h, 'ut', ht)
-              add(h, 'um', hm)
-              redis.call('HDEL', h, 'h:' .. id)
-            end
+            close(h, x, id, nil, nil)
             redis.call('ZREM', x, id)
           end
         end
