@@ -378,10 +378,7 @@ final class CallDriver {
         let now = shared.resilience.clock.now()
         var holds = place ?? AttemptHolds(target: target)
         func skip(_ outcome: String, _ what: String, _ failure: Failure?, keepEarlier: Bool = false) -> Begin {
-            holds.giveBack(to: shared)
-            walk.note(target, outcome, what)
-            if let failure { walk.lastFailure = keepEarlier ? walk.lastFailure ?? failure : failure }
-            return .skipped
+            skipTarget(holds, outcome, what, failure, keepEarlier: keepEarlier)
         }
         guard now < deadline else {
             walk.targetIndex = chain.count - 1  // nothing after this one is tried either
@@ -428,9 +425,7 @@ final class CallDriver {
             case .decided(.reserved(let hold)):
                 holds.hold(budget: hold)
             case .decided(let refusal):
-                shared.auditDecision(refusal.decision, subject, model: target.model)
-                return skip("budget", "refused by budget: \(refusal)",
-                            Failure(code: .budgetExceeded, provider: target.provider.name))
+                return refusedByBudget(refusal, holds)
             case .pending(let hold):
                 holds.hold(budget: hold)
                 phase = .awaitingBudget(holds)
@@ -456,12 +451,8 @@ final class CallDriver {
             holds.hold(budget: hold)
             started = startAttempt(holds, now: shared.resilience.clock.now())
         } else {
-            shared.auditDecision(decision.decision, subject, model: target.model)
             holds.dropBudget()
-            holds.giveBack(to: shared)
-            walk.note(target, "budget", "refused by budget: \(decision)")
-            walk.lastFailure = Failure(code: .budgetExceeded, provider: target.provider.name)
-            started = .skipped
+            started = refusedByBudget(decision, holds)
         }
         if started == .skipped {
             moveOn(from: target, reason: walk.records.last?.what ?? "skipped", errorClass: nil)
@@ -469,15 +460,26 @@ final class CallDriver {
         }
     }
 
+    /// `holds.target` is not tried this time: whatever the attempt took goes back, and the walk notes why.
+    /// `keepEarlier`: an earlier failure, if any, stays the one the app is told.
+    private func skipTarget(_ holds: AttemptHolds, _ outcome: String, _ what: String, _ failure: Failure?,
+                            keepEarlier: Bool = false) -> Begin {
+        holds.giveBack(to: shared)
+        walk.note(holds.target, outcome, what)
+        if let failure { walk.lastFailure = keepEarlier ? walk.lastFailure ?? failure : failure }
+        return .skipped
+    }
+
+    /// A budget refused the attempt (the ledger, or the cluster store): audited, and the target skipped.
+    private func refusedByBudget(_ refusal: BudgetDecision, _ holds: AttemptHolds) -> Begin {
+        shared.auditDecision(refusal.decision, subject, model: holds.target.model)
+        return skipTarget(holds, "budget", "refused by budget: \(refusal)",
+                          Failure(code: .budgetExceeded, provider: holds.target.provider.name))
+    }
+
     /// The request of an attempt whose holds are all taken: made, and sent (after STARTED, for the first).
     private func startAttempt(_ holds: AttemptHolds, now: Instant) -> Begin {
         let target = holds.target
-        func skip(_ outcome: String, _ what: String, _ failure: Failure) -> Begin {
-            holds.giveBack(to: shared)
-            walk.note(target, outcome, what)
-            walk.lastFailure = failure
-            return .skipped
-        }
         // A pool built for a reloaded config may count more keys than this call's config had.
         let keys = target.provider.apiKeys
         let apiKey = keys[holds.key! % keys.count]
@@ -485,8 +487,8 @@ final class CallDriver {
         do {
             http = try target.provider.adapter.makeRequest(chat, model: target.model, apiKey: apiKey.value)
         } catch {
-            return skip("not_translatable", "request not translatable: \(error.message)",
-                        Failure(code: .badRequest, provider: target.provider.name))
+            return skipTarget(holds, "not_translatable", "request not translatable: \(error.message)",
+                              Failure(code: .badRequest, provider: target.provider.name))
         }
         if walk.firstOnTarget { shared.resilience.recordFirstAttempt(target.provider) }
         walk.attemptCount += 1

@@ -269,6 +269,14 @@ public enum BudgetSubject: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// `agent` or `tenant`, and the name: how the state store's rows and the cluster store's keys name it.
+    var kindAndName: (kind: String, name: String) {
+        switch self {
+        case .agent(let id): ("agent", id)
+        case .tenant(let id): ("tenant", id)
+        }
+    }
+
     public var description: String {
         switch self {
         case .agent(let id): "agent \"\(id)\""
@@ -341,10 +349,7 @@ public struct ClusterBudget: Sendable, Hashable {
         /// `budget:tenant:acme:daily:2026-12-02` (after the store's key prefix). Agent and tenant names are the
         /// policy's identifiers, not secrets.
         public var storeName: String {
-            let (kind, name) = switch key.subject {
-            case .agent(let id): ("agent", id)
-            case .tenant(let id): ("tenant", id)
-            }
+            let (kind, name) = key.subject.kindAndName
             return "budget:\(kind):\(name):\(key.window.rawValue):\(key.window.label(key.period))"
         }
 
@@ -493,10 +498,7 @@ public struct BudgetSnapshot: Sendable, Hashable, Codable {
         }
 
         init(key: BudgetKey, usage: Usage) {
-            switch key.subject {
-            case .agent(let id): (subject, name) = ("agent", id)
-            case .tenant(let id): (subject, name) = ("tenant", id)
-            }
+            (subject, name) = key.subject.kindAndName
             window = key.window.rawValue
             period = key.window.label(key.period)
             tokens = usage.tokens
