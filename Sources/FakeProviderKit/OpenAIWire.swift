@@ -238,7 +238,7 @@ enum OpenAIWire {
 enum JSONText {
     static func appendQuoted(_ string: String, to out: inout String) {
         out.append("\"")
-        if !string.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+        if UTF8Scan.all(of: string, { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
             out.append(string)
         } else {
             for scalar in string.unicodeScalars {

@@ -271,6 +271,17 @@ struct ResponsePlan {
     static func pieces(of content: String, count: Int?) -> [String] {
         guard !content.isEmpty else { return [] }
         if let count, count > 0 {
+            // ASCII without a CR (CR LF is one character) is one character a byte: cut the bytes, without making
+            // an array of characters (slow in a debug build, and the long answers are ASCII).
+            if UTF8Scan.all(of: content, { $0 < 0x80 && $0 != UInt8(ascii: "\r") }) {
+                return UTF8Scan.bytes(of: content) { bytes in
+                    let n = min(count, bytes.count)
+                    return (0..<n).map { index in
+                        let range = (index * bytes.count / n)..<((index + 1) * bytes.count / n)
+                        return String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+                    }
+                }
+            }
             let characters = Array(content)
             let n = min(count, characters.count)
             var pieces: [String] = []
