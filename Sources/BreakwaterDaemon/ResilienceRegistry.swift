@@ -340,7 +340,7 @@ final class ResilienceRegistry: Sendable {
                 pool = KeyPool(keyCount: shape.keys, limits: shape.limits)
                 built = true
             }
-            if built, pool.isCluster { Self.joinCluster(&pool, provider, &s) }
+            if built, pool.isCluster { Self.joinCluster(&pool, provider, &s, now: now) }
             defer { s.keyPools[provider.name] = pool }
             let result = body(&pool, &s.keysHeld)
             guard !skip(result), pool.isCluster, let link = s.cluster, link.reachable, let keys = link.keys[provider.name] else {
@@ -382,15 +382,16 @@ final class ResilienceRegistry: Sendable {
     }
 
     /// A new cluster pool: its keys' names in the store, and the local share if the store is down now.
-    private static func joinCluster(_ pool: inout KeyPool, _ provider: ProviderRuntime, _ s: inout State) {
+    private static func joinCluster(_ pool: inout KeyPool, _ provider: ProviderRuntime, _ s: inout State,
+                                    now: Instant) {
         guard var link = s.cluster else {
-            pool.fallBack(share: 1)  // not reached: the config loader requires cluster: for scope cluster
+            pool.fallBack(share: 1, now: now)  // not reached: the config loader requires cluster: for scope cluster
             return
         }
         let limits = provider.config.rateLimits
         let names = provider.apiKeys.map { link.client.rateKey(provider: provider.name, apiKey: $0.value) }
         link.keys[provider.name] = (names, FleetRate(limits))
-        if !link.reachable { pool.fallBack(share: link.share) }
+        if !link.reachable { pool.fallBack(share: link.share, now: now) }
         s.cluster = link
     }
 
@@ -474,7 +475,7 @@ final class ResilienceRegistry: Sendable {
                     link.degradedSince = now
                     link.outages += 1
                     for (name, var pool) in s.keyPools where pool.isCluster {
-                        pool.fallBack(share: link.share)
+                        pool.fallBack(share: link.share, now: now)
                         s.keyPools[name] = pool
                     }
                     change = .lost(failure.description, link)

@@ -31,6 +31,9 @@ public struct ClusterShare: Sendable {
     public private(set) var lastActive: Instant = .zero
     /// Set while the store cannot be reached: local limiters at a share of the cluster limits.
     private var fallback: (rpm: GCRALimiter?, tpm: GCRALimiter?)?
+    /// Calls that took from the lease for a later time (a slot the store granted ahead) and have not gone yet:
+    /// if the store is lost they still go, so the local share counts them.
+    private var placesAhead: [(at: Instant, tokens: Int)] = []
 
     /// How often a call waiting for a lease answer looks again.
     public static let poll: Duration = .milliseconds(1)
@@ -79,12 +82,14 @@ public struct ClusterShare: Sendable {
         return (max(now + Self.poll, notBefore ?? now), false)
     }
 
-    /// Takes a call the lease covers (or, falling back, the local share allows) at `at`.
-    mutating func take(tokens callTokens: Int, at: Instant) {
+    /// Takes a call the lease covers (or, falling back, the local share allows) at `at` (`now` or later).
+    mutating func take(tokens callTokens: Int, at: Instant, now: Instant) {
         lastActive = at
         if covers(callTokens), (validFrom ?? at) <= at {
             if limits.rpm != nil { requests -= 1 }
             if limits.tpm != nil { tokens -= callTokens }
+            if !placesAhead.isEmpty { placesAhead.removeAll { $0.at <= now } }
+            if at > now { placesAhead.append((at, callTokens)) }
             return
         }
         guard var f = fallback else { return }
@@ -160,8 +165,10 @@ public struct ClusterShare: Sendable {
         return (requests, tokens)
     }
 
-    /// The store cannot be reached: pace locally at `share` (0–1] of the cluster limits, burst likewise.
-    public mutating func fallBack(share: Double) {
+    /// The store cannot be reached: pace locally at `share` (0–1] of the cluster limits, burst likewise. What
+    /// this daemon still holds from the store (the lease in hand, and places granted for later that have not gone
+    /// yet) is spent within the share: it still goes out, and the local limiters count it as sent now.
+    public mutating func fallBack(share: Double, now: Instant) {
         let s = min(1, max(0.001, share))
         func limiter(_ rate: Int?) -> GCRALimiter? {
             guard let rate else { return nil }
@@ -170,7 +177,12 @@ public struct ClusterShare: Sendable {
             return GCRALimiter(rate: shared, per: .seconds(60), burst: burst)
         }
         if fallback == nil {
-            fallback = (limiter(limits.rpm), limiter(limits.tpm))
+            var local = (rpm: limiter(limits.rpm), tpm: limiter(limits.tpm))
+            let ahead = placesAhead.filter { $0.at > now }
+            local.rpm?.charge(cost: ahead.count + requests, now: now)
+            local.tpm?.charge(cost: ahead.reduce(tokens) { $0 + $1.tokens }, now: now)
+            fallback = local
+            placesAhead = []
         }
         refilling = false
         notBefore = nil

@@ -51,6 +51,12 @@ public struct GCRALimiter: Sendable, Hashable {
         tat = max(tat + shift, now)
     }
 
+    /// Counts `cost` units committed elsewhere, which go out whatever this limiter says: what comes later waits
+    /// for them as if they had been taken now.
+    public mutating func charge(cost: Int, now: Instant) {
+        tat = max(tat, now) + .nanoseconds(emissionInterval.nanoseconds * Int64(max(0, cost)))
+    }
+
     /// The provider said its quota is spent until `until`: nothing passes before then.
     public mutating func block(until: Instant) {
         tat = max(tat, until + tolerance - emissionInterval)

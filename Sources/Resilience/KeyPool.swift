@@ -69,12 +69,12 @@ public struct KeyPool: Sendable {
             return (at, lease?.firm ?? true)
         }
 
-        /// Takes the call at `at`, which `earliest` said is allowed.
-        mutating func take(tokens: Int, at: Instant) {
+        /// Takes the call at `at` (`now` or later), which `earliest` said is allowed.
+        mutating func take(tokens: Int, at: Instant, now: Instant) {
             if let until = restingUntil, until <= at { restingUntil = nil }
             rpm.take(cost: 1, at: at)
             tpm.take(cost: tokens, at: at)
-            cluster?.take(tokens: tokens, at: at)
+            cluster?.take(tokens: tokens, at: at, now: now)
             learnedRequests?.limiter.take(cost: 1, at: at)
             learnedTokens?.limiter.take(cost: tokens, at: at)
         }
@@ -111,7 +111,7 @@ public struct KeyPool: Sendable {
             noteShort(tokens: tokens, until: nil)
             return .wait(until: at)
         }
-        take(index, tokens: tokens, at: now)
+        take(index, tokens: tokens, at: now, now: now)
         return .key(index: index, tokens: tokens)
     }
 
@@ -132,7 +132,7 @@ public struct KeyPool: Sendable {
             noteShort(tokens: tokens, until: notAfter)
             return .lookAgain(at: at)
         }
-        take(index, tokens: tokens, at: at)
+        take(index, tokens: tokens, at: at, now: now)
         return .held(index: index, at: at)
     }
 
@@ -194,9 +194,10 @@ public struct KeyPool: Sendable {
         return idle
     }
 
-    /// The store cannot be reached: every key paces locally at `share` of its cluster limits.
-    public mutating func fallBack(share: Double) {
-        for i in keys.indices { keys[i].cluster?.fallBack(share: share) }
+    /// The store cannot be reached: every key paces locally at `share` of its cluster limits (counting what it
+    /// still holds from the store).
+    public mutating func fallBack(share: Double, now: Instant) {
+        for i in keys.indices { keys[i].cluster?.fallBack(share: share, now: now) }
     }
 
     /// The store answers again.
@@ -209,8 +210,8 @@ public struct KeyPool: Sendable {
         keys.compactMap { k in k.cluster.map { ($0.requests, $0.tokens, $0.isFallingBack) } }
     }
 
-    private mutating func take(_ index: Int, tokens: Int, at: Instant) {
-        keys[index].take(tokens: tokens, at: at)
+    private mutating func take(_ index: Int, tokens: Int, at: Instant, now: Instant) {
+        keys[index].take(tokens: tokens, at: at, now: now)
         nextIndex = (index + 1) % keys.count
     }
 

@@ -218,13 +218,32 @@ import Testing
         let clock = ManualClock()
         let now = clock.now()
         var pool = KeyPool(keyCount: 1, limits: KeyPool.Limits(rpm: 600, burstSeconds: 1, scope: .cluster))
-        pool.fallBack(share: 0.5)  // 300/min, a burst of 5
+        pool.fallBack(share: 0.5, now: now)  // 300/min, a burst of 5
         for _ in 0..<5 { #expect(pool.acquire(tokens: 1, now: now) == .key(index: 0, tokens: 1)) }
         #expect(pool.reserve(tokens: 1, now: now, notAfter: now + .seconds(1)) == .held(index: 0, at: now + .milliseconds(200)))
         #expect(pool.dueRefills(now: now).isEmpty)
         pool.rejoin()
         #expect(pool.acquire(tokens: 1, now: now + .seconds(10)) == .wait(until: now + .seconds(10) + ClusterShare.poll))
         #expect(pool.dueRefills(now: now + .seconds(10)).count == 1)
+    }
+
+    /// Losing the store with a lease in hand and a place granted for later: both still go out, and the local share
+    /// counts them as sent then. Its burst of 5 at once is 3 from the lease, 1 ahead and 1 more; then its rate.
+    @Test func whatIsHeldFromTheStoreCountsAgainstTheLocalShare() {
+        let clock = ManualClock()
+        let now = clock.now()
+        var pool = KeyPool(keyCount: 1, limits: KeyPool.Limits(rpm: 600, burstSeconds: 1, scope: .cluster))
+        _ = pool.reserve(tokens: 1, now: now, notAfter: now + .seconds(2))
+        _ = pool.dueRefills(now: now)
+        pool.leaseGranted(index: 0, requests: 1, tokens: 0, wait: .milliseconds(80), now: now)
+        #expect(pool.reserve(tokens: 1, now: now, notAfter: now + .seconds(2)) == .held(index: 0, at: now + .milliseconds(80)))
+        #expect(pool.reserve(tokens: 1, now: now, notAfter: now + .seconds(2)) == .lookAgain(at: now + ClusterShare.poll))
+        _ = pool.dueRefills(now: now)
+        pool.leaseGranted(index: 0, requests: 3, tokens: 0, wait: .zero, now: now)
+        let lost = now + .milliseconds(10)
+        pool.fallBack(share: 0.5, now: lost)  // 300/min (one per 200 ms), a burst of 5
+        for _ in 0..<4 { #expect(pool.acquire(tokens: 1, now: lost) == .key(index: 0, tokens: 1)) }
+        #expect(pool.acquire(tokens: 1, now: lost) == .wait(until: lost + .milliseconds(200)))
     }
 
     /// A lease no call used since `idleSince` is handed back whole (to return to the store); one in use stays.
