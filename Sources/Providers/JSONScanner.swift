@@ -42,24 +42,48 @@ public struct JSONScanner {
     /// The members of an object value (already validated by `document()`), in order, with decoded keys.
     public func members(_ object: Range<Int>) -> [(key: String, value: Range<Int>)] {
         var out: [(String, Range<Int>)] = []
-        var i = skipWhitespace(object.lowerBound + 1)
-        while i < object.upperBound, bytes[i] != UInt8(ascii: "}") {
-            let keyStart = i
-            guard skipString(&i) != nil, let key = string(keyStart..<i) else { return out }
-            i = skipWhitespace(i) + 1  // ':'
-            i = skipWhitespace(i)
-            let valueStart = i
-            guard let valueEnd = skipValue(&i, depth: 0) else { return out }
-            out.append((key, valueStart..<valueEnd))
-            i = skipWhitespace(i)
-            if i < bytes.count, bytes[i] == UInt8(ascii: ",") { i = skipWhitespace(i + 1) }
+        forEachMember(object) { key, value in
+            guard let key = string(key) else { return false }
+            out.append((key, value))
+            return true
         }
         return out
     }
 
-    /// The member `key` of an object value.
+    /// Calls `body` with each member of an object value (already validated), in order: the range of its key (a
+    /// string value, quotes included) and of its value, until `body` returns false. Allocates nothing: a streamed
+    /// answer's every event is scanned for two keys, and decoding each key into a `String` was most of that.
+    public func forEachMember(_ object: Range<Int>, _ body: (_ key: Range<Int>, _ value: Range<Int>) -> Bool) {
+        var i = skipWhitespace(object.lowerBound + 1)
+        while i < object.upperBound, bytes[i] != UInt8(ascii: "}") {
+            let keyStart = i
+            guard skipString(&i) != nil else { return }
+            let key = keyStart..<i
+            i = skipWhitespace(i) + 1  // ':'
+            i = skipWhitespace(i)
+            let valueStart = i
+            guard let valueEnd = skipValue(&i, depth: 0), body(key, valueStart..<valueEnd) else { return }
+            i = skipWhitespace(i)
+            if i < bytes.count, bytes[i] == UInt8(ascii: ",") { i = skipWhitespace(i + 1) }
+        }
+    }
+
+    /// Whether the string value at `range` is `text`: its bytes compared in place, decoded only if it has escapes.
+    public func string(_ range: Range<Int>, is text: String) -> Bool {
+        guard kind(range) == .string, range.count >= 2 else { return false }
+        let inner = bytes[(range.lowerBound + 1)..<(range.upperBound - 1)]
+        if inner.contains(UInt8(ascii: "\\")) { return string(range) == text }
+        return inner.elementsEqual(text.utf8)
+    }
+
+    /// The member `key` of an object value (the first, if it repeats).
     public func member(_ object: Range<Int>, _ key: String) -> Range<Int>? {
-        members(object).first { $0.key == key }?.value
+        var found: Range<Int>?
+        forEachMember(object) { k, value in
+            if string(k, is: key) { found = value }
+            return found == nil
+        }
+        return found
     }
 
     /// The elements of an array value (already validated).

@@ -75,12 +75,19 @@ public struct OpenAIAdapter: ProviderAdapter {
         guard let root = scanner.document(), scanner.kind(root) == .object else {
             throw ProviderError(.malformedResponse, "provider answered \(status) with a body that is not valid JSON")
         }
-        let members = scanner.members(root)
-        guard let choices = members.first(where: { $0.key == "choices" })?.value, scanner.kind(choices) == .array
-        else {
+        var (choices, usage): (Range<Int>?, Range<Int>?) = (nil, nil)
+        scanner.forEachMember(root) { key, value in
+            if choices == nil, scanner.string(key, is: "choices") {
+                choices = value
+            } else if usage == nil, scanner.string(key, is: "usage") {
+                usage = value
+            }
+            return true
+        }
+        guard let choices, scanner.kind(choices) == .array else {
             throw ProviderError(.malformedResponse, "provider answer has no \"choices\"")
         }
-        return members.first { $0.key == "usage" }.flatMap { Self.usage(scanner, $0.value) }
+        return usage.flatMap { Self.usage(scanner, $0) }
     }
 
     /// Interprets one SSE event of a streamed answer.
@@ -92,13 +99,19 @@ public struct OpenAIAdapter: ProviderAdapter {
             return .error(ProviderError(.malformedResponse, "provider sent a stream event that is not valid JSON"))
         }
         var usage: Usage?
-        for m in scanner.members(root) {
-            if m.key == "error", scanner.kind(m.value) == .object {
-                let (type, code) = Self.errorTypeAndCode(scanner, m.value)
-                return .error(ProviderError(.upstreamStatus(200), "provider sent an error event mid-stream"
-                    + Self.suffix(type, code), providerCode: code ?? type))
+        var error: Range<Int>?
+        scanner.forEachMember(root) { key, value in
+            if scanner.string(key, is: "error"), scanner.kind(value) == .object {
+                error = value
+                return false
             }
-            if m.key == "usage" { usage = Self.usage(scanner, m.value) }
+            if scanner.string(key, is: "usage") { usage = Self.usage(scanner, value) }
+            return true
+        }
+        if let error {
+            let (type, code) = Self.errorTypeAndCode(scanner, error)
+            return .error(ProviderError(.upstreamStatus(200), "provider sent an error event mid-stream"
+                + Self.suffix(type, code), providerCode: code ?? type))
         }
         return .chunk(bytes, usage: usage)
     }
@@ -106,13 +119,15 @@ public struct OpenAIAdapter: ProviderAdapter {
     static func usage(_ scanner: JSONScanner, _ range: Range<Int>) -> Usage? {
         guard scanner.kind(range) == .object else { return nil }
         var u = Usage()
-        for m in scanner.members(range) {
-            switch m.key {
-            case "prompt_tokens": u.promptTokens = scanner.int(m.value)
-            case "completion_tokens": u.completionTokens = scanner.int(m.value)
-            case "total_tokens": u.totalTokens = scanner.int(m.value)
-            default: break
+        scanner.forEachMember(range) { key, value in
+            if scanner.string(key, is: "prompt_tokens") {
+                u.promptTokens = scanner.int(value)
+            } else if scanner.string(key, is: "completion_tokens") {
+                u.completionTokens = scanner.int(value)
+            } else if scanner.string(key, is: "total_tokens") {
+                u.totalTokens = scanner.int(value)
             }
+            return true
         }
         return u
     }

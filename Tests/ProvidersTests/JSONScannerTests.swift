@@ -42,6 +42,24 @@ import Testing
         #expect(s.int(try #require(s.member(elements[2], "x"))) == 3)
     }
 
+    /// Keys are matched in place, escaped or not; the first of a repeated key wins; a stop ends the walk.
+    @Test func membersMatchedWithoutDecoding() throws {
+        let s = JSONScanner(Array(#"{"usage": 1, "u\u0073age": 2, "e\"rr": {"a": [1, {"b": 2}]}, "last": 3}"#.utf8))
+        let root = try #require(s.document())
+        #expect(s.int(try #require(s.member(root, "usage"))) == 1)
+        #expect(s.member(root, "e\"rr").map { s.kind($0) } == .object)
+        #expect(s.int(try #require(s.member(root, "last"))) == 3)
+        #expect(s.member(root, "us") == nil)
+        #expect(s.member(root, "a") == nil)  // not a top-level key
+        var keys: [String] = []
+        s.forEachMember(root) { key, _ in
+            keys.append(s.string(key) ?? "?")
+            return !s.string(key, is: "usage") || keys.count < 2
+        }
+        #expect(keys == ["usage", "usage"])
+        #expect(!s.string(try #require(s.member(root, "last")), is: "3"))  // a number is not a string
+    }
+
     @Test func surrogatePairsDecode() throws {
         let s = JSONScanner(Array(#""\ud83d\ude00 \u00e9""#.utf8))
         #expect(s.string(try #require(s.document())) == "\u{1F600} \u{e9}")
