@@ -5,6 +5,19 @@ import Testing
     /// 2015-10-21T07:28:00Z, the RFC 9110 example date.
     let wallNow = 1_445_412_480.0
 
+    /// Names match in any ASCII case, and only whole: a longer or shorter name, or another header, is not read.
+    @Test func namesMatchWholeInAnyCase() {
+        let info = RateLimitHeaders.parse([
+            ("X-RateLimit-Remaining-Requests", " 7 "), ("ANTHROPIC-RATELIMIT-TOKENS-LIMIT", "900"),
+            ("x-ratelimit-limit-requestsX", "1"), ("x-ratelimit-limit-request", "2"), ("x-request-id", "3"),
+            ("Retry-After-Ms", "250"), ("", "4"),
+        ], wallNow: wallNow)
+        #expect(info.remainingRequests == 7)
+        #expect(info.limitTokens == 900)
+        #expect(info.limitRequests == nil)
+        #expect(info.retryAfter == .milliseconds(250))
+    }
+
     @Test func retryAfterDeltaSeconds() {
         let info = RateLimitHeaders.parse([("Retry-After", "1")], wallNow: wallNow)
         #expect(info.retryAfter == .seconds(1))
