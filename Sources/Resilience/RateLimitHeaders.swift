@@ -129,13 +129,15 @@ public enum GoDuration {
             sawAny = true
             return true
         }
-        for ch in text {
-            if ch.isNumber || ch == "." {
+        // By scalar, not by Character: only ASCII digits make a number (Double reads no others), and a reset
+        // header is read on every answer.
+        for scalar in text.unicodeScalars {
+            if (0x30...0x39).contains(scalar.value) || scalar == "." {
                 if !unit.isEmpty { guard flush() else { return nil } }
-                number.append(ch)
+                number.unicodeScalars.append(scalar)
             } else {
                 guard !number.isEmpty else { return nil }
-                unit.append(ch)
+                unit.unicodeScalars.append(scalar)
             }
         }
         if !number.isEmpty || !unit.isEmpty {
@@ -219,6 +221,8 @@ enum CivilTime {
 
 extension String {
     var trimmingSpaces: String {
+        let isSpace = { (b: UInt8) in b == 0x20 || b == 0x09 }
+        guard let first = utf8.first, let last = utf8.last, isSpace(first) || isSpace(last) else { return self }
         var s = Substring(self)
         while s.first == " " || s.first == "\t" { s.removeFirst() }
         while s.last == " " || s.last == "\t" { s.removeLast() }

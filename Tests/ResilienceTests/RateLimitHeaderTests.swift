@@ -63,13 +63,13 @@ import Testing
 
     @Test(arguments: [
         ("1s", Duration.seconds(1)), ("20ms", .milliseconds(20)), ("6m0s", .seconds(360)), ("1h2m3.5s", .seconds(3723.5)),
-        ("850us", .microseconds(850)), ("0", .zero), ("1.5s", .milliseconds(1500)),
+        ("850us", .microseconds(850)), ("850µs", .microseconds(850)), ("0", .zero), ("1.5s", .milliseconds(1500)),
     ])
     func goDurations(text: String, expected: Duration) {
         #expect(GoDuration.parse(text) == expected)
     }
 
-    @Test(arguments: ["", "s", "5", "5x", "m5"])
+    @Test(arguments: ["", "s", "5", "5x", "m5", "٣s"])
     func badGoDurations(text: String) {
         #expect(GoDuration.parse(text) == nil)
     }
