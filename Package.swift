@@ -162,6 +162,8 @@ let package = Package(
                 // Governance for `--policy`: the token digest the generated policy holds. JournalTestKit: a
                 // private journald for `--cost`'s governed runs. RedisTestKit: the redis-server of `--cost --cluster`.
                 "BreakwaterClient", "CurlTransport", "Governance", "JournalTestKit", "RedisTestKit",
+                // Providers and Resilience for `--parsers`: the answer parsers timed alone.
+                "Providers", "Resilience",
                 daemonOnly("Histogram", "hdrhistogram-swift"),
                 daemonOnly("ArgumentParser", "swift-argument-parser"),
             ],

@@ -63,6 +63,10 @@ struct Bench: AsyncParsableCommand {
         100 ms, against an HTTP/1.1 provider (max_connections raised) and an HTTP/2 one (nghttpx in front of the \
         fake): the daemon's CPU per forwarded chunk and resident memory per open stream (README, Benchmark).
         """) var slowStreams = false
+    @Flag(help: """
+        What the daemon parses of every answer instead, timed alone in this process (an OpenAI stream event, a \
+        whole answer, an event's SSE lines, an answer's rate-limit headers): ns per operation (BENCHMARKS.md).
+        """) var parsers = false
     @Option(help: "With --slow-streams: numbers of streams open at once, comma-separated.")
     var openStreams = "100,1000,5000"
     @Option(help: "With --http: numbers of connections (and calls in flight), comma-separated.")
@@ -110,6 +114,10 @@ struct Bench: AsyncParsableCommand {
         let dir = String(cString: mkdtemp(&template)!)
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
+        if parsers {
+            ParserBench().run()
+            return
+        }
         if cost {
             try await CostBench(bin: bin, dir: dir, seconds: seconds ?? 5, warmup: warmup,
                                 concurrencies: Chaos.parseConcurrencies(costConcurrency), stream: stream,
