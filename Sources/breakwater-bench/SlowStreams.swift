@@ -6,7 +6,9 @@ import Synchronization
 /// ~10 tokens a second), through the daemon to an HTTP/1.1 provider (the fake, with `upstream_connections_per_host`
 /// raised above the number of streams, so that every stream has its connection) and to an HTTP/2 one (nghttpx, a
 /// real HTTP/2 server from Debian's nghttp2-proxy, over TLS in front of the fake). For each count: the daemon's CPU
-/// time per forwarded chunk, and its resident memory per open stream above what it held idle.
+/// time per forwarded chunk, and its resident memory per open stream above what it held idle. Idle is read after a
+/// warm-up (a few streams opened and cancelled), so that library code and data paged in by the first calls — once
+/// per process, ~6 MB of Foundation, ICU and the Swift runtime — are not charged to the streams.
 struct SlowStreams {
     var bin: String
     var dir: String
@@ -16,6 +18,8 @@ struct SlowStreams {
     static let chunkIntervalMs = 100
     /// Streams per client connection (the daemon's default `max_concurrent_calls` is 256).
     static let streamsPerConnection = 200
+    /// Streams opened and cancelled before idle is read.
+    static let warmUpStreams = 20
 
     enum Upstream: String, CaseIterable {
         case http1 = "HTTP/1.1"
@@ -29,6 +33,8 @@ struct SlowStreams {
         var chunksPerSecond: Double
         var cpuPerChunk: Double
         var kibPerStream: Double
+        /// Of `kibPerStream`, the process's own memory (RssAnon: heap, stacks, buffers).
+        var anonymousKiBPerStream: Double
         var errors: Int
     }
 
@@ -44,12 +50,12 @@ struct SlowStreams {
             }
         }
         print("\n| upstream | streams | open in the window | chunks/s (offered) | daemon CPU per chunk "
-            + "| RSS per open stream |")
-        print("|---|---:|---:|---:|---:|---:|")
+            + "| RSS per open stream | of it anonymous |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for r in rows {
-            print(String(format: "| %@ | %d | %d | %.0f (%d) | %.1f µs | %.1f KB |", r.upstream.rawValue, r.streams,
-                         r.open, r.chunksPerSecond, r.streams * 1000 / Self.chunkIntervalMs, r.cpuPerChunk,
-                         r.kibPerStream * 1.024))
+            print(String(format: "| %@ | %d | %d | %.0f (%d) | %.1f µs | %.1f KB | %.1f KB |", r.upstream.rawValue,
+                         r.streams, r.open, r.chunksPerSecond, r.streams * 1000 / Self.chunkIntervalMs, r.cpuPerChunk,
+                         r.kibPerStream * 1.024, r.anonymousKiBPerStream * 1.024))
         }
     }
 
@@ -98,7 +104,8 @@ struct SlowStreams {
         defer { clients.forEach { $0.close() } }
         try await waitUntilServing(clients[0], daemon)
         for client in clients { _ = try await client.serverLimits() }
-        let idle = daemon.residentKiB() ?? 0
+        try await warmUp(clients, daemon)
+        let idle = (rss: daemon.residentKiB() ?? 0, anonymous: daemon.anonymousRSSKiB() ?? 0)
 
         let counts = StreamCounts()
         let window = SlowStreamWindow()
@@ -110,7 +117,7 @@ struct SlowStreams {
                 try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any]
             }?["calls_in_flight"] as? Int ?? 0
             window.read(index, cpu: daemon.cpuMicroseconds() ?? 0, chunks: counts.received.load(ordering: .relaxed),
-                        rss: daemon.residentKiB() ?? 0, open: open)
+                        rss: daemon.residentKiB() ?? 0, anonymous: daemon.anonymousRSSKiB() ?? 0, open: open)
         }
         // Not ClosedLoop: its per-worker latency histogram (1.6 MB each) is 8 GB at 5,000 streams, and a stream's
         // latency is not what this measures.
@@ -143,13 +150,41 @@ struct SlowStreams {
         let row = Row(upstream: upstream, streams: streams, open: window.open,
                       chunksPerSecond: Double(window.chunks) / seconds,
                       cpuPerChunk: Double(window.cpu) / Double(forwarded),
-                      kibPerStream: Double(window.meanRSS - idle) / Double(streams), errors: errors)
+                      kibPerStream: Double(window.meanRSS - idle.rss) / Double(streams),
+                      anonymousKiBPerStream: Double(window.meanAnonymous - idle.anonymous) / Double(streams),
+                      errors: errors)
         print(String(format: "%@, %5d streams (%d open): %7.0f chunks/s of %d offered, daemon CPU %5.1f µs per chunk, "
-            + "RSS %.1f MB idle → %.1f MB (%.1f KB per open stream)", upstream.rawValue, streams, window.open,
-            row.chunksPerSecond, streams * 1000 / Self.chunkIntervalMs, row.cpuPerChunk, Double(idle) / 1024,
-            Double(window.meanRSS) / 1024, row.kibPerStream * 1.024)
+            + "RSS %.1f MB idle → %.1f MB (%.1f KB per open stream, %.1f KB of it anonymous)", upstream.rawValue,
+            streams, window.open, row.chunksPerSecond, streams * 1000 / Self.chunkIntervalMs, row.cpuPerChunk,
+            Double(idle.rss) / 1024, Double(window.meanRSS) / 1024, row.kibPerStream * 1.024,
+            row.anonymousKiBPerStream * 1.024)
             + (errors > 0 ? ", \(errors) streams failed" : ""))
         return row
+    }
+
+    /// Opens a few streams, takes two chunks of each and cancels them, then waits (10 s at most) until the daemon
+    /// has no call in flight: what the first calls page in is then in the idle figure.
+    private func warmUp(_ clients: [BreakwaterClient], _ daemon: Child) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<Self.warmUpStreams {
+                group.addTask {
+                    let stream = try await clients[index % clients.count].stream(route: "default", body: Bench.callBody)
+                    var chunks = 0
+                    for try await _ in stream {
+                        chunks += 1
+                        if chunks == 2 { break }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            let status = try JSONSerialization.jsonObject(with: Data(try await clients[0].admin("status")))
+            if (status as? [String: Any])?["calls_in_flight"] as? Int == 0 { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ChildExited(output: "the warm-up streams were still in flight in the daemon after 10 s")
     }
 
     /// nghttpx serving HTTP/2 over TLS (a throw-away self-signed certificate) in front of the fake; returns it,
@@ -196,23 +231,24 @@ final class StreamCounts: Sendable {
 /// The daemon's CPU time, the chunks the app side received and the daemon's RSS at the window's start and end.
 final class SlowStreamWindow: @unchecked Sendable {
     // Touched only from ClosedLoop's checkpoint callback, one call at a time, then read after the run.
-    private var start = (cpu: 0, chunks: 0, rss: 0)
-    private var end = (cpu: 0, chunks: 0, rss: 0)
+    private var start = (cpu: 0, chunks: 0, rss: 0, anonymous: 0)
+    private var end = (cpu: 0, chunks: 0, rss: 0, anonymous: 0)
     /// Calls in flight in the daemon at the window's start (every stream open, if the ramp worked).
     private(set) var open = 0
 
-    func read(_ checkpoint: Int, cpu: Int, chunks: Int, rss: Int, open: Int) {
+    func read(_ checkpoint: Int, cpu: Int, chunks: Int, rss: Int, anonymous: Int, open: Int) {
         if checkpoint == 0 {
-            start = (cpu, chunks, rss)
+            start = (cpu, chunks, rss, anonymous)
             self.open = open
         } else {
-            end = (cpu, chunks, rss)
+            end = (cpu, chunks, rss, anonymous)
         }
     }
 
     var cpu: Int { end.cpu - start.cpu }
     var chunks: Int { end.chunks - start.chunks }
     var meanRSS: Int { (start.rss + end.rss) / 2 }
+    var meanAnonymous: Int { (start.anonymous + end.anonymous) / 2 }
 }
 
 /// Whether something accepts TCP connections on the loopback port.
