@@ -207,7 +207,7 @@ final class EngineLoop: @unchecked Sendable {
 
     /// Gives the transfer an easy handle and hands it to libcurl.
     private func attach(_ transfer: Transfer, _ request: HTTPRequest) {
-        guard let easy = freeHandles.popLast() ?? EasyHandle() else {
+        guard let easy = takeHandle() else {
             finish(transfer, .failure(TransportError(kind: .localConfiguration, detail: "curl_easy_init failed")),
                    attached: false)
             return
@@ -232,6 +232,16 @@ final class EngineLoop: @unchecked Sendable {
         } catch {
             finish(transfer, .failure(TransportError(kind: .other, detail: "\(error)")), attached: false)
         }
+    }
+
+    /// An idle handle, or a fresh one, with its receive buffer sized; idle handles libcurl will not size are
+    /// dropped (see `EasyHandle.sizeReceiveBuffer`). Nil only when libcurl cannot make a handle.
+    private func takeHandle() -> EasyHandle? {
+        while let easy = freeHandles.popLast() {
+            if easy.sizeReceiveBuffer() { return easy }
+        }
+        guard let easy = EasyHandle(), easy.sizeReceiveBuffer() else { return nil }
+        return easy
     }
 
     // MARK: Completion

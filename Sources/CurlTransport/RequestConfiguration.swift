@@ -32,6 +32,11 @@ enum RequestConfiguration {
         // A proxy's "200 Connection established" must not be mistaken for the response head.
         try check(bw_curl_easy_setopt_long(handle, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1), "SUPPRESS_CONNECT_HEADERS")
 
+        // A smaller send buffer than libcurl's 64 KB (the receive buffer: `EasyHandle.sizeReceiveBuffer`): over
+        // HTTP/2 every transfer holds one for its whole life, open streams included (over HTTP/1.1 a body that
+        // fits goes out with the head, without it), and request bodies are a few KB; a larger one takes more writes.
+        try check(bw_curl_easy_setopt_long(handle, CURLOPT_UPLOAD_BUFFERSIZE, sendBufferBytes), "UPLOAD_BUFFERSIZE")
+
         try check(bw_curl_easy_setopt_string(handle, CURLOPT_URL, request.url), "URL")
         try applyVersion(request.httpVersion, handle)
         try applyMethodAndBody(request, handle)
@@ -51,6 +56,9 @@ enum RequestConfiguration {
             try check(bw_curl_easy_setopt_long(handle, CURLOPT_TIMEOUT_MS, total.curlMilliseconds), "TIMEOUT_MS")
         }
     }
+
+    /// libcurl's send buffer per transfer (`CURLOPT_UPLOAD_BUFFERSIZE`; its least is 16 KB).
+    static let sendBufferBytes = 16384
 
     private static func applyVersion(_ version: HTTPVersion, _ handle: UnsafeMutableRawPointer) throws {
         let value: Int

@@ -338,6 +338,44 @@ struct CurlEngineTests {
         #expect(delegate.snapshot.completions == 1)
     }
 
+    @Test("a handle whose transfer was cancelled while it waited for a connection serves the next transfers")
+    func handleCancelledWhileWaitingForAConnectionIsReusable() async throws {
+        // One connection per host: the second transfer to `busy` waits inside libcurl, which has given it its
+        // receive buffer by then and keeps it when the transfer is removed (libcurl 7.88), so libcurl refuses to
+        // size that buffer again; the engine must not hand out that handle as it is.
+        let busy = try LoopbackServer { _ in .headThenStall(contentLength: 10_000, bodyPrefix: Array("partial".utf8)) }
+        defer { busy.stop() }
+        let free = try LoopbackServer { _ in .respond(status: 200, body: Array("{}".utf8)) }
+        defer { free.stop() }
+        let engine = try CurlEngine(maxHostConnections: 1)
+        defer { engine.shutdown() }
+
+        let first = RecordingDelegate()
+        let firstID = engine.start(HTTPRequest(method: "POST", url: busy.baseURL + "/stream"), delegate: first)
+        #expect(await eventually { first.snapshot.body == Array("partial".utf8) })
+        let waiting = RecordingDelegate()
+        let waitingID = engine.start(HTTPRequest(method: "POST", url: busy.baseURL + "/stream"), delegate: waiting)
+        // A transfer started later has completed: the loop has taken the waiting one through its connect step.
+        let later = RecordingDelegate()
+        engine.start(HTTPRequest(method: "GET", url: free.baseURL + "/"), delegate: later)
+        expectSuccess(await later.result())
+        #expect(busy.connectionsAccepted == 1)
+        engine.cancel(waitingID)
+        #expect(try #require(await waiting.failure(within: .seconds(2))).kind == .cancelled)
+        engine.cancel(firstID)
+        #expect(try #require(await first.failure(within: .seconds(2))).kind == .cancelled)
+
+        // Three at once take the three idle handles, the waiting transfer's among them.
+        let next = (0..<3).map { _ in RecordingDelegate() }
+        for delegate in next {
+            engine.start(HTTPRequest(method: "POST", url: free.baseURL + "/v1/embeddings"), delegate: delegate)
+        }
+        for delegate in next {
+            expectSuccess(await delegate.result())
+            #expect(delegate.snapshot.body == Array("{}".utf8))
+        }
+    }
+
     @Test("cancel right after start, before any response, completes with .cancelled")
     func cancelRightAfterStart() async throws {
         let server = try LoopbackServer { _ in .silence }
