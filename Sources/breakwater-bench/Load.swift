@@ -307,6 +307,32 @@ final class Child: @unchecked Sendable {
     /// RssAnon: the process's own (anonymous) resident memory now, in KiB: heap, stacks, buffers.
     func anonymousRSSKiB() -> Int? { statusField("RssAnon:") }
 
+    /// The process's established TCP connections to `port` now: its socket descriptors whose inodes
+    /// `/proc/PID/net/tcp` lists as established to that remote port.
+    func tcpConnections(toPort port: Int) -> Int {
+        let pid = process.processIdentifier
+        // Read to the end: String(contentsOfFile:) stops at a /proc file's first page.
+        guard let file = FileHandle(forReadingAtPath: "/proc/\(pid)/net/tcp"),
+              let data = try? file.readToEnd(), let table = String(data: data, encoding: .utf8) else { return 0 }
+        try? file.close()
+        let hex = String(port, radix: 16, uppercase: true)
+        let remote = ":" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+        var inodes = Set<Substring>()
+        // Fields: sl, local address, remote address, state (01: established), queues, timers, retransmits, uid,
+        // timeout, inode.
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            guard fields.count > 9, fields[2].hasSuffix(remote), fields[3] == "01" else { continue }
+            inodes.insert(fields[9])
+        }
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        return descriptors.reduce(0) { count, fd in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)"),
+                  target.hasPrefix("socket:[") else { return count }
+            return inodes.contains(target.dropFirst(8).dropLast()) ? count + 1 : count
+        }
+    }
+
     private func statusField(_ name: String) -> Int? {
         let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
         guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return nil }

@@ -30,6 +30,8 @@ struct SlowStreams {
         var upstream: Upstream
         var streams: Int
         var open: Int
+        /// The daemon's TCP connections to the provider (or nghttpx) at the window's start.
+        var upstreamConnections: Int
         var chunksPerSecond: Double
         var cpuPerChunk: Double
         var kibPerStream: Double
@@ -50,12 +52,12 @@ struct SlowStreams {
             }
         }
         print("\n| upstream | streams | open in the window | chunks/s (offered) | daemon CPU per chunk "
-            + "| RSS per open stream | of it anonymous |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+            + "| RSS per open stream | of it anonymous | upstream connections |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows {
-            print(String(format: "| %@ | %d | %d | %.0f (%d) | %.1f µs | %.1f KB | %.1f KB |", r.upstream.rawValue,
+            print(String(format: "| %@ | %d | %d | %.0f (%d) | %.1f µs | %.1f KB | %.1f KB | %d |", r.upstream.rawValue,
                          r.streams, r.open, r.chunksPerSecond, r.streams * 1000 / Self.chunkIntervalMs, r.cpuPerChunk,
-                         r.kibPerStream * 1.024, r.anonymousKiBPerStream * 1.024))
+                         r.kibPerStream * 1.024, r.anonymousKiBPerStream * 1.024, r.upstreamConnections))
         }
     }
 
@@ -75,11 +77,13 @@ struct SlowStreams {
 
         var proxy: Child?
         defer { proxy?.stop() }
+        var upstreamPort = fakePort
         var provider = #"{kind: openai, base_url: "http://127.0.0.1:\#(fakePort)/v1", api_key_env: BENCH_KEY, "#
             + #"http_version: "1.1"}"#
         if upstream == .http2 {
             let (child, port, caFile) = try startNghttpx(backendPort: fakePort, tag: tag)
             proxy = child
+            upstreamPort = port
             provider = #"{kind: openai, base_url: "https://127.0.0.1:\#(port)/v1", api_key_env: BENCH_KEY, "#
                 + #"http_version: "2", ca_file: \#(caFile)}"#
         }
@@ -117,7 +121,8 @@ struct SlowStreams {
                 try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any]
             }?["calls_in_flight"] as? Int ?? 0
             window.read(index, cpu: daemon.cpuMicroseconds() ?? 0, chunks: counts.received.load(ordering: .relaxed),
-                        rss: daemon.residentKiB() ?? 0, anonymous: daemon.anonymousRSSKiB() ?? 0, open: open)
+                        rss: daemon.residentKiB() ?? 0, anonymous: daemon.anonymousRSSKiB() ?? 0, open: open,
+                        connections: index == 0 ? daemon.tcpConnections(toPort: upstreamPort) : 0)
         }
         // Not ClosedLoop: its per-worker latency histogram (1.6 MB each) is 8 GB at 5,000 streams, and a stream's
         // latency is not what this measures.
@@ -148,16 +153,18 @@ struct SlowStreams {
         let errors = counts.failures.load(ordering: .relaxed)
         let forwarded = max(1, window.chunks)
         let row = Row(upstream: upstream, streams: streams, open: window.open,
+                      upstreamConnections: window.upstreamConnections,
                       chunksPerSecond: Double(window.chunks) / seconds,
                       cpuPerChunk: Double(window.cpu) / Double(forwarded),
                       kibPerStream: Double(window.meanRSS - idle.rss) / Double(streams),
                       anonymousKiBPerStream: Double(window.meanAnonymous - idle.anonymous) / Double(streams),
                       errors: errors)
         print(String(format: "%@, %5d streams (%d open): %7.0f chunks/s of %d offered, daemon CPU %5.1f µs per chunk, "
-            + "RSS %.1f MB idle → %.1f MB (%.1f KB per open stream, %.1f KB of it anonymous)", upstream.rawValue,
+            + "RSS %.1f MB idle → %.1f MB (%.1f KB per open stream, %.1f KB of it anonymous), %d upstream "
+            + "connections", upstream.rawValue,
             streams, window.open, row.chunksPerSecond, streams * 1000 / Self.chunkIntervalMs, row.cpuPerChunk,
             Double(idle.rss) / 1024, Double(window.meanRSS) / 1024, row.kibPerStream * 1.024,
-            row.anonymousKiBPerStream * 1.024)
+            row.anonymousKiBPerStream * 1.024, row.upstreamConnections)
             + (errors > 0 ? ", \(errors) streams failed" : ""))
         return row
     }
@@ -235,11 +242,14 @@ final class SlowStreamWindow: @unchecked Sendable {
     private var end = (cpu: 0, chunks: 0, rss: 0, anonymous: 0)
     /// Calls in flight in the daemon at the window's start (every stream open, if the ramp worked).
     private(set) var open = 0
+    /// The daemon's connections upstream at the window's start.
+    private(set) var upstreamConnections = 0
 
-    func read(_ checkpoint: Int, cpu: Int, chunks: Int, rss: Int, anonymous: Int, open: Int) {
+    func read(_ checkpoint: Int, cpu: Int, chunks: Int, rss: Int, anonymous: Int, open: Int, connections: Int) {
         if checkpoint == 0 {
             start = (cpu, chunks, rss, anonymous)
             self.open = open
+            upstreamConnections = connections
         } else {
             end = (cpu, chunks, rss, anonymous)
         }
