@@ -84,12 +84,14 @@ struct SlowStreams {
             let (child, port, caFile) = try startNghttpx(backendPort: fakePort, tag: tag)
             proxy = child
             upstreamPort = port
+            // Connections for the streams at 100 each (nghttpx's limit and the default max_concurrent_streams), as
+            // README advises: left higher, libcurl 7.88 opens a connection per stream in the ramp (~100 KB each).
             provider = #"{kind: openai, base_url: "https://127.0.0.1:\#(port)/v1", api_key_env: BENCH_KEY, "#
-                + #"http_version: "2", ca_file: \#(caFile)}"#
+                + #"http_version: "2", ca_file: \#(caFile), max_connections: \#(streams / 100 + 1)}"#
         }
         let config = dir + "/\(tag).yaml"
         // `upstream_connections_per_host` is each provider's default max_connections (and libcurl's per-host cap
-        // before pools existed), so one config serves both.
+        // before pools existed): the HTTP/1.1 provider's.
         try """
             limits: {upstream_connections_per_host: \(streams + 100), upstream_connections: \(streams + 100)}
             providers:
