@@ -119,9 +119,7 @@ struct SlowStreams {
         let windowStart = ContinuousClock.now + .milliseconds(Int64((ramp + 1) * 1000))
         let windowEnd = windowStart + .milliseconds(Int64(seconds * 1000))
         func checkpoint(_ index: Int) async {
-            let open = (try? await clients[0].admin("status")).flatMap {
-                try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any]
-            }?["calls_in_flight"] as? Int ?? 0
+            let open = ((try? await Self.callsInFlight(clients[0])) ?? nil) ?? 0
             window.read(index, cpu: daemon.cpuMicroseconds() ?? 0, chunks: counts.received.load(ordering: .relaxed),
                         rss: daemon.residentKiB() ?? 0, anonymous: daemon.anonymousRSSKiB() ?? 0, open: open,
                         connections: index == 0 ? daemon.tcpConnections(toPort: upstreamPort) : 0)
@@ -171,6 +169,12 @@ struct SlowStreams {
         return row
     }
 
+    /// `calls_in_flight` from the daemon's status; nil when the answer does not hold it.
+    private static func callsInFlight(_ client: BreakwaterClient) async throws -> Int? {
+        let status = try JSONSerialization.jsonObject(with: Data(try await client.admin("status")))
+        return (status as? [String: Any])?["calls_in_flight"] as? Int
+    }
+
     /// Opens a few streams, takes two chunks of each and cancels them, then waits (10 s at most) until the daemon
     /// has no call in flight: what the first calls page in is then in the idle figure.
     private func warmUp(_ clients: [BreakwaterClient], _ daemon: Child) async throws {
@@ -189,8 +193,7 @@ struct SlowStreams {
         }
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
-            let status = try JSONSerialization.jsonObject(with: Data(try await clients[0].admin("status")))
-            if (status as? [String: Any])?["calls_in_flight"] as? Int == 0 { return }
+            if try await Self.callsInFlight(clients[0]) == 0 { return }
             try await Task.sleep(for: .milliseconds(20))
         }
         throw ChildExited(output: "the warm-up streams were still in flight in the daemon after 10 s")
