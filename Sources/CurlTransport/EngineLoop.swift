@@ -27,8 +27,11 @@ final class EngineLoop: @unchecked Sendable {
     /// The pools transfers were started under, with their queues.
     private var pools: [ObjectIdentifier: PoolQueue] = [:]
 
-    /// How many idle easy handles to keep for reuse; each one saves an allocation and option setup.
-    private static let freeHandleLimit = 16
+    /// How many idle easy handles to keep for reuse; each one saves libcurl's allocation and set-up of a handle
+    /// (and its free at the end), and holds ~5 KB while idle. Sized for a busy host's calls in flight: with 16,
+    /// 64 calls in flight made and freed a handle for most calls (`curl_easy_init` + `curl_easy_cleanup` and the
+    /// allocator's consolidation under them were ~6% of the daemon's samples; BENCHMARKS.md). 256 hold ~1.4 MB.
+    private static let freeHandleLimit = 256
     /// The longest the loop sleeps without looking at the submission queue and the clock.
     private static let maximumPollMilliseconds = 1000
 
