@@ -506,7 +506,8 @@ final class CallDriver {
             timeouts: TransferTimeouts(connect: min(t.connect, remaining), firstByte: t.firstByte, idle: t.idle,
                                        total: min(t.total, remaining)),
             httpVersion: target.provider.httpVersion, caFile: target.provider.config.caFile,
-            pool: target.provider.pool
+            pool: target.provider.pool,
+            receiveBufferBytes: stream ? HTTPRequest.streamReceiveBufferBytes : HTTPRequest.defaultReceiveBufferBytes
         )
         let send = { [self] in
             // Stopped while STARTED was being written: the request never goes out.

@@ -210,7 +210,7 @@ final class EngineLoop: @unchecked Sendable {
 
     /// Gives the transfer an easy handle and hands it to libcurl.
     private func attach(_ transfer: Transfer, _ request: HTTPRequest) {
-        guard let easy = takeHandle() else {
+        guard let easy = takeHandle(receiveBufferBytes: request.receiveBufferBytes) else {
             finish(transfer, .failure(TransportError(kind: .localConfiguration, detail: "curl_easy_init failed")),
                    attached: false)
             return
@@ -239,11 +239,11 @@ final class EngineLoop: @unchecked Sendable {
 
     /// An idle handle, or a fresh one, with its receive buffer sized; idle handles libcurl will not size are
     /// dropped (see `EasyHandle.sizeReceiveBuffer`). Nil only when libcurl cannot make a handle.
-    private func takeHandle() -> EasyHandle? {
+    private func takeHandle(receiveBufferBytes: Int) -> EasyHandle? {
         while let easy = freeHandles.popLast() {
-            if easy.sizeReceiveBuffer() { return easy }
+            if easy.sizeReceiveBuffer(receiveBufferBytes) { return easy }
         }
-        guard let easy = EasyHandle(), easy.sizeReceiveBuffer() else { return nil }
+        guard let easy = EasyHandle(), easy.sizeReceiveBuffer(receiveBufferBytes) else { return nil }
         return easy
     }
 

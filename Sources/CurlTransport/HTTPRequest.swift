@@ -58,6 +58,16 @@ public struct HTTPRequest: Sendable {
     public var caFile: String?
     /// The pool the transfer runs under: when it is full, the transfer waits its turn (its total limit running).
     public var pool: ConnectionPool?
+    /// libcurl's receive buffer for this transfer (`CURLOPT_BUFFERSIZE`), which it holds for the transfer's whole
+    /// life: a stream an LLM takes a minute to answer holds it for that minute. Larger means fewer reads of a big
+    /// answer; smaller, less memory per open stream (BENCHMARKS.md, "Memory per open stream").
+    public var receiveBufferBytes: Int
+
+    /// A quarter of libcurl's default (16 KB): a whole answer of a few KB in one or two reads.
+    public static let defaultReceiveBufferBytes = 4096
+    /// libcurl's least, for streams: an SSE event is a few hundred bytes, and an open stream's buffer is most of
+    /// what it costs beyond libcurl's handle (1,000 open streams: ~3 KB each less resident than with 4 KB).
+    public static let streamReceiveBufferBytes = 1024
 
     public init(
         method: String,
@@ -67,7 +77,8 @@ public struct HTTPRequest: Sendable {
         timeouts: TransferTimeouts = TransferTimeouts(),
         httpVersion: HTTPVersion = .http1_1,
         caFile: String? = nil,
-        pool: ConnectionPool? = nil
+        pool: ConnectionPool? = nil,
+        receiveBufferBytes: Int = HTTPRequest.defaultReceiveBufferBytes
     ) {
         self.method = method
         self.url = url
@@ -77,5 +88,6 @@ public struct HTTPRequest: Sendable {
         self.httpVersion = httpVersion
         self.caFile = caFile
         self.pool = pool
+        self.receiveBufferBytes = receiveBufferBytes
     }
 }

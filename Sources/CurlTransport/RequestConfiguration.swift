@@ -32,7 +32,7 @@ enum RequestConfiguration {
         // A proxy's "200 Connection established" must not be mistaken for the response head.
         try check(bw_curl_easy_setopt_long(handle, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1), "SUPPRESS_CONNECT_HEADERS")
 
-        // A smaller send buffer than libcurl's 64 KB (the receive buffer: `EasyHandle.sizeReceiveBuffer`): over
+        // A smaller send buffer than libcurl's 64 KB (the receive buffer: `HTTPRequest.receiveBufferBytes`): over
         // HTTP/2 every transfer holds one for its whole life, open streams included (over HTTP/1.1 a body that
         // fits goes out with the head, without it), and request bodies are a few KB; a larger one takes more writes.
         try check(bw_curl_easy_setopt_long(handle, CURLOPT_UPLOAD_BUFFERSIZE, sendBufferBytes), "UPLOAD_BUFFERSIZE")

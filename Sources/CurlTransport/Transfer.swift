@@ -22,20 +22,15 @@ final class EasyHandle {
         errorBuffer.deallocate()
     }
 
-    /// libcurl's receive buffer per transfer (`CURLOPT_BUFFERSIZE`; its least is 1 KB), a quarter of its default.
-    static let receiveBufferBytes = 4096
-
-    /// Sets the receive buffer's size for the next transfer; false when libcurl refuses, and then the handle must
-    /// not be used. A transfer holds this buffer for its whole life — an open stream (an LLM answering for a
-    /// minute) holds libcurl's default 16 KB for that minute — while answers arrive in pieces far smaller than
-    /// 4 KB, and a larger one only takes more reads (BENCHMARKS.md, "Memory per open stream").
+    /// Sets the receive buffer's size for the next transfer (`HTTPRequest.receiveBufferBytes`); false when libcurl
+    /// refuses, and then the handle must not be used.
     ///
     /// libcurl (7.88) refuses a new size while the handle still holds a buffer, which it frees when a transfer is
     /// done but not when one is removed while it waited for a connection; `curl_easy_reset` then sets the default
-    /// size back without freeing it, so the handle would read 16 KB into the 4 KB it holds. Such a handle is
-    /// dropped.
-    func sizeReceiveBuffer() -> Bool {
-        bw_curl_easy_setopt_long(raw, CURLOPT_BUFFERSIZE, Self.receiveBufferBytes) == CURLE_OK
+    /// size back without freeing it, so the handle would read 16 KB into the smaller one it holds. Such a handle
+    /// is dropped.
+    func sizeReceiveBuffer(_ bytes: Int) -> Bool {
+        bw_curl_easy_setopt_long(raw, CURLOPT_BUFFERSIZE, bytes) == CURLE_OK
     }
 
     /// libcurl's error text for the last transfer, falling back to the generic text for `code`.

@@ -376,6 +376,30 @@ struct CurlEngineTests {
         }
     }
 
+    @Test("each transfer reads into the receive buffer it asked for, on a reused handle too; bodies arrive whole")
+    func receiveBufferFollowsTheRequest() async throws {
+        let answer = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let server = try LoopbackServer { _ in .respond(status: 200, body: answer) }
+        defer { server.stop() }
+        let engine = try CurlEngine()
+        defer { engine.shutdown() }
+
+        // One at a time, so each transfer takes the handle the one before it left (and libcurl its connection).
+        for bytes in [HTTPRequest.streamReceiveBufferBytes, HTTPRequest.defaultReceiveBufferBytes,
+                      HTTPRequest.streamReceiveBufferBytes] {
+            let delegate = RecordingDelegate()
+            engine.start(HTTPRequest(method: "POST", url: server.baseURL + "/v1/chat/completions",
+                                     receiveBufferBytes: bytes), delegate: delegate)
+            expectSuccess(await delegate.result())
+            let record = delegate.snapshot
+            #expect(record.body == answer)
+            // The whole answer is sent at once, so libcurl's reads fill the buffer: the largest piece is its size.
+            #expect(record.largestBodyPiece <= bytes)
+            #expect(record.largestBodyPiece > bytes / 2)
+        }
+        #expect(server.connectionsAccepted == 1)
+    }
+
     @Test("cancel right after start, before any response, completes with .cancelled")
     func cancelRightAfterStart() async throws {
         let server = try LoopbackServer { _ in .silence }

@@ -13,6 +13,8 @@ final class RecordingDelegate: TransferDelegate {
         var status: Int?
         var headers: [HTTPHeader] = []
         var body: [UInt8] = []
+        /// The most bytes one body callback brought: at most the transfer's receive buffer.
+        var largestBodyPiece = 0
         var result: Result<Void, TransportError>?
         var heads = 0
         var completions = 0
@@ -45,6 +47,7 @@ final class RecordingDelegate: TransferDelegate {
                 record.contractViolations.append("body without head or after completion")
             }
             record.body += bytes
+            record.largestBodyPiece = max(record.largestBodyPiece, bytes.count)
             record.threads.insert(UInt(pthread_self()))
         }
     }
