@@ -5,7 +5,11 @@ import Resilience
 import Synchronization
 
 /// A configured provider ready to call: its adapter, transport settings and API key.
-struct ProviderRuntime: Sendable {
+///
+/// A class, built once per config load: every call's chain, attempt, wait and attempt record names its target, and
+/// as a struct (the whole `ProviderConfig` inline) each of those copies took ~0.6 KB (`ProviderConfig` is 476 bytes) and a retain per field — a
+/// `CallDriver` was 1.9 KB (its phase holds two targets while it waits) and an open stream's call state 4.7 KB.
+final class ProviderRuntime: Sendable {
     let name: String
     let config: ProviderConfig
     let adapter: any ProviderAdapter
@@ -16,6 +20,16 @@ struct ProviderRuntime: Sendable {
     let generation: Int
     /// Caps this provider's calls in flight host-wide (`max_connections`, × `max_concurrent_streams` over HTTP/2).
     let pool: ConnectionPool
+
+    init(name: String, config: ProviderConfig, adapter: any ProviderAdapter, apiKeys: [Secret], generation: Int,
+         pool: ConnectionPool) {
+        self.name = name
+        self.config = config
+        self.adapter = adapter
+        self.apiKeys = apiKeys
+        self.generation = generation
+        self.pool = pool
+    }
 
     var apiKey: Secret? { apiKeys.first }
 
