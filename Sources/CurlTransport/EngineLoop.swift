@@ -210,7 +210,7 @@ final class EngineLoop: @unchecked Sendable {
 
     /// Gives the transfer an easy handle and hands it to libcurl.
     private func attach(_ transfer: Transfer, _ request: HTTPRequest) {
-        guard let easy = takeHandle(receiveBufferBytes: request.receiveBufferBytes) else {
+        guard let easy = takeHandle(receiveBufferBytes: request.effectiveReceiveBufferBytes) else {
             finish(transfer, .failure(TransportError(kind: .localConfiguration, detail: "curl_easy_init failed")),
                    attached: false)
             return

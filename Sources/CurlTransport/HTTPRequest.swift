@@ -60,7 +60,8 @@ public struct HTTPRequest: Sendable {
     public var pool: ConnectionPool?
     /// libcurl's receive buffer for this transfer (`CURLOPT_BUFFERSIZE`), which it holds for the transfer's whole
     /// life: a stream an LLM takes a minute to answer holds it for that minute. Larger means fewer reads of a big
-    /// answer; smaller, less memory per open stream (BENCHMARKS.md, "Memory per open stream").
+    /// answer; smaller, less memory per open stream (BENCHMARKS.md, "Memory per open stream"). A transfer that may
+    /// speak HTTP/2 gets at least `http2ReceiveBufferBytes` whatever this says (`effectiveReceiveBufferBytes`).
     public var receiveBufferBytes: Int
 
     /// A quarter of libcurl's default (16 KB): a whole answer of a few KB in one or two reads.
@@ -68,6 +69,28 @@ public struct HTTPRequest: Sendable {
     /// libcurl's least, for streams: an SSE event is a few hundred bytes, and an open stream's buffer is most of
     /// what it costs beyond libcurl's handle (1,000 open streams: ~3 KB each less resident than with 4 KB).
     public static let streamReceiveBufferBytes = 1024
+    /// The least receive buffer of a transfer that may speak HTTP/2: libcurl 7.88's input buffer per connection.
+    ///
+    /// libcurl 7.88 (Debian 12's) loses track of an HTTP/2 stream's data when more of it arrives in one read of
+    /// the connection than the transfer's receive buffer holds: it keeps the rest (nghttp2 paused) and asks for
+    /// the transfer to be run again only once, and its "more to read?" check never says yes
+    /// (`cf_h2_data_pending` compares the input buffer's offsets the wrong way round), so the rest waits for the
+    /// socket to turn readable again — which, at the end of an answer, it never does: the call stalls until its
+    /// idle limit. A read takes at most this much from the connection (`H2_BUFSIZE`), so a buffer this large is
+    /// never overrun by the stream being read. libcurl 8 rewrote that code.
+    public static let http2ReceiveBufferBytes = 32 * 1024
+
+    /// The receive buffer the engine gives the transfer: `receiveBufferBytes`, raised to
+    /// `http2ReceiveBufferBytes` when libcurl may pick HTTP/2 (asked for by prior knowledge, or offered by ALPN
+    /// on an `https` URL).
+    public var effectiveReceiveBufferBytes: Int {
+        let mayUseHTTP2 = switch httpVersion {
+        case .http1_1: false
+        case .http2PriorKnowledge: true
+        case .http2: url.utf8.prefix(6).lazy.map { $0 | 0x20 }.elementsEqual("https:".utf8)
+        }
+        return mayUseHTTP2 ? max(receiveBufferBytes, Self.http2ReceiveBufferBytes) : receiveBufferBytes
+    }
 
     public init(
         method: String,

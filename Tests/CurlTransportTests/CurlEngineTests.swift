@@ -400,6 +400,36 @@ struct CurlEngineTests {
         #expect(server.connectionsAccepted == 1)
     }
 
+    @Test("a transfer libcurl may run over HTTP/2 gets a receive buffer of at least 32 KB; others what they ask")
+    func http2TransfersGetTheLargerReceiveBuffer() {
+        func bytes(_ url: String, _ version: HTTPVersion, asked: Int) -> Int {
+            HTTPRequest(method: "POST", url: url, httpVersion: version, receiveBufferBytes: asked)
+                .effectiveReceiveBufferBytes
+        }
+        #expect(bytes("https://api.openai.com/v1/chat/completions", .http2, asked: 1024) == 32 * 1024)
+        #expect(bytes("HTTPS://api.openai.com/v1/chat/completions", .http2, asked: 4096) == 32 * 1024)
+        #expect(bytes("https://api.openai.com/v1/chat/completions", .http2, asked: 64 * 1024) == 64 * 1024)
+        #expect(bytes("http://127.0.0.1:8000/v1/chat/completions", .http2PriorKnowledge, asked: 1024) == 32 * 1024)
+        // libcurl offers HTTP/2 by ALPN only, so over TLS only: an http:// URL speaks HTTP/1.1.
+        #expect(bytes("http://127.0.0.1:8000/v1/chat/completions", .http2, asked: 1024) == 1024)
+        #expect(bytes("https://api.openai.com/v1/chat/completions", .http1_1, asked: 1024) == 1024)
+    }
+
+    @Test("an http:// transfer asking for HTTP/2 (so speaking HTTP/1.1) reads into the small buffer it asked for")
+    func cleartextHTTP2RequestKeepsItsBuffer() async throws {
+        let answer = (0..<50_000).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        let server = try LoopbackServer { _ in .respond(status: 200, body: answer) }
+        defer { server.stop() }
+        let engine = try CurlEngine()
+        defer { engine.shutdown() }
+        let delegate = RecordingDelegate()
+        engine.start(HTTPRequest(method: "POST", url: server.baseURL + "/v1/chat/completions", httpVersion: .http2,
+                                 receiveBufferBytes: HTTPRequest.streamReceiveBufferBytes), delegate: delegate)
+        expectSuccess(await delegate.result())
+        #expect(delegate.snapshot.body == answer)
+        #expect(delegate.snapshot.largestBodyPiece <= HTTPRequest.streamReceiveBufferBytes)
+    }
+
     @Test("cancel right after start, before any response, completes with .cancelled")
     func cancelRightAfterStart() async throws {
         let server = try LoopbackServer { _ in .silence }
