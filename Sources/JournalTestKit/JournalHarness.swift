@@ -82,6 +82,37 @@ public final class JournalHarness: Sendable {
     public static let journaldCandidates = ["/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald"]
 
     private static let setpriv = "/usr/bin/setpriv"
+    private static let unshare = "/usr/bin/unshare"
+
+    /// How many datagrams journald's socket queues before a sender blocks: what systemd (PID 1) sets
+    /// `net.unix.max_dgram_qlen` to at boot, at the least, on every host it runs.
+    public static let systemdDatagramQueueLength = 512
+
+    /// The datagram queue the private journald's socket has: `systemdDatagramQueueLength`, or the host's
+    /// `net.unix.max_dgram_qlen` when `unshare` is missing.
+    public let datagramQueueLength: Int
+
+    /// How journald is started: in a network namespace of its own whose `net.unix.max_dgram_qlen` is the one
+    /// systemd sets, and with `setpriv --pdeathsig` (journald gets SIGTERM when the harness's thread dies, so a
+    /// crashed test process leaves no journald behind; stop() ends journald before the thread in the normal case).
+    ///
+    /// Why the namespace: a unix datagram socket takes the queue length of the network namespace it is created
+    /// in. systemd raises it from the kernel's default of 10 to 512 at boot because journald needs it; a machine
+    /// whose PID 1 is not systemd (a container, this CI's VM) keeps 10, and with 10 a sender under load blocks in
+    /// `sendmsg` for nearly every entry and is woken for each one journald takes (a context switch per entry,
+    /// seen as 1.7 per call in `breakwater-bench --cost` with a policy). journald needs no network, and its path
+    /// socket is reachable from every namespace that sees the path.
+    static func journaldCommand(_ journald: String) -> (executable: String, arguments: [String]) {
+        var command = [journald]
+        if access(setpriv, X_OK) == 0 { command = [setpriv, "--pdeathsig", "SIGTERM", "--"] + command }
+        guard access(unshare, X_OK) == 0 else { return (command[0], Array(command.dropFirst())) }
+        // unshare and sh exec, so journald keeps this thread as its parent (and the pdeathsig); a queue length
+        // that cannot be set fails the start (exit 97, said in journald.log), not the figures.
+        let script = "echo \(systemdDatagramQueueLength) > /proc/sys/net/unix/max_dgram_qlen "
+            + "|| { echo 'could not set net.unix.max_dgram_qlen in journald network namespace' >&2; exit 97; }; "
+            + "exec \"$@\""
+        return (unshare, ["--net", "--", "/bin/sh", "-c", script, "journald-harness"] + command)
+    }
 
     /// Starts a harness (by default with a private journald, waiting until its socket exists).
     public static func start(_ options: Options = Options()) throws -> JournalHarness {
@@ -124,8 +155,7 @@ public final class JournalHarness: Sendable {
                 case .journald:
                     // setpriv --pdeathsig: journald gets SIGTERM when this thread dies, so a crashed test process
                     // leaves no journald behind (stop() ends journald before the thread in the normal case).
-                    let (executable, arguments) = access(Self.setpriv, X_OK) == 0
-                        ? (Self.setpriv, ["--pdeathsig", "SIGTERM", "--", journald!]) : (journald!, [])
+                    let (executable, arguments) = Self.journaldCommand(journald!)
                     let child = try ChildPID.spawn(executable, arguments: arguments, logPath: directory + "/journald.log",
                                           environment: ["SYSTEMD_LOG_TARGET=console", "SYSTEMD_LOG_LEVEL=info"])
                     pid.withLock { $0 = child }
@@ -140,6 +170,8 @@ public final class JournalHarness: Sendable {
             throw error
         }
         journaldPID = pid.withLock { $0 }
+        datagramQueueLength = journald != nil && access(Self.unshare, X_OK) == 0
+            ? Self.systemdDatagramQueueLength : Self.hostDatagramQueueLength()
         if let journaldPID {
             // Ready once it listens and has created the runtime journal (it binds the socket first).
             let socket = "/proc/\(journaldPID)/root/run/systemd/journal/socket"
@@ -158,6 +190,12 @@ public final class JournalHarness: Sendable {
 
     deinit {
         stop()
+    }
+
+    /// This machine's `net.unix.max_dgram_qlen` (the kernel's default is 10), or 0 when unreadable.
+    public static func hostDatagramQueueLength() -> Int {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/unix/max_dgram_qlen", encoding: .utf8)) ?? ""
+        return Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
     }
 
     /// Runs `body` on the harness's thread, inside its mount namespace, and returns its result. Threads and

@@ -113,7 +113,9 @@ struct CostBench {
             do {
                 journal = try JournalHarness.start()
                 print("\n== policy on: token, scopes, tenant, budget\(mode == .clusterBudget ? " (tenant's: scope cluster, in redis-server)" : mode == .hostBudget ? " (tenant's: scope host)" : ""); audit into a private systemd-journald "
-                    + "(pid \(journal?.journaldPID.map(String.init) ?? "?"))")
+                    + "(pid \(journal?.journaldPID.map(String.init) ?? "?"), socket queue \(journal?.datagramQueueLength ?? 0) "
+                    + "datagrams, as systemd sets net.unix.max_dgram_qlen; this host's: "
+                    + "\(JournalHarness.hostDatagramQueueLength()))")
             } catch {
                 print("\n== policy on; NO journald (\(error)): audit entries go nowhere, the audit cost is understated")
             }

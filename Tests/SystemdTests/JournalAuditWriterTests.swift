@@ -183,6 +183,50 @@ import Glibc
         #expect(writer.droppedCount == 1)
     }
 
+    /// The private journald's socket queues as many datagrams as journald's socket on a systemd host (PID 1 sets
+    /// net.unix.max_dgram_qlen to 512), not the kernel's 10: with journald stopped (SIGSTOP), 100 non-blocking sends
+    /// all go in, where with 10 the 12th would fail with EAGAIN. Resumed, journald takes every one of them.
+    @Test func theJournaldSocketQueuesLikeOnASystemdHost() async throws {
+        try await JournalHarness.withHarness { journal in
+            #expect(journal.datagramQueueLength == JournalHarness.systemdDatagramQueueLength)
+            let pid = try #require(journal.journaldPID)
+            let id = Self.unique("queue")
+            #expect(kill(pid, SIGSTOP) == 0)
+            var resumed = false
+            defer { if !resumed { kill(pid, SIGCONT) } }
+            let accepted = try journal.run { () throws -> Int in
+                let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+                guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+                defer { close(fd) }
+                var address = sockaddr_un()
+                address.sun_family = sa_family_t(AF_UNIX)
+                withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                    let bytes = Array("/run/systemd/journal/socket".utf8)
+                    raw.copyBytes(from: bytes)
+                    raw[bytes.count] = 0
+                }
+                var sent = 0
+                for i in 0..<100 {
+                    let entry = Array("MESSAGE=queued \(i)\nBW_QUEUE_TEST=\(id)\n".utf8)
+                    let n = withUnsafePointer(to: &address) { pointer in
+                        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            sendto(fd, entry, entry.count, Int32(MSG_DONTWAIT), $0,
+                                   socklen_t(MemoryLayout<sockaddr_un>.size))
+                        }
+                    }
+                    guard n == entry.count else { break }
+                    sent += 1
+                }
+                return sent
+            }
+            #expect(kill(pid, SIGCONT) == 0)
+            resumed = true
+            #expect(accepted == 100, "journald's socket took \(accepted) datagrams before EAGAIN")
+            let entries = try await journal.waitForEntries(count: accepted, matching: ["BW_QUEUE_TEST": id])
+            #expect(entries.count == accepted)
+        }
+    }
+
     /// The harness reaches child processes two ways: spawned from `run`, or wrapped with `command`.
     @Test func childProcessesLogIntoTheHarness() async throws {
         try await JournalHarness.withHarness { journal in
