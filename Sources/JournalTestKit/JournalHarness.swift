@@ -334,22 +334,8 @@ private func makeTemporaryDirectory() throws -> String {
 
 /// Binds a Unix datagram socket at `path` and closes it: the file stays, with nobody behind it.
 private func leaveStaleSocket(at path: String) throws {
-    let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-    guard fd >= 0 else { throw JournalHarnessError("socket failed: " + String(cString: strerror(errno))) }
-    defer { close(fd) }
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-        let bytes = Array(path.utf8)
-        raw.copyBytes(from: bytes)
-        raw[bytes.count] = 0
-    }
-    let result = withUnsafePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-        }
-    }
-    guard result == 0 else { throw JournalHarnessError("bind \(path) failed: " + String(cString: strerror(errno))) }
+    var socket = try DatagramSocket(boundAt: path)
+    socket.close()
 }
 
 /// SIGTERM `pid`, then SIGKILL if it has not exited within 5 s; reaps it either way, never waiting unbounded.

@@ -12,7 +12,7 @@ import Glibc
 /// `unshare(CLONE_NEWNS)` works on one thread of a multithreaded process (it implies CLONE_FS, which unshares
 /// only the calling thread's root and cwd). The thread, every thread it creates and every process it spawns see
 /// the mounts made here; the rest of the test process does not. That is how a test's audit writer, whose
-/// `sd_journal_sendv` always writes to `/run/systemd/journal/socket`, reaches a private journald: create the
+/// socket is `/run/systemd/journal/socket` (as the daemon's always is), reaches a private journald: create the
 /// writer (and so its thread) on this thread.
 final class MountNamespaceThread: Sendable {
     private struct Job: Sendable {

@@ -50,21 +50,24 @@ public struct AuditEvent: Sendable, Equatable {
     /// cannot be set here: doing so is a programming error and traps.
     public subscript(field: AuditField) -> String? {
         get { fields.first { $0.field == field }?.value }
-        set {
-            precondition(!AuditField.writerOwned.contains(field), "\(field) is set by the audit writer")
-            let index = fields.firstIndex { $0.field == field }
-            switch (index, newValue) {
-            case (let i?, let value?): fields[i] = Field(field: field, value: AuditEvent.sanitised(value))
-            case (nil, let value?): fields.append(Field(field: field, value: AuditEvent.sanitised(value)))
-            case (let i?, nil): fields.remove(at: i)
-            case (nil, nil): break
-            }
-        }
+        set { store(field, newValue.map(AuditEvent.sanitised)) }
     }
 
     /// Sets a numeric field (counts, ids, milliseconds).
     public mutating func set(_ field: AuditField, _ value: some BinaryInteger) {
-        self[field] = String(value)
+        store(field, String(value))  // digits and a sign: nothing to sanitise
+    }
+
+    /// Sets `field` to `value`, already sanitised, or removes it.
+    private mutating func store(_ field: AuditField, _ value: String?) {
+        precondition(!field.isWriterOwned, "\(field) is set by the audit writer")
+        let index = fields.firstIndex { $0.field == field }
+        switch (index, value) {
+        case (let i?, let value?): fields[i] = Field(field: field, value: value)
+        case (nil, let value?): fields.append(Field(field: field, value: value))
+        case (let i?, nil): fields.remove(at: i)
+        case (nil, nil): break
+        }
     }
 
     /// The syslog priority the entry gets. By default: `err` for the writer's own loss reports, `warning` for a
@@ -210,10 +213,7 @@ extension AuditEvent {
     /// `value` as one line of at most `maximumValueBytes` UTF-8 bytes: control characters and Unicode line
     /// separators are written as escapes (`\n`, `\x1b`, `\u2028`), and a value cut short ends in `…`.
     public static func sanitised(_ value: String) -> String {
-        if value.utf8.count <= maximumValueBytes, !value.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }),
-           !value.unicodeScalars.contains(where: isLineSeparator) {
-            return value
-        }
+        if isClean(value) { return value }
         let ellipsis = "…"
         let budget = maximumValueBytes - ellipsis.utf8.count
         var out = ""
@@ -230,6 +230,22 @@ extension AuditEvent {
             used += size
         }
         return out
+    }
+
+    /// Whether `value` needs no change: short enough, no control byte, no line separator. One pass over the
+    /// bytes; only a value with non-ASCII bytes is looked at again, as scalars, for the separators.
+    private static func isClean(_ value: String) -> Bool {
+        guard value.utf8.count <= maximumValueBytes else { return false }
+        let verdict: (control: Bool, ascii: Bool) = value.utf8.withContiguousStorageIfAvailable { bytes in
+            var high: UInt8 = 0
+            for byte in bytes {
+                if byte < 0x20 || byte == 0x7F { return (control: true, ascii: false) }
+                high |= byte
+            }
+            return (control: false, ascii: high < 0x80)
+        } ?? (control: value.utf8.contains { $0 < 0x20 || $0 == 0x7F }, ascii: false)
+        if verdict.control { return false }
+        return verdict.ascii || !value.unicodeScalars.contains(where: isLineSeparator)
     }
 
     private static func isLineSeparator(_ scalar: Unicode.Scalar) -> Bool {

@@ -7,17 +7,25 @@
 public struct AuditField: Hashable, Sendable, CustomStringConvertible {
     /// The journal field name, e.g. `REQUEST_ID`.
     public let name: String
+    /// Whether only the writer sets it (`MESSAGE`, `MESSAGE_ID`, `PRIORITY`, `SYSLOG_IDENTIFIER`, `AUDIT_KIND`):
+    /// a flag, so the check on every field an event sets is a load, not a set lookup that hashes the name.
+    let isWriterOwned: Bool
 
     /// Declares a field; `name` must be a valid journal field name.
-    init(_ name: StaticString) {
+    init(_ name: StaticString, writerOwned: Bool = false) {
         let text = name.description
         if let problem = AuditField.problem(with: text) {
             preconditionFailure("invalid journal field name \"\(text)\": \(problem)")
         }
         self.name = text
+        isWriterOwned = writerOwned
     }
 
     public var description: String { name }
+
+    // A field is its name (the flag follows from it).
+    public static func == (a: AuditField, b: AuditField) -> Bool { a.name == b.name }
+    public func hash(into hasher: inout Hasher) { hasher.combine(name) }
 
     /// Checks `name` against journald's rules for fields a client may set.
     ///
@@ -59,15 +67,15 @@ extension AuditField {
     // MARK: Fields the writer sets on every entry
 
     /// The one-line summary journalctl shows.
-    public static let message = AuditField("MESSAGE")
+    public static let message = AuditField("MESSAGE", writerOwned: true)
     /// The 128-bit id of the event kind, which the catalog explains.
-    public static let messageID = AuditField("MESSAGE_ID")
+    public static let messageID = AuditField("MESSAGE_ID", writerOwned: true)
     /// The syslog priority, 0 (emerg) to 7 (debug).
-    public static let priority = AuditField("PRIORITY")
+    public static let priority = AuditField("PRIORITY", writerOwned: true)
     /// `breakwaterd`, so `journalctl -t breakwaterd` shows the audit trail.
-    public static let syslogIdentifier = AuditField("SYSLOG_IDENTIFIER")
+    public static let syslogIdentifier = AuditField("SYSLOG_IDENTIFIER", writerOwned: true)
     /// The event kind in words (`policy_decision`), for readers who do not know the ids by heart.
-    public static let auditKind = AuditField("AUDIT_KIND")
+    public static let auditKind = AuditField("AUDIT_KIND", writerOwned: true)
 
     // MARK: Common fields
 
@@ -222,7 +230,4 @@ extension AuditField {
         clusterStore, liveDaemons, fallbackShare, degradedMilliseconds,
         droppedCount, unwrittenCount,
     ]
-
-    /// Fields only the writer sets; an event cannot carry them itself.
-    static let writerOwned: Set<AuditField> = [message, messageID, priority, syslogIdentifier, auditKind]
 }

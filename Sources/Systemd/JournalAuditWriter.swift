@@ -9,11 +9,10 @@ import Glibc
 /// Writes audit events to the systemd journal, off the caller's thread, and counts everything it could not write.
 ///
 /// `record(_:)` only appends to a bounded in-memory queue (a lock held for the length of an append), so the
-/// daemon's event loop never waits on journald. One thread drains the queue with `sd_journal_sendv`; when journald
-/// is slow that thread blocks, the queue fills, and what no longer fits is dropped and counted. Entries journald
-/// did not take are counted as unwritten: a negative return from `sd_journal_sendv`, and also entries sent while
-/// `/run/systemd/journal/socket` is missing, for which libsystemd returns success although nothing was written.
-/// Both counts appear in `statistics` for the daemon's status, and once something was lost the writer adds an
+/// daemon's event loop never waits on journald. One thread drains the queue into journald's socket
+/// (`JournalEntryEncoder`: a connected datagram socket, journald's native protocol); when journald is slow that
+/// thread blocks, the queue fills, and what no longer fits is dropped and counted. Entries journald did not take
+/// are counted as unwritten: the socket is missing, nobody listens on it, or a send failed. Both counts appear in `statistics` for the daemon's status, and once something was lost the writer adds an
 /// `auditLoss` entry (priority `err`, at most one a second, also when no further events come) as soon as
 /// journald's socket is back.
 public final class JournalAuditWriter: Sendable {
@@ -23,8 +22,7 @@ public final class JournalAuditWriter: Sendable {
         public var queueCapacity: Int
         /// `SYSLOG_IDENTIFIER` of every entry.
         public var syslogIdentifier: String
-        /// The socket `sd_journal_sendv` writes to. The writer only checks that it exists (libsystemd reports
-        /// success when it does not); it cannot redirect libsystemd elsewhere.
+        /// journald's socket, which the writer connects to.
         public var socketPath: String
         /// Woken by the first event after it went idle, the writer waits this long before taking the queue, so the
         /// events that follow go in the same batch instead of waking it each (one wake-up per window at most, not
@@ -46,7 +44,7 @@ public final class JournalAuditWriter: Sendable {
     public struct Statistics: Sendable, Equatable, CustomStringConvertible {
         /// Entries journald took.
         public var written: Int
-        /// Entries sent but not taken: `sd_journal_sendv` failed, or the journal socket was missing.
+        /// Entries sent but not taken: the journal socket was missing or refused them, or a send failed.
         public var unwritten: Int
         /// Entries dropped before sending because the queue was full (or the writer was shut down).
         public var dropped: Int
@@ -96,7 +94,7 @@ public final class JournalAuditWriter: Sendable {
         core.record(event)
     }
 
-    /// Entries `sd_journal_sendv` failed to send, or sent while the journal socket was missing.
+    /// Entries journald did not take: its socket was missing or refused them, or a send failed.
     public var unwrittenCount: Int { core.unwritten.load(ordering: .relaxed) }
 
     /// Entries dropped because the queue was full.
@@ -209,7 +207,9 @@ extension JournalAuditWriter {
 
         /// The writer thread's loop: take everything queued, send it, repeat; sleep while there is nothing.
         func drain() {
-            var encoder = JournalEntryEncoder(syslogIdentifier: configuration.syslogIdentifier)
+            var encoder = JournalEntryEncoder(syslogIdentifier: configuration.syslogIdentifier,
+                                              socketPath: configuration.socketPath)
+            defer { encoder.closeSocket() }
             var batch: [AuditEvent] = []
             var loss = LossReporter()
             while true {
@@ -250,9 +250,9 @@ extension JournalAuditWriter {
                     break
                 }
 
-                let socketPresent = journalSocketExists()
+                encoder.beginBatch()
                 for event in batch {
-                    let result = socketPresent ? encoder.send(event) : -ENOENT
+                    let result = encoder.send(event)
                     if result < 0 {
                         unwritten.add(1, ordering: .relaxed)
                         lastErrorNumber.store(-result, ordering: .relaxed)
@@ -267,7 +267,7 @@ extension JournalAuditWriter {
         }
 
         /// Writes an `auditLoss` entry when entries were dropped or unwritten since the last one: at most once a
-        /// second, and only when journald's socket is there to take it.
+        /// second, until journald takes it (a report journald did not take is not itself counted).
         private struct LossReporter {
             private var reported = 0
             private var lastReport: ContinuousClock.Instant?
@@ -279,7 +279,7 @@ extension JournalAuditWriter {
                 guard lost > reported else { return }
                 if !force, let lastReport, ContinuousClock.now - lastReport < .seconds(1) { return }
                 lastReport = ContinuousClock.now
-                guard core.journalSocketExists() else { return }
+                encoder.beginBatch()
                 var report = AuditEvent(.auditLoss)
                 report.set(.droppedCount, core.dropped.load(ordering: .relaxed))
                 report.set(.unwrittenCount, core.unwritten.load(ordering: .relaxed))
@@ -288,14 +288,6 @@ extension JournalAuditWriter {
         }
 
         private var lost: Int { dropped.load(ordering: .relaxed) + unwritten.load(ordering: .relaxed) }
-
-        /// Whether the journal socket exists: `sd_journal_sendv` returns 0 for a missing socket (ENOENT), so an
-        /// entry sent then would vanish without a trace.
-        fileprivate func journalSocketExists() -> Bool {
-            var info = stat()
-            guard stat(configuration.socketPath, &info) == 0 else { return false }
-            return (info.st_mode & S_IFMT) == S_IFSOCK
-        }
     }
 }
 

@@ -99,7 +99,7 @@ struct JournalBench: ParsableCommand {
             + "\(Self.entriesPerCall) entries per call, queue \(capacity)")
         print(String(format: "  offered   %d calls, %d entries in %.2f s: %.0f entries/s", calls, expected,
                      offered.seconds, Double(expected) / offered.seconds))
-        print(String(format: "  sent      all %@ after %.2f s: %.0f entries/s through sd_journal_sendv",
+        print(String(format: "  sent      all %@ after %.2f s: %.0f entries/s into journald's socket",
                      flushed ? "sent" : "NOT sent", drained.seconds, Double(stats.written) / drained.seconds))
         if harness != nil {
             print(String(format: "  journal   %d of %d entries readable after %.2f s: %.0f entries/s sustained",

@@ -138,6 +138,35 @@ import Glibc
         #expect(writer.statistics.lastErrorNumber == ECONNREFUSED)
     }
 
+    /// The writer connects to journald's socket once and keeps it; when journald goes and a new one binds the path
+    /// (a restart), the next entry finds the old peer gone, reconnects, and lands in the new one. The datagrams
+    /// are journald's native format, one `NAME=value` line per field.
+    @Test func aRestartedJournaldGetsTheNextEntry() throws {
+        let path = "/tmp/bw-journal-\(UUID().uuidString.prefix(8)).sock"
+        defer { unlink(path) }
+        var first = try DatagramSocket(boundAt: path)
+        let writer = try JournalAuditWriter(configuration: .init(socketPath: path, batchWindow: .zero))
+        defer { _ = writer.shutdown() }
+        writer.record(AuditEvent(.callCompleted, requestID: "before-restart"))
+        let before = try #require(first.receive(timeout: .seconds(5)))
+        first.close()
+        unlink(path)
+        var second = try DatagramSocket(boundAt: path)
+        defer { second.close() }
+        writer.record(AuditEvent(.callCompleted, requestID: "after-restart"))
+        let after = try #require(second.receive(timeout: .seconds(5)))
+        #expect(writer.flush())
+        #expect(writer.writtenCount == 2 && writer.unwrittenCount == 0)
+        for (datagram, id) in [(before, "before-restart"), (after, "after-restart")] {
+            let lines = String(decoding: datagram, as: UTF8.self).split(separator: "\n")
+            #expect(lines.contains("REQUEST_ID=\(id)"))
+            #expect(lines.contains("AUDIT_KIND=call_completed"))
+            #expect(lines.allSatisfy { line in
+                line.firstIndex(of: "=").map { (try? AuditField.validate(String(line[..<$0]))) != nil } ?? false
+            }, "not NAME=value lines: \(lines)")
+        }
+    }
+
     /// With journald frozen the writer thread blocks in sendmsg and the bounded queue overflows: every event is
     /// either in the journal or counted, and once journald runs again an audit_loss entry says how many went.
     @Test func aFullQueueDropsAndCountsAndReportsTheLoss() async throws {
@@ -198,21 +227,11 @@ import Glibc
                 let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
                 guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
                 defer { close(fd) }
-                var address = sockaddr_un()
-                address.sun_family = sa_family_t(AF_UNIX)
-                withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                    let bytes = Array("/run/systemd/journal/socket".utf8)
-                    raw.copyBytes(from: bytes)
-                    raw[bytes.count] = 0
-                }
                 var sent = 0
                 for i in 0..<100 {
                     let entry = Array("MESSAGE=queued \(i)\nBW_QUEUE_TEST=\(id)\n".utf8)
-                    let n = withUnsafePointer(to: &address) { pointer in
-                        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                            sendto(fd, entry, entry.count, Int32(MSG_DONTWAIT), $0,
-                                   socklen_t(MemoryLayout<sockaddr_un>.size))
-                        }
+                    let n = DatagramSocket.withAddress("/run/systemd/journal/socket") {
+                        sendto(fd, entry, entry.count, Int32(MSG_DONTWAIT), $0, $1)
                     }
                     guard n == entry.count else { break }
                     sent += 1
