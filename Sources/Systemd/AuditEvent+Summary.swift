@@ -8,10 +8,11 @@ extension AuditEvent {
     }
 
     private var headline: String {
-        let who = phrase("by agent", agent)
-        let what = action ?? "the call"
-        let forTenant = phrase("on tenant", tenant)
-        let step = routeStep
+        // Looked up only by the kinds that say them (an upstream attempt or a completion says neither).
+        var who: String { phrase("by agent", agent) }
+        var what: String { action ?? "the call" }
+        var forTenant: String { phrase("on tenant", tenant) }
+        var step: String { routeStep }
         switch kind {
         case .identityCheck:
             let peerText = peer.map { " (uid \($0.uid), pid \($0.pid))" } ?? ""

@@ -65,13 +65,16 @@ struct JournalEntryEncoder {
     private static func append(_ event: AuditEvent, syslogIdentifier: String, to bytes: inout [UInt8]) {
         forEachItem(of: event, syslogIdentifier: syslogIdentifier) { field, value in
             bytes.append(contentsOf: field.name.utf8)
-            if value.utf8.contains(UInt8(ascii: "\n")) {
-                bytes.append(UInt8(ascii: "\n"))
-                withUnsafeBytes(of: UInt64(value.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
-            } else {
-                bytes.append(UInt8(ascii: "="))
+            var value = value
+            value.withUTF8 { utf8 in
+                if let start = utf8.baseAddress, memchr(start, 0x0A, utf8.count) != nil {
+                    bytes.append(UInt8(ascii: "\n"))
+                    withUnsafeBytes(of: UInt64(utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
+                } else {
+                    bytes.append(UInt8(ascii: "="))
+                }
+                bytes.append(contentsOf: utf8)
             }
-            bytes.append(contentsOf: value.utf8)
             bytes.append(UInt8(ascii: "\n"))
         }
     }

@@ -170,6 +170,24 @@ import Testing
         #expect(items[4].1 == "policy_decision")
     }
 
+    /// The datagram is journald's native format: `NAME=value` lines, and a value holding a newline (which sanitised
+    /// values never do; only the writer's own items could) framed as `NAME`, newline, 64-bit little-endian length,
+    /// the bytes, newline, so it stays one field.
+    @Test func entriesAreJournaldsNativeFormat() {
+        let event = AuditEvent(.callCompleted, requestID: "r-9")
+        let plain = JournalEntryEncoder.datagram(of: event, syslogIdentifier: "breakwaterd")
+        let lines = String(decoding: plain, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.last == "", "the entry ends with a newline")
+        #expect(lines.dropLast().map { $0.split(separator: "=", maxSplits: 1).first.map(String.init) ?? "" }
+            == JournalEntryEncoder.items(of: event, syslogIdentifier: "breakwaterd").map(\.0.name))
+        #expect(lines.contains("SYSLOG_IDENTIFIER=breakwaterd") && lines.contains("REQUEST_ID=r-9"))
+
+        let framed = JournalEntryEncoder.datagram(of: event, syslogIdentifier: "two\nlines")
+        let item = Array("SYSLOG_IDENTIFIER\n".utf8) + [9, 0, 0, 0, 0, 0, 0, 0] + Array("two\nlines\n".utf8)
+        #expect(framed.indices.contains { framed[$0...].starts(with: item) })
+        #expect(!String(decoding: framed, as: UTF8.self).contains("SYSLOG_IDENTIFIER="))
+    }
+
     @Test func everyKindHasAOneLineSummary() {
         for event in AuditEventSamples.all() {
             let summary = event.summary
