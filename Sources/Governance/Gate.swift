@@ -39,7 +39,7 @@ public struct Gate: Sendable {
     /// Decides one pass of one call. `now` is the monotonic clock (rate limits), `wallNow` Unix seconds
     /// (credential windows, step-up age).
     public mutating func authorize(_ request: AccessRequest, now: Instant, wallNow: Double) -> Decision {
-        var trace: [String] = []
+        var trace = DecisionTrace(recording: false)
         return decide(request, now: now, wallNow: wallNow, trace: &trace)
     }
 
@@ -49,11 +49,11 @@ public struct Gate: Sendable {
     public func explain(agent: String, action: String?, tenant: String?, route: String?, model: String?,
                         now: Instant, wallNow: Double) -> Explanation {
         var scratch = self
-        var trace: [String] = []
+        var trace = DecisionTrace(recording: true)
         let request = AccessRequest(principal: Principal(agent: agent, proof: .dryRun), action: action,
                                     tenant: tenant, route: route, model: model, pass: .admission)
         let decision = scratch.decide(request, now: now, wallNow: wallNow, trace: &trace)
-        return Explanation(decision: decision, trace: trace)
+        return Explanation(decision: decision, trace: trace.lines)
     }
 
     /// Ends a call that an admission or after-approval pass allowed: frees its in-flight slot.
@@ -98,7 +98,7 @@ public struct Gate: Sendable {
     // MARK: - The decision
 
     private mutating func decide(_ r: AccessRequest, now: Instant, wallNow: Double,
-                                 trace: inout [String]) -> Decision {
+                                 trace: inout DecisionTrace) -> Decision {
         let id = r.principal.agent
         guard let agent = policy.agents[id] else {
             return .deny(rule: "agents", code: .unknownAgent, reason: "agent \"\(id)\" is not in the policy")
@@ -303,4 +303,19 @@ public struct StepUpRefusal: Error, Sendable, Hashable, CustomStringConvertible 
     public var reason: String
 
     public var description: String { "\(code.rawValue): \(reason)" }
+}
+
+/// The steps of a decision in words, for `explain` (`breakwater policy check`). `authorize` keeps none, and
+/// builds none of the strings: a line is an autoclosure, made only when recording.
+struct DecisionTrace {
+    let recording: Bool
+    private(set) var lines: [String] = []
+
+    init(recording: Bool) {
+        self.recording = recording
+    }
+
+    mutating func append(_ line: @autoclosure () -> String) {
+        if recording { lines.append(line()) }
+    }
 }
