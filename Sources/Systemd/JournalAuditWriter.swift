@@ -12,9 +12,9 @@ import Glibc
 /// daemon's event loop never waits on journald. One thread drains the queue into journald's socket
 /// (`JournalEntryEncoder`: a connected datagram socket, journald's native protocol); when journald is slow that
 /// thread blocks, the queue fills, and what no longer fits is dropped and counted. Entries journald did not take
-/// are counted as unwritten: the socket is missing, nobody listens on it, or a send failed. Both counts appear in `statistics` for the daemon's status, and once something was lost the writer adds an
-/// `auditLoss` entry (priority `err`, at most one a second, also when no further events come) as soon as
-/// journald's socket is back.
+/// are counted as unwritten: the socket is missing, nobody listens on it, or a send failed. Both counts appear in
+/// `statistics` for the daemon's status, and once something was lost the writer adds an `auditLoss` entry
+/// (priority `err`, at most one a second, also when no further events come) as soon as journald's socket is back.
 public final class JournalAuditWriter: Sendable {
     /// How the writer is set up.
     public struct Configuration: Sendable {

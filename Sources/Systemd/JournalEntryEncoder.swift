@@ -129,9 +129,13 @@ struct JournalEntryEncoder {
         }
         let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return -errno }
+        // As libsystemd's fd_inc_sndbuf: the plain option first, the forced one (root) only if the cap cut it.
         var size = Self.sendBufferBytes
-        if setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
-            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var granted: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, length)
+        if getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &granted, &length) != 0 || granted < size {
+            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
         }
         let connected = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {

@@ -115,7 +115,7 @@ import Glibc
         }
     }
 
-    /// libsystemd returns success when the socket is missing; the writer notices and counts the entries.
+    /// With no socket at the path, every entry is counted unwritten, with ENOENT (nothing vanishes as a success).
     @Test func entriesSentWithTheSocketMissingAreCountedUnwritten() throws {
         let empty = try JournalHarness.start(.init(listener: .missingSocket))
         defer { empty.stop() }
