@@ -92,6 +92,9 @@ public final class JournalHarness: Sendable {
     /// `net.unix.max_dgram_qlen` when `unshare` is missing.
     public let datagramQueueLength: Int
 
+    /// Whether journald gets a network namespace of its own with systemd's queue length (`unshare` is there).
+    private static var setsQueueLength: Bool { access(unshare, X_OK) == 0 }
+
     /// How journald is started: in a network namespace of its own whose `net.unix.max_dgram_qlen` is the one
     /// systemd sets, and with `setpriv --pdeathsig` (journald gets SIGTERM when the harness's thread dies, so a
     /// crashed test process leaves no journald behind; stop() ends journald before the thread in the normal case).
@@ -105,7 +108,7 @@ public final class JournalHarness: Sendable {
     static func journaldCommand(_ journald: String) -> (executable: String, arguments: [String]) {
         var command = [journald]
         if access(setpriv, X_OK) == 0 { command = [setpriv, "--pdeathsig", "SIGTERM", "--"] + command }
-        guard access(unshare, X_OK) == 0 else { return (command[0], Array(command.dropFirst())) }
+        guard setsQueueLength else { return (command[0], Array(command.dropFirst())) }
         // unshare and sh exec, so journald keeps this thread as its parent (and the pdeathsig); a queue length
         // that cannot be set fails the start (exit 97, said in journald.log), not the figures.
         let script = "echo \(systemdDatagramQueueLength) > /proc/sys/net/unix/max_dgram_qlen "
@@ -153,8 +156,6 @@ public final class JournalHarness: Sendable {
                 try Self.mountPrivateJournalPaths(configuration: journald == nil ? nil : directory + "/journald.conf")
                 switch listener {
                 case .journald:
-                    // setpriv --pdeathsig: journald gets SIGTERM when this thread dies, so a crashed test process
-                    // leaves no journald behind (stop() ends journald before the thread in the normal case).
                     let (executable, arguments) = Self.journaldCommand(journald!)
                     let child = try ChildPID.spawn(executable, arguments: arguments, logPath: directory + "/journald.log",
                                           environment: ["SYSTEMD_LOG_TARGET=console", "SYSTEMD_LOG_LEVEL=info"])
@@ -170,7 +171,7 @@ public final class JournalHarness: Sendable {
             throw error
         }
         journaldPID = pid.withLock { $0 }
-        datagramQueueLength = journald != nil && access(Self.unshare, X_OK) == 0
+        datagramQueueLength = journald != nil && Self.setsQueueLength
             ? Self.systemdDatagramQueueLength : Self.hostDatagramQueueLength()
         if let journaldPID {
             // Ready once it listens and has created the runtime journal (it binds the socket first).

@@ -28,7 +28,9 @@ public struct AuditField: Hashable, Sendable, CustomStringConvertible {
     public var description: String { name }
 
     // A field is its name (the flag follows from it).
-    public static func == (a: AuditField, b: AuditField) -> Bool { a.fingerprint == b.fingerprint && a.name == b.name }
+    public static func == (a: AuditField, b: AuditField) -> Bool {
+        a.fingerprint == b.fingerprint && a.name == b.name
+    }
     public func hash(into hasher: inout Hasher) { hasher.combine(name) }
 
     /// Checks `name` against journald's rules for fields a client may set.

@@ -87,13 +87,14 @@ struct JournalEntryEncoder {
     /// Sends `event` to journald; returns 0, or a negative errno (`-ENOENT`: no socket at the path,
     /// `-ECONNREFUSED`: nobody listens on it).
     mutating func send(_ event: AuditEvent) -> Int32 {
+        // Connecting failed earlier in this batch: fail the same way, without encoding what cannot be sent.
+        if socket < 0, let connectError { return connectError }
         bytes.removeAll(keepingCapacity: true)
         Self.append(event, syslogIdentifier: identifier, to: &bytes)
         // Once more after a reconnect: journald restarted (its new socket is another one) or was not there yet.
         var reconnected = false
         while true {
             if socket < 0 {
-                if let connectError { return connectError }
                 let opened = connect()
                 guard opened >= 0 else {
                     connectError = opened
