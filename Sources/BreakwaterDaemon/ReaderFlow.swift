@@ -2,9 +2,9 @@ import Synchronization
 
 /// Whether the app is taking a call's answer: the call's credit (PROTOCOL.md, "Flow control") and whether its
 /// connection's write buffer is full. Shared by the connection's event loop, which grants credit and reports the
-/// buffer, and the curl engine thread, which spends credit as it makes DATA frames and pauses the transfer
-/// (`TransferDelegate.transferShouldPause`) while the app is behind. So the daemon stops reading the provider
-/// within one chunk of the app falling behind, without a hop to the event loop first.
+/// buffer, and the curl engine's delegate callbacks, which spend credit as they make DATA frames and pause the
+/// transfer (`TransferDelegate.transferShouldPause`) while the app is behind. So the daemon stops reading the
+/// provider within one chunk of the app falling behind, without a hop to the event loop first.
 ///
 /// Written by hand: this is the small lock-free hand-off between two threads that pausing needs; nothing in NIO
 /// or libcurl keeps per-stream credit for a transfer.

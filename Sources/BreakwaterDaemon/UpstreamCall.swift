@@ -20,12 +20,12 @@ struct AttemptResult: Sendable {
     var usage: Usage?
 }
 
-/// One upstream attempt: turns libcurl's callbacks (on the engine thread) into protocol frames and outcomes, and
-/// hands them to the call's driver on the connection's event loop.
+/// One upstream attempt: turns libcurl's callbacks (within the curl engine's turns) into protocol frames and
+/// outcomes, and hands them to the call's driver on the connection's event loop.
 ///
-/// `@unchecked Sendable`: the mutable fields below are touched only from the curl engine's thread, which calls a
-/// transfer's delegate methods one at a time and in order; everything else is immutable. (The transfer's id, the
-/// one fact the event loop needs, is the driver's, in its `Attempt`.)
+/// `@unchecked Sendable`: the mutable fields below are touched only by the curl engine's delegate callbacks, which
+/// come one at a time and in order, under the engine's turn lock (on its thread or an event loop's); everything
+/// else is immutable. (The transfer's id, the one fact the event loop needs, is the driver's, in its `Attempt`.)
 final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     let streamID: StreamID
     let requestID: String
@@ -43,7 +43,7 @@ final class UpstreamCall: TransferDelegate, @unchecked Sendable {
     let handoff: EngineHandoff
     let startedAt = ContinuousClock.now
 
-    // Engine-thread state.
+    // The engine's state (its delegate callbacks only).
     private var status = 0
     private var headers: [HTTPHeader] = []
     private var body: [UInt8] = []

@@ -1,7 +1,7 @@
 import Synchronization
 
 /// A cap on how many of an engine's transfers to one upstream (a provider) run at once; the rest wait in order,
-/// on the engine thread, for one to finish.
+/// in the engine, for one to finish.
 ///
 /// libcurl has a per-host connection cap of its own (`CURLMOPT_MAX_HOST_CONNECTIONS`), but it is one number for
 /// every host, and a transfer waiting under it is invisible: no count, and its `CURLOPT_TIMEOUT_MS` does not run.
@@ -10,7 +10,7 @@ import Synchronization
 ///
 /// Against HTTP/1.1 a running transfer holds one connection, so the limit is the upstream's `max_connections`;
 /// against HTTP/2 it is `max_connections × max_concurrent_streams`. A pool belongs to one engine: its counts are
-/// changed only on that engine's thread.
+/// changed only within that engine's turns (which never overlap).
 public final class ConnectionPool: Sendable {
     /// For error texts and status: the provider's name, never a URL.
     public let name: String
@@ -49,7 +49,7 @@ public final class ConnectionPool: Sendable {
         }
     }
 
-    /// Transfers running now. Changed only on the engine thread, so there it is exact.
+    /// Transfers running now. Changed only within the engine's turns, so there it is exact.
     public var running: Int { runningValue.load(ordering: .relaxed) }
 
     public var snapshot: Snapshot {

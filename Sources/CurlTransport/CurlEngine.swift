@@ -6,10 +6,13 @@ import Synchronization
 /// interface (`curl_multi_socket_action` over an epoll set; see `SocketWatch`).
 ///
 /// The multi handle keeps a connection cache, so sequential transfers to a host reuse connections and
-/// HTTP/2 transfers multiplex over one. `start` and `cancel` only enqueue and wake the thread, so they are
-/// cheap enough to call from event-loop threads; delegates are called on the engine thread.
+/// HTTP/2 transfers multiplex over one. `start`, `cancel` and `resume` queue the command and run it at once on
+/// the caller's thread when the engine thread is waiting (sending a request on a kept connection, say, without
+/// waking that thread), or else wake it; so they are cheap enough to call from event-loop threads. Delegates are
+/// called within a turn of the engine: on its thread, or on a caller's that ran the turn (see `EngineLoop`).
 public final class CurlEngine: TransferEngine, Sendable {
     private let shared: EngineShared
+    private let loop: EngineLoop
     private let thread: PosixThread
     private let threadState = Mutex(ThreadState.running)
 
@@ -28,7 +31,7 @@ public final class CurlEngine: TransferEngine, Sendable {
     ///     connection cache.
     ///   - maxConcurrentStreams: The most HTTP/2 streams libcurl runs on one connection (fewer if the server says
     ///     so) before it opens another; one figure for every host (`CURLMOPT_MAX_CONCURRENT_STREAMS`).
-    ///   - turnObserver: Told on the engine thread when it starts and after each turn of its loop.
+    ///   - turnObserver: Told where each of the engine's turns begins and ends, on the thread running it.
     public init(maxHostConnections: Int = 64, maxTotalConnections: Int = 256, maxConcurrentStreams: Int = 100,
                 turnObserver: (any EngineTurnObserver)? = nil) throws {
         try CurlGlobal.ensureInitialized()
@@ -64,6 +67,7 @@ public final class CurlEngine: TransferEngine, Sendable {
         let shared = EngineShared(multi: multi, wakeFD: sockets.wake)
         let loop = EngineLoop(shared: shared, sockets: sockets, turnObserver: turnObserver)
         self.shared = shared
+        self.loop = loop
         do {
             self.thread = try PosixThread.spawn {
                 loop.run()
@@ -79,36 +83,37 @@ public final class CurlEngine: TransferEngine, Sendable {
         shutdown()
     }
 
-    /// Queues `request` and returns at once; the delegate hears about it on the engine thread.
+    /// Starts `request` (or queues it for the engine thread) and returns without waiting for the network.
     ///
     /// After `shutdown` the delegate is completed with `.cancelled` immediately, on the caller's thread.
     @discardableResult
     public func start(_ request: HTTPRequest, delegate: any TransferDelegate) -> TransferID {
         if let id = shared.submitStart(request, delegate: delegate) {
+            loop.runTurnOrWake()
             return id
         }
         delegate.transferDidComplete(.failure(TransportError(kind: .cancelled, detail: "the engine was shut down")))
         return TransferID(rawValue: 0)
     }
 
-    /// Stops a transfer: its delegate completes with `.cancelled` (on the engine thread, promptly), its
+    /// Stops a transfer: its delegate completes with `.cancelled` (within the engine's next turn), its
     /// handle is freed and an HTTP/1.1 connection it was using is closed. Unknown or finished IDs are ignored.
     public func cancel(_ id: TransferID) {
-        shared.submitCancel(id)
+        if shared.submit(.cancel(id)) { loop.runTurnOrWake() }
     }
 
     /// Goes on receiving a transfer whose delegate paused it (`TransferDelegate.transferShouldPause`).
     public func resume(_ id: TransferID) {
-        shared.submitResume(id)
+        if shared.submit(.resume(id)) { loop.runTurnOrWake() }
     }
 
     /// Cancels every transfer, closes all connections (idle ones too) and waits for the engine thread to end.
     ///
     /// Idempotent, and called by `deinit`. Only the first caller waits. When called from a delegate callback
-    /// (on the engine thread itself) it cannot wait, so the thread winds down after the callback returns.
+    /// (within a turn, whichever thread runs it) it cannot wait, so the thread winds down after the callback returns.
     public func shutdown() {
         shared.submitShutdown()
-        let onEngineThread = thread.isCurrent
+        let onEngineThread = thread.isCurrent || loop.isTurnRunningOnCurrentThread
         let mustWait = threadState.withLock { state in
             guard case .running = state else {
                 return false
@@ -127,7 +132,7 @@ public final class CurlEngine: TransferEngine, Sendable {
         }
     }
 
-    /// Transfers started and not yet completed, including those still queued for the engine thread.
+    /// Transfers started and not yet completed, including those still queued.
     public var activeTransfers: Int {
         shared.activeTransfers.load(ordering: .relaxed)
     }

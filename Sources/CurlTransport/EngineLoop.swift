@@ -1,14 +1,35 @@
 import CCurl
 import Synchronization
 
-/// The engine thread's side: owns the easy handles and every `Transfer`, and drives the multi handle.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Owns the easy handles and every `Transfer`, and drives the multi handle, one turn at a time under `turnLock`.
 ///
-/// Only `run()` is called, once, on the engine thread; nothing else touches this object.
+/// The engine thread (`run`) waits for libcurl's sockets and runs a turn when they are ready. A thread that submits
+/// work while the engine thread waits with no transfer at all runs the turn itself (`runTurnOrWake`): the engine
+/// thread is not woken to start the transfer, so a lone call costs one wake-up of it (its answer) instead of two.
+/// With transfers running the engine thread takes submissions itself, a batch per wake-up: a caller's turn would
+/// then often hold the lock when an answer woke the engine thread, and at 4 and 16 calls in flight that cost more
+/// than the wake-ups it saved (BENCHMARKS.md). libcurl's multi interface is not thread-safe but needs no particular
+/// thread: one thread at a time is what the lock gives it.
 final class EngineLoop: @unchecked Sendable {
-    // Unchecked because it holds non-Sendable, engine-thread-only state; it crosses to that thread once,
-    // when the thread starts, and no other thread keeps a reference.
+    // Unchecked because it holds non-Sendable state, which only the holder of `turnLock` touches.
     private let shared: EngineShared
     private var multi: UnsafeMutableRawPointer { shared.multi }
+    /// Held for a whole turn: libcurl's calls, every `Transfer`, and each delegate callback happen under it.
+    private let turnLock = Mutex(())
+    /// The thread running a turn (its `pthread_self`), 0 between turns; so `shutdown` can tell it is called from a
+    /// delegate, whichever thread ran the turn.
+    private let turnThread = Atomic<UInt>(0)
+    /// Set (under `turnLock`) once the engine thread has cleaned up: no turn may run after it.
+    private var isFinished = false
+    /// When the engine thread's present wait ends on its own (monotonic ns); 0 while it is not waiting. A turn run
+    /// by another thread wakes it only if libcurl's timer or a transfer's limit falls due before then.
+    private var waitingUntil: UInt64 = 0
+    /// True while the engine thread waits with no transfer running or waiting: then a submitter runs the turn.
+    private let idle = Atomic<Bool>(false)
     private var transfers: [TransferID: Transfer] = [:]
     /// Transfers with a first-byte, idle or pool-wait limit, which the loop watches.
     private var watchedCount = 0
@@ -52,8 +73,8 @@ final class EngineLoop: @unchecked Sendable {
         timerDeadline = milliseconds < 0 ? nil : MonotonicClock.now() &+ UInt64(milliseconds) * 1_000_000
     }
 
-    /// Hands libcurl its callbacks, with this loop as their userdata. Called on the engine thread before `run`'s
-    /// loop: from then on libcurl tells the loop which sockets to watch and when its next timeout is.
+    /// Hands libcurl its callbacks, with this loop as their userdata. Called on the engine thread before its first
+    /// turn: from then on libcurl tells the loop which sockets to watch and when its next timeout is.
     private func installCallbacks() {
         let me = Unmanaged.passUnretained(self).toOpaque()
         _ = bw_curl_multi_setopt_socket_callback(multi, curlSocketCallback)
@@ -62,46 +83,125 @@ final class EngineLoop: @unchecked Sendable {
         _ = bw_curl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, me)
     }
 
+    /// The engine thread's loop: a turn for what is ready, then a wait for libcurl's sockets, its timer, a limit
+    /// falling due or a wake-up, until the engine shuts down.
     func run() {
-        var running: Int32 = 0
-        installCallbacks()
-        turnObserver?.engineThreadStarted()
+        turnLock.withLock { _ in installCallbacks() }
+        var readyCount = 0
         while true {
-            if drainSubmissions() {
-                break
+            let timeout: Int? = turnLock.withLock { _ in
+                waitingUntil = 0
+                beginTurn()
+                defer { endTurn() }
+                var running: Int32 = 0
+                sockets.forEachReady(readyCount) { socket, flags in
+                    _ = curl_multi_socket_action(multi, socket, flags, &running)
+                }
+                guard case .running(let nearestDeadline) = turn() else { return nil }
+                let now = MonotonicClock.now()
+                var timeout = Self.maximumPollMilliseconds
+                for deadline in [timerDeadline, nearestDeadline] {
+                    guard let deadline else { continue }
+                    let milliseconds = deadline > now ? (deadline - now + 999_999) / 1_000_000 : 0
+                    timeout = min(timeout, Int(clamping: milliseconds))
+                }
+                waitingUntil = now &+ UInt64(timeout) * 1_000_000
+                idle.store(transfers.isEmpty, ordering: .relaxed)
+                return timeout
             }
-            // libcurl's timer: due now, run it (new handles get one of 0, so they start within this turn).
-            if let due = timerDeadline, due <= MonotonicClock.now() {
-                timerDeadline = nil
-                // CURL_SOCKET_TIMEOUT is CURL_SOCKET_BAD, -1 (a macro of a macro, which Swift does not import).
-                _ = curl_multi_socket_action(multi, -1, 0, &running)
+            guard let timeout else { break }
+            readyCount = sockets.wait(timeout: Int32(timeout))
+            idle.store(false, ordering: .relaxed)
+        }
+        turnLock.withLock { _ in
+            beginTurn()
+            for transfer in Array(transfers.values) {
+                finish(transfer, .failure(TransportError(kind: .cancelled, detail: "the engine was shut down")))
             }
-            readCompletions()
-            let now = MonotonicClock.now()
-            let nearestDeadline = enforceDeadlines(now: now)
-            admitWaiting()
-            turnObserver?.engineTurnEnded()
+            pools.removeAll()
+            endTurn()
+            freeHandles.removeAll()
+            // Closes the cached connections (telling the socket callback, so the epoll set is still open), then the
+            // descriptors. Safe: callers only wake the loop while the queue is not shut down, and run turns only
+            // while `isFinished` is false.
+            curl_multi_cleanup(multi)
+            sockets.close()
+            isFinished = true
+        }
+    }
 
-            var timeout = Self.maximumPollMilliseconds
-            for deadline in [timerDeadline, nearestDeadline] {
-                guard let deadline else { continue }
-                let milliseconds = deadline > now ? (deadline - now + 999_999) / 1_000_000 : 0
-                timeout = min(timeout, Int(clamping: milliseconds))
-            }
-            sockets.wait(timeout: Int32(timeout)) { socket, flags in
-                _ = curl_multi_socket_action(multi, socket, flags, &running)
-            }
+    /// Runs a turn on the calling thread if the engine thread waits idle, or else wakes it to run one. Called after
+    /// a submission: the turn starts what was queued.
+    func runTurnOrWake() {
+        // Not from within a turn (a delegate starting a transfer): the lock is this thread's already, and trying it
+        // again costs a futex syscall to fail (some versions of the standard library's `Mutex` even trap on it).
+        // The engine thread's next turn takes the command.
+        guard idle.load(ordering: .relaxed), !isTurnRunningOnCurrentThread else {
+            shared.wakeLoopIfPending()
+            return
         }
-        for transfer in Array(transfers.values) {
-            finish(transfer, .failure(TransportError(kind: .cancelled, detail: "the engine was shut down")))
+        let ran: Bool? = turnLock.withLockIfAvailable { _ in
+            guard !isFinished else { return true }
+            beginTurn()
+            defer { endTurn() }
+            guard case .running(let nearestDeadline) = turn() else {
+                // Shutting down: `submitShutdown` woke the engine thread, which cleans up.
+                return true
+            }
+            idle.store(transfers.isEmpty, ordering: .relaxed)
+            // The engine thread's wait was sized before this turn: it must end sooner if libcurl's timer (a new
+            // connection's, say) or a transfer's limit now falls due first.
+            let due = min(timerDeadline ?? .max, nearestDeadline ?? .max)
+            if due < waitingUntil {
+                waitingUntil = due
+                shared.wakeLoop()
+            }
+            return true
         }
-        pools.removeAll()
+        if ran == nil {
+            // The engine thread (or another caller) is mid-turn: it drains the queue on its next one.
+            shared.wakeLoopIfPending()
+        }
+    }
+
+    /// Whether the calling thread is running a turn (so is inside a delegate callback or libcurl call).
+    var isTurnRunningOnCurrentThread: Bool {
+        turnThread.load(ordering: .relaxed) == UInt(pthread_self())
+    }
+
+    private func beginTurn() {
+        turnThread.store(UInt(pthread_self()), ordering: .relaxed)
+        turnObserver?.engineTurnBegan()
+    }
+
+    private func endTurn() {
         turnObserver?.engineTurnEnded()
-        freeHandles.removeAll()
-        // Closes the cached connections (telling the socket callback, so the epoll set is still open), then the
-        // descriptors. Safe: callers only wake the loop while the queue is not shut down.
-        curl_multi_cleanup(multi)
-        sockets.close()
+        turnThread.store(0, ordering: .relaxed)
+    }
+
+    /// What every turn does after libcurl's ready sockets: start, cancel and resume what was queued, run libcurl's
+    /// timer if due, finish completed transfers, end those whose limits ran out and admit waiting ones.
+    private func turn() -> TurnEnd {
+        if drainSubmissions() {
+            return .shuttingDown
+        }
+        // libcurl's timer: due now, run it (new handles get one of 0, so they start within this turn).
+        if let due = timerDeadline, due <= MonotonicClock.now() {
+            timerDeadline = nil
+            var running: Int32 = 0
+            // CURL_SOCKET_TIMEOUT is CURL_SOCKET_BAD, -1 (a macro of a macro, which Swift does not import).
+            _ = curl_multi_socket_action(multi, -1, 0, &running)
+        }
+        readCompletions()
+        let nearestDeadline = enforceDeadlines(now: MonotonicClock.now())
+        admitWaiting()
+        return .running(nearestLimit: nearestDeadline)
+    }
+
+    private enum TurnEnd {
+        case shuttingDown
+        /// The nearest first-byte, idle or pool-wait limit still running, if any.
+        case running(nearestLimit: UInt64?)
     }
 
     // MARK: Submissions

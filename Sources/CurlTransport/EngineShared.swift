@@ -21,11 +21,12 @@ struct SubmissionQueue {
 }
 
 /// The state callers and the engine thread share: the submission queue, the live-transfer count, the multi
-/// handle (engine thread only) and the loop's wake-up eventfd (which callers write).
+/// handle (used only within a turn, see `EngineLoop`) and the engine thread's wake-up eventfd.
 final class EngineShared: @unchecked Sendable {
-    // Unchecked because of `multi`, which only the engine thread uses. Off the engine thread `wakeFD` is only
-    // written, and only while holding `queue` with `isShutdown` false; the engine thread closes it only after it
-    // has seen `isShutdown`, so no wake-up can reach a closed (or reused) descriptor.
+    // Unchecked because of `multi`, which only the thread running a turn uses. `wakeFD` is written only while
+    // holding `queue` with `isShutdown` false, or within a turn before the engine finished; the engine thread
+    // closes it only after it has seen `isShutdown`, in its last turn, so no wake-up can reach a closed (or reused)
+    // descriptor.
     let multi: UnsafeMutableRawPointer
     let wakeFD: Int32
     let queue = Mutex(SubmissionQueue())
@@ -36,12 +37,13 @@ final class EngineShared: @unchecked Sendable {
         self.wakeFD = wakeFD
     }
 
-    /// Wakes the engine loop out of its wait.
-    private func wake() {
+    /// Wakes the engine thread out of its wait. Only with `queue` held or within a turn (see above).
+    func wakeLoop() {
         _ = bw_eventfd_signal(wakeFD)
     }
 
-    /// Allocates the next transfer ID and queues a start, or returns nil once the engine is shut down.
+    /// Allocates the next transfer ID and queues a start, or returns nil once the engine is shut down. The caller
+    /// then runs a turn or wakes the engine thread (`EngineLoop.runTurnOrWake`).
     func submitStart(_ request: HTTPRequest, delegate: any TransferDelegate) -> TransferID? {
         queue.withLock { queue in
             guard !queue.isShutdown else {
@@ -51,29 +53,19 @@ final class EngineShared: @unchecked Sendable {
             queue.nextID += 1
             activeTransfers.add(1, ordering: .relaxed)
             queue.commands.append(.start(id, request, delegate))
-            wakeUpIfNeeded(&queue)
             return id
         }
     }
 
-    /// Queues a cancellation; a no-op once the engine is shut down (shutdown cancels everything anyway).
-    func submitCancel(_ id: TransferID) {
-        submit(.cancel(id))
-    }
-
-    /// Queues a resume of a paused transfer; a no-op once the engine is shut down.
-    func submitResume(_ id: TransferID) {
-        submit(.resume(id))
-    }
-
-    /// Queues a command about a transfer already started and wakes the loop; a no-op once the engine is shut down.
-    private func submit(_ command: EngineCommand) {
+    /// Queues a command about a transfer already started; false (nothing queued) once the engine is shut down
+    /// (shutdown cancels everything anyway). The caller then runs a turn or wakes the engine thread.
+    func submit(_ command: EngineCommand) -> Bool {
         queue.withLock { queue in
             guard !queue.isShutdown else {
-                return
+                return false
             }
             queue.commands.append(command)
-            wakeUpIfNeeded(&queue)
+            return true
         }
     }
 
@@ -84,16 +76,19 @@ final class EngineShared: @unchecked Sendable {
                 return
             }
             queue.isShutdown = true
-            wake()
+            wakeLoop()
         }
     }
 
-    /// Wakes the loop unless an earlier submission already did and the loop has not drained since. Called
-    /// with the lock held, so the engine thread cannot have freed the multi handle.
-    private func wakeUpIfNeeded(_ queue: inout SubmissionQueue) {
-        if !queue.wakeupPending {
+    /// Wakes the engine thread if commands are queued that no turn has taken yet, unless an earlier call already
+    /// woke it and it has not drained since.
+    func wakeLoopIfPending() {
+        queue.withLock { queue in
+            guard !queue.isShutdown, !queue.commands.isEmpty, !queue.wakeupPending else {
+                return
+            }
             queue.wakeupPending = true
-            wake()
+            wakeLoop()
         }
     }
 }

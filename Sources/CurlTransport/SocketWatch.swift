@@ -4,8 +4,8 @@ import CCurl
 import Glibc
 #endif
 
-/// The engine thread's epoll set: the sockets libcurl asks it to watch (`CURLMOPT_SOCKETFUNCTION`) and an eventfd
-/// other threads write to wake it.
+/// The engine's epoll set: the sockets libcurl asks it to watch (`CURLMOPT_SOCKETFUNCTION`, from whichever thread
+/// runs a turn) and an eventfd other threads write to wake the engine thread, which waits on it.
 ///
 /// Why the engine drives libcurl this way (`curl_multi_socket_action`, the interface libcurl documents for event
 /// loops) rather than with `curl_multi_perform` + `curl_multi_poll`: those look at every transfer and poll every
@@ -66,26 +66,28 @@ final class SocketWatch {
         watched.insert(socket)
     }
 
-    /// Waits up to `timeout` ms and calls `ready` with each ready socket and its `CURL_CSELECT_*` bits; returns
-    /// whether the wake-up eventfd fired (it is emptied).
-    @discardableResult
-    func wait(timeout: Int32, _ ready: (Int32, Int32) -> Void) -> Bool {
+    /// Waits up to `timeout` ms and returns how many sockets are ready, for `forEachReady`; empties the wake-up
+    /// eventfd if it fired. Engine thread only (it needs no turn: it touches only what `forEachReady` reads).
+    func wait(timeout: Int32) -> Int {
         let count = readyFDs.withUnsafeMutableBufferPointer { fds in
             readyFlags.withUnsafeMutableBufferPointer { flags in
                 bw_epoll_wait(epoll, fds.baseAddress, flags.baseAddress, Int32(fds.count), timeout)
             }
         }
-        var woken = false
-        for index in 0..<max(0, Int(count)) {
+        return max(0, Int(count))
+    }
+
+    /// Calls `ready` with each of the first `count` sockets the last `wait` found ready and its `CURL_CSELECT_*`
+    /// bits, skipping (and emptying) the wake-up eventfd. Engine thread only, within a turn.
+    func forEachReady(_ count: Int, _ ready: (Int32, Int32) -> Void) {
+        for index in 0..<count {
             let fd = readyFDs[index]
             if fd == wake {
                 bw_eventfd_drain(wake)
-                woken = true
             } else {
                 ready(fd, readyFlags[index])
             }
         }
-        return woken
     }
 }
 

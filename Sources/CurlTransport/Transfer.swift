@@ -2,7 +2,7 @@ import CCurl
 
 /// One libcurl easy handle plus its error buffer, kept together so both can be reused across transfers.
 ///
-/// Engine-thread only.
+/// Used only within the engine's turns.
 final class EasyHandle {
     let raw: UnsafeMutableRawPointer
     /// `CURLOPT_ERRORBUFFER` storage: libcurl writes its human-readable error text here.
@@ -45,7 +45,7 @@ final class EasyHandle {
 
 /// The engine-thread state of one transfer; libcurl's callbacks receive it as userdata.
 ///
-/// Engine-thread only: it is created, driven and finished by `EngineLoop`.
+/// Used only within the engine's turns: it is created, driven and finished by `EngineLoop`.
 final class Transfer {
     let id: TransferID
     let delegate: any TransferDelegate
@@ -263,7 +263,7 @@ func curlWriteCallback(
     return transfer.receiveBody(UnsafeRawBufferPointer(start: buffer, count: length)) ? length : 0x1000_0001
 }
 
-/// When the engine loop next looks at its transfers' clocks (engine thread only): no first-byte, idle or pool-wait
+/// When the engine loop next looks at its transfers' clocks (within a turn only): no first-byte, idle or pool-wait
 /// limit runs out before `at`. Shared by the loop and its transfers.
 final class ScanMark {
     var at: UInt64 = 0

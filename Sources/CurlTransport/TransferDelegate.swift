@@ -1,8 +1,10 @@
 /// Receives the events of one transfer.
 ///
-/// Callbacks run on the engine's own thread, in order: head once, body zero or more times, complete exactly
-/// once (complete may come without head on failure). They must not block, because every other transfer of
-/// the engine waits while they run; calling `CurlEngine.start` or `cancel` from them is fine.
+/// Callbacks come one at a time, in order: head once, body zero or more times, complete exactly once (complete may
+/// come without head on failure). They run within a turn of the engine: on its thread, or on the thread of a caller
+/// of `start`, `cancel` or `resume` that ran the turn itself (and then may be another transfer's), so they must not
+/// assume a thread. They must not block, because every other transfer of the engine waits while they run; calling
+/// `CurlEngine.start` or `cancel` from them is fine.
 public protocol TransferDelegate: AnyObject, Sendable {
     /// The final (non-1xx) response head arrived.
     func transferDidReceiveHead(status: Int, headers: [HTTPHeader])
@@ -21,14 +23,13 @@ extension TransferDelegate {
     public func transferShouldPause() -> Bool { false }
 }
 
-/// Hears, on the engine's thread, where the engine's turns begin and end, so that what delegates hand to other
-/// threads during one turn can be handed over together at its end (one wake-up of the receiver instead of one per
-/// callback).
+/// Hears where the engine's turns begin and end, so that what delegates hand to other threads during one turn can
+/// be handed over together at its end (one wake-up of the receiver instead of one per callback). Turns never
+/// overlap; each begins and ends on one thread, the engine's or a caller's.
 public protocol EngineTurnObserver: AnyObject, Sendable {
-    /// The engine thread started; called on it before any delegate callback.
-    func engineThreadStarted()
-    /// A turn of the engine's loop ended: every delegate callback of the turn has returned. Called on the engine
-    /// thread, before it waits for sockets again.
+    /// A turn began on the calling thread: every delegate callback until `engineTurnEnded` runs on it.
+    func engineTurnBegan()
+    /// The turn ended: every delegate callback of it has returned. Called on the thread that began it.
     func engineTurnEnded()
 }
 

@@ -512,7 +512,7 @@ struct CurlEngineTests {
         let stalled = RecordingDelegate()
         engine.start(HTTPRequest(method: "GET", url: server.baseURL + "/stall"), delegate: stalled)
         #expect(await eventually { server.requests.count == 1 })
-        let quick = ShutdownOnCompletion(engine: engine)
+        let quick = CompletionHook { engine.shutdown() }
         engine.start(HTTPRequest(method: "GET", url: server.baseURL + "/quick"), delegate: quick)
 
         expectSuccess(await quick.recorder.result())
@@ -539,29 +539,6 @@ struct CurlEngineTests {
         }
         #expect(error.kind == .cancelled)
         #expect(await eventually { server.connectionsClosedByClient == 1 })
-    }
-}
-
-/// Forwards to a `RecordingDelegate` and shuts the engine down from inside its completion callback.
-private final class ShutdownOnCompletion: TransferDelegate {
-    let recorder = RecordingDelegate()
-    let engine: CurlEngine
-
-    init(engine: CurlEngine) {
-        self.engine = engine
-    }
-
-    func transferDidReceiveHead(status: Int, headers: [HTTPHeader]) {
-        recorder.transferDidReceiveHead(status: status, headers: headers)
-    }
-
-    func transferDidReceiveBody(_ bytes: [UInt8]) {
-        recorder.transferDidReceiveBody(bytes)
-    }
-
-    func transferDidComplete(_ result: Result<Void, TransportError>) {
-        engine.shutdown()
-        recorder.transferDidComplete(result)
     }
 }
 

@@ -116,3 +116,27 @@ func expectSuccess(
         Issue.record("transfer did not complete in time", sourceLocation: sourceLocation)
     }
 }
+
+/// Forwards to a `RecordingDelegate`, running `hook` inside the completion callback first (to shut the engine down
+/// or start another transfer from there).
+final class CompletionHook: TransferDelegate {
+    let recorder = RecordingDelegate()
+    private let hook: @Sendable () -> Void
+
+    init(_ hook: @escaping @Sendable () -> Void) {
+        self.hook = hook
+    }
+
+    func transferDidReceiveHead(status: Int, headers: [HTTPHeader]) {
+        recorder.transferDidReceiveHead(status: status, headers: headers)
+    }
+
+    func transferDidReceiveBody(_ bytes: [UInt8]) {
+        recorder.transferDidReceiveBody(bytes)
+    }
+
+    func transferDidComplete(_ result: Result<Void, TransportError>) {
+        hook()
+        recorder.transferDidComplete(result)
+    }
+}
