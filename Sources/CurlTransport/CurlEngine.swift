@@ -88,8 +88,9 @@ public final class CurlEngine: TransferEngine, Sendable {
     /// After `shutdown` the delegate is completed with `.cancelled` immediately, on the caller's thread.
     @discardableResult
     public func start(_ request: HTTPRequest, delegate: any TransferDelegate) -> TransferID {
-        if let id = shared.submitStart(request, delegate: delegate) {
-            loop.runTurnOrWake()
+        let here = loop.mayRunTurnHere
+        if let id = shared.submitStart(request, delegate: delegate, wake: !here) {
+            if here { loop.runTurnHere() }
             return id
         }
         delegate.transferDidComplete(.failure(TransportError(kind: .cancelled, detail: "the engine was shut down")))
@@ -99,12 +100,18 @@ public final class CurlEngine: TransferEngine, Sendable {
     /// Stops a transfer: its delegate completes with `.cancelled` (within the engine's next turn), its
     /// handle is freed and an HTTP/1.1 connection it was using is closed. Unknown or finished IDs are ignored.
     public func cancel(_ id: TransferID) {
-        if shared.submit(.cancel(id)) { loop.runTurnOrWake() }
+        submit(.cancel(id))
     }
 
     /// Goes on receiving a transfer whose delegate paused it (`TransferDelegate.transferShouldPause`).
     public func resume(_ id: TransferID) {
-        if shared.submit(.resume(id)) { loop.runTurnOrWake() }
+        submit(.resume(id))
+    }
+
+    /// Queues `command`, then runs the turn that takes it here or leaves it to the engine thread, woken.
+    private func submit(_ command: EngineCommand) {
+        let here = loop.mayRunTurnHere
+        if shared.submit(command, wake: !here), here { loop.runTurnHere() }
     }
 
     /// Cancels every transfer, closes all connections (idle ones too) and waits for the engine thread to end.

@@ -8,7 +8,7 @@ import Glibc
 /// Owns the easy handles and every `Transfer`, and drives the multi handle, one turn at a time under `turnLock`.
 ///
 /// The engine thread (`run`) waits for libcurl's sockets and runs a turn when they are ready. A thread that submits
-/// work while the engine thread waits with no transfer at all runs the turn itself (`runTurnOrWake`): the engine
+/// work while the engine thread waits with no transfer at all runs the turn itself (`runTurnHere`): the engine
 /// thread is not woken to start the transfer, so a lone call costs one wake-up of it (its answer) instead of two.
 /// With transfers running the engine thread takes submissions itself, a batch per wake-up: a caller's turn would
 /// then often hold the lock when an answer woke the engine thread, and at 4 and 16 calls in flight that cost more
@@ -130,16 +130,17 @@ final class EngineLoop: @unchecked Sendable {
         }
     }
 
-    /// Runs a turn on the calling thread if the engine thread waits idle, or else wakes it to run one. Called after
-    /// a submission: the turn starts what was queued.
-    func runTurnOrWake() {
-        // Not from within a turn (a delegate starting a transfer): the lock is this thread's already, and trying it
-        // again costs a futex syscall to fail (some versions of the standard library's `Mutex` even trap on it).
-        // The engine thread's next turn takes the command.
-        guard idle.load(ordering: .relaxed), !isTurnRunningOnCurrentThread else {
-            shared.wakeLoopIfPending()
-            return
-        }
+    /// Whether a caller should run the turn for what it submits: the engine thread waits with no transfer (so
+    /// nothing competes for the turn), and the caller is not within a turn already (a delegate starting a transfer:
+    /// the lock is its own, and trying it again costs a futex syscall to fail; some versions of the standard
+    /// library's `Mutex` even trap on it).
+    var mayRunTurnHere: Bool {
+        idle.load(ordering: .relaxed) && !isTurnRunningOnCurrentThread
+    }
+
+    /// Runs a turn on the calling thread, which just queued a command (`mayRunTurnHere` said so), or wakes the
+    /// engine thread if it or another caller holds the turn by now.
+    func runTurnHere() {
         let ran: Bool? = turnLock.withLockIfAvailable { _ in
             guard !isFinished else { return true }
             beginTurn()

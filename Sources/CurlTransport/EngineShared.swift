@@ -42,9 +42,9 @@ final class EngineShared: @unchecked Sendable {
         _ = bw_eventfd_signal(wakeFD)
     }
 
-    /// Allocates the next transfer ID and queues a start, or returns nil once the engine is shut down. The caller
-    /// then runs a turn or wakes the engine thread (`EngineLoop.runTurnOrWake`).
-    func submitStart(_ request: HTTPRequest, delegate: any TransferDelegate) -> TransferID? {
+    /// Allocates the next transfer ID and queues a start, or returns nil once the engine is shut down. With `wake`
+    /// false the caller runs the turn itself (`EngineLoop.runTurnHere`).
+    func submitStart(_ request: HTTPRequest, delegate: any TransferDelegate, wake: Bool) -> TransferID? {
         queue.withLock { queue in
             guard !queue.isShutdown else {
                 return nil
@@ -53,18 +53,20 @@ final class EngineShared: @unchecked Sendable {
             queue.nextID += 1
             activeTransfers.add(1, ordering: .relaxed)
             queue.commands.append(.start(id, request, delegate))
+            if wake { wakeUpIfNeeded(&queue) }
             return id
         }
     }
 
     /// Queues a command about a transfer already started; false (nothing queued) once the engine is shut down
-    /// (shutdown cancels everything anyway). The caller then runs a turn or wakes the engine thread.
-    func submit(_ command: EngineCommand) -> Bool {
+    /// (shutdown cancels everything anyway). With `wake` false the caller runs the turn itself.
+    func submit(_ command: EngineCommand, wake: Bool) -> Bool {
         queue.withLock { queue in
             guard !queue.isShutdown else {
                 return false
             }
             queue.commands.append(command)
+            if wake { wakeUpIfNeeded(&queue) }
             return true
         }
     }
@@ -80,13 +82,21 @@ final class EngineShared: @unchecked Sendable {
         }
     }
 
-    /// Wakes the engine thread if commands are queued that no turn has taken yet, unless an earlier call already
-    /// woke it and it has not drained since.
+    /// Wakes the engine thread if commands are queued that no turn has taken yet (a caller meant to run the turn
+    /// but another thread held it), unless an earlier call already woke it and it has not drained since.
     func wakeLoopIfPending() {
         queue.withLock { queue in
-            guard !queue.isShutdown, !queue.commands.isEmpty, !queue.wakeupPending else {
+            guard !queue.isShutdown, !queue.commands.isEmpty else {
                 return
             }
+            wakeUpIfNeeded(&queue)
+        }
+    }
+
+    /// Wakes the loop unless an earlier submission already did and the loop has not drained since. Called
+    /// with the lock held and the engine not shut down, so the engine thread cannot have closed the eventfd.
+    private func wakeUpIfNeeded(_ queue: inout SubmissionQueue) {
+        if !queue.wakeupPending {
             queue.wakeupPending = true
             wakeLoop()
         }
