@@ -2,6 +2,7 @@
 #define BREAKWATER_CCURL_SHIM_H
 
 #include <curl/curl.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>

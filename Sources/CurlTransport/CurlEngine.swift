@@ -143,4 +143,9 @@ public final class CurlEngine: TransferEngine, Sendable {
     public var activeTransfers: Int {
         shared.activeTransfers.load(ordering: .relaxed)
     }
+
+    /// libcurl handles kept for reuse: up to 256 while transfers come and go, a few once none has run for 2 s.
+    public var idleHandles: Int {
+        shared.idleHandles.load(ordering: .relaxed)
+    }
 }

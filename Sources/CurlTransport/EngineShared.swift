@@ -31,6 +31,8 @@ final class EngineShared: @unchecked Sendable {
     let wakeFD: Int32
     let queue = Mutex(SubmissionQueue())
     let activeTransfers = Atomic<Int>(0)
+    /// Easy handles kept for reuse (`EngineLoop.freeHandles.count`).
+    let idleHandles = Atomic<Int>(0)
 
     init(multi: UnsafeMutableRawPointer, wakeFD: Int32) {
         self.multi = multi

@@ -540,6 +540,35 @@ struct CurlEngineTests {
         #expect(error.kind == .cancelled)
         #expect(await eventually { server.connectionsClosedByClient == 1 })
     }
+
+    @Test("a burst's idle libcurl handles are kept while transfers come, and freed past 8 after 2 s without one")
+    func idleHandlesAreTrimmed() async throws {
+        let server = try LoopbackServer { _ in
+            .respond(status: 200, body: Array("ok".utf8), delay: .milliseconds(100))
+        }
+        defer { server.stop() }
+        let engine = try CurlEngine()
+        defer { engine.shutdown() }
+
+        let delegates = (0..<30).map { _ in RecordingDelegate() }
+        for delegate in delegates {
+            engine.start(HTTPRequest(method: "GET", url: server.baseURL + "/"), delegate: delegate)
+        }
+        #expect(await eventually(within: .seconds(10)) { delegates.allSatisfy { $0.snapshot.result != nil } })
+        for delegate in delegates { expectSuccess(delegate.snapshot.result) }
+        // All 30 ran at once, so 30 handles were made; each went back to the free list.
+        #expect(engine.idleHandles == 30)
+        let clock = ContinuousClock()
+        let ended = clock.now
+        #expect(await eventually(within: .seconds(6)) { engine.idleHandles == 8 })
+        #expect(clock.now - ended >= .seconds(1.5))
+
+        // And the ones kept serve the next call.
+        let next = RecordingDelegate()
+        engine.start(HTTPRequest(method: "GET", url: server.baseURL + "/"), delegate: next)
+        expectSuccess(await next.result())
+        #expect(engine.idleHandles == 8)
+    }
 }
 
 /// Starts a TCP connect to 127.0.0.1:`port` without waiting for it to complete.
