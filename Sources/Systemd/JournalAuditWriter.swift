@@ -29,9 +29,9 @@ public final class JournalAuditWriter: Sendable {
         /// one per event). Zero: take each event as it comes.
         public var batchWindow: Duration
 
-        /// The defaults: 16,384 queued events, `breakwaterd`, `/run/systemd/journal/socket`, a 1 ms batch window.
+        /// The defaults: 16,384 queued events, `breakwaterd`, `/run/systemd/journal/socket`, a 5 ms batch window.
         public init(queueCapacity: Int = 16_384, syslogIdentifier: String = "breakwaterd",
-                    socketPath: String = "/run/systemd/journal/socket", batchWindow: Duration = .milliseconds(1)) {
+                    socketPath: String = "/run/systemd/journal/socket", batchWindow: Duration = .milliseconds(5)) {
             precondition(queueCapacity > 0, "the audit queue needs room for at least one event")
             self.batchWindow = batchWindow
             self.queueCapacity = queueCapacity
