@@ -142,7 +142,7 @@ final class EngineLoop: @unchecked Sendable {
     /// With no transfer for `idleHandleTrimDelay`, frees the idle handles past `idleHandlesKept` and has the
     /// allocator give its free pages back to the system (`malloc_trim`: glibc keeps freed heap mapped otherwise);
     /// returns when to look again if that is still to come. After 250 streams nobody read, on 10 connections, the
-    /// daemon stayed 4.0–4.9 MB above its idle RSS without this, 0.9–1.3 MB with it (`NeverReadingClientTests`).
+    /// daemon stayed 4.0–4.9 MB above its idle RSS without this, 0.9–1.4 MB with it (`NeverReadingClientTests`).
     private func trimIdleHandles(now: UInt64) -> UInt64? {
         guard transfers.isEmpty, freeHandles.count > Self.idleHandlesKept else { return nil }
         let due = lastTransferEndedAt &+ Self.idleHandleTrimDelay
