@@ -67,7 +67,7 @@ final class EngineLoop: @unchecked Sendable {
     /// `coalescingWindow`: it sleeps out the rest of the window before looking at its sockets, so one wake-up (its
     /// own, and the event loop's for the turn's hand-off) carries every chunk that arrived meanwhile instead of one
     /// or two each. A chunk then waits up to that long; below this count (a host's ordinary calls in flight) nothing
-    /// waits. At 1,000 slow streams a chunk cost the daemon two wake-ups, most of its 34 µs (BENCHMARKS.md).
+    /// waits. At 1,000 slow HTTP/1.1 streams a chunk had cost two wake-ups; with this, 34 → 26 µs (BENCHMARKS.md).
     private static let coalescingTransfers = 256
     private static let coalescingWindow: UInt64 = 1_000_000
     /// When the engine thread's last turn began (monotonic ns).
