@@ -135,11 +135,15 @@ final class EngineLoop: @unchecked Sendable {
                 }
                 return timeout
             }
-            guard let timeout else { break }
+            guard var timeout else { break }
             if coalesceUntil != 0 {
-                // Many transfers open: let this window's chunks gather (see `coalescingTransfers`).
+                // Many transfers open: let this window's chunks gather (see `coalescingTransfers`); the wait that
+                // follows is shorter by the time slept, so libcurl's timer and the limits keep their time (to the ms).
                 let now = MonotonicClock.now()
-                if coalesceUntil > now { usleep(useconds_t(clamping: (coalesceUntil - now) / 1_000)) }
+                if coalesceUntil > now {
+                    usleep(useconds_t(clamping: (coalesceUntil - now) / 1_000))
+                    timeout = max(0, timeout - Int((MonotonicClock.now() - now) / 1_000_000))
+                }
             }
             readyCount = sockets.wait(timeout: Int32(timeout))
             idle.store(false, ordering: .relaxed)
