@@ -70,10 +70,6 @@ final class EngineLoop: @unchecked Sendable {
     /// waits. At 1,000 slow HTTP/1.1 streams a chunk had cost two wake-ups; with this, 34 → 26 µs (BENCHMARKS.md).
     private static let coalescingTransfers = 256
     private static let coalescingWindow: UInt64 = 1_000_000
-    /// When the engine thread's last turn began (monotonic ns).
-    private var lastTurnAt: UInt64 = 0
-    /// Set by the engine thread's turn, read by it before it waits: sleep until then first (0: do not).
-    private var coalesceUntil: UInt64 = 0
 
     private let turnObserver: (any EngineTurnObserver)?
     /// The sockets libcurl has the loop watch, and the wake-up eventfd.
@@ -107,10 +103,12 @@ final class EngineLoop: @unchecked Sendable {
     func run() {
         turnLock.withLock { _ in installCallbacks() }
         var readyCount = 0
+        // Set by each turn, read before the wait that follows it: sleep until then first (0: do not).
+        var coalesceUntil: UInt64 = 0
         while true {
             let timeout: Int? = turnLock.withLock { _ in
                 waitingUntil = 0
-                lastTurnAt = MonotonicClock.now()
+                let turnBegan = MonotonicClock.now()
                 beginTurn()
                 defer { endTurn() }
                 var running: Int32 = 0
@@ -128,11 +126,8 @@ final class EngineLoop: @unchecked Sendable {
                 }
                 waitingUntil = now &+ UInt64(timeout) * 1_000_000
                 idle.store(transfers.isEmpty, ordering: .relaxed)
-                if transfers.count >= Self.coalescingTransfers, timeout > 0 {
-                    coalesceUntil = lastTurnAt &+ Self.coalescingWindow
-                } else {
-                    coalesceUntil = 0
-                }
+                let coalesce = transfers.count >= Self.coalescingTransfers && timeout > 0
+                coalesceUntil = coalesce ? turnBegan &+ Self.coalescingWindow : 0
                 return timeout
             }
             guard var timeout else { break }

@@ -39,6 +39,12 @@ final class TurnRecorder: EngineTurnObserver {
 
     var ended: Int { state.withLock { $0.ended } }
     var inTurn: Bool { state.withLock { $0.inTurn } }
+
+    /// Whether `engine` has ended a turn with nothing in flight and is between turns, so its thread waits idle
+    /// (unless its once-a-second wait just ended).
+    func isIdle(_ engine: CurlEngine) -> Bool {
+        engine.activeTransfers == 0 && ended > 0 && !inTurn
+    }
     var overlapping: Int { state.withLock { $0.overlapping } }
 }
 
@@ -58,7 +64,7 @@ struct EngineTurnTests {
         // second, so one start in a great many may find it awake: then it is woken instead; hence a few tries).
         var ranOnCaller = false
         for _ in 0..<5 where !ranOnCaller {
-            #expect(await eventually { engine.activeTransfers == 0 && turns.ended > 0 && !turns.inTurn })
+            #expect(await eventually { turns.isIdle(engine) })
             // The thread this task runs on now (it may change at each `await`).
             let caller = UInt(pthread_self())
             let before = turns.turns(on: caller)
@@ -139,7 +145,7 @@ struct EngineTurnTests {
         // is completed on the caller's thread, inside `start`, holding the turn; it starts the next transfer there.
         var completedOnCaller = false
         for _ in 0..<5 where !completedOnCaller {
-            #expect(await eventually { engine.activeTransfers == 0 && turns.ended > 0 && !turns.inTurn })
+            #expect(await eventually { turns.isIdle(engine) })
             let next = RecordingDelegate()
             let nextRequest = HTTPRequest(method: "GET", url: server.baseURL + "/")
             let first = CompletionHook { engine.start(nextRequest, delegate: next) }
