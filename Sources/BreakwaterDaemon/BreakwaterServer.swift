@@ -104,7 +104,9 @@ public final class BreakwaterServer: Service, Sendable {
         let streams = settings.config.providers.values.map { Int($0.maxConcurrentStreams) }.max() ?? 100
         let handoff = EngineHandoff()
         let engine = try CurlEngine(maxHostConnections: caps.perHost, maxTotalConnections: caps.total,
-                                    maxConcurrentStreams: streams, turnObserver: handoff)
+                                    maxConcurrentStreams: streams,
+                                    coalescingWindow: settings.config.limits.streamCoalescingWindow,
+                                    turnObserver: handoff)
         defer { engine.shutdown() }
         let clock = SystemClock()
         let store = try stateDirectory.map { try StateStore(directory: $0, logger: logger) }

@@ -120,6 +120,12 @@ public struct LimitsConfig: Sendable, Equatable {
     /// How many idle connections are kept for reuse, and the most open at once to all providers (raised to the
     /// sum of the providers' `max_connections` when that is more).
     public var upstreamConnections: UInt32 = 1024
+    /// With 256 or more upstream transfers open (streams, mostly), the libcurl thread looks at its sockets at most
+    /// once per this long, so one wake-up carries every chunk that came meanwhile: a chunk (or an answer, or a new
+    /// call's request) waits up to this long. Zero: never wait. Below 256 transfers nothing waits.
+    public var streamCoalescingWindow: Duration = .milliseconds(5)
+    /// The longest `stream_coalescing_window` the loader accepts.
+    public static let maximumStreamCoalescingWindow: Duration = .milliseconds(100)
 
     public init() {}
 }

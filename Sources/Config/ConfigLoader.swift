@@ -111,7 +111,8 @@ extension NodeReader {
     mutating func readLimits(_ node: Node, into limits: inout LimitsConfig) {
         let keys: Set = ["max_frame_bytes", "max_body_bytes", "max_concurrent_calls", "drain_timeout",
                          "default_call_timeout", "hello_timeout", "frame_timeout", "max_connections",
-                         "max_connections_per_uid", "upstream_connections_per_host", "upstream_connections"]
+                         "max_connections_per_uid", "upstream_connections_per_host", "upstream_connections",
+                         "stream_coalescing_window"]
         for (key, _, v) in entries(node, "limits", allowed: keys) {
             switch key {
             case "max_frame_bytes": if let n = count(v, key, min: 1024) { limits.maxFrameBytes = n }
@@ -126,6 +127,14 @@ extension NodeReader {
             case "upstream_connections_per_host":
                 if let n = count(v, key, min: 1) { limits.upstreamConnectionsPerHost = n }
             case "upstream_connections": if let n = count(v, key, min: 1) { limits.upstreamConnections = n }
+            case "stream_coalescing_window":
+                guard let d = duration(v, key, allowZero: true) else { break }
+                guard d <= LimitsConfig.maximumStreamCoalescingWindow else {
+                    issue(v, "\(key) must be at most 100ms (0s turns it off): every chunk, answer and new request "
+                          + "waits up to this long while 256 or more calls are open")
+                    break
+                }
+                limits.streamCoalescingWindow = d
             default: break
             }
         }

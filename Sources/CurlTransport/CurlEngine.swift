@@ -31,8 +31,11 @@ public final class CurlEngine: TransferEngine, Sendable {
     ///     connection cache.
     ///   - maxConcurrentStreams: The most HTTP/2 streams libcurl runs on one connection (fewer if the server says
     ///     so) before it opens another; one figure for every host (`CURLMOPT_MAX_CONCURRENT_STREAMS`).
+    ///   - coalescingWindow: With 256 or more transfers open, the engine thread looks at its sockets at most once
+    ///     per this long, so one wake-up carries many chunks (`limits.stream_coalescing_window`); zero: never wait.
     ///   - turnObserver: Told where each of the engine's turns begins and ends, on the thread running it.
     public init(maxHostConnections: Int = 64, maxTotalConnections: Int = 256, maxConcurrentStreams: Int = 100,
+                coalescingWindow: Duration = .milliseconds(5),
                 turnObserver: (any EngineTurnObserver)? = nil) throws {
         try CurlGlobal.ensureInitialized()
         guard let multi = curl_multi_init() else {
@@ -65,7 +68,8 @@ public final class CurlEngine: TransferEngine, Sendable {
             throw error
         }
         let shared = EngineShared(multi: multi, wakeFD: sockets.wake)
-        let loop = EngineLoop(shared: shared, sockets: sockets, turnObserver: turnObserver)
+        let loop = EngineLoop(shared: shared, sockets: sockets, coalescingWindow: coalescingWindow,
+                              turnObserver: turnObserver)
         self.shared = shared
         self.loop = loop
         do {

@@ -67,9 +67,14 @@ final class EngineLoop: @unchecked Sendable {
     /// `coalescingWindow`: it sleeps out the rest of the window before looking at its sockets, so one wake-up (its
     /// own, and the event loop's for the turn's hand-off) carries every chunk that arrived meanwhile instead of one
     /// or two each. A chunk then waits up to that long; below this count (a host's ordinary calls in flight) nothing
-    /// waits. At 1,000 slow HTTP/1.1 streams a chunk had cost two wake-ups; with this, 34 → 26 µs (BENCHMARKS.md).
+    /// waits. Over HTTP/2 the window matters more: each time a connection's socket is readable, libcurl runs every
+    /// transfer on that connection (up to `max_concurrent_streams`; each polls the socket), so a chunk costs about
+    /// (interval between a stream's chunks ÷ window) transfer runs. At 1,000 slow streams, a chunk every 100 ms:
+    /// HTTP/1.1 34 µs per chunk without a window, 24 µs at 1 ms, 20 µs at 5 ms; HTTP/2 65 → 46 µs from 1 to 5 ms
+    /// (BENCHMARKS.md).
     private static let coalescingTransfers = 256
-    private static let coalescingWindow: UInt64 = 1_000_000
+    /// `limits.stream_coalescing_window` in ns; 0: never wait.
+    private let coalescingWindow: UInt64
 
     private let turnObserver: (any EngineTurnObserver)?
     /// The sockets libcurl has the loop watch, and the wake-up eventfd.
@@ -77,8 +82,11 @@ final class EngineLoop: @unchecked Sendable {
     /// When libcurl next wants `curl_multi_socket_action(CURL_SOCKET_TIMEOUT)` (`CURLMOPT_TIMERFUNCTION`).
     private var timerDeadline: UInt64?
 
-    init(shared: EngineShared, sockets: SocketWatch, turnObserver: (any EngineTurnObserver)?) {
+    init(shared: EngineShared, sockets: SocketWatch, coalescingWindow: Duration,
+         turnObserver: (any EngineTurnObserver)?) {
         self.shared = shared
+        let (seconds, attoseconds) = max(coalescingWindow, .zero).components
+        self.coalescingWindow = UInt64(clamping: seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
         self.sockets = sockets
         self.turnObserver = turnObserver
     }
@@ -126,8 +134,8 @@ final class EngineLoop: @unchecked Sendable {
                 }
                 waitingUntil = now &+ UInt64(timeout) * 1_000_000
                 idle.store(transfers.isEmpty, ordering: .relaxed)
-                let coalesce = transfers.count >= Self.coalescingTransfers && timeout > 0
-                coalesceUntil = coalesce ? turnBegan &+ Self.coalescingWindow : 0
+                let coalesce = coalescingWindow > 0 && transfers.count >= Self.coalescingTransfers && timeout > 0
+                coalesceUntil = coalesce ? turnBegan &+ coalescingWindow : 0
                 return timeout
             }
             guard var timeout else { break }

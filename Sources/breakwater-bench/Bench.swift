@@ -69,6 +69,10 @@ struct Bench: AsyncParsableCommand {
         """) var parsers = false
     @Option(help: "With --slow-streams: numbers of streams open at once, comma-separated.")
     var openStreams = "100,1000,5000"
+    @Option(help: """
+        With --slow-streams: the daemon's limits.stream_coalescing_window for each row, comma-separated (e.g. \
+        0s,5ms,10ms); each count runs at each window. Default: the daemon's default (5ms).
+        """) var coalescingWindows = "default"
     @Option(help: "With --http: numbers of connections (and calls in flight), comma-separated.")
     var httpConnections = "1,16,64"
     @Option(help: "With --chaos: concurrencies to run each row at, comma-separated.") var chaosConcurrency = "16,64"
@@ -126,7 +130,9 @@ struct Bench: AsyncParsableCommand {
         }
         if slowStreams {
             try await SlowStreams(bin: bin, dir: dir, seconds: seconds ?? 10,
-                                  counts: Chaos.parseConcurrencies(openStreams)).run()
+                                  counts: Chaos.parseConcurrencies(openStreams),
+                                  windows: coalescingWindows.split(separator: ",").map {
+                                      $0.trimmingCharacters(in: .whitespaces) }).run()
             return
         }
         if http {

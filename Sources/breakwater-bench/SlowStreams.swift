@@ -1,5 +1,6 @@
 import BreakwaterClient
 import Foundation
+import Histogram
 import Synchronization
 
 /// `breakwater-bench --slow-streams`: many streams open at once, each a chunk every 100 ms (an LLM answering at
@@ -8,12 +9,16 @@ import Synchronization
 /// real HTTP/2 server from Debian's nghttp2-proxy, over TLS in front of the fake). For each count: the daemon's CPU
 /// time per forwarded chunk, and its resident memory per open stream above what it held idle. Idle is read after a
 /// warm-up (a few streams opened and cancelled), so that library code and data paged in by the first calls — once
-/// per process, ~6 MB of Foundation, ICU and the Swift runtime — are not charged to the streams.
+/// per process, ~6 MB of Foundation, ICU and the Swift runtime — are not charged to the streams. And what a chunk
+/// waits: the gaps between one stream's chunks as the app receives them (100 ms at the provider), whose spread is
+/// what the daemon's `limits.stream_coalescing_window` (and the machine's load) adds.
 struct SlowStreams {
     var bin: String
     var dir: String
     var seconds: Double
     var counts: [Int]
+    /// `limits.stream_coalescing_window` values, "default" for none written.
+    var windows: [String]
 
     static let chunkIntervalMs = 100
     /// Streams per client connection (the daemon's default `max_concurrent_calls` is 256).
@@ -28,6 +33,7 @@ struct SlowStreams {
 
     struct Row {
         var upstream: Upstream
+        var window: String
         var streams: Int
         var open: Int
         /// The daemon's TCP connections to the provider (or nghttpx) at the window's start.
@@ -37,6 +43,8 @@ struct SlowStreams {
         var kibPerStream: Double
         /// Of `kibPerStream`, the process's own memory (RssAnon: heap, stacks, buffers).
         var anonymousKiBPerStream: Double
+        /// Gaps between one stream's consecutive chunks at the app, in the window: p50, p99, max (ms).
+        var gaps: (p50: Double, p99: Double, max: Double)
         var errors: Int
     }
 
@@ -48,21 +56,26 @@ struct SlowStreams {
         var rows: [Row] = []
         for upstream in Upstream.allCases {
             for count in counts {
-                rows.append(try await measure(upstream, streams: count))
+                for window in windows {
+                    rows.append(try await measure(upstream, streams: count, window: window))
+                }
             }
         }
-        print("\n| upstream | streams | open in the window | chunks/s (offered) | daemon CPU per chunk "
-            + "| RSS per open stream | of it anonymous | upstream connections |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n| upstream | coalescing window | streams | open in the window | chunks/s (offered) "
+            + "| daemon CPU per chunk | chunk gap p50 / p99 / max | RSS per open stream | of it anonymous "
+            + "| upstream connections |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows {
-            print(String(format: "| %@ | %d | %d | %.0f (%d) | %.1f µs | %.1f KB | %.1f KB | %d |", r.upstream.rawValue,
+            print(String(format: "| %@ | %@ | %d | %d | %.0f (%d) | %.1f µs | %.1f / %.1f / %.1f ms | %.1f KB | %.1f KB "
+                + "| %d |", r.upstream.rawValue, r.window,
                          r.streams, r.open, r.chunksPerSecond, r.streams * 1000 / Self.chunkIntervalMs, r.cpuPerChunk,
-                         r.kibPerStream * 1.024, r.anonymousKiBPerStream * 1.024, r.upstreamConnections))
+                         r.gaps.p50, r.gaps.p99, r.gaps.max, r.kibPerStream * 1.024, r.anonymousKiBPerStream * 1.024,
+                         r.upstreamConnections))
         }
     }
 
-    private func measure(_ upstream: Upstream, streams: Int) async throws -> Row {
-        let tag = "slow-\(upstream == .http1 ? "h1" : "h2")-\(streams)"
+    private func measure(_ upstream: Upstream, streams: Int, window coalescing: String) async throws -> Row {
+        let tag = "slow-\(upstream == .http1 ? "h1" : "h2")-\(streams)-\(coalescing)"
         // Streams outlast the ramp, the warm-up and the window; the loop cancels them at its end.
         let ramp = max(2.0, Double(streams) / 1000)
         let chunks = Int((ramp + 1 + seconds + 5) * 1000) / Self.chunkIntervalMs
@@ -93,7 +106,8 @@ struct SlowStreams {
         // `upstream_connections_per_host` is each provider's default max_connections (and libcurl's per-host cap
         // before pools existed): the HTTP/1.1 provider's.
         try """
-            limits: {upstream_connections_per_host: \(streams + 100), upstream_connections: \(streams + 100)}
+            limits: {upstream_connections_per_host: \(streams + 100), upstream_connections: \(streams + 100)\
+            \(coalescing == "default" ? "" : ", stream_coalescing_window: \(coalescing)")}
             providers:
               fake: \(provider)
             routes:
@@ -115,6 +129,7 @@ struct SlowStreams {
 
         let counts = StreamCounts()
         let window = SlowStreamWindow()
+        let gaps = ChunkGaps()
         let body = Bench.callBody
         let windowStart = ContinuousClock.now + .milliseconds(Int64((ramp + 1) * 1000))
         let windowEnd = windowStart + .milliseconds(Int64(seconds * 1000))
@@ -133,8 +148,12 @@ struct SlowStreams {
                     while !Task.isCancelled, ContinuousClock.now < windowEnd {
                         do {
                             let stream = try await client.stream(route: "default", body: body)
+                            var last: ContinuousClock.Instant?
                             for try await _ in stream {
                                 counts.received.add(1, ordering: .relaxed)
+                                let now = ContinuousClock.now
+                                if let last, last >= windowStart, now < windowEnd { gaps.record(now - last) }
+                                last = now
                             }
                         } catch {
                             guard !Task.isCancelled, ContinuousClock.now < windowEnd else { return }
@@ -152,17 +171,20 @@ struct SlowStreams {
         }
         let errors = counts.failures.load(ordering: .relaxed)
         let forwarded = max(1, window.chunks)
-        let row = Row(upstream: upstream, streams: streams, open: window.open,
+        let gap = gaps.percentiles()
+        let row = Row(upstream: upstream, window: coalescing, streams: streams, open: window.open,
                       upstreamConnections: window.upstreamConnections,
                       chunksPerSecond: Double(window.chunks) / seconds,
                       cpuPerChunk: Double(window.cpu) / Double(forwarded),
                       kibPerStream: Double(window.meanRSS - idle.rss) / Double(streams),
                       anonymousKiBPerStream: Double(window.meanAnonymous - idle.anonymous) / Double(streams),
-                      errors: errors)
-        print(String(format: "%@, %5d streams (%d open): %7.0f chunks/s of %d offered, daemon CPU %5.1f µs per chunk, "
+                      gaps: gap, errors: errors)
+        print(String(format: "%@, window %@, %5d streams (%d open): %7.0f chunks/s of %d offered, daemon CPU %5.1f µs "
+            + "per chunk, chunk gap p50 %.1f p99 %.1f max %.1f ms, "
             + "RSS %.1f MB idle → %.1f MB (%.1f KB per open stream, %.1f KB of it anonymous), %d upstream "
-            + "connections", upstream.rawValue,
+            + "connections", upstream.rawValue, coalescing,
             streams, window.open, row.chunksPerSecond, streams * 1000 / Self.chunkIntervalMs, row.cpuPerChunk,
+            gap.p50, gap.p99, gap.max,
             Double(idle.rss) / 1024, Double(window.meanRSS) / 1024, row.kibPerStream * 1.024,
             row.anonymousKiBPerStream * 1.024, row.upstreamConnections)
             + (errors > 0 ? ", \(errors) streams failed" : ""))
@@ -238,6 +260,25 @@ struct SlowStreams {
 final class StreamCounts: Sendable {
     let received = Atomic<Int>(0)
     let failures = Atomic<Int>(0)
+}
+
+/// The gaps between one stream's consecutive chunks as the app side received them, in µs (one histogram for all
+/// streams: ~50,000 records a second at most, under a lock).
+final class ChunkGaps: Sendable {
+    private let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000,
+                                                    numberOfSignificantValueDigits: .three))
+
+    func record(_ gap: Duration) {
+        let micros = UInt64(clamping: gap.components.seconds * 1_000_000 + gap.components.attoseconds / 1_000_000_000_000)
+        histogram.withLock { _ = $0.record(min(micros, 60_000_000)) }
+    }
+
+    /// p50, p99 and the largest gap, in ms.
+    func percentiles() -> (p50: Double, p99: Double, max: Double) {
+        histogram.withLock { h in
+            (Double(h.valueAtPercentile(50)) / 1000, Double(h.valueAtPercentile(99)) / 1000, Double(h.max) / 1000)
+        }
+    }
 }
 
 /// The daemon's CPU time, the chunks the app side received and the daemon's RSS at the window's start and end.

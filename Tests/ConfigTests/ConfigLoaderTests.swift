@@ -127,6 +127,31 @@ import Testing
         }
     }
 
+    @Test func streamCoalescingWindow() throws {
+        let routes = """
+            providers:
+              p: {kind: openai, base_url: "http://127.0.0.1:8000/v1"}
+            routes:
+              default: [{provider: p, model: m}]
+
+            """
+        #expect(try ConfigLoader.parse(routes).limits.streamCoalescingWindow == .milliseconds(5), "the default")
+        #expect(try ConfigLoader.parse("limits: {stream_coalescing_window: 20ms}\n" + routes)
+            .limits.streamCoalescingWindow == .milliseconds(20))
+        #expect(try ConfigLoader.parse("limits: {stream_coalescing_window: 0s}\n" + routes)
+            .limits.streamCoalescingWindow == .zero, "zero turns it off")
+        for (value, message) in [("1s", "stream_coalescing_window must be at most 100ms (0s turns it off)"),
+                                 ("soon", "stream_coalescing_window must be a duration such as 0s, 500ms")] {
+            do {
+                _ = try ConfigLoader.parse("limits: {stream_coalescing_window: \(value)}\n" + routes, file: "bw.yaml")
+                Issue.record("stream_coalescing_window: \(value) accepted")
+            } catch {
+                #expect(error.description.contains(message), "\(error.description)")
+                #expect(error.description.contains("bw.yaml:1:"))
+            }
+        }
+    }
+
     @Test func clusterStoreAndScopes() throws {
         let c = try ConfigLoader.parse("""
             cluster:
