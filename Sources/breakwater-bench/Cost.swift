@@ -59,6 +59,11 @@ struct CostBench {
             + "\(seconds) s measured per row after \(warmup) s of warm-up")
         print("machine: " + Machine.line)
         print("command: " + Machine.command)
+        let floor = try WakeFloor.measure()
+        print(String(format: "this machine's floor: a thread woken by a byte on a Unix socket, answering it, costs %.1f µs "
+            + "of CPU per wake-up (%.2f sleeps each; round trip %.1f µs); a call at 1 in flight wakes the daemon at "
+            + "least twice (its request, its answer)", floor.cpuMicrosPerWake, floor.switchesPerWake,
+            floor.roundTripMicros))
         var rows: [Row] = []
         let modes: [Mode] = cluster ? [.hostLimits, .clusterLimits]
             : clusterBudgets ? [.hostBudget, .clusterBudget] : [.plain, .governed]
