@@ -48,6 +48,10 @@ struct Bench: AsyncParsableCommand {
         (README, Benchmark).
         """) var cost = false
     @Option(help: "With --cost: calls in flight, comma-separated.") var costConcurrency = "1,16,64"
+    @Option(help: """
+        With --cost: how many times to run the two daemons, alternating (plain, governed, plain, ...); with more \
+        than one it prints each run's row, then the median per row and the median of the runs' ratios.
+        """) var costRounds = 1
     @Flag(help: """
         With --cost: provider rate limits shared through a real redis-server (scope: cluster) against the same \
         limits held by the daemon alone (scope: host), instead of policy off and on: the latency and daemon CPU \
@@ -125,7 +129,7 @@ struct Bench: AsyncParsableCommand {
         if cost {
             try await CostBench(bin: bin, dir: dir, seconds: seconds ?? 5, warmup: warmup,
                                 concurrencies: Chaos.parseConcurrencies(costConcurrency), stream: stream,
-                                cluster: cluster, clusterBudgets: clusterBudgets).run()
+                                cluster: cluster, clusterBudgets: clusterBudgets, rounds: max(1, costRounds)).run()
             return
         }
         if slowStreams {

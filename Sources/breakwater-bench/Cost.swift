@@ -5,9 +5,12 @@ import RedisTestKit
 
 /// `breakwater-bench --cost`: what one call costs the daemon, at saturation (provider latency 0), at each of
 /// `--cost-concurrency` calls in flight, without and with a policy: CPU time (user + system of the daemon process ÷
-/// calls answered in the window) and context switches of all its threads ÷ calls. The governed runs audit into a
-/// private systemd-journald (JournalTestKit, as the end-to-end tests do), so writing the audit trail is in the
-/// figure; without root or journald they say so and the audit entries go nowhere.
+/// calls answered in the window) and context switches of all its threads ÷ calls. Every daemon audits into a
+/// private systemd-journald (JournalTestKit, as the end-to-end tests do), as one under systemd always does — a
+/// daemon without a policy still writes each call's attempt and completion — so writing the audit trail is in
+/// every figure and governed ÷ plain is what the policy adds; without root or journald they say so and the audit
+/// entries go nowhere. With `rounds` above 1 the daemons run alternately that many times (this VM's CPU figures
+/// move ±15–30% from minute to minute) and the medians are printed.
 struct CostBench {
     var bin: String
     var dir: String
@@ -19,6 +22,8 @@ struct CostBench {
     var cluster = false
     /// `--cluster-budgets`: a tenant budget in the daemon's ledger against one in the cluster store, both governed.
     var clusterBudgets = false
+    /// `--cost-rounds`: runs of each daemon, alternating.
+    var rounds = 1
 
     /// What one run of rows compares.
     enum Mode: String {
@@ -50,6 +55,8 @@ struct CostBench {
         var voluntaryPerCall: Double
         var involuntaryPerCall: Double
         var errors: Int
+        /// Which of `rounds` this row comes from, from 0.
+        var round = 0
 
         var switchesPerCall: Double { voluntaryPerCall + involuntaryPerCall }
     }
@@ -69,8 +76,11 @@ struct CostBench {
             : clusterBudgets ? [.hostBudget, .clusterBudget] : [.plain, .governed]
         let (what, otherName, baseName) = cluster ? ("rate limits", "cluster", "host")
             : clusterBudgets ? ("budgets", "cluster budget", "host budget") : ("policy", "governed", "plain")
-        for mode in modes {
-            rows += try await self.mode(mode)
+        for round in 0..<rounds {
+            if rounds > 1 { print("\n=== round \(round + 1) of \(rounds)") }
+            for mode in modes {
+                rows += try await self.mode(mode).map { var row = $0; row.round = round; return row }
+            }
         }
         print("\n| \(what) | in flight | calls/s | latency p50 / p99 | daemon CPU per call "
             + "| context switches per call (voluntary + involuntary) |")
@@ -81,15 +91,37 @@ struct CostBench {
                          r.voluntaryPerCall, r.involuntaryPerCall))
         }
         for c in concurrencies {
-            guard let base = rows.first(where: { $0.mode == modes[0] && $0.concurrency == c }),
-                  let other = rows.first(where: { $0.mode == modes[1] && $0.concurrency == c }), base.cpuPerCall > 0
-            else { continue }
-            print(String(format: "%@ ÷ %@ at %d in flight: CPU %.2f×, context switches %.2f×, p50 latency %+d µs",
-                         otherName, baseName, c,
-                         other.cpuPerCall / base.cpuPerCall,
-                         base.switchesPerCall > 0 ? other.switchesPerCall / base.switchesPerCall : 0,
-                         Int(other.p50) - Int(base.p50)))
+            // One ratio per round: the two daemons of a round ran minutes apart at most.
+            let pairs: [(base: Row, other: Row)] = (0..<rounds).compactMap { round in
+                guard let base = rows.first(where: { $0.mode == modes[0] && $0.concurrency == c && $0.round == round }),
+                      let other = rows.first(where: { $0.mode == modes[1] && $0.concurrency == c && $0.round == round }),
+                      base.cpuPerCall > 0 else { return nil }
+                return (base, other)
+            }
+            if rounds == 1, let (base, other) = pairs.first {
+                print(String(format: "%@ ÷ %@ at %d in flight: CPU %.2f×, context switches %.2f×, p50 latency %+d µs",
+                             otherName, baseName, c,
+                             other.cpuPerCall / base.cpuPerCall,
+                             base.switchesPerCall > 0 ? other.switchesPerCall / base.switchesPerCall : 0,
+                             Int(other.p50) - Int(base.p50)))
+            } else if !pairs.isEmpty {
+                let ratios = pairs.map { $0.other.cpuPerCall / $0.base.cpuPerCall }
+                print(String(format: "at %d in flight, median of %d rounds: %@ %.1f µs (%.2f switches), %@ %.1f µs "
+                    + "(%.2f switches); %@ ÷ %@ CPU per round %@, median %.2f×", c, pairs.count,
+                    baseName, Self.median(pairs.map(\.base.cpuPerCall)), Self.median(pairs.map(\.base.switchesPerCall)),
+                    otherName, Self.median(pairs.map(\.other.cpuPerCall)),
+                    Self.median(pairs.map(\.other.switchesPerCall)), otherName, baseName,
+                    ratios.map { String(format: "%.2f", $0) }.joined(separator: ", "), Self.median(ratios)))
+            }
         }
+    }
+
+    /// The middle value (the mean of the two middle ones for an even count).
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return 0 }
+        let mid = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
     }
 
     private func mode(_ mode: Mode) async throws -> [Row] {
@@ -113,17 +145,19 @@ struct CostBench {
             extraConfig = "cluster: {redis: \"unix://\(redis!.socket)\", timeout: 100ms}\n"
         }
         defer { redis?.stop() }
-        var journal: JournalHarness?
         if policy {
-            do {
-                journal = try JournalHarness.start()
-                print("\n== policy on: token, scopes, tenant, budget\(mode == .clusterBudget ? " (tenant's: scope cluster, in redis-server)" : mode == .hostBudget ? " (tenant's: scope host)" : ""); audit into a private systemd-journald "
-                    + "(pid \(journal?.journaldPID.map(String.init) ?? "?"), socket queue \(journal?.datagramQueueLength ?? 0) "
-                    + "datagrams, as systemd sets net.unix.max_dgram_qlen; this host's: "
-                    + "\(JournalHarness.hostDatagramQueueLength()))")
-            } catch {
-                print("\n== policy on; NO journald (\(error)): audit entries go nowhere, the audit cost is understated")
-            }
+            print("\n== policy on: token, scopes, tenant, budget" + (mode == .clusterBudget
+                ? " (tenant's: scope cluster, in redis-server)" : mode == .hostBudget ? " (tenant's: scope host)" : ""))
+        }
+        // Every mode's daemon audits (a call's attempt and completion are entries with or without a policy).
+        var journal: JournalHarness?
+        do {
+            journal = try JournalHarness.start()
+            print("audit into a private systemd-journald (pid \(journal?.journaldPID.map(String.init) ?? "?"), socket "
+                + "queue \(journal?.datagramQueueLength ?? 0) datagrams, as systemd sets net.unix.max_dgram_qlen; "
+                + "this host's: \(JournalHarness.hostDatagramQueueLength()))")
+        } catch {
+            print("NO journald (\(error)): audit entries go nowhere, the audit cost is understated")
         }
         defer { journal?.stop() }
         let tag = "cost-" + mode.rawValue
@@ -177,7 +211,7 @@ struct CostBench {
                 row.switchesPerCall, row.voluntaryPerCall, row.involuntaryPerCall)
                 + (result.errors > 0 ? ", \(result.errors) errors (first: \(result.firstError ?? "?"))" : ""))
         }
-        if policy, let status = try? await client.admin("status"),
+        if journal != nil, let status = try? await client.admin("status"),
            let o = try? JSONSerialization.jsonObject(with: Data(status)) as? [String: Any],
            let audit = o["audit"] as? [String: Any] {
             print("audit entries: \(audit["written"] ?? "?") written, \(audit["unwritten"] ?? "?") unwritten, "
